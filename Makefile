@@ -1,0 +1,33 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv and install everything first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch first, pinned to the CPU build on this machine's disk; override e.g. TORCH_SPEC='torch==2.13.0' with
+# --index-url for CUDA. A plain `torch` requirement would otherwise pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test,bench]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vigil demo
+
+# pytest exits 5 when it collects no test: say so and fail loudly rather than pass silently.
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+
+bench: $(STAMP)
+	$(PY) -m bench.archive
+
+clean:
+	rm -rf $(VENV) vigil-demo build *.egg-info

@@ -1,0 +1,1 @@
+"""Thin Ray actor wrappers, one per stage; the logic lives in pipeline/."""

@@ -1,0 +1,21 @@
+"""Extractor actor: holds the encoders (on a GPU when the cluster has one) and embeds frame batches."""
+
+from __future__ import annotations
+
+import ray
+
+from pipeline.embed import extract_features
+from pipeline.models import load_encoders
+from pipeline.records import Frame, FrameFeatures, ModelIds
+
+
+@ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)
+class ExtractorActor:
+    def __init__(self, models: str, *, device: str, precision: str, batch_size: int):
+        self.encoders = load_encoders(models, device=device, precision=precision, batch_size=batch_size)
+
+    def model_ids(self) -> ModelIds:
+        return self.encoders.ids
+
+    def extract(self, frames: list[Frame]) -> list[FrameFeatures | None]:
+        return extract_features(frames, self.encoders)

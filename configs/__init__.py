@@ -1,0 +1,1 @@
+"""Packaged YAML configs: default.yaml holds the embedded defaults."""

@@ -1,0 +1,1 @@
+"""Entry points: the vigil CLI and the jobs it runs."""

@@ -1,0 +1,298 @@
+"""The archive job: video files to clip embeddings, keyframes and the search index, in one process or on Ray.
+
+Both paths run the same pipeline functions in the same order (decode -> still marking -> batches ->
+extraction -> clip windows -> sink); Ray only decides where decoding and extraction run.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipeline.config import VigilConfig
+from pipeline.decode import VideoDecodeError, probe
+from pipeline.embed import Batches, clip_embeddings, extract_features, sampled_batches
+from pipeline.index import ClipIndex
+from pipeline.models import Encoders, load_encoders
+from pipeline.records import ClipEmbedding, Frame, FrameFeatures, ModelIds
+from pipeline.store import ObjectStore, clip_key, read_clip, source_id, source_key, write_clip, write_keyframe
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
+
+Extracted = Iterator[tuple[list[Frame], list[FrameFeatures | None]]]
+
+
+@dataclass
+class IndexReport:
+    indexed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    clips: int = 0
+    video_seconds: float = 0.0
+    elapsed: float = 0.0
+    untrained: bool = False
+
+
+def find_videos(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files named directly, plus video files found under folders; missing paths are reported."""
+    found, missing = [], []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            missing.append((str(path), f"no such file or folder: {path}"))
+    return list(dict.fromkeys(p.resolve() for p in found)), missing
+
+
+def decode_settings(config: VigilConfig) -> dict:
+    """Everything that changes which frames are decoded; part of a source's record."""
+    d = config.decode
+    return {
+        "backend": d.backend,
+        "fps": d.fps,
+        "short_side": d.short_side,
+        "keyframes_only": d.keyframes_only,
+        "still_threshold": d.still_threshold,
+        "window": config.embed.window,
+    }
+
+
+def _source_record(path: Path, config: VigilConfig, models: ModelIds, duration: float, clips: list[ClipEmbedding]) -> dict:
+    stat = path.stat()
+    return {
+        "source": str(path),
+        "source_id": source_id(str(path)),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "duration": duration,
+        "settings": decode_settings(config),
+        "models": asdict(models),
+        "clips": [c.start for c in clips],
+    }
+
+
+def is_unchanged(store: ObjectStore, index: ClipIndex, path: Path, config: VigilConfig, models: ModelIds) -> bool:
+    """True when this file, with these settings and models, is already in the store and the index."""
+    sid = source_id(str(path))
+    if sid not in index.sources or not store.exists(source_key(sid)):
+        return False
+    record = store.get_json(source_key(sid))
+    stat = path.stat()
+    return (record["size"], record["mtime_ns"], record["settings"], record["models"]) == (
+        stat.st_size,
+        stat.st_mtime_ns,
+        decode_settings(config),
+        asdict(models),
+    )
+
+
+def index_file(
+    path: Path,
+    extracted: Extracted,
+    *,
+    store: ObjectStore,
+    config: VigilConfig,
+    models: ModelIds,
+    duration: float,
+    on_progress: Callable[[float], None] = lambda seconds: None,
+) -> list[ClipEmbedding]:
+    """Pool one file's extracted frames into clips and write them; on failure remove its partial outputs."""
+    sid = source_id(str(path))
+    clips: list[ClipEmbedding] = []
+
+    def frames_and_features():
+        for frames, features in extracted:
+            yield from zip(frames, features, strict=True)
+
+    try:
+        for clip, keyframe in clip_embeddings(frames_and_features(), window=config.embed.window, source_id=sid, models=models):
+            write_keyframe(store, clip.keyframe_key, keyframe.image)
+            write_clip(store, clip)
+            clips.append(clip)
+            on_progress(min(clip.end, duration))
+        if not clips:
+            raise VideoDecodeError(str(path), 0.0, "no frames could be decoded")
+        # A re-index with other settings may leave windows the new run no longer produces.
+        current = {clip_key(sid, c.start) for c in clips} | {c.keyframe_key for c in clips}
+        for prefix in (f"clips/{sid}/", f"keyframes/{sid}/"):
+            for stale in set(store.list(prefix)) - current:
+                store.delete(stale)
+        store.put_json(source_key(sid), _source_record(path, config, models, duration, clips))
+    except BaseException:
+        for prefix in (f"clips/{sid}/", f"keyframes/{sid}/"):
+            store.delete_prefix(prefix)
+        store.delete(source_key(sid))
+        raise
+    return clips
+
+
+def _extract_locally(batches: Batches, encoders: Encoders) -> Extracted:
+    for batch in batches:
+        yield batch, extract_features(batch, encoders)
+
+
+def sync_index(store: ObjectStore, index: ClipIndex) -> int:
+    """Add sources whose clips are in the store but not in the index (an earlier run stopped before saving)."""
+    added = 0
+    for key in store.list("sources/"):
+        record = store.get_json(key)
+        if record["source_id"] in index.sources:
+            continue
+        clips = [read_clip(store, k) for k in store.list(f"clips/{record['source_id']}/")]
+        index.replace_source(record["source_id"], clips)
+        added += 1
+    return added
+
+
+def index_paths(
+    paths: Iterable[str | Path],
+    config: VigilConfig,
+    store: ObjectStore,
+    *,
+    use_ray: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    encoders: Encoders | None = None,
+) -> IndexReport:
+    """Index video files and folders into `store`; corrupt files are reported and skipped, the rest go on."""
+    started = time.perf_counter()
+    report = IndexReport()
+    files, report.failed = find_videos(paths)
+    index = ClipIndex.load(store, kind=config.index.kind, exact_max=config.index.exact_max, hnsw_m=config.index.hnsw_m)
+    sync_index(store, index)
+
+    durations: dict[Path, float] = {}
+    for path in files:
+        try:
+            durations[path] = probe(path).duration
+        except VideoDecodeError as exc:
+            report.failed.append((str(path), str(exc)))
+
+    if use_ray:
+        runner = RayArchive(config)
+        models = runner.models
+    else:
+        encoders = encoders or load_encoders(
+            config.models, device=config.device, precision=config.precision, batch_size=config.batch_size
+        )
+        models = encoders.ids
+    index.check_models(models)
+    report.untrained = models.untrained
+
+    todo = [p for p in durations if force or not is_unchanged(store, index, p, config, models)]
+    report.unchanged = [str(p) for p in durations if p not in todo]
+    bar = tqdm(
+        total=round(sum(durations[p] for p in todo), 1),
+        unit="s",
+        desc="indexing",
+        disable=not progress,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} video s [{elapsed}<{remaining}, {postfix}]",
+    )
+
+    def progress_of(path: Path) -> Callable[[float], None]:
+        done = [0.0]
+
+        def advance(position: float) -> None:
+            bar.update(max(0.0, position - done[0]))
+            done[0] = max(done[0], position)
+            speed = bar.n / max(time.perf_counter() - started, 1e-6)
+            bar.set_postfix_str(f"{speed:.1f}x realtime", refresh=False)
+
+        return advance
+
+    def run(path: Path, extracted: Extracted) -> list[ClipEmbedding]:
+        return index_file(path, extracted, store=store, config=config, models=models, duration=durations[path], on_progress=progress_of(path))
+
+    def record(path: Path, clips: list[ClipEmbedding]) -> None:
+        index.replace_source(source_id(str(path)), clips)
+        report.indexed.append(str(path))
+        report.clips += len(clips)
+        report.video_seconds += durations[path]
+
+    try:
+        if use_ray:
+            with ThreadPoolExecutor(max_workers=runner.decoders) as pool:
+                futures = {pool.submit(run, path, runner.extracted(path)): path for path in todo}
+                for future in as_completed(futures):
+                    _collect(future.result, futures[future], record, report)
+        else:
+            for path in todo:
+                _collect(lambda: run(path, _extract_locally(sampled_batches(path, config), encoders)), path, record, report)
+    finally:
+        bar.close()
+        index.save(store)
+    report.elapsed = time.perf_counter() - started
+    return report
+
+
+def _collect(result: Callable[[], list[ClipEmbedding]], path: Path, record, report: IndexReport) -> None:
+    try:
+        record(path, result())
+    except VideoDecodeError as exc:
+        report.failed.append((str(path), str(exc)))
+
+
+class RayArchive:
+    """Decoder and extractor actors on a Ray cluster (a local one unless RAY_ADDRESS names another).
+
+    Files are spread over the decoder actors; each file's frame batches stream to the extractor pool with
+    at most `in_flight` batches outstanding per file, so a slow extractor slows decoding instead of
+    filling memory.
+    """
+
+    def __init__(self, config: VigilConfig, in_flight: int = 2):
+        import ray
+
+        from actors.decoder import DecoderActor
+        from actors.extractor import ExtractorActor
+
+        if not ray.is_initialized():
+            ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        cpus = int(resources.get("CPU", 1))
+        extractor_count = max(1, gpus) if gpus else 1
+        self.decoders = max(1, cpus - extractor_count)
+        self.config = config
+        self.in_flight = in_flight
+        self._ray = ray
+        self._extractors = [
+            ExtractorActor.options(num_gpus=1 if gpus else 0).remote(
+                config.models, device=config.device, precision=config.precision, batch_size=config.batch_size
+            )
+            for _ in range(extractor_count)
+        ]
+        # An actor runs one call at a time: a file holds a decoder until its stream ends.
+        self._idle_decoders: queue.Queue = queue.Queue()
+        for _ in range(self.decoders):
+            self._idle_decoders.put(DecoderActor.remote(config))
+        self.models: ModelIds = ray.get(self._extractors[0].model_ids.remote())
+
+    def extracted(self, path: Path) -> Extracted:
+        ray = self._ray
+        decoder = self._idle_decoders.get()
+        pending = []
+        try:
+            for number, batch_ref in enumerate(decoder.batches.remote(str(path))):
+                extractor = self._extractors[number % len(self._extractors)]
+                pending.append((batch_ref, extractor.extract.remote(batch_ref)))
+                if len(pending) >= self.in_flight:
+                    frames_ref, features_ref = pending.pop(0)
+                    yield ray.get(frames_ref), ray.get(features_ref)
+            for frames_ref, features_ref in pending:
+                yield ray.get(frames_ref), ray.get(features_ref)
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, VideoDecodeError):
+                raise exc.cause from None
+            raise
+        finally:
+            self._idle_decoders.put(decoder)

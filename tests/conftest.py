@@ -1,0 +1,59 @@
+"""Shared session fixtures: offline Hugging Face, tiny untrained checkpoints, generated videos, one Ray instance."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def vigil_cache(tmp_path_factory):
+    """Tiny checkpoints are built once per session into a private cache."""
+    cache = tmp_path_factory.mktemp("vigil-cache")
+    previous = os.environ.get("VIGIL_CACHE")
+    os.environ["VIGIL_CACHE"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("VIGIL_CACHE", None)
+    else:
+        os.environ["VIGIL_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def tiny_encoders(vigil_cache):
+    from pipeline.models import load_encoders
+
+    return load_encoders("tiny", device="cpu", precision="fp32", batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def scene_video(tmp_path_factory):
+    """A 320x240, 25 fps video of five visually distinct 4-second scenes, a keyframe every second."""
+    from pipeline.synthetic import Scene, write_scene_video
+
+    path = tmp_path_factory.mktemp("media") / "scenes.mp4"
+    scenes = [Scene(name, 4.0) for name in ("gate", "yard", "road", "lobby", "dock")]
+    bounds = write_scene_video(path, scenes, fps=25, size=(320, 240), gop=25)
+    return path, bounds
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for the session, on loopback only."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "VIGIL_CACHE": os.environ.get("VIGIL_CACHE", "")}},
+    )
+    assert all(node["NodeManagerAddress"] == "127.0.0.1" for node in ray.nodes())
+    yield ray
+    ray.shutdown()
