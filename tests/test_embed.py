@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from pipeline.embed import batched, clip_embeddings, extract_features
+from pipeline.records import Frame, ModelIds
+
+MODELS = ModelIds("s", "d", untrained=True)
+
+
+class CountingEncoders:
+    """Embeds an image as its normalised mean colour; counts the images it was given."""
+
+    def __init__(self):
+        self.seen = 0
+
+    def embed_images(self, images):
+        self.seen += len(images)
+        colour = images.reshape(len(images), -1, 3).mean(axis=1) + 1.0
+        unit = colour / np.linalg.norm(colour, axis=1, keepdims=True)
+        return unit.astype(np.float32), unit[:, :2].astype(np.float32)
+
+
+def _frame(pts, colour, still=False):
+    return Frame("v.mp4", pts, int(pts * 2), np.full((4, 4, 3), colour, np.uint8), still=still)
+
+
+def test_still_frames_skip_the_models_and_reuse_features():
+    frames = [_frame(0.0, (200, 0, 0)), _frame(0.5, (200, 0, 0), still=True), _frame(1.0, (0, 0, 200))]
+    encoders = CountingEncoders()
+    features = extract_features(frames, encoders)
+    assert encoders.seen == 2 and features[1] is None
+    assert features[2].pts == 1.0
+    clips = list(clip_embeddings(zip(frames, features), window=2.0, source_id="v", models=MODELS))
+    assert len(clips) == 1 and clips[0][0].frame_count == 3
+
+
+def test_windows_pool_unit_vectors_and_pick_the_typical_frame():
+    colours = [(250, 10, 10), (240, 20, 10), (10, 10, 250), (10, 240, 10), (10, 250, 10), (10, 10, 10)]
+    frames = [_frame(i * 0.7, c) for i, c in enumerate(colours)]  # pts 0 .. 3.5
+    encoders = CountingEncoders()
+    pairs = [(f, x) for batch in batched(frames, 4) for f, x in zip(batch, extract_features(batch, encoders))]
+    clips = list(clip_embeddings(pairs, window=1.5, source_id="v", models=MODELS))
+    assert [(c.start, c.end, c.frame_count) for c, _ in clips] == [(0.0, 1.5, 3), (1.5, 3.0, 2), (3.0, 4.5, 1)]
+    for clip, keyframe in clips:
+        assert np.linalg.norm(clip.siglip) == pytest.approx(1.0, abs=1e-5)
+        assert keyframe.pts == clip.keyframe_pts and clip.keyframe_key == f"keyframes/v/{round(keyframe.pts * 1000):012d}.jpg"
+    # two red frames and one blue: the keyframe is a red one
+    assert clips[0][1].image[0, 0, 0] > 200
+
+
+def test_a_still_first_frame_is_an_error():
+    with pytest.raises(ValueError, match="marked still"):
+        list(clip_embeddings([(_frame(0.0, (1, 1, 1), still=True), None)], window=2, source_id="v", models=MODELS))
