@@ -6,6 +6,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Ray 2.60 registers a Linux node under the machine's address even when asked for 127.0.0.1; with this
+# switch off it resolves the node to loopback, so test traffic stays on 127.0.0.1.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
@@ -43,7 +46,7 @@ def scene_video(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ray_local():
+def ray_local(vigil_cache):
     """One local Ray instance for the session, on loopback only."""
     import ray
 
@@ -52,7 +55,7 @@ def ray_local():
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
         log_to_driver=False,
-        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "VIGIL_CACHE": os.environ.get("VIGIL_CACHE", "")}},
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "VIGIL_CACHE": str(vigil_cache)}},
     )
     assert all(node["NodeManagerAddress"] == "127.0.0.1" for node in ray.nodes())
     yield ray

@@ -1,0 +1,131 @@
+"""The archive job end to end on generated footage with tiny untrained models."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from jobs.archive import index_paths
+from pipeline.config import load_config
+from pipeline.decode import decode_frames
+from pipeline.index import ClipIndex, find_moments
+from pipeline.store import LocalStore, read_clip, source_id
+
+
+def _snapshot(store):
+    return {key: store.get(key) for key in store.list()}
+
+
+@pytest.fixture(scope="module")
+def config(vigil_cache):
+    return load_config(None, {"models": "tiny", "precision": "fp32", "device": "cpu", "batch_size": 8})
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, scene_video, config, tiny_encoders):
+    path, bounds = scene_video
+    store = LocalStore(tmp_path_factory.mktemp("store"))
+    report = index_paths([path], config, store, progress=False, encoders=tiny_encoders)
+    return store, report
+
+
+def test_every_window_is_stored_with_its_keyframe(indexed, scene_video):
+    store, report = indexed
+    path, bounds = scene_video
+    sid = source_id(str(path.resolve()))
+    assert report.indexed == [str(path.resolve())] and not report.failed and report.untrained
+    clips = [read_clip(store, key) for key in store.list(f"clips/{sid}/")]
+    assert [c.start for c in clips] == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
+    assert all(c.frame_count == 2 and c.models.untrained for c in clips)
+    for clip in clips:
+        assert clip.start <= clip.keyframe_pts < clip.end
+        assert store.get(clip.keyframe_key)[:3] == b"\xff\xd8\xff"  # a JPEG
+    manifest = store.get_json("index/MANIFEST.json")
+    assert manifest["count"] == 10 and manifest["kind"] == "flat" and manifest["models"]["untrained"]
+
+
+@pytest.mark.parametrize("moment", [1.3, 5.5, 9.3, 13.9, 18.7])
+def test_an_example_frame_finds_its_window_first(indexed, scene_video, tiny_encoders, moment):
+    store, _ = indexed
+    path, _ = scene_video
+    frame = next(f for f in decode_frames(path, fps=25, short_side=None, keyframes_only=False) if f.pts >= moment)
+    events = find_moments(ClipIndex.load(store), tiny_encoders, image=frame.image, top_k=3)
+    best = events[0]
+    assert best.start <= frame.pts < best.end, (frame.pts, events)
+    assert best.untrained
+    assert all(a.score >= b.score for a, b in zip(events, events[1:]))
+
+
+def test_text_search_returns_ranked_wellformed_events(indexed, tiny_encoders):
+    store, _ = indexed
+    for text in ("a person climbing the fence", "有人翻越围栏"):
+        events = find_moments(ClipIndex.load(store), tiny_encoders, text=text, top_k=4)
+        assert 1 <= len(events) <= 4
+        assert all(a.score >= b.score for a, b in zip(events, events[1:]))
+        for event in events:
+            assert 0 <= event.start < event.end <= 20 and -1 <= event.score <= 1
+            assert store.exists(event.keyframe_key)
+            assert event.to_json()["untrained"] is True
+    with pytest.raises(ValueError, match="empty"):
+        find_moments(ClipIndex.load(store), tiny_encoders, text="  ")
+
+
+def test_reindexing_changes_nothing(tmp_path, scene_video, config, tiny_encoders):
+    path, _ = scene_video
+    store = LocalStore(tmp_path)
+    index_paths([path], config, store, progress=False, encoders=tiny_encoders)
+    before = _snapshot(store)
+    again = index_paths([path], config, store, progress=False, encoders=tiny_encoders)
+    assert again.unchanged == [str(path.resolve())] and not again.indexed
+    assert _snapshot(store) == before
+    forced = index_paths([path], config, store, progress=False, encoders=tiny_encoders, force=True)
+    assert forced.indexed == [str(path.resolve())]
+    assert _snapshot(store) == before
+
+
+def test_changed_settings_reindex_and_drop_stale_windows(tmp_path, scene_video, config, tiny_encoders):
+    path, _ = scene_video
+    store = LocalStore(tmp_path)
+    index_paths([path], config, store, progress=False, encoders=tiny_encoders)
+    wider = config.model_copy(update={"embed": config.embed.model_copy(update={"window": 5.0})})
+    report = index_paths([path], wider, store, progress=False, encoders=tiny_encoders)
+    assert report.indexed == [str(path.resolve())]
+    sid = source_id(str(path.resolve()))
+    assert [read_clip(store, k).start for k in store.list(f"clips/{sid}/")] == [0, 5, 10, 15]
+    assert len(list(store.list(f"keyframes/{sid}/"))) == 4
+    assert len(ClipIndex.load(store)) == 4
+
+
+def test_a_corrupt_file_in_a_folder_is_reported_and_the_others_indexed(tmp_path, scene_video, config, tiny_encoders):
+    from pipeline.synthetic import truncate_file, write_corrupt_video
+
+    path, _ = scene_video
+    folder = (tmp_path / "videos").resolve()
+    folder.mkdir()
+    shutil.copy(path, folder / "good.mp4")
+    write_corrupt_video(folder / "garbage.mp4")
+    truncate_file(path, folder / "cut.mp4", 0.5)
+    store = LocalStore(tmp_path / "store")
+    report = index_paths([folder, tmp_path / "missing.mp4"], config, store, progress=False, encoders=tiny_encoders)
+    assert report.indexed == [str(folder / "good.mp4")]
+    failed = dict(report.failed)
+    assert set(failed) == {str(folder / "garbage.mp4"), str(folder / "cut.mp4"), str(tmp_path / "missing.mp4")}
+    assert "garbage.mp4" in failed[str(folder / "garbage.mp4")] and "cut.mp4" in failed[str(folder / "cut.mp4")]
+    assert ClipIndex.load(store).sources == {source_id(str(folder / "good.mp4"))}
+    assert {key.split("/")[1] for key in store.list("clips/")} == ClipIndex.load(store).sources
+
+
+def test_ray_path_equals_plain_path(tmp_path, ray_local, scene_video, config, indexed):
+    plain, _ = indexed
+    path, _ = scene_video
+    store = LocalStore(tmp_path)
+    report = index_paths([path], config, store, use_ray=True, progress=False)
+    assert report.indexed == [str(path.resolve())] and not report.failed
+    assert sorted(store.list("keyframes/")) == sorted(plain.list("keyframes/"))
+    assert sorted(store.list("clips/")) == sorted(plain.list("clips/"))
+    for key in plain.list("clips/"):
+        a, b = read_clip(plain, key), read_clip(store, key)
+        np.testing.assert_allclose(a.siglip, b.siglip, atol=1e-4)
+        np.testing.assert_allclose(a.dinov2, b.dinov2, atol=1e-4)
+        assert (a.keyframe_key, a.frame_count, a.models) == (b.keyframe_key, b.frame_count, b.models)
+    assert [r.start for r in ClipIndex.load(store).rows] == [r.start for r in ClipIndex.load(plain).rows]
