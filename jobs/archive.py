@@ -195,7 +195,7 @@ def index_paths(
         unit="s",
         desc="indexing",
         disable=not progress,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} video s [{elapsed}<{remaining}, {postfix}]",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} video s [{elapsed}<{remaining}{postfix}]",
     )
 
     def progress_of(path: Path) -> Callable[[float], None]:
@@ -212,8 +212,17 @@ def index_paths(
     def run(path: Path, extracted: Extracted) -> list[ClipEmbedding]:
         return index_file(path, extracted, store=store, config=config, models=models, duration=durations[path], on_progress=progress_of(path))
 
-    def record(path: Path, clips: list[ClipEmbedding]) -> None:
-        index.replace_source(source_id(str(path)), clips)
+    def settle(path: Path, outcome: Callable[[], list[ClipEmbedding]]) -> None:
+        """Fold one file's result into the index (main thread only: the index is not thread-safe)."""
+        sid = source_id(str(path))
+        try:
+            clips = outcome()
+        except VideoDecodeError as exc:
+            report.failed.append((str(path), str(exc)))
+            if sid in index.sources:  # its stored outputs were removed with the failure
+                index.remove_source(sid)
+            return
+        index.replace_source(sid, clips)
         report.indexed.append(str(path))
         report.clips += len(clips)
         report.video_seconds += durations[path]
@@ -223,22 +232,15 @@ def index_paths(
             with ThreadPoolExecutor(max_workers=runner.decoders) as pool:
                 futures = {pool.submit(run, path, runner.extracted(path)): path for path in todo}
                 for future in as_completed(futures):
-                    _collect(future.result, futures[future], record, report)
+                    settle(futures[future], future.result)
         else:
             for path in todo:
-                _collect(lambda: run(path, _extract_locally(sampled_batches(path, config), encoders)), path, record, report)
+                settle(path, lambda: run(path, _extract_locally(sampled_batches(path, config), encoders)))
     finally:
         bar.close()
         index.save(store)
     report.elapsed = time.perf_counter() - started
     return report
-
-
-def _collect(result: Callable[[], list[ClipEmbedding]], path: Path, record, report: IndexReport) -> None:
-    try:
-        record(path, result())
-    except VideoDecodeError as exc:
-        report.failed.append((str(path), str(exc)))
 
 
 class RayArchive:

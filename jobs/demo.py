@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 from PIL import Image
@@ -21,6 +22,7 @@ EXAMPLE_SCENE = 2
 
 
 def _banner(lines: list[str]) -> None:
+    lines = [wrapped for line in lines for wrapped in textwrap.wrap(line, 96)]
     width = max(len(line) for line in lines) + 4
     print("#" * width)
     for line in lines:

@@ -99,21 +99,24 @@ class ClipIndex:
         self._dinov2 = None if dinov2 is None else _build(dinov2, self.kind, hnsw_m)
 
     def replace_source(self, source_id: str, clips: Sequence[ClipEmbedding]) -> None:
-        """Drop every row of `source_id`, then add `clips` (sorted by start): re-indexing a source."""
+        """Drop every row of `source_id`, then add `clips`: re-indexing a source."""
         for clip in clips:
             if clip.source_id != source_id:
                 raise ValueError(f"clip of {clip.source_id} given for {source_id}")
             self.check_models(clip.models)
             self.models = clip.models
         keep = [i for i, row in enumerate(self.rows) if row.source_id != source_id]
-        ordered = sorted(clips, key=lambda clip: clip.start)
         rows = [self.rows[i] for i in keep] + [
-            IndexRow(c.source, c.source_id, c.start, c.end, c.keyframe_key) for c in ordered
+            IndexRow(c.source, c.source_id, c.start, c.end, c.keyframe_key) for c in clips
         ]
+        siglip = _stack(_vectors(self._siglip), keep, [c.siglip for c in clips])
+        dinov2 = _stack(_vectors(self._dinov2), keep, [c.dinov2 for c in clips])
+        # Rows in (source, start) order whatever order sources arrive in: the same content is the same index.
+        order = sorted(range(len(rows)), key=lambda i: (rows[i].source_id, rows[i].start))
         self._rebuild(
-            rows,
-            _stack(_vectors(self._siglip), keep, [c.siglip for c in ordered]),
-            _stack(_vectors(self._dinov2), keep, [c.dinov2 for c in ordered]),
+            [rows[i] for i in order],
+            None if siglip is None else siglip[order],
+            None if dinov2 is None else dinov2[order],
         )
 
     def remove_source(self, source_id: str) -> int:

@@ -129,3 +129,25 @@ def test_ray_path_equals_plain_path(tmp_path, ray_local, scene_video, config, in
         np.testing.assert_allclose(a.dinov2, b.dinov2, atol=1e-4)
         assert (a.keyframe_key, a.frame_count, a.models) == (b.keyframe_key, b.frame_count, b.models)
     assert [r.start for r in ClipIndex.load(store).rows] == [r.start for r in ClipIndex.load(plain).rows]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_source_that_turns_corrupt_leaves_store_and_index_consistent(tmp_path, scene_video, config, tiny_encoders, damage):
+    from pipeline.synthetic import truncate_file, write_corrupt_video
+
+    path, _ = scene_video
+    video = (tmp_path / "cam.mp4").resolve()
+    shutil.copy(path, video)
+    store = LocalStore(tmp_path / "store")
+    index_paths([video], config, store, progress=False, encoders=tiny_encoders)
+    if damage == "garbage":
+        write_corrupt_video(video)
+    else:
+        truncate_file(path, video, 0.6)
+    report = index_paths([video], config, store, progress=False, encoders=tiny_encoders, force=True)
+    assert [p for p, _ in report.failed] == [str(video)] and "cam.mp4" in report.failed[0][1]
+    index = ClipIndex.load(store)
+    stored = {key.split("/")[1] for key in store.list("clips/")}
+    assert index.sources == stored == {key.split("/")[1].removesuffix(".json") for key in store.list("sources/")}
+    for row in index.rows:
+        assert store.exists(row.keyframe_key)

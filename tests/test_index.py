@@ -98,3 +98,13 @@ def test_merge_joins_adjacent_strong_windows_only():
     assert [(e.source_id, e.start, e.end) for e in events] == [("a", 10, 14), ("a", 20, 22), ("b", 12, 14), ("a", 14, 16), ("a", 8, 10)]
     assert events[0].score == 0.90 and events[0].keyframe_key == "k/a/10"
     assert merge_hits([]) == []
+
+
+def test_the_same_content_gives_the_same_index_in_any_order(tmp_path, vectors):
+    first, second = ClipIndex(), ClipIndex()
+    first.replace_source("a", _clips("a", vectors[:4]))
+    first.replace_source("b", _clips("b", vectors[4:8]))
+    second.replace_source("b", _clips("b", vectors[4:8])[::-1])
+    second.replace_source("a", _clips("a", vectors[:4]))
+    assert first.rows == second.rows
+    assert first.save(LocalStore(tmp_path / "1")) == second.save(LocalStore(tmp_path / "2"))
