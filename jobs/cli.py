@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(search)
 
     remove = commands.add_parser("remove", help="remove a source from the store and the index")
-    remove.add_argument("sources", nargs="+", metavar="PATH")
+    remove.add_argument("sources", nargs="+", metavar="PATH", help="a video path or a source id")
     _common(remove)
 
     demo = commands.add_parser("demo", help="generate a sample video, index it and search it")
@@ -155,9 +155,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
     store = open_store(config.store)
     index = load_index(config, store)
     for source in args.sources:
-        ids = {source_id(str(Path(source).resolve())), source_id(source), source}
-        sid = next((i for i in ids if i in index.sources or store.exists(source_key(i))), None)
-        if sid is None:
+        sid = source if source in index.sources else source_id(str(Path(source).resolve()))
+        if sid not in index.sources and not store.exists(source_key(sid)):
             raise UsageError(f"{source} is not in the store {store.url}")
         removed = index.remove_source(sid)
         for prefix in (f"clips/{sid}/", f"keyframes/{sid}/"):
