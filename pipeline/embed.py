@@ -105,6 +105,41 @@ class ClipWindow:
         return clip, Keyframe(frame.source, frame.pts, frame.image)
 
 
+class ClipWindower:
+    """Windows one source's time-ordered frames: `push` returns the windows a frame closes.
+
+    Frames without features (still frames) reuse the last computed features of the source.
+    """
+
+    def __init__(self, *, window: float, source_id: str, models: ModelIds):
+        self.window = window
+        self.source_id = source_id
+        self.models = models
+        self.current: ClipWindow | None = None
+        self._last: FrameFeatures | None = None
+
+    def push(self, frame: Frame, features: FrameFeatures | None) -> list[tuple[ClipEmbedding, Keyframe]]:
+        if features is None:
+            if self._last is None:
+                raise ValueError(f"{frame.source}: frame at {frame.pts:.3f}s is marked still but no earlier features exist")
+            features = FrameFeatures(frame.source, frame.pts, self._last.siglip, self._last.dinov2)
+        self._last = features
+        start = math.floor(frame.pts / self.window + 1e-9) * self.window
+        closed = []
+        if self.current is None or start >= self.current.end - 1e-9:
+            closed = self.flush()
+            self.current = ClipWindow(start=start, end=start + self.window)
+        self.current.add(frame, features)
+        return closed
+
+    def flush(self) -> list[tuple[ClipEmbedding, Keyframe]]:
+        """Close the open window, if any."""
+        if self.current is None:
+            return []
+        closed, self.current = self.current, None
+        return [closed.pool(self.source_id, self.models)]
+
+
 def clip_embeddings(
     frames_and_features: Iterable[tuple[Frame, FrameFeatures | None]],
     *,
@@ -113,20 +148,7 @@ def clip_embeddings(
     models: ModelIds,
 ) -> Iterator[tuple[ClipEmbedding, Keyframe]]:
     """Group time-ordered frames into windows of `window` seconds and pool each; yields as windows close."""
-    current: ClipWindow | None = None
-    last: FrameFeatures | None = None
+    windower = ClipWindower(window=window, source_id=source_id, models=models)
     for frame, features in frames_and_features:
-        if features is None:
-            if last is None:
-                raise ValueError(f"{frame.source}: frame at {frame.pts:.3f}s is marked still but no earlier features exist")
-            features = FrameFeatures(frame.source, frame.pts, last.siglip, last.dinov2)
-        last = features
-        slot = math.floor(frame.pts / window + 1e-9)
-        start = slot * window
-        if current is None or start >= current.end - 1e-9:
-            if current is not None:
-                yield current.pool(source_id, models)
-            current = ClipWindow(start=start, end=start + window)
-        current.add(frame, features)
-    if current is not None:
-        yield current.pool(source_id, models)
+        yield from windower.push(frame, features)
+    yield from windower.flush()
