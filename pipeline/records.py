@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,3 +102,86 @@ class Event:
             "keyframe": self.keyframe_key,
             "untrained": self.untrained,
         }
+
+
+ALERT_STATUSES = ("open", "closed")
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One event of a standing query on one camera (see `pipeline.match`). Times are media seconds (pts).
+
+    Emitted twice under the same deterministic id: status "open" as soon as the event is confirmed (end and
+    peak so far), then "closed" with the final end and peak; consumers overwrite by id. `end` is the pts of
+    the event's last frame scoring at or above the low (hysteresis) threshold; `keyframe_key` is the
+    peak frame's keyframe. `verified`: None when no verifier ran (or it failed), True when one confirmed.
+    """
+
+    id: str
+    query_id: str
+    camera: str
+    start: float
+    end: float
+    peak_score: float
+    peak_pts: float
+    keyframe_key: str
+    models: ModelIds
+    status: str = "open"
+    query_text: str | None = None
+    query_image: str | None = None
+    verified: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in ALERT_STATUSES:
+            raise ValueError(f"alert status must be one of {ALERT_STATUSES}, got {self.status!r}")
+        if not self.end >= self.start:
+            raise ValueError(f"alert end {self.end} is before its start {self.start}")
+
+    @property
+    def untrained(self) -> bool:
+        return self.models.untrained
+
+    @staticmethod
+    def make_id(query_id: str, camera: str, start: float) -> str:
+        """Deterministic: the same query, camera and event start (to the millisecond) give the same id."""
+        text = f"{query_id}\x00{camera}\x00{int(round(start * 1000))}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "query_id": self.query_id,
+            "query_text": self.query_text,
+            "query_image": self.query_image,
+            "camera": self.camera,
+            "start": float(self.start),
+            "end": float(self.end),
+            "peak_score": float(self.peak_score),
+            "peak_pts": float(self.peak_pts),
+            "keyframe_key": self.keyframe_key,
+            "models": {"siglip": self.models.siglip, "dinov2": self.models.dinov2},
+            "untrained": self.untrained,
+            "verified": self.verified,
+        }
+
+    @classmethod
+    def from_json(cls, data: "dict | str | bytes") -> "Alert":
+        if isinstance(data, (str, bytes)):
+            data = json.loads(data)
+        models = data["models"]
+        return cls(
+            id=str(data["id"]),
+            query_id=str(data["query_id"]),
+            camera=str(data["camera"]),
+            start=float(data["start"]),
+            end=float(data["end"]),
+            peak_score=float(data["peak_score"]),
+            peak_pts=float(data["peak_pts"]),
+            keyframe_key=str(data["keyframe_key"]),
+            models=ModelIds(str(models["siglip"]), str(models["dinov2"]), bool(data.get("untrained", False))),
+            status=str(data.get("status", "open")),
+            query_text=data.get("query_text"),
+            query_image=data.get("query_image"),
+            verified=data.get("verified"),
+        )
