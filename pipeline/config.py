@@ -43,6 +43,50 @@ class SearchConfig(_Section):
     merge_drop: float = Field(ge=0, le=1)
 
 
+class S3Config(_Section):
+    """How `s3://bucket/prefix` stores are reached. Credentials never live here: AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY (optionally AWS_SESSION_TOKEN) come from the environment only."""
+
+    endpoint: str | None = None  # http(s)://host[:port]; VIGIL_S3_ENDPOINT
+    region: str | None = None  # None: AWS_DEFAULT_REGION, else asked of the service
+    create_bucket: bool = True
+    attempts: int = Field(default=6, ge=1, le=100)
+    backoff: float = Field(default=0.5, ge=0, le=60)
+    backoff_max: float = Field(default=8.0, ge=0, le=600)
+    deadline: float = Field(default=60.0, gt=0, le=3600)
+    connect_timeout: float = Field(default=5.0, gt=0, le=600)
+    read_timeout: float = Field(default=30.0, gt=0, le=3600)
+
+
+class KafkaTopics(_Section):
+    frames: str = Field(default="vigil.frames", min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    alerts: str = Field(default="vigil.alerts", min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    dlq: str = Field(default="vigil.dlq", min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+
+
+class KafkaConfig(_Section):
+    """Live streams: where the brokers are, the topic names and how hard to try to reach them."""
+
+    brokers: str = Field(default="127.0.0.1:9092", pattern=r"^[^,\s:]+:\d+(,[^,\s:]+:\d+)*$")  # VIGIL_KAFKA_BROKERS
+    topics: KafkaTopics = Field(default_factory=KafkaTopics)
+    group: str = Field(default="vigil-monitor", min_length=1)
+    max_message_bytes: int = Field(default=1048576, ge=1024, le=64 * 1024 * 1024)
+    connect_attempts: int = Field(default=5, ge=1, le=1000)
+    backoff: float = Field(default=0.5, ge=0, le=60)
+    backoff_max: float = Field(default=8.0, ge=0, le=600)
+    connect_timeout: float = Field(default=5.0, gt=0, le=600)
+    delivery_timeout: float = Field(default=60.0, gt=0, le=3600)
+
+
+class MatchConfig(_Section):
+    """Standing-query matching (`pipeline.match`): the per-(query, camera) score calibration."""
+
+    history: int = Field(default=600, ge=8, le=100000)  # recent stage-1 scores kept per (query, camera)
+    warmup: int = Field(default=30, ge=1, le=100000)  # scores needed before a calibrated query can alert
+    min_spread: float = Field(default=0.01, gt=0, le=1)  # floor of the robust spread (cosine units)
+    temperature: float = Field(default=0.01, gt=0, le=1)  # of the soft maximum over the neutral prompts
+
+
 class VigilConfig(_Section):
     store: str = Field(min_length=1)
     models: str = Field(min_length=1)
@@ -53,10 +97,14 @@ class VigilConfig(_Section):
     embed: EmbedConfig
     index: IndexConfig
     search: SearchConfig
+    s3: S3Config = Field(default_factory=S3Config)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    match: MatchConfig = Field(default_factory=MatchConfig)
 
 
 # Environment variables and the config keys they set.
-ENVIRONMENT = {"VIGIL_STORE": "store", "VIGIL_MODELS": "models"}
+ENVIRONMENT = {"VIGIL_STORE": "store", "VIGIL_MODELS": "models", "VIGIL_S3_ENDPOINT": "s3.endpoint",
+               "VIGIL_KAFKA_BROKERS": "kafka.brokers"}
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -67,6 +115,17 @@ def _merge(base: dict, override: dict) -> dict:
         else:
             merged[key] = value
     return merged
+
+
+def _set(data: dict, dotted: str, value: Any) -> None:
+    """Set a dotted key such as "decode.fps" (a section written as an empty `s3:` counts as missing)."""
+    *parents, leaf = dotted.split(".")
+    section = data
+    for part in parents:
+        if section.get(part) is None:
+            section[part] = {}
+        section = section[part]
+    section[leaf] = value
 
 
 def _read_yaml(text: str, origin: str) -> dict:
@@ -105,15 +164,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         origin = str(path)
     for variable, key in ENVIRONMENT.items():
         if os.environ.get(variable):
-            data[key] = os.environ[variable]
+            _set(data, key, os.environ[variable])
     for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        *parents, leaf = dotted.split(".")
-        section = data
-        for part in parents:
-            section = section.setdefault(part, {})
-        section[leaf] = value
+        if value is not None:
+            _set(data, dotted, value)
     try:
         return VigilConfig.model_validate(data)
     except ValidationError as exc:
