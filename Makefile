@@ -7,7 +7,12 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean system-deps
+
+# Debian packages the tests use: the RTSP test camera (tests/rtsp_server.py) is GStreamer's RTSP server on
+# Debian's python3-gi. Installed only when one is missing (needs root, or sudo).
+SYSTEM_DEPS := gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-ugly gstreamer1.0-rtsp
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +27,15 @@ demo: $(STAMP)
 	$(VENV)/bin/vigil demo
 
 # pytest exits 5 when it collects no test: say so and fail loudly rather than pass silently.
-test: $(STAMP)
+system-deps:
+	@missing=$$(for p in $(SYSTEM_DEPS); do dpkg -s $$p 2>/dev/null | grep -q '^Status: install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		echo "installing Debian packages:" $$missing; \
+		$$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+test: $(STAMP) system-deps
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 

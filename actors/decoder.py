@@ -1,11 +1,22 @@
-"""Decoder actor: one video file in, a stream of sampled, still-marked frame batches out."""
+"""Decoder actors: video in, sampled frames out.
+
+`DecoderActor` streams one archive file's frame batches; `KafkaDecoderActor` reads camera messages from
+assigned `vigil.frames` partitions (malformed ones go to the DLQ); `StreamDecoderActor` reads a file or
+live URL directly (embedded mode, no Kafka).
+"""
 
 from __future__ import annotations
+
+from itertools import islice
 
 import ray
 
 from pipeline.config import VigilConfig
+from pipeline.decode import decode_frames
 from pipeline.embed import sampled_batches
+from pipeline.kafka_io import DeadLetters, FrameConsumer, FrameProducer, KafkaSettings, MalformedMessage, decode_message, next_offsets
+from pipeline.live import is_live, read_live
+from pipeline.records import Frame
 
 
 @ray.remote(num_cpus=1, max_restarts=2)
@@ -15,3 +26,53 @@ class DecoderActor:
 
     def batches(self, path: str):
         yield from sampled_batches(path, self.config)
+
+
+@ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)
+class KafkaDecoderActor:
+    def __init__(self, config: VigilConfig):
+        settings = KafkaSettings.from_config(config.kafka)
+        self.topic = config.kafka.topics.frames
+        self.consumer = FrameConsumer(settings, self.topic, group_id=config.kafka.group, assign=True)
+        self.dead_letters = DeadLetters(FrameProducer(settings), config.kafka.topics.dlq)
+        self.max_bytes = config.kafka.max_message_bytes
+
+    def seek(self, offsets: dict[str, int]) -> None:
+        """Resume from a checkpoint's offsets ({"topic:partition": next offset})."""
+        from kafka import TopicPartition
+
+        for name, offset in offsets.items():
+            topic, partition = name.rsplit(":", 1)
+            self.consumer.kafka.seek(TopicPartition(topic, int(partition)), offset)
+
+    def poll(self, timeout: float, max_frames: int) -> tuple[list[Frame], dict[str, int], bool]:
+        records = self.consumer.poll(timeout, max_records=max_frames)
+        frames = []
+        for record in records:
+            try:
+                frames += decode_message(record.key, record.value, record.headers, max_bytes=self.max_bytes)
+            except MalformedMessage as exc:
+                self.dead_letters.publish(record, exc.reason)
+        self.dead_letters.flush()  # dead letters are durable before their offsets can be committed
+        return frames, {f"{t}:{p}": o for (t, p), o in next_offsets(records).items()}, False
+
+    def commit(self, offsets: dict[str, int]) -> None:
+        self.consumer.commit({tuple((name.rsplit(":", 1)[0], int(name.rsplit(":", 1)[1]))): o for name, o in offsets.items()})
+
+    def dead_letter_count(self) -> int:
+        return self.dead_letters.count
+
+
+@ray.remote(num_cpus=1, max_restarts=2)
+class StreamDecoderActor:
+    def __init__(self, url: str, camera: str, config: VigilConfig):
+        d = config.decode
+        if is_live(url):
+            self.frames = iter(read_live(url, camera=camera, fps=d.fps, short_side=d.short_side))
+        else:
+            stream = decode_frames(url, fps=d.fps, short_side=d.short_side, threads=d.threads, backend=d.backend, camera=camera)
+            self.frames = (Frame(camera, f.pts, f.index, f.image, camera=camera) for f in stream)
+
+    def poll(self, timeout: float, max_frames: int) -> tuple[list[Frame], dict[str, int], bool]:
+        frames = list(islice(self.frames, max_frames))
+        return frames, {}, len(frames) < max_frames

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from jobs import ingest
+from jobs import monitor as monitor_job
+from jobs import summarize as summarize_job
 from pipeline.config import ConfigError, VigilConfig, load_config
 from pipeline.decode import VideoDecodeError
 from pipeline.index import ClipIndex, IndexMismatchError, find_moments
@@ -24,9 +27,9 @@ class UsageError(Exception):
     """Bad command-line input, reported without a traceback."""
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file overriding configs/default.yaml")
-    parser.add_argument("--store", help="store folder (env VIGIL_STORE; default ./vigil-data)")
+    parser.add_argument("--store", help="store folder or s3://bucket/prefix (env VIGIL_STORE; default ./vigil-data)")
     parser.add_argument("--models", help="default | tiny | SIGLIP,DINOV2 (HF ids or folders) | DIR (env VIGIL_MODELS)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"])
@@ -45,22 +48,26 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--force", action="store_true", help="re-index files already indexed unchanged")
     index.add_argument("--ray", action="store_true", help="spread files over Ray decoder and extractor actors")
     index.add_argument("--no-progress", action="store_true")
-    _common(index)
+    add_common_options(index)
 
     search = commands.add_parser("search", help="find moments by a phrase or an example image")
     search.add_argument("text", nargs="?", help="what to look for, in any language")
     search.add_argument("--image", help="an example image file instead of a phrase")
     search.add_argument("--top-k", type=int)
     search.add_argument("--json", action="store_true", help="JSON lines: source, start, end, score, keyframe")
-    _common(search)
+    add_common_options(search)
 
     remove = commands.add_parser("remove", help="remove a source from the store and the index")
     remove.add_argument("sources", nargs="+", metavar="PATH", help="a video path or a source id")
-    _common(remove)
+    add_common_options(remove)
 
     demo = commands.add_parser("demo", help="generate a sample video, index it and search it")
     demo.add_argument("--out", default="vigil-demo", help="folder for the sample video and (unless --store) the store")
-    _common(demo)
+    add_common_options(demo)
+
+    ingest.add_parser(commands)
+    summarize_job.add_parser(commands)
+    monitor_job.add_parser(commands)
     return parser
 
 
@@ -79,6 +86,10 @@ def config_from(args: argparse.Namespace) -> VigilConfig:
             "search.top_k": getattr(args, "top_k", None),
         },
     )
+
+
+def open_configured_store(config: VigilConfig) -> ObjectStore:
+    return open_store(config.store, s3=config.s3)
 
 
 def load_index(config: VigilConfig, store: ObjectStore) -> ClipIndex:
@@ -115,7 +126,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from jobs.archive import index_paths
 
     config = config_from(args)
-    store = open_store(config.store)
+    store = open_store(config.store, s3=config.s3)
     report = index_paths(args.paths, config, store, use_ray=args.ray, force=args.force, progress=not args.no_progress)
     speed = report.video_seconds / report.elapsed if report.elapsed else 0.0
     print(
@@ -131,7 +142,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     config = config_from(args)
-    store = open_store(config.store)
+    store = open_store(config.store, s3=config.s3)
     index = load_index(config, store)
     if not len(index):
         raise UsageError(f"the index in {store.url} is empty: run `vigil index PATH` first")
@@ -152,7 +163,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     config = config_from(args)
-    store = open_store(config.store)
+    store = open_store(config.store, s3=config.s3)
     index = load_index(config, store)
     for source in args.sources:
         sid = source if source in index.sources else source_id(str(Path(source).resolve()))
@@ -173,7 +184,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args, config_from(args))
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "remove": cmd_remove, "demo": cmd_demo}
+COMMANDS = {"index": cmd_index, "search": cmd_search, "remove": cmd_remove, "demo": cmd_demo, "ingest": ingest.run}
+COMMANDS["summarize"] = summarize_job.run
+COMMANDS.update(monitor=monitor_job.run, query=monitor_job.run, alerts=monitor_job.run)
 
 
 def main(argv: list[str] | None = None) -> int:

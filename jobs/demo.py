@@ -60,7 +60,7 @@ def run_demo(args: argparse.Namespace, config: VigilConfig) -> int:
         write_scene_video(sample, SCENES, fps=25, size=(640, 360), gop=25)
 
     encoders = _encoders(config)
-    store = open_store(config.store)
+    store = open_store(config.store, s3=config.s3)
     report = index_paths([sample], config, store, encoders=encoders)
     print(f"indexed {report.clips} clips in {report.elapsed:.1f} s into {store.url}")
     index = load_index(config, store)

@@ -87,6 +87,22 @@ class MatchConfig(_Section):
     temperature: float = Field(default=0.01, gt=0, le=1)  # of the soft maximum over the neutral prompts
 
 
+class StreamSource(_Section):
+    camera: str = Field(min_length=1, max_length=200)
+    url: str = Field(min_length=1)  # a file path or a live URL (rtsp://, http://, ...)
+
+
+class MonitorConfig(_Section):
+    """The live monitor: its name (checkpoints), where frames come from, and its pacing."""
+
+    name: str = Field(default="monitor", min_length=1, max_length=100)
+    sources: list[StreamSource] = Field(default_factory=list)  # embedded mode; empty: Kafka vigil.frames
+    batch_frames: int = Field(default=32, ge=1, le=4096)  # frames per extractor call, across cameras
+    poll_timeout: float = Field(default=0.5, gt=0, le=60)  # the batching deadline
+    checkpoint_every: float = Field(default=2.0, gt=0, le=3600)  # seconds between durable checkpoints
+    query_refresh: float = Field(default=5.0, gt=0, le=3600)  # seconds between re-reads of queries/
+
+
 class VigilConfig(_Section):
     store: str = Field(min_length=1)
     models: str = Field(min_length=1)
@@ -100,6 +116,7 @@ class VigilConfig(_Section):
     s3: S3Config = Field(default_factory=S3Config)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     match: MatchConfig = Field(default_factory=MatchConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
 
 # Environment variables and the config keys they set.

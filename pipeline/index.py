@@ -100,12 +100,19 @@ class ClipIndex:
 
     def replace_source(self, source_id: str, clips: Sequence[ClipEmbedding]) -> None:
         """Drop every row of `source_id`, then add `clips`: re-indexing a source."""
+        if any(clip.source_id != source_id for clip in clips):
+            raise ValueError(f"clips of other sources given for {source_id}")
+        self._adopt_models(clips)
+        keep = [i for i, row in enumerate(self.rows) if row.source_id != source_id]
+        self._reorder(keep, clips)
+
+    def _adopt_models(self, clips: Sequence[ClipEmbedding]) -> None:
         for clip in clips:
-            if clip.source_id != source_id:
-                raise ValueError(f"clip of {clip.source_id} given for {source_id}")
             self.check_models(clip.models)
             self.models = clip.models
-        keep = [i for i, row in enumerate(self.rows) if row.source_id != source_id]
+
+    def _reorder(self, keep: list[int], clips: Sequence[ClipEmbedding]) -> None:
+        """Rebuild from the kept rows plus `clips`."""
         rows = [self.rows[i] for i in keep] + [
             IndexRow(c.source, c.source_id, c.start, c.end, c.keyframe_key) for c in clips
         ]
@@ -118,6 +125,13 @@ class ClipIndex:
             None if siglip is None else siglip[order],
             None if dinov2 is None else dinov2[order],
         )
+
+    def upsert(self, clips: Sequence[ClipEmbedding]) -> None:
+        """Add clips, replacing rows with the same source and start: live streams grow window by window."""
+        self._adopt_models(clips)
+        fresh = {(c.source_id, c.start) for c in clips}
+        keep = [i for i, row in enumerate(self.rows) if (row.source_id, row.start) not in fresh]
+        self._reorder(keep, clips)
 
     def remove_source(self, source_id: str) -> int:
         before = len(self.rows)

@@ -602,6 +602,13 @@ class Matcher:
             self._last_pts.pop(camera, None)
             return alerts
 
+    def is_peak(self, camera: str, pts: float) -> bool:
+        """True when the frame at `pts` is the peak so far of an event of `camera`: its thumbnail may become
+        an alert's keyframe, so the monitor stores it."""
+        with self._lock:
+            return any(cam == camera and pair.phase != "idle" and pair.peak_pts == pts
+                       for (_, cam), pair in self._pairs.items())
+
     def _step(self, query: StandingQuery, camera: str, pair: _Pair, pts: float, score: float | None,
               key: str, image: np.ndarray | None) -> list[Alert]:
         alerts: list[Alert] = []

@@ -9,8 +9,11 @@ Key layout (relative to the store root; an S3 store uses the same keys under its
     index/{version}/...                      FAISS files and row metadata of that version
 
 `source_id` is a path-safe slug plus a hash of the source, so user input never becomes a raw key.
-Every write is a whole object put atomically (write then rename), keyed deterministically: writing
-the same thing twice changes nothing.
+Every write is a whole object put atomically (write then rename, or one S3 PUT), keyed deterministically:
+writing the same thing twice changes nothing.
+
+Stores: `LocalStore` (a folder) and `S3Store` (`s3://bucket/prefix` through the minio client, imported
+lazily); `open_store(url, s3=config.s3)` picks one.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import tempfile
+import time
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -121,7 +126,8 @@ class LocalStore(ObjectStore):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         base = self.root / prefix if prefix else self.root
-        folder = base if base.is_dir() else base.parent
+        # A plain string prefix, as S3 has it: "a" also finds "ab/x"; only "a/" (or "") is a folder walk.
+        folder = base if (not prefix or prefix.endswith("/")) and base.is_dir() else base.parent
         if not folder.is_dir():
             return iter(())
         keys = (
@@ -135,11 +141,311 @@ class LocalStore(ObjectStore):
         self._path(key).unlink(missing_ok=True)
 
 
-def open_store(url: str) -> ObjectStore:
-    """Open the store named by `url`: a folder path (or file:// URL)."""
+log = logging.getLogger(__name__)
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# S3 error codes meaning the credentials are wrong, expired or not allowed: retrying cannot help.
+_REJECTED = frozenset(
+    {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "ExpiredToken", "InvalidSecurity"}
+)
+_MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"})
+# Answers of a service that is up but struggling: retried like an unreachable one.
+_TRANSIENT = frozenset(
+    {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "OperationAborted", "Throttling", "ThrottlingException"}
+)
+
+
+def _redact(url: str) -> str:
+    """`url` without any user:password@ part (so a secret typed into a URL never reaches a message)."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/@]*@", r"\1***@", url.strip())
+
+
+def _parse_endpoint(endpoint: str) -> tuple[str, str, bool]:
+    """'http://host:port' -> (canonical endpoint, 'host:port', secure). No credentials or path allowed in it."""
+    from urllib.parse import urlsplit
+
+    problem = f"S3 endpoint must look like http://host:port or https://host (no credentials, no path); got {_redact(endpoint)}"
+    try:
+        parts = urlsplit(endpoint.strip())
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError:
+        raise StoreError(problem) from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise StoreError(problem)
+    return f"{parts.scheme}://{parts.netloc}", parts.netloc, parts.scheme == "https"
+
+
+def _reason(exc: BaseException) -> str:
+    """A short cause for a transport failure: 'connection refused', 'timed out', ..."""
+    text = str(getattr(exc, "reason", None) or exc)
+    match = re.search(r"\[Errno -?\d+\] ([^'\"()]+)", text)
+    if match:
+        return match.group(1).strip().lower()
+    if "timed out" in text.lower():
+        return "timed out"
+    return type(getattr(exc, "reason", None) or exc).__name__
+
+
+class S3Store(ObjectStore):
+    """Objects in an S3 bucket under an optional prefix (`s3://bucket/prefix`), the same keys as LocalStore.
+
+    Talks to any S3 service through the minio client (imported on first use). Credentials come only
+    from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_SESSION_TOKEN) and are
+    kept only inside the client: never in `repr`, messages, logs or pickles. An unreachable or failing
+    (5xx) service is retried with exponential backoff, bounded by `attempts` and `deadline` seconds, then
+    a StoreError names the endpoint and the operation; rejected credentials fail at once.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: str,
+        region: str | None = None,
+        create_bucket: bool = True,
+        attempts: int = 6,
+        backoff: float = 0.5,
+        backoff_max: float = 8.0,
+        deadline: float = 60.0,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+    ):
+        if not _BUCKET.match(bucket) or ".." in bucket:
+            shown = f" {bucket!r}" if re.fullmatch(r"[A-Za-z0-9._-]*", bucket) else ""
+            raise StoreError(f"invalid S3 bucket name{shown}: 3-63 lowercase letters, digits, dots and hyphens")
+        prefix = prefix.strip("/")
+        if prefix and (not _KEY.match(prefix) or any(part in (".", "..") for part in prefix.split("/"))):
+            raise StoreError(f"malformed prefix in store URL s3://{bucket}/...: letters, digits, '.', '_', '-' and '/' only")
+        self.bucket, self.prefix = bucket, prefix
+        self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+        self.endpoint, self._netloc, self._secure = _parse_endpoint(endpoint)
+        self.region = region
+        self.create_bucket = create_bucket
+        self.attempts, self.backoff, self.backoff_max, self.deadline = attempts, backoff, backoff_max, deadline
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self._credentials()  # incomplete credentials fail now, not at the first write
+        self._client = None
+        self._bucket_ready = False
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r}, endpoint={self.endpoint!r})"
+
+    def __getstate__(self) -> dict:
+        # A pickled store (e.g. sent to a Ray actor) carries no client and so no credentials: the receiving
+        # process builds its own client from its own environment.
+        return self.__dict__ | {"_client": None}
+
+    @staticmethod
+    def _credentials() -> tuple[str | None, str | None, str | None]:
+        access, secret, token = (os.environ.get(name) or None for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
+        if (access is None) != (secret is None):
+            raise StoreError("incomplete S3 credentials: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or neither, for anonymous access)")
+        return access, secret, token
+
+    def _minio(self):
+        if self._client is None:
+            import certifi
+            import urllib3
+            from minio import Minio
+
+            access, secret, token = self._credentials()
+            http = urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout),
+                maxsize=10,
+                cert_reqs="CERT_REQUIRED",
+                ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+                retries=urllib3.Retry(total=0, redirect=False),  # retried in _call, with backoff, not here
+            )
+            self._anonymous = access is None
+            self._client = Minio(
+                self._netloc, access_key=access, secret_key=secret, session_token=token,
+                secure=self._secure, region=self.region, http_client=http,
+            )  # fmt: skip
+        return self._client
+
+    def _name(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _rejected(self, code: str, what: str) -> str:
+        if getattr(self, "_anonymous", False):
+            return (
+                f"S3 endpoint {self.endpoint} refused anonymous access ({code}) to {what} in {self.url}: "
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
+        return (
+            f"S3 credentials were rejected by endpoint {self.endpoint} ({code}) for {what} in {self.url}: "
+            "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+
+    def _call(self, operation: str, fn, key: str | None = None, missing=None):
+        """fn(client), retried while the service is unreachable or failing; S3 errors become StoreErrors.
+
+        `missing(code)` answers a NoSuchKey/NoSuchBucket (default: the error is raised).
+        """
+        import urllib3
+        from minio.error import InvalidResponseError, S3Error, ServerError
+
+        what = f"{operation} {key!r}" if key is not None else operation
+        started = time.monotonic()
+        attempt, reason = 0, ""
+        while True:
+            attempt += 1
+            try:
+                return fn(self._minio())
+            except S3Error as exc:
+                if exc.code in _REJECTED:
+                    raise StoreError(self._rejected(exc.code, what)) from None
+                if exc.code in _MISSING and missing is not None:
+                    return missing(exc.code)
+                if exc.code not in _TRANSIENT:
+                    raise StoreError(
+                        f"S3 {what} in {self.url} at {self.endpoint} failed: {exc.code}: {exc.message}"
+                    ) from None
+                reason = str(exc.code)
+            except ServerError as exc:
+                reason = f"HTTP {exc.status_code}"
+            except InvalidResponseError as exc:
+                status = getattr(exc, "_code", None)
+                if isinstance(status, int) and status < 500:
+                    raise StoreError(f"S3 {what} in {self.url} at {self.endpoint} failed: unexpected HTTP {status} answer") from None
+                reason = f"HTTP {status}"
+            except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+                if isinstance(getattr(exc, "reason", exc), urllib3.exceptions.SSLError):  # retrying cannot fix TLS
+                    raise StoreError(f"S3 {what} in {self.url}: TLS with endpoint {self.endpoint} failed: {getattr(exc, 'reason', exc)}") from None
+                reason = _reason(exc)
+            elapsed = time.monotonic() - started
+            delay = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
+            if attempt >= self.attempts or elapsed + delay > self.deadline:
+                raise StoreError(
+                    f"S3 endpoint {self.endpoint} is unreachable or failing: {what} in {self.url} "
+                    f"gave up after {attempt} attempt(s) in {elapsed:.1f} s ({reason})"
+                )
+            log.warning("S3 %s in %s at %s failed (%s); retry %d of %d in %.1f s", what, self.url, self.endpoint, reason, attempt, self.attempts - 1, delay)
+            time.sleep(delay)
+
+    def _ensure_bucket(self) -> None:
+        """Before the first write: make sure the bucket exists, creating it when allowed."""
+        if self._bucket_ready:
+            return
+        from minio.error import S3Error
+
+        def ensure(client) -> None:
+            if client.bucket_exists(self.bucket):
+                return
+            if not self.create_bucket:
+                raise StoreError(f"S3 bucket {self.bucket!r} does not exist at {self.endpoint} (and s3.create_bucket is false)")
+            try:
+                client.make_bucket(self.bucket, location=self.region)
+            except S3Error as exc:
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+        self._call("bucket check", ensure)
+        self._bucket_ready = True
+
+    def put(self, key: str, data: bytes) -> None:
+        import mimetypes
+
+        name = self._name(key)
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        self._ensure_bucket()
+        # One whole-object PUT (multipart above the part size, completed atomically): readers see the old
+        # object or the new one, never a part. A fresh stream per attempt, so a retry sends every byte.
+        self._call("put", lambda client: client.put_object(self.bucket, name, io.BytesIO(data), len(data), content_type=kind), key)
+
+    def get(self, key: str) -> bytes:
+        name = self._name(key)
+
+        def read(client) -> bytes:
+            response = client.get_object(self.bucket, name)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        def missing(code: str) -> bytes:
+            raise StoreError(f"no object {key!r} in store {self.url}")
+
+        return self._call("get", read, key, missing)
+
+    def exists(self, key: str) -> bool:
+        name = self._name(key)
+        return self._call("exists", lambda client: client.stat_object(self.bucket, name) is not None, key, lambda code: False)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        base = f"{self.prefix}/" if self.prefix else ""
+
+        def names(client) -> list[str]:
+            return [item.object_name for item in client.list_objects(self.bucket, prefix=base + prefix, recursive=True)]
+
+        found = self._call("list", names, prefix or None, lambda code: [])
+        return iter(sorted(name[len(base) :] for name in found if name.startswith(base) and not name.endswith("/")))
+
+    def delete(self, key: str) -> None:
+        name = self._name(key)
+        self._call("delete", lambda client: client.remove_object(self.bucket, name), key, lambda code: None)
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = list(self.list(prefix))
+        if not keys:
+            return 0
+        from minio.deleteobjects import DeleteObject
+
+        def remove(client) -> list:
+            return list(client.remove_objects(self.bucket, [DeleteObject(self._name(key)) for key in keys]))
+
+        errors = [error for error in self._call("delete", remove, prefix or None, lambda code: []) if error.code not in _MISSING]
+        if errors:
+            if errors[0].code in _REJECTED:
+                raise StoreError(self._rejected(errors[0].code, f"delete {prefix!r}"))
+            raise StoreError(f"S3 delete of {len(errors)} object(s) under {prefix!r} in {self.url} failed: {errors[0].code}: {errors[0].message}")
+        return len(keys)
+
+
+def open_store(url: str, s3=None) -> ObjectStore:
+    """Open the store named by `url`: a folder path (or file:// URL), or `s3://bucket[/prefix]`.
+
+    `s3` is the config's S3 section (`config.s3`; default settings without it). The endpoint comes from it,
+    else from VIGIL_S3_ENDPOINT (or AWS_ENDPOINT_URL); the region from it, else AWS_DEFAULT_REGION;
+    credentials only from the environment.
+    """
+    if url.startswith("s3://"):
+        if s3 is None:
+            from pipeline.config import S3Config
+
+            s3 = S3Config()
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        endpoint = s3.endpoint or os.environ.get("VIGIL_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+        if not endpoint:
+            raise StoreError(
+                f"store {_redact(url)} needs an S3 endpoint: set VIGIL_S3_ENDPOINT (e.g. http://127.0.0.1:9000) or s3.endpoint in the config"
+            )
+        return S3Store(
+            bucket,
+            prefix,
+            endpoint=endpoint,
+            region=s3.region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None,
+            create_bucket=s3.create_bucket,
+            attempts=s3.attempts,
+            backoff=s3.backoff,
+            backoff_max=s3.backoff_max,
+            deadline=s3.deadline,
+            connect_timeout=s3.connect_timeout,
+            read_timeout=s3.read_timeout,
+        )
     if "://" in url and not url.startswith("file://"):
         scheme = url.split("://", 1)[0]
-        raise StoreError(f"unsupported store URL {url!r}: scheme {scheme}:// is not available; use a folder path")
+        raise StoreError(f"unsupported store URL {_redact(url)!r}: scheme {scheme}:// is not available; use a folder path or s3://bucket/prefix")
     return LocalStore(url.removeprefix("file://"))
 
 

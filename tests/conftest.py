@@ -13,6 +13,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
+from tests.servers import kafka_broker, s3_server  # noqa: E402,F401  (real servers on loopback: session fixtures)
+
 
 @pytest.fixture(scope="session")
 def vigil_cache(tmp_path_factory):

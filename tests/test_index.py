@@ -108,3 +108,11 @@ def test_the_same_content_gives_the_same_index_in_any_order(tmp_path, vectors):
     second.replace_source("a", _clips("a", vectors[:4]))
     assert first.rows == second.rows
     assert first.save(LocalStore(tmp_path / "1")) == second.save(LocalStore(tmp_path / "2"))
+
+
+def test_upsert_replaces_windows_by_source_and_start(vectors):
+    index = ClipIndex()
+    index.upsert(_clips("cam", vectors[:3]))
+    index.upsert(_clips("cam", vectors[3:7]))  # windows 0..3: the first three are replaced
+    assert len(index) == 4
+    assert index.search(siglip=_unit(vectors[4]), k=1)[0].start == 2.0

@@ -1,0 +1,48 @@
+"""Matcher actor: the stream analyzer (clip windows and standing queries) for the cameras it is fed."""
+
+from __future__ import annotations
+
+import ray
+
+from pipeline.config import VigilConfig
+from pipeline.match import Matcher
+from pipeline.models import load_encoders
+from pipeline.query_store import load_queries
+from pipeline.records import Frame, FrameFeatures
+from pipeline.store import open_store
+from pipeline.stream import StreamAnalyzer, StreamOutput
+
+
+@ray.remote(num_cpus=0, max_restarts=2)
+class MatcherActor:
+    def __init__(self, config: VigilConfig):
+        # The text tower encodes queries added while the monitor runs.
+        encoders = load_encoders(config.models, device="cpu", precision=config.precision, batch_size=config.batch_size)
+        self.store = open_store(config.store)
+        self.analyzer = StreamAnalyzer(
+            Matcher.from_encoders(encoders, settings=config.match), window=config.embed.window, models=encoders.ids
+        )
+
+    def refresh_queries(self) -> list[str]:
+        """Follow the store's queries/ folder: add new queries, remove deleted ones (closing their events)."""
+        matcher = self.analyzer.matcher
+        stored = {query.id: (query, image) for query, image in load_queries(self.store)}
+        closed = []
+        for query_id in [q.id for q in matcher.list()]:
+            if query_id not in stored or stored[query_id][0] != matcher.get(query_id).query:
+                closed += matcher.remove(query_id)
+        for query, image in stored.values():
+            matcher.add(query, image=image)
+        return sorted(stored)
+
+    def process(self, frames: list[Frame], features: list[FrameFeatures]) -> StreamOutput:
+        return self.analyzer.process(frames, features)
+
+    def flush(self) -> StreamOutput:
+        return self.analyzer.flush()
+
+    def state_dict(self) -> dict:
+        return self.analyzer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.analyzer.load_state_dict(state)

@@ -1,0 +1,34 @@
+"""Sink actor: makes stream outputs durable in the store and the index, publishes alerts, keeps checkpoints."""
+
+from __future__ import annotations
+
+import ray
+
+from pipeline.config import VigilConfig
+from pipeline.index import ClipIndex
+from pipeline.sink import AlertPublisher, Sink
+from pipeline.store import open_store
+from pipeline.stream import StreamOutput
+
+
+@ray.remote(num_cpus=0, max_restarts=2)
+class SinkActor:
+    def __init__(self, config: VigilConfig, publish_alerts: bool):
+        store = open_store(config.store)
+        index = ClipIndex.load(store, kind=config.index.kind, exact_max=config.index.exact_max, hnsw_m=config.index.hnsw_m)
+        publish = None
+        if publish_alerts:
+            from pipeline.kafka_io import KafkaSettings
+
+            publish = AlertPublisher(KafkaSettings.from_config(config.kafka), config.kafka.topics.alerts)
+        self.sink = Sink(store, index, publish)
+
+    def write(self, out: StreamOutput) -> int:
+        self.sink.write(out)
+        return len(out.alerts)
+
+    def checkpoint(self, name: str, state: dict) -> None:
+        self.sink.checkpoint(name, state)
+
+    def load_checkpoint(self, name: str) -> dict | None:
+        return self.sink.load_checkpoint(name)

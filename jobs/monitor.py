@@ -1,0 +1,192 @@
+"""`vigil monitor`: camera frames through Ray actor stages to clip embeddings, alerts and the index.
+
+    decoder (Kafka partitions, or a file / live URL) -> extractor -> matcher -> sink -> checkpoint -> commit
+
+One micro-batch is in flight at a time per monitor, so a slow stage slows intake instead of growing
+memory. Every `checkpoint_every` seconds the sink indexes the new clips and stores the analyzer state
+together with the Kafka offsets it covers; only then are the offsets committed. A restart loads the
+checkpoint, seeks to its offsets and replays: the analyzer skips frames it has already seen and every
+write is keyed deterministically, so the replay yields no duplicate alert, embedding or index entry.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from pipeline.config import VigilConfig
+
+
+@dataclass
+class MonitorReport:
+    frames: int = 0
+    alerts: int = 0
+    checkpoints: int = 0
+    dead_letters: int = 0
+
+
+def _start_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+
+
+def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_frames: int | None = None) -> MonitorReport:
+    """Run until the sources end (embedded files), `idle_exit` seconds pass without frames, or SIGTERM."""
+    import ray
+
+    from actors.decoder import KafkaDecoderActor, StreamDecoderActor
+    from actors.extractor import ExtractorActor
+    from actors.matcher import MatcherActor
+    from actors.sink import SinkActor
+
+    _start_ray()
+    m = config.monitor
+    kafka_mode = not m.sources
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    extractor = ExtractorActor.options(num_gpus=1 if gpus else 0).remote(
+        config.models, device=config.device, precision=config.precision, batch_size=config.batch_size
+    )
+    matcher = MatcherActor.remote(config)
+    sink = SinkActor.remote(config, publish_alerts=kafka_mode)
+    if kafka_mode:
+        decoders = [KafkaDecoderActor.remote(config)]
+    else:
+        decoders = [StreamDecoderActor.remote(s.url, s.camera, config) for s in m.sources]
+
+    offsets: dict[str, int] = {}
+    checkpoint = ray.get(sink.load_checkpoint.remote(m.name))
+    if checkpoint is not None:
+        ray.get(matcher.load_state_dict.remote(checkpoint["analyzer"]))
+        offsets = dict(checkpoint["offsets"])
+        if kafka_mode and offsets:
+            ray.get(decoders[0].seek.remote(offsets))
+
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    report = MonitorReport()
+    live = list(decoders)
+    last_frame = last_checkpoint = last_refresh = time.monotonic()
+    ray.get(matcher.refresh_queries.remote())
+
+    def take_checkpoint() -> None:
+        state = {"analyzer": ray.get(matcher.state_dict.remote()), "offsets": offsets}
+        ray.get(sink.checkpoint.remote(m.name, state))
+        if kafka_mode and offsets:
+            ray.get(decoders[0].commit.remote(offsets))
+        report.checkpoints += 1
+
+    while live and not stopping:
+        polled = ray.get([d.poll.remote(m.poll_timeout, m.batch_frames) for d in live])
+        frames = [frame for batch, _, _ in polled for frame in batch]
+        for (_, moved, finished), decoder in zip(polled, list(live)):
+            offsets.update(moved)
+            if finished:
+                live.remove(decoder)
+        now = time.monotonic()
+        if frames:
+            last_frame = now
+            features = extractor.extract.remote(frames)
+            report.alerts += ray.get(sink.write.remote(matcher.process.remote(frames, features)))
+            report.frames += len(frames)
+        elif idle_exit is not None and now - last_frame >= idle_exit:
+            break
+        if now - last_refresh >= m.query_refresh:
+            ray.get(matcher.refresh_queries.remote())
+            last_refresh = now
+        if now - last_checkpoint >= m.checkpoint_every:
+            take_checkpoint()
+            last_checkpoint = now
+        if max_frames is not None and report.frames >= max_frames:
+            break
+    if not live:  # the embedded sources ended: close the last windows and events
+        report.alerts += ray.get(sink.write.remote(matcher.flush.remote()))
+    take_checkpoint()
+    if kafka_mode:
+        report.dead_letters = ray.get(decoders[0].dead_letter_count.remote())
+    return report
+
+
+def add_parser(commands) -> None:
+    from jobs.cli import add_common_options
+
+    monitor = commands.add_parser("monitor", help="run standing queries over camera streams (Kafka, or --source)")
+    monitor.add_argument("--source", action="append", default=[], metavar="URL", help="embedded mode: a file or live URL (repeatable)")
+    monitor.add_argument("--camera", action="append", default=[], metavar="ID", help="camera id of each --source")
+    monitor.add_argument("--brokers", help="Kafka brokers host:port[,...] (env VIGIL_KAFKA_BROKERS)")
+    monitor.add_argument("--idle-exit", type=float, help="stop after this many seconds without frames")
+    add_common_options(monitor)
+
+    query = commands.add_parser("query", help="add, remove or list standing queries (the monitor follows them)")
+    actions = query.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add a standing query")
+    add.add_argument("id")
+    add.add_argument("text", nargs="?", help="what to watch for, in any language")
+    add.add_argument("--image", help="an example image instead of a phrase")
+    add.add_argument("--camera", action="append", help="cameras it watches (repeatable; default all)")
+    add.add_argument("--threshold", type=float)
+    add.add_argument("--min-duration", type=float)
+    add.add_argument("--cooldown", type=float)
+    add.add_argument("--calibration", choices=["calibrated", "prompts", "camera", "raw"])
+    add_common_options(add)
+    remove = actions.add_parser("remove", help="remove a standing query")
+    remove.add_argument("id")
+    add_common_options(remove)
+    listing = actions.add_parser("list", help="list standing queries as JSON lines")
+    add_common_options(listing)
+
+    alerts = commands.add_parser("alerts", help="print stored alerts as JSON lines")
+    add_common_options(alerts)
+
+
+def run(args) -> int:
+    """The `monitor`, `query` and `alerts` commands."""
+    import json
+
+    from jobs.cli import UsageError, config_from, open_configured_store, read_image
+    from pipeline.match import StandingQuery
+    from pipeline.query_store import delete_query, load_queries, save_query
+    from pipeline.sink import stored_alerts
+
+    config = config_from(args)
+    if args.command == "alerts":
+        for alert in stored_alerts(open_configured_store(config)):
+            print(json.dumps(alert, sort_keys=True))
+        return 0
+    if args.command == "query":
+        store = open_configured_store(config)
+        if args.action == "list":
+            for query, _ in load_queries(store):
+                print(json.dumps(query.to_json(), sort_keys=True))
+        elif args.action == "remove":
+            if not delete_query(store, args.id):
+                raise UsageError(f"no standing query {args.id!r} in {store.url}")
+            print(f"removed query {args.id}")
+        else:
+            if (args.text is None) == (args.image is None):
+                raise UsageError("give a phrase or --image PATH (one of them)")
+            fields = {"min_duration": args.min_duration, "cooldown": args.cooldown, "threshold": args.threshold, "calibration": args.calibration}
+            definition = {"id": args.id, "text": args.text, "image": args.image, "cameras": args.camera}
+            query = StandingQuery.from_json({**definition, **{k: v for k, v in fields.items() if v is not None}})
+            save_query(store, query, read_image(args.image) if args.image else None)
+            print(f"added query {args.id}")
+        return 0
+    if len(args.source) != len(args.camera):
+        raise UsageError("give one --camera ID for each --source URL")
+    overrides = {}
+    if args.source:
+        overrides["sources"] = [{"camera": c, "url": u} for u, c in zip(args.source, args.camera)]
+    if args.brokers:
+        config = config.model_copy(update={"kafka": config.kafka.model_copy(update={"brokers": args.brokers})})
+    if overrides:
+        config = config.model_copy(update={"monitor": config.monitor.model_copy(update=overrides)})
+        config = type(config).model_validate(config.model_dump())
+    report = run_monitor(config, idle_exit=args.idle_exit)
+    print(
+        f"monitor {config.monitor.name}: {report.frames} frames, {report.alerts} alert updates, "
+        f"{report.checkpoints} checkpoints, {report.dead_letters} dead letters; store: {config.store}"
+    )
+    return 0

@@ -1,0 +1,131 @@
+"""Live analysis of camera streams: frames with features in; clip windows, alerts and thumbnails out.
+
+One `StreamAnalyzer` holds, per camera, the open clip window and the last processed pts, plus the
+standing-query `Matcher`. Its whole state is a checkpoint (`state_dict`): restored, and fed the stream
+again from the checkpoint's offsets, it produces exactly what an uninterrupted run produces; frames at
+or before a camera's last processed pts are skipped, so replays change nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from pipeline.embed import ClipWindow, ClipWindower
+from pipeline.match import Matcher
+from pipeline.records import Alert, ClipEmbedding, Frame, FrameFeatures, Keyframe, ModelIds
+from pipeline.store import keyframe_key, source_id
+
+STATE_VERSION = 1
+
+
+@dataclass
+class StreamOutput:
+    """What one batch of frames produced; everything in it is keyed deterministically."""
+
+    clips: list[tuple[ClipEmbedding, Keyframe]] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    thumbnails: list[tuple[str, np.ndarray]] = field(default_factory=list)
+
+    def extend(self, other: StreamOutput) -> None:
+        self.clips += other.clips
+        self.alerts += other.alerts
+        self.thumbnails += other.thumbnails
+
+
+def _jpeg(image: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _pixels(text: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(text))).convert("RGB"))
+
+
+class StreamAnalyzer:
+    def __init__(self, matcher: Matcher, *, window: float, models: ModelIds):
+        self.matcher = matcher
+        self.window = window
+        self.models = models
+        self._windowers: dict[str, ClipWindower] = {}
+        self._last_pts: dict[str, float] = {}
+
+    def _windower(self, camera: str) -> ClipWindower:
+        if camera not in self._windowers:
+            self._windowers[camera] = ClipWindower(window=self.window, source_id=source_id(camera), models=self.models)
+        return self._windowers[camera]
+
+    def process(self, frames: list[Frame], features: list[FrameFeatures]) -> StreamOutput:
+        """Frames of any cameras (pts order within each camera) with their features."""
+        out = StreamOutput()
+        for frame, feats in zip(frames, features, strict=True):
+            camera = frame.camera or frame.source
+            if camera in self._last_pts and frame.pts <= self._last_pts[camera]:
+                continue  # a replay of a frame already analysed
+            self._last_pts[camera] = frame.pts
+            feats = FrameFeatures(camera, frame.pts, feats.siglip, feats.dinov2)
+            out.clips += self._windower(camera).push(frame, feats)
+            out.alerts += self.matcher.process(feats, image=frame.image)
+            if self.matcher.is_peak(camera, frame.pts):
+                out.thumbnails.append((keyframe_key(source_id(camera), frame.pts), frame.image))
+        return out
+
+    def flush(self) -> StreamOutput:
+        """End of the streams: close every window and event."""
+        out = StreamOutput(alerts=self.matcher.flush())
+        for windower in self._windowers.values():
+            out.clips += windower.flush()
+        return out
+
+    def state_dict(self) -> dict:
+        windows = {}
+        for camera, windower in self._windowers.items():
+            if windower.current is None:
+                continue
+            current = windower.current
+            windows[camera] = {
+                "start": current.start,
+                "end": current.end,
+                "frames": [
+                    {
+                        "pts": frame.pts,
+                        "index": frame.index,
+                        "siglip": feats.siglip.tolist(),
+                        "dinov2": feats.dinov2.tolist(),
+                        "jpeg": _jpeg(frame.image),
+                    }
+                    for frame, feats in zip(current.frames, current.features)
+                ],
+            }
+        return {
+            "version": STATE_VERSION,
+            "last_pts": dict(self._last_pts),
+            "windows": windows,
+            "matcher": self.matcher.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"stream state version {state.get('version')!r} is not {STATE_VERSION}")
+        self.matcher.load_state_dict(state["matcher"])
+        self._last_pts = {camera: float(pts) for camera, pts in state["last_pts"].items()}
+        self._windowers = {}
+        for camera, saved in state["windows"].items():
+            window = ClipWindow(start=saved["start"], end=saved["end"])
+            for item in saved["frames"]:
+                frame = Frame(camera, item["pts"], item["index"], _pixels(item["jpeg"]), camera=camera)
+                window.add(
+                    frame,
+                    FrameFeatures(
+                        camera,
+                        item["pts"],
+                        np.asarray(item["siglip"], np.float32),
+                        np.asarray(item["dinov2"], np.float32),
+                    ),
+                )
+            self._windower(camera).current = window
