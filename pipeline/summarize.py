@@ -89,7 +89,7 @@ class SummaryOptions:
     keyframes: int | None = None  # exact number of keyframes; None = chosen from duration and content
     max_keyframes: int = 48  # ceiling of the automatic choice
     sensitivity: float = 4.0  # a cut stands this many robust deviations above the local median change
-    min_change: float = 0.08  # and changes the DINOv2 embedding by at least this cosine distance
+    min_change: float = 0.1  # and changes the DINOv2 embedding by at least this cosine distance
     min_shot: float = 1.0  # seconds between cuts
     context: float = 30.0  # seconds either side over which the adaptive threshold is measured
     tags_per_shot: int = 5
@@ -360,19 +360,31 @@ class Shot:
     change: float | None  # DINOv2 distance across the opening cut
 
 
-def frame_changes(vectors: np.ndarray) -> np.ndarray:
-    """d[i] = 1 - cos(v[i-1], v[i]) for unit rows (d[0] = 0)."""
+def frame_changes(vectors: np.ndarray, *, bridge_blends: bool = False) -> np.ndarray:
+    """d[i] = 1 - cos(v[i-1], v[i]) for unit rows (d[0] = 0).
+
+    With `bridge_blends` (clip windows): a window straddling a cut pools frames of both sides, so the cut
+    shows as two half-size steps. Where row i lies on the way from row i-1 to row i+1 (the two steps, as
+    chord lengths, add up to about the direct one, and neither is tiny) the change at i is the direct
+    change from i-1 to i+1: the blended window opens the new shot."""
     d = np.zeros(len(vectors), dtype=np.float32)
     if len(vectors) > 1:
         d[1:] = 1.0 - np.einsum("ij,ij->i", vectors[1:], vectors[:-1])
-    return np.clip(d, 0.0, 2.0)
+    d = np.clip(d, 0.0, 2.0)
+    if bridge_blends and len(vectors) > 2:
+        direct = np.clip(1.0 - np.einsum("ij,ij->i", vectors[2:], vectors[:-2]), 0.0, 2.0)  # rows 1..n-2
+        a, b, c = np.sqrt(d[1:-1]), np.sqrt(d[2:]), np.sqrt(direct)
+        blend = (a + b <= 1.25 * c) & (np.minimum(a, b) >= 0.15 * c) & (direct > np.maximum(d[1:-1], d[2:]))
+        d[1:-1] = np.where(blend, direct, d[1:-1])
+    return d
 
 
 def adaptive_threshold(changes: np.ndarray, half_window: int, sensitivity: float, min_change: float,
-                       chunk: int = 4096) -> np.ndarray:
-    """Per row i >= 1: median + sensitivity * 1.4826 * MAD of the changes within +-half_window rows of it
-    (mirrored at the ends), and at least min_change; row 0 (no predecessor) gets +inf. Worked in chunks
-    of rows, so memory stays bounded whatever the length."""
+                       ratio: float = 8.0, chunk: int = 4096) -> np.ndarray:
+    """Per row i >= 1, from the changes within +-half_window rows of it (mirrored at the ends): the lower of
+    median + sensitivity * 1.4826 * MAD (robust while cuts are under half the changes) and `ratio` times
+    the 25th percentile (still right when cuts crowd the window: short shots, coarse clip windows); never
+    below min_change. Row 0 (no predecessor) gets +inf. Worked in chunks of rows: bounded memory."""
     n = len(changes)
     out = np.full(n, np.inf, dtype=np.float64)
     if n < 2:
@@ -385,14 +397,16 @@ def adaptive_threshold(changes: np.ndarray, half_window: int, sensitivity: float
         block = windows[a:a + chunk]
         median = np.median(block, axis=1)
         mad = np.median(np.abs(block - median[:, None]), axis=1)
-        out[1 + a:1 + a + len(block)] = np.maximum(median + sensitivity * 1.4826 * mad, min_change)
+        low = np.percentile(block, 25, axis=1)
+        level = np.minimum(median + sensitivity * 1.4826 * mad, ratio * low)
+        out[1 + a:1 + a + len(block)] = np.maximum(level, min_change)
     return out
 
 
 def detect_shots(track: FeatureTrack, start: float, end: float, options: SummaryOptions) -> list[Shot]:
     """Cuts where the DINOv2 change is a local maximum over the adaptive threshold, `min_shot` apart."""
     n = len(track)
-    changes = frame_changes(track.dinov2)
+    changes = frame_changes(track.dinov2, bridge_blends=track.kind == "clips")
     half_window = min(max(1, round(options.context / track.interval)), 600)
     threshold = adaptive_threshold(changes, half_window, options.sensitivity, options.min_change)
     before = np.concatenate([[np.inf], changes[:-1]])

@@ -1,15 +1,27 @@
 """The live monitor's actor graph: standing queries over a stream, alerts, checkpoints and replays."""
 
-import pytest
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import yaml
+
+from jobs.cli import main
 from jobs.monitor import run_monitor
 from pipeline.config import load_config
 from pipeline.decode import decode_frames
 from pipeline.index import ClipIndex
 from pipeline.match import StandingQuery
 from pipeline.query_store import save_query
-from pipeline.sink import stored_alerts
+from pipeline.sink import checkpoint_key, stored_alerts
 from pipeline.store import LocalStore
+
+
+VIGIL = str(Path(sys.executable).parent / "vigil")
 
 
 def lobby_frame(path):
@@ -67,3 +79,70 @@ def test_a_restarted_monitor_resumes_from_its_checkpoint_without_duplicates(tmp_
     assert [(a["query_id"], a["status"]) for a in alerts] == [("lobby", "closed")]
     assert abs(alerts[0]["start"] - 12.0) <= 0.5
     assert len(ClipIndex.load(store)) == 10
+
+
+def kafka_config(tmp_path, broker, run):
+    """A config file for a Kafka-mode monitor writing to its own store and alerts topic."""
+    path = tmp_path / f"{run}.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "store": str(tmp_path / run),
+                "models": "tiny",
+                "precision": "fp32",
+                "device": "cpu",
+                "decode": {"fps": 2.0},
+                "kafka": {"brokers": broker.brokers, "group": f"monitor-{run}", "topics": {"frames": "frames-monitor", "alerts": f"alerts-{run}", "dlq": "dlq-monitor"}},
+                "monitor": {"name": run, "batch_frames": 2, "checkpoint_every": 0.05},
+            }
+        )
+    )
+    return path
+
+
+def alert_messages(broker, topic, count):
+    from tests.test_kafka_io import read_records
+
+    return [json.loads(record.value) for record in read_records(broker, topic, count)]
+
+
+def test_kafka_monitor_survives_sigkill_with_the_same_alerts(tmp_path, ray_local, scene_video, kafka_broker):
+    path, _ = scene_video
+    assert main(["ingest", str(path), "--camera", "door", "--brokers", kafka_broker.brokers, "--topic", "frames-monitor", "--fps", "2"]) == 0
+    for run in ("steady", "killed"):
+        add_lobby_query(LocalStore(tmp_path / run), path)
+
+    steady = run_monitor(load_config(kafka_config(tmp_path, kafka_broker, "steady")), idle_exit=3.0)
+    assert steady.frames == 40
+    expected = stored_alerts(LocalStore(tmp_path / "steady"))
+    assert [(a["query_id"], a["camera"]) for a in expected] == [("lobby", "door")]
+    assert abs(expected[0]["start"] - 12.0) <= 0.5
+    lifecycle = {(expected[0]["id"], "open"), (expected[0]["id"], "closed")}
+    assert {(m["id"], m["status"]) for m in alert_messages(kafka_broker, "alerts-steady", 2)} == lifecycle
+
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    command = [VIGIL, "monitor", "--config", str(kafka_config(tmp_path, kafka_broker, "killed")), "--idle-exit", "3"]
+    checkpoint = tmp_path / "killed" / checkpoint_key("killed")
+    victim = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not _consumed(checkpoint, at_least=10):
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert victim.returncode == -signal.SIGKILL
+    assert 10 <= _consumed(checkpoint) < 40, "killed mid-stream"
+
+    survivor = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert survivor.returncode == 0, survivor.stdout + survivor.stderr
+    assert stored_alerts(LocalStore(tmp_path / "killed")) == expected
+    assert {(m["id"], m["status"]) for m in alert_messages(kafka_broker, "alerts-killed", 2)} == lifecycle
+
+
+def _consumed(checkpoint, at_least=None):
+    """Frames (offsets) the checkpoint covers; 0 before the first one."""
+    try:
+        offsets = json.loads(checkpoint.read_text())["offsets"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+    total = sum(offsets.values())
+    return total >= at_least if at_least is not None else total
