@@ -26,7 +26,6 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/vigil demo
 
-# pytest exits 5 when it collects no test: say so and fail loudly rather than pass silently.
 system-deps:
 	@missing=$$(for p in $(SYSTEM_DEPS); do dpkg -s $$p 2>/dev/null | grep -q '^Status: install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -35,6 +34,7 @@ system-deps:
 		$$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
+# pytest exits 5 when it collects no test: say so and fail loudly rather than pass silently.
 test: $(STAMP) system-deps
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc

@@ -170,7 +170,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
         if sid not in index.sources and not store.exists(source_key(sid)):
             raise UsageError(f"{source} is not in the store {store.url}")
         removed = index.remove_source(sid)
-        for prefix in (f"clips/{sid}/", f"keyframes/{sid}/"):
+        for prefix in (f"clips/{sid}/", f"keyframes/{sid}/", f"summaries/{sid}/"):
             store.delete_prefix(prefix)
         store.delete(source_key(sid))
         print(f"removed {source}: {removed} clips")

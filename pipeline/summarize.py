@@ -8,8 +8,8 @@ Stages, all on features (never on held frames):
    maximum above an adaptive threshold (median + `sensitivity` robust deviations of the changes within
    `context` seconds around it, and at least `min_change`), at least `min_shot` seconds apart.
 3. **Keyframes** (`choose_keyframes`): rows clustered on their joint SigLIP2+DINOv2 embedding. k comes from
-   the content (farthest-point seeding goes on while some row is farther than an adaptive radius from every
-   seed) under a budget that grows with the square root of the duration; k-means refines the seeds and the
+   the content (farthest-point seeding goes on while some row is farther than an adaptive radius, derived
+   from how much views vary within shots, from every seed) under a budget that grows with the square root of the duration; k-means refines the seeds and the
    row nearest each centre is the keyframe; every shot still farther than the radius from all keyframes
    gets its own, so each distinct scene is shown.
 4. **Tags** (`tag_rows`): each shot's mean SigLIP2 image embedding scored zero-shot against the text
@@ -43,9 +43,8 @@ from __future__ import annotations
 import bisect
 import io
 import json
-import re
 import math
-import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -63,6 +62,7 @@ from pipeline.embed import batched, extract_features
 from pipeline.records import ModelIds
 from pipeline.store import (
     ObjectStore,
+    StoreError,
     _npz_bytes,
     check_key,
     keyframe_key,
@@ -146,7 +146,7 @@ class TimelineEvent:
             end = float(first("t_end", "end", default=start))
         except (TypeError, ValueError):
             raise SummarizeError(f"an event needs numeric t_start and t_end (seconds): {dict(item)!r}") from None
-        label = first("label", "query", "query_text", "name", "query_id")
+        label = first("label", "query", "query_text", "query_image", "name", "query_id")
         if label is None or not str(label).strip():
             raise SummarizeError(f"an event needs a label: {dict(item)!r}")
         if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end < start:
@@ -159,6 +159,19 @@ class TimelineEvent:
     def to_json(self) -> dict:
         return {"t_start": round(self.t_start, 3), "t_end": round(self.t_end, 3), "label": self.label,
                 "kind": self.kind, "score": None if self.score is None else round(self.score, 4), "id": self.id}
+
+
+def stored_alerts(store: ObjectStore, sid: str) -> list[TimelineEvent]:
+    """The live monitor's alerts for a camera (`alerts/{source_id(camera)}/{alert_id}.json`, Alert.to_json)
+    as timeline events; an unreadable one is skipped rather than failing the summary."""
+    events = []
+    for key in store.list(f"alerts/{sid}/"):
+        if key.endswith(".json"):
+            try:
+                events.append(TimelineEvent.from_mapping(store.get_json(key)))
+            except (SummarizeError, ValueError, StoreError):
+                continue
+    return events
 
 
 def read_events(path: str | Path) -> list[TimelineEvent]:
@@ -454,14 +467,18 @@ def _segment_means(x: np.ndarray, shots: Sequence[Shot]) -> np.ndarray:
 
 
 def scene_radius(x: np.ndarray, shots: Sequence[Shot], floor: float = 0.05) -> float:
-    """How far apart (cosine distance) two rows must be to show different scenes: three times the 90th
-    percentile of the rows' distance to their own shot's mean (how much a view varies within a shot:
-    motion, panning, noise), at least `floor`. A cut back to an earlier view lands within it; a new place
-    lands beyond it."""
+    """How far apart (cosine distance) two rows must be to show different scenes: how much a view varies
+    within a shot (motion, panning, noise), measured twice - three times the 90th percentile of the rows'
+    distance to their own shot's mean, and four times the 25th percentile of the changes between
+    consecutive rows (independent of the shots, so missed cuts cannot inflate it, and of cuts as long as
+    they are under three quarters of the changes) - the smaller of the two, at least `floor`. A cut back
+    to an earlier view lands within it; a new place lands beyond it. Erring low costs keyframes (bounded
+    by the budget); erring high would hide scenes."""
     means = _segment_means(x, shots)
     owner = np.repeat(np.arange(len(shots)), [s.last - s.first + 1 for s in shots])
     spread = 1.0 - np.einsum("ij,ij->i", x, means[owner])
-    return max(3.0 * float(np.percentile(spread, 90)), floor)
+    steps = 1.0 - np.einsum("ij,ij->i", x[1:], x[:-1])
+    return max(min(3.0 * float(np.percentile(spread, 90)), 4.0 * float(np.percentile(steps, 25))), floor)
 
 
 def choose_keyframes(x: np.ndarray, shots: Sequence[Shot], *, budget: int, exact: int | None = None,
@@ -1121,8 +1138,9 @@ def summarize_stored(
     **kwargs,
 ) -> SummaryResult:
     """Summarize a time range of a source (a file path, a camera id or a source_id) from what the store
-    holds: its per-frame features, or its clip windows. Never decodes features. This is what the rolling
-    summarizer actor of the live monitor calls for each camera and period."""
+    holds: its per-frame features, or its clip windows. Never decodes features. The live monitor's stored
+    alerts for the source join the given `events`. This is what the rolling summarizer actor of the live
+    monitor calls for each camera and period."""
     candidates = [source] if _SOURCE_ID.match(source) else []
     candidates.append(source_id(source))
     if Path(source).expanduser().exists():
@@ -1137,6 +1155,7 @@ def summarize_stored(
     if config is not None and "text_encoder" not in kwargs:
         kwargs["text_encoder"] = lambda: _load_text_encoder(track.models.siglip, config)
     video = Path(track.source) if track.source_kind == "file" and Path(track.source).is_file() else None
+    kwargs["events"] = [*kwargs.get("events", ()), *stored_alerts(store, track.source_id)]
     return summarize_track(track, store, start=start, end=end, video=video,
                            options=kwargs.pop("options", None) or SummaryOptions(shots_from=shots_from), **kwargs)
 
@@ -1163,7 +1182,7 @@ def export_summary(store: ObjectStore, result: SummaryResult, folder: str | Path
 
 
 __all__ = [
-    "SCHEMA_VERSION", "SummarizeError", "SummaryOptions", "TimelineEvent", "read_events", "FeatureTrack",
+    "SCHEMA_VERSION", "SummarizeError", "SummaryOptions", "TimelineEvent", "read_events", "stored_alerts", "FeatureTrack",
     "Shot", "ConceptBank", "SummaryResult", "frames_key", "summary_prefix", "decode_settings",
     "read_frame_track", "write_frame_track", "read_clip_track", "extract_frame_track", "frame_changes",
     "adaptive_threshold", "detect_shots", "joint_embedding", "keyframe_budget", "scene_radius",

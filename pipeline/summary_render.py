@@ -119,9 +119,10 @@ def timeline_png(summary: dict, width_inches: float = 12.0) -> bytes:
         for (lane, _), ax in zip(lanes, axes):
             ax.set_facecolor("#fafafa")
             if lane == "shots":
+                ax.broken_barh([(shot["start"], shot["end"] - shot["start"]) for shot in summary["shots"]], (0.1, 0.8),
+                               facecolors=[colours[shot["scene"] % 20] for shot in summary["shots"]],
+                               edgecolors="white", linewidth=0.6)
                 for shot in summary["shots"]:
-                    ax.broken_barh([(shot["start"], shot["end"] - shot["start"])], (0.1, 0.8),
-                                   facecolors=colours[shot["scene"] % 20], edgecolors="white", linewidth=0.6)
                     if shot["tags"] and (shot["end"] - shot["start"]) / span > 0.07:
                         ax.text((shot["start"] + shot["end"]) / 2, 0.5, shot["tags"][0], ha="center", va="center",
                                 fontsize=7, clip_on=True)

@@ -219,11 +219,18 @@ def test_indexed_sources_and_cameras_are_summarized_from_their_clips(tmp_path, p
         clip.keyframe_key = old_key.replace(sid, camera_sid)
         store.put(clip.keyframe_key, store.get(old_key))
         write_clip(store, clip)
+    stored_alert = {"id": "f00d", "status": "closed", "query_id": "q1", "query_text": "a van at the gate",
+                    "query_image": None, "camera": "gate-1", "start": 9.0, "end": 11.5, "peak_score": 0.4,
+                    "peak_pts": 10.0, "keyframe_key": "keyframes/x/000000010000.jpg", "untrained": True}
+    store.put_json(f"alerts/{source_id('gate-1')}/f00d.json", stored_alert)  # as the live monitor's sink writes it
     rolling = summarize_stored(store, "gate-1", start=4.0, end=16.0, events=[EVENTS[0]], text_encoder=tiny_encoders.siglip)
     summary = rolling.summary
     assert summary["source"] == {"source": "gate-1", "source_id": source_id("gate-1"), "kind": "camera"}
     assert summary["range"]["start"] == 4.0 and summary["range"]["end"] == 16.0
     assert "1 alert 'person at the gate'" in summary["text"] and guard.calls == 0
+    assert "1 alert 'a van at the gate'" in summary["text"]
+    assert {"t_start": 9.0, "t_end": 11.5, "label": "a van at the gate", "kind": "alert", "score": 0.4,
+            "id": "f00d"} in summary["events"]
     validate_summary(summary)
     with pytest.raises(SummarizeError, match="nothing stored for gate-2"):
         summarize_stored(store, "gate-2")
