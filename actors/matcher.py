@@ -9,7 +9,7 @@ from pipeline.match import Matcher
 from pipeline.models import load_encoders
 from pipeline.query_store import load_queries
 from pipeline.records import Frame, FrameFeatures
-from pipeline.store import open_store
+from pipeline.store import open_configured_store
 from pipeline.stream import StreamAnalyzer, StreamOutput
 
 
@@ -18,7 +18,7 @@ class MatcherActor:
     def __init__(self, config: VigilConfig):
         # The text tower encodes queries added while the monitor runs.
         encoders = load_encoders(config.models, device="cpu", precision=config.precision, batch_size=config.batch_size)
-        self.store = open_store(config.store)
+        self.store = open_configured_store(config)
         self.analyzer = StreamAnalyzer(
             Matcher.from_encoders(encoders, settings=config.match), window=config.embed.window, models=encoders.ids
         )

@@ -7,14 +7,14 @@ import ray
 from pipeline.config import VigilConfig
 from pipeline.index import ClipIndex
 from pipeline.sink import AlertPublisher, Sink
-from pipeline.store import open_store
+from pipeline.store import open_configured_store
 from pipeline.stream import StreamOutput
 
 
 @ray.remote(num_cpus=0, max_restarts=2)
 class SinkActor:
     def __init__(self, config: VigilConfig, publish_alerts: bool):
-        store = open_store(config.store)
+        store = open_configured_store(config)
         index = ClipIndex.load(store, kind=config.index.kind, exact_max=config.index.exact_max, hnsw_m=config.index.hnsw_m)
         publish = None
         if publish_alerts:

@@ -18,7 +18,7 @@ from pipeline.decode import VideoDecodeError
 from pipeline.index import ClipIndex, IndexMismatchError, find_moments
 from pipeline.models import ModelUnavailableError, load_encoders
 from pipeline.records import Event
-from pipeline.store import ObjectStore, StoreError, open_store, source_id, source_key
+from pipeline.store import ObjectStore, StoreError, open_configured_store, source_id, source_key
 
 UNTRAINED_NOTE = "UNTRAINED models (random weights): these results prove the plumbing, not accuracy."
 
@@ -88,10 +88,6 @@ def config_from(args: argparse.Namespace) -> VigilConfig:
     )
 
 
-def open_configured_store(config: VigilConfig) -> ObjectStore:
-    return open_store(config.store, s3=config.s3)
-
-
 def load_index(config: VigilConfig, store: ObjectStore) -> ClipIndex:
     return ClipIndex.load(store, kind=config.index.kind, exact_max=config.index.exact_max, hnsw_m=config.index.hnsw_m)
 
@@ -126,7 +122,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from jobs.archive import index_paths
 
     config = config_from(args)
-    store = open_store(config.store, s3=config.s3)
+    store = open_configured_store(config)
     report = index_paths(args.paths, config, store, use_ray=args.ray, force=args.force, progress=not args.no_progress)
     speed = report.video_seconds / report.elapsed if report.elapsed else 0.0
     print(
@@ -142,7 +138,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     config = config_from(args)
-    store = open_store(config.store, s3=config.s3)
+    store = open_configured_store(config)
     index = load_index(config, store)
     if not len(index):
         raise UsageError(f"the index in {store.url} is empty: run `vigil index PATH` first")
@@ -163,7 +159,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     config = config_from(args)
-    store = open_store(config.store, s3=config.s3)
+    store = open_configured_store(config)
     index = load_index(config, store)
     for source in args.sources:
         sid = source if source in index.sources else source_id(str(Path(source).resolve()))

@@ -14,7 +14,7 @@ from pipeline.config import VigilConfig
 from pipeline.decode import decode_frames
 from pipeline.index import find_moments
 from pipeline.models import DEFAULT_MODELS, Encoders, ModelUnavailableError, load_encoders
-from pipeline.store import open_store
+from pipeline.store import open_configured_store
 from pipeline.synthetic import Scene, write_scene_video
 
 SCENES = [Scene("harbour", 6.0), Scene("forest", 6.0), Scene("street", 6.0), Scene("night", 6.0), Scene("beach", 6.0)]
@@ -60,7 +60,7 @@ def run_demo(args: argparse.Namespace, config: VigilConfig) -> int:
         write_scene_video(sample, SCENES, fps=25, size=(640, 360), gop=25)
 
     encoders = _encoders(config)
-    store = open_store(config.store, s3=config.s3)
+    store = open_configured_store(config)
     report = index_paths([sample], config, store, encoders=encoders)
     print(f"indexed {report.clips} clips in {report.elapsed:.1f} s into {store.url}")
     index = load_index(config, store)

@@ -16,7 +16,7 @@ import re
 
 from pipeline.captioner import TransformersCaptioner
 from pipeline.concepts import load_vocabulary
-from pipeline.store import open_store, source_id
+from pipeline.store import open_configured_store, source_id
 from pipeline.summarize import (
     SummaryOptions,
     export_summary,
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.start is not None and args.end is not None and args.end <= args.start:
         raise UsageError(f"--to ({args.end:g} s) must come after --from ({args.start:g} s)")
     config = config_from(args)
-    store = open_store(config.store, s3=getattr(config, "s3", None))
+    store = open_configured_store(config)
     tuning = {k: v for k, v in (("sensitivity", args.sensitivity), ("min_shot", args.min_shot)) if v is not None}
     options = SummaryOptions(keyframes=args.keyframes, shots_from=args.shots_from, **tuning)
     common = dict(

@@ -449,6 +449,11 @@ def open_store(url: str, s3=None) -> ObjectStore:
     return LocalStore(url.removeprefix("file://"))
 
 
+def open_configured_store(config) -> ObjectStore:
+    """The store a `VigilConfig` names, reached with its S3 settings (endpoint, retries, timeouts)."""
+    return open_store(config.store, s3=config.s3)
+
+
 def source_id(source: str) -> str:
     """A stable, path-safe id: a slug of the name plus a hash of the full source (path or camera id)."""
     name = Path(source).stem if "://" not in source else source.rsplit("/", 1)[-1]
