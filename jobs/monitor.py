@@ -1,12 +1,17 @@
 """`vigil monitor`: camera frames through Ray actor stages to clip embeddings, alerts and the index.
 
     decoder (Kafka partitions, or a file / live URL) -> extractor -> matcher -> sink -> checkpoint -> commit
+                                                                                     -> summarizer
 
 One micro-batch is in flight at a time per monitor, so a slow stage slows intake instead of growing
 memory. Every `checkpoint_every` seconds the sink indexes the new clips and stores the analyzer state
 together with the Kafka offsets it covers; only then are the offsets committed. A restart loads the
 checkpoint, seeks to its offsets and replays: the analyzer skips frames it has already seen and every
 write is keyed deterministically, so the replay yields no duplicate alert, embedding or index entry.
+
+With `summary_every` set, each checkpoint also tells the summarizer how far each camera's clip windows
+reach in the store; it summarizes every period that became complete, in the background of the next
+batches (one call in flight, its result always collected, so its errors stop the monitor).
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from pipeline.config import VigilConfig
 @dataclass
 class MonitorReport:
     frames: int = 0
+    batches: int = 0  # extractor calls (frames / batches / monitor.batch_frames: batch occupancy)
     alerts: int = 0
     checkpoints: int = 0
     dead_letters: int = 0
+    summaries: int = 0
 
 
 def _start_ray() -> None:
@@ -42,6 +49,7 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
     from actors.extractor import ExtractorActor
     from actors.matcher import MatcherActor
     from actors.sink import SinkActor
+    from actors.summarizer import SummarizerActor
 
     _start_ray()
     m = config.monitor
@@ -56,6 +64,7 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
         decoders = [KafkaDecoderActor.remote(config)]
     else:
         decoders = [StreamDecoderActor.remote(s.url, s.camera, config) for s in m.sources]
+    summarizer = SummarizerActor.remote(config) if m.summary_every else None
 
     offsets: dict[str, int] = {}
     checkpoint = ray.get(sink.load_checkpoint.remote(m.name))
@@ -69,15 +78,32 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     report = MonitorReport()
     live = list(decoders)
+    latest_pts: dict[str, float] = {}  # per camera, the latest frame the sink has written the output of
+    summarizing = None  # the summarizer call in flight
     last_frame = last_checkpoint = last_refresh = time.monotonic()
     ray.get(matcher.refresh_queries.remote())
 
-    def take_checkpoint() -> None:
+    def summarize(final: bool) -> None:
+        """Have the summarizer summarize the periods the checkpoint made complete, in the background;
+        `final` waits for it, and summarizes the last, partial periods too when the sources ended."""
+        nonlocal summarizing
+        if summarizing is not None:
+            if not final and not ray.wait([summarizing], timeout=0)[0]:
+                return  # still at work: the next checkpoint asks again
+            report.summaries += ray.get(summarizing)  # raises the summarizer's error, if it failed
+        summarizing = summarizer.advance.remote(dict(latest_pts), final and not live)
+        if final:
+            report.summaries += ray.get(summarizing)
+            summarizing = None
+
+    def take_checkpoint(final: bool = False) -> None:
         state = {"analyzer": ray.get(matcher.state_dict.remote()), "offsets": offsets}
         ray.get(sink.checkpoint.remote(m.name, state))
         if kafka_mode and offsets:
             ray.get(decoders[0].commit.remote(offsets))
         report.checkpoints += 1
+        if summarizer is not None:
+            summarize(final)
 
     while live and not stopping:
         polled = ray.get([d.poll.remote(m.poll_timeout, m.batch_frames) for d in live])
@@ -90,8 +116,12 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
         if frames:
             last_frame = now
             features = extractor.extract.remote(frames)
+            report.batches += 1
             report.alerts += ray.get(sink.write.remote(matcher.process.remote(frames, features)))
             report.frames += len(frames)
+            for frame in frames:
+                camera = frame.camera or frame.source
+                latest_pts[camera] = max(frame.pts, latest_pts.get(camera, frame.pts))
         elif idle_exit is not None and now - last_frame >= idle_exit:
             break
         if now - last_refresh >= m.query_refresh:
@@ -104,7 +134,7 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
             break
     if not live:  # the embedded sources ended: close the last windows and events
         report.alerts += ray.get(sink.write.remote(matcher.flush.remote()))
-    take_checkpoint()
+    take_checkpoint(final=True)
     if kafka_mode:
         report.dead_letters = ray.get(decoders[0].dead_letter_count.remote())
     return report
@@ -146,10 +176,11 @@ def run(args) -> int:
     """The `monitor`, `query` and `alerts` commands."""
     import json
 
-    from jobs.cli import UsageError, config_from, open_configured_store, read_image
+    from jobs.cli import UsageError, config_from, read_image
     from pipeline.match import StandingQuery
     from pipeline.query_store import delete_query, load_queries, save_query
     from pipeline.sink import stored_alerts
+    from pipeline.store import open_configured_store
 
     config = config_from(args)
     if args.command == "alerts":
@@ -186,7 +217,8 @@ def run(args) -> int:
         config = type(config).model_validate(config.model_dump())
     report = run_monitor(config, idle_exit=args.idle_exit)
     print(
-        f"monitor {config.monitor.name}: {report.frames} frames, {report.alerts} alert updates, "
-        f"{report.checkpoints} checkpoints, {report.dead_letters} dead letters; store: {config.store}"
+        f"monitor {config.monitor.name}: {report.frames} frames, {report.batches} batches, {report.alerts} alert updates, "
+        f"{report.checkpoints} checkpoints, {report.summaries} summaries, {report.dead_letters} dead letters; "
+        f"store: {config.store}"
     )
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -101,6 +101,7 @@ class MonitorConfig(_Section):
     poll_timeout: float = Field(default=0.5, gt=0, le=60)  # the batching deadline
     checkpoint_every: float = Field(default=2.0, gt=0, le=3600)  # seconds between durable checkpoints
     query_refresh: float = Field(default=5.0, gt=0, le=3600)  # seconds between re-reads of queries/
+    summary_every: float = Field(default=0.0, ge=0, le=86400)  # seconds of media time per rolling summary; 0: none
 
 
 class VigilConfig(_Section):
@@ -117,6 +118,15 @@ class VigilConfig(_Section):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     match: MatchConfig = Field(default_factory=MatchConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+
+    @model_validator(mode="after")
+    def _summary_periods_hold_two_windows(self) -> VigilConfig:
+        # A rolling summary is made from the period's clip windows and needs at least two of them.
+        every, window = self.monitor.summary_every, self.embed.window
+        if 0 < every < 2 * window:
+            raise ValueError(f"'monitor.summary_every' must be 0 (off) or at least two clip windows "
+                             f"(2 * embed.window = {2 * window:g} s), got {every:g}")
+        return self
 
 
 # Environment variables and the config keys they set.
@@ -161,6 +171,8 @@ def _describe(exc: ValidationError, origin: str) -> str:
         where = ".".join(str(part) for part in error["loc"])
         if error["type"] == "extra_forbidden":
             problems.append(f"unknown key '{where}'")
+        elif not where:  # a rule across keys: its message names them
+            problems.append(str(error.get("ctx", {}).get("error", error["msg"])))
         else:
             problems.append(f"'{where}': {error['msg']} (got {error.get('input')!r})")
     return f"{origin}: " + "; ".join(problems)

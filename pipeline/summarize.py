@@ -43,6 +43,7 @@ from __future__ import annotations
 import bisect
 import io
 import json
+import logging
 import math
 import re
 import time
@@ -71,6 +72,8 @@ from pipeline.store import (
     source_key,
 )
 
+log = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("summary_schema.json")
 MIN_ROWS = 2
@@ -79,6 +82,10 @@ UNTRAINED_TEXT = "UNTRAINED models (random weights): tags, shots and keyframe pi
 
 class SummarizeError(ValueError):
     """The input cannot be summarized (empty, too short, unreadable, nothing stored); the message says why."""
+
+
+class NotEnoughFootage(SummarizeError):
+    """The time range holds too few feature rows for a summary (outside the footage, or too short)."""
 
 
 # ----------------------------------------------------------------------------------------------- settings
@@ -866,10 +873,10 @@ def summarize_track(
     lo = 0.0 if start is None else max(0.0, float(start))
     hi = track.duration if end is None else min(float(end), track.duration)
     if hi <= lo:
-        raise SummarizeError(f"empty time range {lo:.3f}-{hi:.3f} s ({track.source} lasts {track.duration:.3f} s)")
+        raise NotEnoughFootage(f"empty time range {lo:.3f}-{hi:.3f} s ({track.source} lasts {track.duration:.3f} s)")
     sub = track.select(lo, hi) if (start is not None or end is not None) else track
     if len(sub) < MIN_ROWS:
-        raise SummarizeError(
+        raise NotEnoughFootage(
             f"{track.source}: {len(sub)} feature row(s) between {lo:.3f} and {hi:.3f} s "
             f"(one per {track.interval:g} s); a summary needs at least {MIN_ROWS}"
         )
@@ -1160,6 +1167,68 @@ def summarize_stored(
                            options=kwargs.pop("options", None) or SummaryOptions(shots_from=shots_from), **kwargs)
 
 
+class RollingSummaries:
+    """Rolling summaries of live cameras: period k of a camera is [k * every, (k + 1) * every) of its media
+    time, summarized from its stored clip windows (`summarize_stored`) under the period's range key once
+    every window overlapping it is in the store.
+
+    What is done comes from the store: periods are summarized in order, so every period before a camera's
+    latest stored period summary is settled (summarized, or with too little footage to summarize), and a
+    restart or a replay writes no period twice. A summary's `summary.json` is its last object written, so
+    a period interrupted mid-write is done again, over the same keys."""
+
+    def __init__(self, store: ObjectStore, *, every: float, window: float, **options):
+        """`window`: the clip window length (windows are [k * window, (k + 1) * window)); `options` go to
+        `summarize_stored` (`config` or `text_encoder` for the vocabulary's first embedding, events, ...)."""
+        if every <= 0 or window <= 0:
+            raise ValueError(f"the summary period and the clip window must be positive, got {every} and {window}")
+        self.store = store
+        self.every = every
+        self.window = window
+        self.options = options
+        self._next_period: dict[str, int] = {}  # camera -> its first period not settled yet
+
+    def period_prefix(self, camera: str, period: int) -> str:
+        return summary_prefix(source_id(camera), period * self.every, (period + 1) * self.every)
+
+    def _first_unsettled(self, camera: str) -> int:
+        if camera not in self._next_period:
+            latest = -1
+            for key in self.store.list(f"summaries/{source_id(camera)}/range-"):
+                if not key.endswith("/summary.json"):
+                    continue
+                prefix = key.rsplit("/", 1)[0]
+                start_ms = int(prefix.rsplit("/range-", 1)[1].split("-", 1)[0])
+                period = round(start_ms / 1000 / self.every)
+                if self.period_prefix(camera, period) == prefix:  # one of ours, not a summary of another range
+                    latest = max(latest, period)
+            self._next_period[camera] = latest + 1
+        return self._next_period[camera]
+
+    def advance(self, latest_pts: Mapping[str, float], *, ended: bool = False) -> list[SummaryResult]:
+        """Summarize the periods that became complete, given the latest pts each camera's stored output covers.
+
+        A camera's open clip window is not stored yet; every window before it is. With `ended` the streams
+        ended and their last windows were flushed to the store, so the last, partial period is summarized
+        too (under its period's key). Returns the summaries written."""
+        written = []
+        for camera, pts in sorted(latest_pts.items()):
+            if ended:
+                due = math.floor(pts / self.every + 1e-9) + 1
+            else:
+                stored_until = math.floor(pts / self.window + 1e-9) * self.window  # the open window's start
+                due = math.floor(stored_until / self.every + 1e-9)
+            for period in range(self._first_unsettled(camera), due):
+                start, end = period * self.every, (period + 1) * self.every
+                try:
+                    written.append(summarize_stored(self.store, camera, start=start, end=end, shots_from="clips",
+                                                    **self.options))
+                except NotEnoughFootage as exc:  # the camera was off, or a short tail: nothing to show
+                    log.warning("no rolling summary of %s %s-%s: %s", camera, format_time(start), format_time(end), exc)
+                self._next_period[camera] = period + 1
+        return written
+
+
 def export_summary(store: ObjectStore, result: SummaryResult, folder: str | Path) -> list[Path]:
     """Copy the summary files (and the keyframe pictures it names) to a folder a person opens."""
     folder = Path(folder).expanduser()
@@ -1182,11 +1251,12 @@ def export_summary(store: ObjectStore, result: SummaryResult, folder: str | Path
 
 
 __all__ = [
-    "SCHEMA_VERSION", "SummarizeError", "SummaryOptions", "TimelineEvent", "read_events", "stored_alerts", "FeatureTrack",
-    "Shot", "ConceptBank", "SummaryResult", "frames_key", "summary_prefix", "decode_settings",
+    "SCHEMA_VERSION", "SummarizeError", "NotEnoughFootage", "SummaryOptions", "TimelineEvent", "read_events",
+    "stored_alerts", "FeatureTrack", "Shot", "ConceptBank", "SummaryResult", "frames_key", "summary_prefix", "decode_settings",
     "read_frame_track", "write_frame_track", "read_clip_track", "extract_frame_track", "frame_changes",
     "adaptive_threshold", "detect_shots", "joint_embedding", "keyframe_budget", "scene_radius",
     "choose_keyframes", "concept_bank", "tag_rows", "build_segments", "summary_text", "format_time",
     "read_frames_at", "fetch_keyframe_images", "summary_schema", "validate_summary", "summarize_track",
-    "summarize_file", "summarize_stored", "stored_track", "expected_model_ids", "export_summary",
+    "summarize_file", "summarize_stored", "RollingSummaries", "stored_track", "expected_model_ids",
+    "export_summary",
 ]

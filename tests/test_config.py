@@ -48,3 +48,12 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(bad)
+
+
+def test_rolling_summaries_are_off_by_default_and_need_two_clip_windows():
+    assert load_config().monitor.summary_every == 0
+    assert load_config(None, {"monitor.summary_every": 600}).monitor.summary_every == 600
+    with pytest.raises(ConfigError, match=r"'monitor.summary_every' must be 0 \(off\) or at least two clip windows"):
+        load_config(None, {"monitor.summary_every": 3})
+    with pytest.raises(ConfigError, match="'monitor.summary_every'"):
+        load_config(None, {"monitor.summary_every": -1})

@@ -18,7 +18,8 @@ from pipeline.index import ClipIndex
 from pipeline.match import StandingQuery
 from pipeline.query_store import save_query
 from pipeline.sink import checkpoint_key, stored_alerts
-from pipeline.store import LocalStore
+from pipeline.store import LocalStore, source_id
+from pipeline.summarize import summary_prefix, validate_summary
 
 
 VIGIL = str(Path(sys.executable).parent / "vigil")
@@ -79,6 +80,27 @@ def test_a_restarted_monitor_resumes_from_its_checkpoint_without_duplicates(tmp_
     assert [(a["query_id"], a["status"]) for a in alerts] == [("lobby", "closed")]
     assert abs(alerts[0]["start"] - 12.0) <= 0.5
     assert len(ClipIndex.load(store)) == 10
+
+
+def test_rolling_summaries_cover_each_period_once(tmp_path, ray_local, scene_video):
+    path, _ = scene_video
+    store = LocalStore(tmp_path)
+    config = monitor_config(tmp_path, [{"camera": "door", "url": str(path)}], summary_every=10, batch_frames=8, checkpoint_every=0.001)
+    first = run_monitor(config)
+    assert first.frames == 40 and first.summaries == 2
+    for start, end in ((0, 10), (10, 20)):  # the second period ends with the file: summarized when it ends
+        summary = store.get_json(f"{summary_prefix(source_id('door'), start, end)}/summary.json")
+        validate_summary(summary)
+        assert summary["source"]["kind"] == "camera" and summary["features"]["kind"] == "clips"
+        assert (summary["range"]["start"], summary["range"]["end"]) == (start, end)
+    written = {key: (tmp_path / key).stat().st_mtime_ns for key in store.list("summaries/")}
+    assert {key.split("/")[2] for key in written if "/range-" in key} == {
+        summary_prefix(source_id("door"), start, end).split("/")[2] for start, end in ((0, 10), (10, 20))
+    }
+
+    second = run_monitor(config)  # a replay of the whole file: every period is already summarized
+    assert second.frames == 40 and second.summaries == 0
+    assert {key: (tmp_path / key).stat().st_mtime_ns for key in store.list("summaries/")} == written
 
 
 def kafka_config(tmp_path, broker, run):

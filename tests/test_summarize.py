@@ -19,10 +19,11 @@ from pipeline.captioner import Captioner, CaptionerUnavailableError, Transformer
 from pipeline.concepts import VocabularyError, builtin_concepts, load_vocabulary, parse_vocabulary
 from pipeline.config import load_config
 from pipeline.decode import VideoDecodeError
-from pipeline.records import ModelIds
+from pipeline.records import ClipEmbedding, ModelIds
 from pipeline.store import LocalStore, read_clip, source_id, write_clip
 from pipeline.summarize import (
     FeatureTrack,
+    RollingSummaries,
     SummarizeError,
     SummaryOptions,
     TimelineEvent,
@@ -234,6 +235,35 @@ def test_indexed_sources_and_cameras_are_summarized_from_their_clips(tmp_path, p
     validate_summary(summary)
     with pytest.raises(SummarizeError, match="nothing stored for gate-2"):
         summarize_stored(store, "gate-2")
+
+
+def test_rolling_summaries_wait_for_stored_windows_and_never_repeat(tmp_path, tiny_encoders):
+    store = LocalStore(tmp_path)
+    sid = source_id("gate")
+    siglip, dinov2 = tiny_encoders.embed_images(np.zeros((1, 64, 64, 3), np.uint8))
+    rng = np.random.default_rng(0)
+    for start in (0, 2, 4, 12, 14):  # 2 s windows as the monitor stores them; the camera was off 6-12 s
+        write_clip(store, ClipEmbedding(
+            "gate", sid, float(start), start + 2.0, rng.normal(size=siglip.shape[1]).astype(np.float32),
+            rng.normal(size=dinov2.shape[1]).astype(np.float32), start + 1.0, f"keyframes/{sid}/x.jpg",
+            tiny_encoders.ids, frame_count=4))
+
+    def ranges(results):
+        return [(r.summary["range"]["start"], r.summary["range"]["end"]) for r in results]
+
+    def rolling():  # a fresh one: what a restarted summarizer knows comes from the store
+        return RollingSummaries(store, every=6, window=2, text_encoder=tiny_encoders.siglip)
+
+    first = rolling()
+    assert first.advance({"gate": 5.5}) == []  # the window [4, 6) is still open
+    assert ranges(first.advance({"gate": 6.0})) == [(0.0, 6.0)]
+    assert ranges(first.advance({"gate": 13.0})) == []  # 6-12 s: no footage, nothing to summarize
+    assert ranges(rolling().advance({"gate": 15.5})) == []  # after a restart: 6-12 s is tried again, still empty
+    assert ranges(rolling().advance({"gate": 15.5}, ended=True)) == [(12.0, 16.0)]  # the partial last period
+    assert store.exists(f"{first.period_prefix('gate', 2)}/summary.json")  # under the period's key: 12-18 s
+    assert rolling().advance({"gate": 15.5}, ended=True) == []
+    assert {key.split("/")[2] for key in store.list(f"summaries/{sid}/range-")} == {
+        first.period_prefix("gate", period).split("/")[2] for period in (0, 2)}
 
 
 # ------------------------------------------------------------------------------------------ bad input
