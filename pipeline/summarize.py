@@ -297,9 +297,17 @@ def read_frame_track(store: ObjectStore, sid: str) -> FeatureTrack | None:
         )
 
 
-def read_clip_track(store: ObjectStore, sid: str) -> FeatureTrack | None:
-    """The stored clip windows of a source (indexed file or camera) as a coarse track."""
-    keys = list(store.list(f"clips/{sid}/"))
+def read_clip_track(store: ObjectStore, sid: str, start: float | None = None,
+                    end: float | None = None) -> FeatureTrack | None:
+    """The stored clip windows of a source (indexed file or camera) as a coarse track. With `start`/`end`,
+    only the windows starting in [start, end) and the one before (it may reach into the range) are read,
+    so a camera's rolling summaries cost the same however long it has been recorded."""
+    keys = sorted(store.list(f"clips/{sid}/"), key=_key_ms)
+    if start is not None or end is not None:
+        starts = [_key_ms(key) for key in keys]
+        first = max(0, bisect.bisect_right(starts, round((start or 0.0) * 1000)) - 1)
+        last = bisect.bisect_left(starts, round(end * 1000)) if end is not None else len(keys)
+        keys = keys[first:max(last, first + 1)]
     if not keys:
         return None
     clips = sorted((read_clip(store, key) for key in keys), key=lambda c: c.start)
@@ -318,6 +326,11 @@ def read_clip_track(store: ObjectStore, sid: str) -> FeatureTrack | None:
         image_keys=[c.keyframe_key for c in clips], source_kind="file" if record else "camera",
         meta={"record": record},
     )
+
+
+def _key_ms(key: str) -> int:
+    """The window start (ms) a clip key is named by (`clips/{source_id}/{start_ms:012d}.npz`)."""
+    return int(key.rsplit("/", 1)[-1].split(".", 1)[0])
 
 
 def extract_frame_track(
@@ -1022,7 +1035,8 @@ def _same_models(models: ModelIds, wanted: tuple[str, str] | None) -> bool:
 
 
 def stored_track(store: ObjectStore, sid: str, *, shots_from: str = "auto", wanted: tuple[str, str] | None = None,
-                 file: Path | None = None, settings: dict | None = None) -> FeatureTrack | None:
+                 file: Path | None = None, settings: dict | None = None, start: float | None = None,
+                 end: float | None = None) -> FeatureTrack | None:
     """The features of a source already in the store, or None: per-frame features (summaries/.../frames.npz)
     when fresh, else (auto or clips) the archive's clip windows. Fresh means: made with the `wanted` models
     (any when None), from the file as it is now (size and mtime) and, for frames, with these decode settings."""
@@ -1033,7 +1047,7 @@ def stored_track(store: ObjectStore, sid: str, *, shots_from: str = "auto", want
             if fresh and (settings is None or track.meta.get("settings") == settings):
                 return track
     if shots_from in ("auto", "clips"):
-        track = read_clip_track(store, sid)
+        track = read_clip_track(store, sid, start, end)
         if track is not None and _same_models(track.models, wanted):
             record = track.meta.get("record")
             if file is None or (record and (record["size"], record["mtime_ns"]) == tuple(_file_identity(file).values())):
@@ -1154,7 +1168,7 @@ def summarize_stored(
         candidates.append(source_id(str(Path(source).expanduser().resolve())))
     track = None
     for sid in dict.fromkeys(candidates):
-        track = stored_track(store, sid, shots_from=shots_from)
+        track = stored_track(store, sid, shots_from=shots_from, start=start, end=end)
         if track is not None:
             break
     if track is None:

@@ -31,6 +31,7 @@ from pipeline.summarize import (
     detect_shots,
     frames_key,
     joint_embedding,
+    read_clip_track,
     read_events,
     summarize_file,
     summarize_stored,
@@ -264,6 +265,12 @@ def test_rolling_summaries_wait_for_stored_windows_and_never_repeat(tmp_path, ti
     assert rolling().advance({"gate": 15.5}, ended=True) == []
     assert {key.split("/")[2] for key in store.list(f"summaries/{sid}/range-")} == {
         first.period_prefix("gate", period).split("/")[2] for period in (0, 2)}
+    # a period reads only its own windows and the one reaching into it, not the camera's whole history
+    assert read_clip_track(store, sid, 12.0, 18.0).times.tolist() == [12.0, 14.0]
+    assert read_clip_track(store, sid, 13.0, 18.0).times.tolist() == [12.0, 14.0]
+    assert read_clip_track(store, sid, 0.0, 4.0).times.tolist() == [0.0, 2.0]
+    assert read_clip_track(store, sid, 20.0, 30.0).times.tolist() == [14.0]
+    assert read_clip_track(store, sid).times.tolist() == [0.0, 2.0, 4.0, 12.0, 14.0]
 
 
 # ------------------------------------------------------------------------------------------ bad input
