@@ -40,7 +40,9 @@ test: $(STAMP) system-deps
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 
 bench: $(STAMP)
-	$(PY) -m bench.archive
+	HF_HUB_OFFLINE=1 $(PY) -m bench.archive
+	HF_HUB_OFFLINE=1 $(PY) -m bench.stream
+	HF_HUB_OFFLINE=1 $(PY) -m bench.summarize
 
 clean:
 	rm -rf $(VENV) vigil-demo build *.egg-info

@@ -35,6 +35,7 @@ from typing import Any
 
 import psutil
 
+from bench.results import write_section
 from jobs.archive import index_paths
 from pipeline.checkpoints import build_random_checkpoints
 from pipeline.config import VigilConfig, load_config
@@ -410,22 +411,22 @@ class Run:
 def render_markdown(run: Run) -> str:
     rows = [row for r in run.results for row in table_rows(r)]
     parts = [
-        "# Archive indexing benchmark",
+        "## Archive indexing (`python -m bench.archive`)",
         "",
         f"`python -m bench.archive` on {run.date}. **The checkpoints are untrained** (random weights with the "
         "real sizes of SigLIP2-base-patch16-224 and DINOv2-small): this measures speed only, never accuracy. "
         "Model loading is excluded from every timing, each model was warmed up once before timing, and torch "
         "kept its default thread count for every variant. All ratios come from this one run.",
         "",
-        "## Machine",
+        "### Machine",
         "",
         *[f"- {key}: {value}" for key, value in run.machine.items()],
         "",
-        "## Settings",
+        "### Settings",
         "",
         *[f"- {key}: {value}" for key, value in run.settings.items()],
         "",
-        "## Results",
+        "### Results",
         "",
         "Variants: **naive** = `bench/naive.py` (cv2 reads every frame, keeps 1/s, HF processors per frame, "
         "fp32, batch 1); **decode alone** = `decode_frames` + `mark_still_frames`; **models alone** = the "
@@ -444,11 +445,11 @@ def render_markdown(run: Run) -> str:
             "",
         ]
     parts += [
-        "## Targets",
+        "### Targets",
         "",
         *target_lines(run.results, run.memory),
         "",
-        "## Where the time goes",
+        "### Where the time goes",
         "",
         *interpretation(run.results, run.precision_note),
         "",
@@ -479,7 +480,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "out",
                         help="cache folder for checkpoints and inputs (default bench/out)")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md",
-                        help="markdown report to overwrite (default bench/RESULTS.md)")
+                        help="markdown report whose bench.archive section is rewritten (default bench/RESULTS.md)")
     parser.add_argument("--skip-naive", action="store_true", help="skip the (slow) naive baseline")
     parser.add_argument("--skip-memory", action="store_true", help="skip the peak-memory runs")
     return parser.parse_args(argv)
@@ -551,7 +552,7 @@ def main(argv: list[str] | None = None) -> None:
         precision_note=precision_note,
     )
     print_summary(run)
-    args.results.write_text(render_markdown(run))
+    write_section(args.results, "bench.archive", render_markdown(run))
     print(f"\nwrote {args.results}")
 
 

@@ -15,7 +15,7 @@ Runs by hand (never from the test suite). On a generated high-motion 720p30 vide
 
 Each measurement runs in its own spawned process. The checkpoints have random weights: the shot and
 keyframe numbers printed are plumbing checks, never accuracy. Results go to stdout and
-bench/RESULTS-summarize.md.
+bench/RESULTS.md (its bench.summarize section).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 
 import psutil
+
+from bench.results import write_section
 
 BENCH_DIR = Path(__file__).resolve().parent
 OUT = BENCH_DIR / "out" / "summarize"
@@ -178,7 +180,7 @@ def render(run: dict) -> str:
     seconds = s["video_seconds"]
     acc = s["accuracy"]
     lines = [
-        "# Summarizer benchmark (`python -m bench.summarize`)",
+        "## Summarizer (`python -m bench.summarize`)",
         "",
         f"Run {run['date']}. Input: generated high-motion {RESOLUTION[0]}x{RESOLUTION[1]} {VIDEO_FPS} fps H.264, "
         f"{seconds / 60:g} minutes, a cut every 2-4 s, keyframe every second; sampled at 1 fps "
@@ -232,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--short-minutes", type=float, default=7.5, help="the short video of the memory check (0: skip)")
     parser.add_argument("--models", choices=["tiny", "base"], default="tiny")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS-summarize.md")
+    parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md",
+                        help="markdown report whose bench.summarize section is rewritten (default bench/RESULTS.md)")
     args = parser.parse_args(argv)
 
     import tempfile
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     run["machine"]["load average (1 min) at end"] = f"{os.getloadavg()[0]:.2f}"
     text = render(run)
     print(text)
-    args.results.write_text(text)
+    write_section(args.results, "bench.summarize", text)
     print(f"written to {args.results}", file=sys.stderr)
 
 
