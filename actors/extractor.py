@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import ray
 
 from pipeline.embed import extract_features
@@ -12,6 +14,11 @@ from pipeline.records import Frame, FrameFeatures, ModelIds
 @ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)
 class ExtractorActor:
     def __init__(self, models: str, *, device: str, precision: str, batch_size: int):
+        import torch
+
+        # Ray caps an actor's OpenMP threads at its num_cpus (1). The models are the stage that needs the
+        # node's cores (one extractor per CPU node; the other stages mostly wait on it), so give them all.
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
         self.encoders = load_encoders(models, device=device, precision=precision, batch_size=batch_size)
 
     def model_ids(self) -> ModelIds:
