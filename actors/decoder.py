@@ -46,7 +46,7 @@ class KafkaDecoderActor:
             self.consumer.kafka.seek(TopicPartition(topic, int(partition)), offset)
 
     def poll(self, timeout: float, max_frames: int) -> tuple[list[Frame], dict[str, int], bool]:
-        records = self.consumer.poll(timeout, max_records=max_frames)
+        records = self.consumer.gather(max_frames, timeout)
         frames = []
         for record in records:
             try:

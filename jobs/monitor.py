@@ -3,7 +3,8 @@
     decoder (Kafka partitions, or a file / live URL) -> extractor -> matcher -> sink -> checkpoint -> commit
                                                                                      -> summarizer
 
-One micro-batch is in flight at a time per monitor, so a slow stage slows intake instead of growing
+At most `monitor.in_flight` micro-batches are between the decoders and the sink at a time (and the
+decoders read one batch ahead), so the stages overlap while a slow stage slows intake instead of growing
 memory. Every `checkpoint_every` seconds the sink indexes the new clips and stores the analyzer state
 together with the Kafka offsets it covers; only then are the offsets committed. A restart loads the
 checkpoint, seeks to its offsets and replays: the analyzer skips frames it has already seen and every
@@ -19,9 +20,19 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from pipeline.config import VigilConfig
+
+
+@dataclass
+class _Batch:
+    """A micro-batch on its way through extractor, matcher and sink; durable once `written` resolves."""
+
+    written: object  # the sink's write (an ObjectRef), None for a batch without frames
+    offsets: dict[str, int]  # the Kafka offsets it moves to: committable once it is durable
+    latest_pts: dict[str, float]  # per camera, its latest frame
 
 
 @dataclass
@@ -78,7 +89,7 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     report = MonitorReport()
     live = list(decoders)
-    latest_pts: dict[str, float] = {}  # per camera, the latest frame the sink has written the output of
+    latest_pts: dict[str, float] = {}  # per camera, the latest frame whose outputs are durable
     summarizing = None  # the summarizer call in flight
     last_frame = last_checkpoint = last_refresh = time.monotonic()
     ray.get(matcher.refresh_queries.remote())
@@ -105,33 +116,57 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
         if summarizer is not None:
             summarize(final)
 
+    in_flight: deque[_Batch] = deque()
+
+    def settle(keep: int) -> None:
+        """Wait until at most `keep` batches are in flight; the offsets and frames of those that finished
+        are now covered by durable writes."""
+        while len(in_flight) > keep:
+            batch = in_flight.popleft()
+            if batch.written is not None:
+                report.alerts += ray.get(batch.written)
+            offsets.update(batch.offsets)
+            for camera, pts in batch.latest_pts.items():
+                latest_pts[camera] = max(pts, latest_pts.get(camera, pts))
+
+    def poll_all() -> list:
+        return [d.poll.remote(m.poll_timeout, m.batch_frames) for d in live]
+
+    polls = poll_all()
     while live and not stopping:
-        polled = ray.get([d.poll.remote(m.poll_timeout, m.batch_frames) for d in live])
+        polled = ray.get(polls)
         frames = [frame for batch, _, _ in polled for frame in batch]
-        for (_, moved, finished), decoder in zip(polled, list(live)):
-            offsets.update(moved)
+        moved: dict[str, int] = {}
+        for (_, batch_offsets, finished), decoder in zip(polled, list(live)):
+            moved.update(batch_offsets)
             if finished:
                 live.remove(decoder)
+        polls = poll_all()  # the decoders read the next batch while this one is extracted
         now = time.monotonic()
+        written = None
         if frames:
             last_frame = now
-            features = extractor.extract.remote(frames)
+            written = sink.write.remote(matcher.process.remote(frames, extractor.extract.remote(frames)))
             report.batches += 1
-            report.alerts += ray.get(sink.write.remote(matcher.process.remote(frames, features)))
             report.frames += len(frames)
-            for frame in frames:
-                camera = frame.camera or frame.source
-                latest_pts[camera] = max(frame.pts, latest_pts.get(camera, frame.pts))
-        elif idle_exit is not None and now - last_frame >= idle_exit:
+        latest: dict[str, float] = {}
+        for frame in frames:
+            camera = frame.camera or frame.source
+            latest[camera] = max(frame.pts, latest.get(camera, frame.pts))
+        in_flight.append(_Batch(written, moved, latest))
+        settle(m.in_flight - 1)
+        if not frames and idle_exit is not None and now - last_frame >= idle_exit:
             break
         if now - last_refresh >= m.query_refresh:
             ray.get(matcher.refresh_queries.remote())
             last_refresh = now
         if now - last_checkpoint >= m.checkpoint_every:
+            settle(0)
             take_checkpoint()
             last_checkpoint = now
         if max_frames is not None and report.frames >= max_frames:
             break
+    settle(0)  # a batch the decoders read ahead is dropped: its offsets were never committed
     if not live:  # the embedded sources ended: close the last windows and events
         report.alerts += ray.get(sink.write.remote(matcher.flush.remote()))
     take_checkpoint(final=True)

@@ -667,6 +667,23 @@ class FrameConsumer:
         batches = self._consumer.poll(timeout_ms=_ms(timeout), max_records=max_records)
         return [r for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition)) for r in batches[tp]]
 
+    def gather(self, max_records: int, timeout: float) -> list:
+        """A batch of records: up to `max_records`, closed when full or `timeout` seconds after its first
+        record arrived (so a frame waits at most that long for company), or empty after `timeout` without
+        any. Partition by partition, offsets increasing."""
+        records: list = []
+        deadline = time.monotonic() + timeout
+        started = False
+        while len(records) < max_records:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            batches = self._consumer.poll(timeout_ms=max(1, _ms(remaining)), max_records=max_records - len(records))
+            records += [r for tp in batches for r in batches[tp]]
+            if records and not started:
+                started, deadline = True, time.monotonic() + timeout
+        return sorted(records, key=lambda r: (r.topic, r.partition))  # stable: offsets stay in order
+
     def commit(self, offsets: Mapping[Any, int]) -> None:
         """Commit `{TopicPartition or (topic, partition): next offset to read}`. Without a group_id
         there is nowhere to commit and this does nothing."""
