@@ -27,8 +27,10 @@ class SinkActor:
         self.sink.write(out)
         return len(out.alerts)
 
-    def checkpoint(self, name: str, state: dict) -> None:
-        self.sink.checkpoint(name, state)
+    def checkpoint(self, name: str, analyzer: dict, offsets: dict[str, int], *writes: int) -> None:
+        """`analyzer` (the matcher's state_dict call) and `writes` (the write calls the checkpoint covers)
+        are arguments of their own so that Ray resolves them first: a failed one fails the checkpoint."""
+        self.sink.checkpoint(name, {"analyzer": analyzer, "offsets": offsets})
 
     def load_checkpoint(self, name: str) -> dict | None:
         return self.sink.load_checkpoint(name)

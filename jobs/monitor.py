@@ -3,16 +3,18 @@
     decoder (Kafka partitions, or a file / live URL) -> extractor -> matcher -> sink -> checkpoint -> commit
                                                                                      -> summarizer
 
-At most `monitor.in_flight` micro-batches are between the decoders and the sink at a time (and the
-decoders read one batch ahead), so the stages overlap while a slow stage slows intake instead of growing
-memory. Every `checkpoint_every` seconds the sink indexes the new clips and stores the analyzer state
-together with the Kafka offsets it covers; only then are the offsets committed. A restart loads the
+At most `monitor.in_flight` micro-batches are between the extractor and the sink at a time, and the
+decoders read one batch ahead, so the stages overlap while a slow stage slows intake instead of growing
+memory. Every `checkpoint_every` seconds the matcher's state and the Kafka offsets of the batches handed
+over so far go to the sink, which stores them after those batches' outputs (and indexes the new clips);
+only once that checkpoint is durable are the offsets committed. Nothing waits for a checkpoint: actors run
+their calls in order, so a checkpoint always covers exactly what is durable. A restart loads the
 checkpoint, seeks to its offsets and replays: the analyzer skips frames it has already seen and every
 write is keyed deterministically, so the replay yields no duplicate alert, embedding or index entry.
 
-With `summary_every` set, each checkpoint also tells the summarizer how far each camera's clip windows
-reach in the store; it summarizes every period that became complete, in the background of the next
-batches (one call in flight, its result always collected, so its errors stop the monitor).
+With `summary_every` set, each durable checkpoint also tells the summarizer how far each camera's clip
+windows reach in the store; it summarizes every period that became complete, in the background of the
+next batches (one call in flight, its result always collected, so its errors stop the monitor).
 """
 
 from __future__ import annotations
@@ -27,15 +29,6 @@ from pipeline.config import VigilConfig
 
 
 @dataclass
-class _Batch:
-    """A micro-batch on its way through extractor, matcher and sink; durable once `written` resolves."""
-
-    written: object  # the sink's write (an ObjectRef), None for a batch without frames
-    offsets: dict[str, int]  # the Kafka offsets it moves to: committable once it is durable
-    latest_pts: dict[str, float]  # per camera, its latest frame
-
-
-@dataclass
 class MonitorReport:
     frames: int = 0
     batches: int = 0  # extractor calls (frames / batches / monitor.batch_frames: batch occupancy)
@@ -43,6 +36,15 @@ class MonitorReport:
     checkpoints: int = 0
     dead_letters: int = 0
     summaries: int = 0
+
+
+@dataclass
+class _Checkpoint:
+    """A checkpoint being written: durable once `saved` resolves, then its offsets may be committed."""
+
+    saved: object  # the sink's checkpoint call (an ObjectRef)
+    offsets: dict[str, int]
+    latest_pts: dict[str, float]  # per camera, the latest frame it covers
 
 
 def _start_ray() -> None:
@@ -77,7 +79,7 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
         decoders = [StreamDecoderActor.remote(s.url, s.camera, config) for s in m.sources]
     summarizer = SummarizerActor.remote(config) if m.summary_every else None
 
-    offsets: dict[str, int] = {}
+    offsets: dict[str, int] = {}  # next offsets after every batch handed to the stages so far
     checkpoint = ray.get(sink.load_checkpoint.remote(m.name))
     if checkpoint is not None:
         ray.get(matcher.load_state_dict.remote(checkpoint["analyzer"]))
@@ -89,45 +91,45 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     report = MonitorReport()
     live = list(decoders)
-    latest_pts: dict[str, float] = {}  # per camera, the latest frame whose outputs are durable
-    summarizing = None  # the summarizer call in flight
+    latest_pts: dict[str, float] = {}  # per camera, the latest frame handed to the stages
+    writes: deque = deque()  # the sink's writes in flight, oldest first
+    uncovered: list = []  # the sink's writes since the last checkpoint began
+    saving: _Checkpoint | None = None
+    committing = summarizing = refreshing = None  # the calls of those kinds in flight
     last_frame = last_checkpoint = last_refresh = time.monotonic()
     ray.get(matcher.refresh_queries.remote())
 
-    def summarize(final: bool) -> None:
-        """Have the summarizer summarize the periods the checkpoint made complete, in the background;
-        `final` waits for it, and summarizes the last, partial periods too when the sources ended."""
-        nonlocal summarizing
-        if summarizing is not None:
-            if not final and not ray.wait([summarizing], timeout=0)[0]:
-                return  # still at work: the next checkpoint asks again
-            report.summaries += ray.get(summarizing)  # raises the summarizer's error, if it failed
-        summarizing = summarizer.advance.remote(dict(latest_pts), final and not live)
-        if final:
-            report.summaries += ray.get(summarizing)
-            summarizing = None
-
-    def take_checkpoint(final: bool = False) -> None:
-        state = {"analyzer": ray.get(matcher.state_dict.remote()), "offsets": offsets}
-        ray.get(sink.checkpoint.remote(m.name, state))
-        if kafka_mode and offsets:
-            ray.get(decoders[0].commit.remote(offsets))
-        report.checkpoints += 1
-        if summarizer is not None:
-            summarize(final)
-
-    in_flight: deque[_Batch] = deque()
+    def collect(ref):
+        """The result of a call started earlier (raising its error), 0 for none."""
+        return 0 if ref is None else ray.get(ref)
 
     def settle(keep: int) -> None:
-        """Wait until at most `keep` batches are in flight; the offsets and frames of those that finished
-        are now covered by durable writes."""
-        while len(in_flight) > keep:
-            batch = in_flight.popleft()
-            if batch.written is not None:
-                report.alerts += ray.get(batch.written)
-            offsets.update(batch.offsets)
-            for camera, pts in batch.latest_pts.items():
-                latest_pts[camera] = max(pts, latest_pts.get(camera, pts))
+        """Wait until at most `keep` batches are between the extractor and the sink."""
+        while len(writes) > keep:
+            report.alerts += ray.get(writes.popleft())
+
+    def start_checkpoint() -> None:
+        """Record the analyzer state and the offsets of every batch handed over so far. No waiting: the
+        matcher takes the state after those batches and the sink stores it after writing their outputs
+        (an actor runs one caller's calls in order), and only if every one of those writes succeeded, so
+        a checkpoint never covers anything not durable."""
+        nonlocal saving
+        saved = sink.checkpoint.remote(m.name, matcher.state_dict.remote(), dict(offsets), *uncovered)
+        uncovered.clear()
+        saving = _Checkpoint(saved, dict(offsets), dict(latest_pts))
+
+    def finish_checkpoint(final: bool = False) -> None:
+        """Once the checkpoint is durable: commit its offsets and summarize the periods it completed."""
+        nonlocal saving, committing, summarizing
+        ray.get(saving.saved)
+        report.checkpoints += 1
+        if kafka_mode and saving.offsets:
+            collect(committing)
+            committing = decoders[0].commit.remote(saving.offsets)
+        if summarizer is not None:
+            report.summaries += collect(summarizing)
+            summarizing = summarizer.advance.remote(saving.latest_pts, final and not live)
+        saving = None
 
     def poll_all() -> list:
         return [d.poll.remote(m.poll_timeout, m.batch_frames) for d in live]
@@ -136,40 +138,47 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
     while live and not stopping:
         polled = ray.get(polls)
         frames = [frame for batch, _, _ in polled for frame in batch]
-        moved: dict[str, int] = {}
-        for (_, batch_offsets, finished), decoder in zip(polled, list(live)):
-            moved.update(batch_offsets)
+        for (_, moved, finished), decoder in zip(polled, list(live)):
+            offsets.update(moved)
             if finished:
                 live.remove(decoder)
         polls = poll_all()  # the decoders read the next batch while this one is extracted
         now = time.monotonic()
-        written = None
         if frames:
             last_frame = now
-            written = sink.write.remote(matcher.process.remote(frames, extractor.extract.remote(frames)))
+            writes.append(sink.write.remote(matcher.process.remote(frames, extractor.extract.remote(frames))))
+            uncovered.append(writes[-1])
             report.batches += 1
             report.frames += len(frames)
-        latest: dict[str, float] = {}
-        for frame in frames:
-            camera = frame.camera or frame.source
-            latest[camera] = max(frame.pts, latest.get(camera, frame.pts))
-        in_flight.append(_Batch(written, moved, latest))
-        settle(m.in_flight - 1)
-        if not frames and idle_exit is not None and now - last_frame >= idle_exit:
+            for frame in frames:
+                camera = frame.camera or frame.source
+                latest_pts[camera] = max(frame.pts, latest_pts.get(camera, frame.pts))
+            settle(m.in_flight - 1)
+        elif idle_exit is not None and now - last_frame >= idle_exit:
             break
-        if now - last_refresh >= m.query_refresh:
-            ray.get(matcher.refresh_queries.remote())
-            last_refresh = now
-        if now - last_checkpoint >= m.checkpoint_every:
-            settle(0)
-            take_checkpoint()
+        if saving is not None and ray.wait([saving.saved], timeout=0)[0]:
+            finish_checkpoint()
+        if saving is None and now - last_checkpoint >= m.checkpoint_every:
+            start_checkpoint()
             last_checkpoint = now
+        if now - last_refresh >= m.query_refresh:
+            collect(refreshing)
+            refreshing = matcher.refresh_queries.remote()
+            last_refresh = now
         if max_frames is not None and report.frames >= max_frames:
             break
-    settle(0)  # a batch the decoders read ahead is dropped: its offsets were never committed
+    # a batch the decoders read ahead is dropped here: no checkpoint covers its offsets
+    if saving is not None:
+        finish_checkpoint()
+    collect(refreshing)
     if not live:  # the embedded sources ended: close the last windows and events
-        report.alerts += ray.get(sink.write.remote(matcher.flush.remote()))
-    take_checkpoint(final=True)
+        writes.append(sink.write.remote(matcher.flush.remote()))
+        uncovered.append(writes[-1])
+    settle(0)
+    start_checkpoint()
+    finish_checkpoint(final=True)
+    collect(committing)
+    report.summaries += collect(summarizing)
     if kafka_mode:
         report.dead_letters = ray.get(decoders[0].dead_letter_count.remote())
     return report
