@@ -23,17 +23,9 @@ class MatcherActor:
             Matcher.from_encoders(encoders, settings=config.match), window=config.embed.window, models=encoders.ids
         )
 
-    def refresh_queries(self) -> list[str]:
-        """Follow the store's queries/ folder: add new queries, remove deleted ones (closing their events)."""
-        matcher = self.analyzer.matcher
-        stored = {query.id: (query, image) for query, image in load_queries(self.store)}
-        closed = []
-        for query_id in [q.id for q in matcher.list()]:
-            if query_id not in stored or stored[query_id][0] != matcher.get(query_id).query:
-                closed += matcher.remove(query_id)
-        for query, image in stored.values():
-            matcher.add(query, image=image)
-        return sorted(stored)
+    def refresh_queries(self) -> StreamOutput:
+        """Follow the store's queries/ folder; the alerts of events closed by a removed query come back."""
+        return self.analyzer.sync_queries(load_queries(self.store))
 
     def process(self, frames: list[Frame], features: list[FrameFeatures]) -> StreamOutput:
         return self.analyzer.process(frames, features)

@@ -3,9 +3,10 @@
     decoder (Kafka partitions, or a file / live URL) -> extractor -> matcher -> sink -> checkpoint -> commit
                                                                                      -> summarizer
 
-At most `monitor.in_flight` micro-batches are between the extractor and the sink at a time, and the
-decoders read one batch ahead, so the stages overlap while a slow stage slows intake instead of growing
-memory. Every `checkpoint_every` seconds the matcher's state and the Kafka offsets of the batches handed
+At most `monitor.in_flight` micro-batches are between the extractor and the sink at a time, so the stages
+overlap while a slow stage slows intake instead of growing memory. The next batch is gathered when there
+is room, from what has arrived meanwhile (up to `batch_frames`; `poll_timeout` is the wait for a first
+frame): light load gives small batches and low latency, heavy load full batches and throughput. Every `checkpoint_every` seconds the matcher's state and the Kafka offsets of the batches handed
 over so far go to the sink, which stores them after those batches' outputs (and indexes the new clips);
 only once that checkpoint is durable are the offsets committed. Nothing waits for a checkpoint: actors run
 their calls in order, so a checkpoint always covers exactly what is durable. A restart loads the
@@ -95,9 +96,9 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
     writes: deque = deque()  # the sink's writes in flight, oldest first
     uncovered: list = []  # the sink's writes since the last checkpoint began
     saving: _Checkpoint | None = None
-    committing = summarizing = refreshing = None  # the calls of those kinds in flight
+    committing = summarizing = None  # the calls of those kinds in flight
     last_frame = last_checkpoint = last_refresh = time.monotonic()
-    ray.get(matcher.refresh_queries.remote())
+    ray.get(sink.write.remote(matcher.refresh_queries.remote()))
 
     def collect(ref):
         """The result of a call started earlier (raising its error), 0 for none."""
@@ -131,18 +132,13 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
             summarizing = summarizer.advance.remote(saving.latest_pts, final and not live)
         saving = None
 
-    def poll_all() -> list:
-        return [d.poll.remote(m.poll_timeout, m.batch_frames) for d in live]
-
-    polls = poll_all()
     while live and not stopping:
-        polled = ray.get(polls)
+        polled = ray.get([d.poll.remote(m.poll_timeout, m.batch_frames) for d in live])
         frames = [frame for batch, _, _ in polled for frame in batch]
         for (_, moved, finished), decoder in zip(polled, list(live)):
             offsets.update(moved)
             if finished:
                 live.remove(decoder)
-        polls = poll_all()  # the decoders read the next batch while this one is extracted
         now = time.monotonic()
         if frames:
             last_frame = now
@@ -153,6 +149,8 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
             for frame in frames:
                 camera = frame.camera or frame.source
                 latest_pts[camera] = max(frame.pts, latest_pts.get(camera, frame.pts))
+            # Gather the next batch once there is room: the extractor always has one batch queued, and
+            # what arrives meanwhile becomes the next, so batches grow with the load (adaptive batching).
             settle(m.in_flight - 1)
         elif idle_exit is not None and now - last_frame >= idle_exit:
             break
@@ -162,15 +160,13 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
             start_checkpoint()
             last_checkpoint = now
         if now - last_refresh >= m.query_refresh:
-            collect(refreshing)
-            refreshing = matcher.refresh_queries.remote()
+            writes.append(sink.write.remote(matcher.refresh_queries.remote()))
+            uncovered.append(writes[-1])
             last_refresh = now
         if max_frames is not None and report.frames >= max_frames:
             break
-    # a batch the decoders read ahead is dropped here: no checkpoint covers its offsets
     if saving is not None:
         finish_checkpoint()
-    collect(refreshing)
     if not live:  # the embedded sources ended: close the last windows and events
         writes.append(sink.write.remote(matcher.flush.remote()))
         uncovered.append(writes[-1])

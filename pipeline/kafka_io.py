@@ -668,20 +668,17 @@ class FrameConsumer:
         return [r for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition)) for r in batches[tp]]
 
     def gather(self, max_records: int, timeout: float) -> list:
-        """A batch of records: up to `max_records`, closed when full or `timeout` seconds after its first
-        record arrived (so a frame waits at most that long for company), or empty after `timeout` without
-        any. Partition by partition, offsets increasing."""
+        """Every record on hand, up to `max_records`: waits up to `timeout` seconds for the first ones, then
+        takes what else has already arrived without waiting. A caller that gathers when it is ready for
+        more gets batches that grow with the load (adaptive batching). Partition by partition, offsets
+        increasing."""
         records: list = []
-        deadline = time.monotonic() + timeout
-        started = False
-        while len(records) < max_records:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            batches = self._consumer.poll(timeout_ms=max(1, _ms(remaining)), max_records=max_records - len(records))
+        batches = self._consumer.poll(timeout_ms=_ms(timeout), max_records=max_records)
+        while batches:
             records += [r for tp in batches for r in batches[tp]]
-            if records and not started:
-                started, deadline = True, time.monotonic() + timeout
+            if len(records) >= max_records:
+                break
+            batches = self._consumer.poll(timeout_ms=0, max_records=max_records - len(records))
         return sorted(records, key=lambda r: (r.topic, r.partition))  # stable: offsets stay in order
 
     def commit(self, offsets: Mapping[Any, int]) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.embed import ClipWindow, ClipWindower
-from pipeline.match import Matcher
+from pipeline.match import Matcher, StandingQuery
 from pipeline.records import Alert, ClipEmbedding, Frame, FrameFeatures, Keyframe, ModelIds
 from pipeline.store import keyframe_key, source_id
 
@@ -73,6 +73,21 @@ class StreamAnalyzer:
             out.alerts += self.matcher.process(feats, image=frame.image)
             if self.matcher.is_peak(camera, frame.pts):
                 out.thumbnails.append((keyframe_key(source_id(camera), frame.pts), frame.image))
+        return out
+
+    def sync_queries(self, stored: list[tuple[StandingQuery, np.ndarray | None]]) -> StreamOutput:
+        """Follow the stored standing queries (with their example images): add new ones, drop deleted or
+        changed ones (their open events close: the returned alerts; a changed one is then added anew).
+        Queries already held are not encoded again."""
+        matcher = self.matcher
+        wanted = {query.id: (query, image) for query, image in stored}
+        out = StreamOutput()
+        for held in matcher.list():
+            if held.id not in wanted or wanted[held.id][0] != held:
+                out.alerts += matcher.remove(held.id)
+        for query, image in wanted.values():
+            if query.id not in matcher:
+                matcher.add(query, image=image)
         return out
 
     def flush(self) -> StreamOutput:

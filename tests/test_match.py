@@ -233,6 +233,22 @@ def test_queries_are_added_and_removed_while_running():
     assert m.remove("b") == []  # its event already ended
 
 
+def test_the_stream_follows_stored_queries_without_encoding_them_again():
+    from pipeline.stream import StreamAnalyzer
+
+    m = matcher({"other": basis(3)})
+    analyzer = StreamAnalyzer(m, window=2.0, models=MODELS)
+    a, b = StandingQuery(id="a", text="thing", **RULES), StandingQuery(id="b", text="other", **RULES)
+    assert analyzer.sync_queries([(a, None), (b, None)]).alerts == []
+    held = m.get("a")
+    run_scores(m, [_, .6, .6, .6])  # query a's event is open
+    assert analyzer.sync_queries([(a, None), (b, None)]).alerts == [] and m.get("a") is held  # nothing changed
+    changed = StandingQuery(id="a", text="thing", **{**RULES, "threshold": 0.55})
+    closed = analyzer.sync_queries([(changed, None)]).alerts  # a changed, b deleted: a's event closes
+    assert [(x.query_id, x.status) for x in closed] == [("a", "closed")]
+    assert m.list() == [changed] and m.get("a") is not held
+
+
 def test_queries_watch_only_their_cameras():
     m = matcher()
     m.add(StandingQuery(id="q", text="thing", cameras=["cam-a"], **RULES))
