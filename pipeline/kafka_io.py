@@ -667,18 +667,20 @@ class FrameConsumer:
         batches = self._consumer.poll(timeout_ms=_ms(timeout), max_records=max_records)
         return [r for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition)) for r in batches[tp]]
 
-    def gather(self, max_records: int, timeout: float) -> list:
+    def gather(self, max_records: int, timeout: float, refetch: float = 0.05) -> list:
         """Every record on hand, up to `max_records`: waits up to `timeout` seconds for the first ones, then
-        takes what else has already arrived without waiting. A caller that gathers when it is ready for
-        more gets batches that grow with the load (adaptive batching). Partition by partition, offsets
-        increasing."""
+        fetches again (waiting up to `refetch` seconds each time) while more keep coming. The consumer
+        prefetches in the background, so what the first poll hands over can be an old, small response
+        while the broker holds far more: the refetches take the backlog. A caller that gathers when it is
+        ready for more gets batches that grow with the load (adaptive batching). Partition by partition,
+        offsets increasing."""
         records: list = []
         batches = self._consumer.poll(timeout_ms=_ms(timeout), max_records=max_records)
         while batches:
             records += [r for tp in batches for r in batches[tp]]
             if len(records) >= max_records:
                 break
-            batches = self._consumer.poll(timeout_ms=0, max_records=max_records - len(records))
+            batches = self._consumer.poll(timeout_ms=_ms(min(refetch, timeout)), max_records=max_records - len(records))
         return sorted(records, key=lambda r: (r.topic, r.partition))  # stable: offsets stay in order
 
     def commit(self, offsets: Mapping[Any, int]) -> None:
