@@ -40,7 +40,7 @@ from jobs.archive import index_paths
 from pipeline.checkpoints import build_random_checkpoints
 from pipeline.config import VigilConfig, load_config
 from pipeline.decode import decode_frames, mark_still_frames, output_size
-from pipeline.embed import batched, extract_features
+from pipeline.embed import extract_features, model_batches
 from pipeline.models import Encoders, ModelSource, load_encoders
 from pipeline.records import Frame
 from pipeline.store import LocalStore
@@ -145,7 +145,7 @@ def decode_alone(video: Path, config: VigilConfig) -> tuple[list[Frame], bool]:
 def models_alone(frames: list[Frame], encoders: Encoders, config: VigilConfig) -> None:
     """Extraction over the same batches the pipeline forms (still frames skip the models), so the
     end-to-end run differs from decode + models only by what the pipeline adds around them."""
-    for batch in batched(frames, config.batch_size):
+    for batch in model_batches(frames, config.batch_size):
         extract_features(batch, encoders)
 
 

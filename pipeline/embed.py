@@ -38,6 +38,27 @@ def batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
         yield batch
 
 
+# A batch of a still camera holds at most this many frames per model slot: memory stays bounded.
+STILL_FRAMES_PER_SLOT = 4
+
+
+def model_batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
+    """Frames in order, in batches holding `size` frames that need the models; still frames ride along
+    (they skip the models), up to `STILL_FRAMES_PER_SLOT * size` frames in all. On a still camera most
+    frames are still: batching by all frames would give the models batches of two or three, which run
+    at half the throughput of full ones on a CPU."""
+    batch: list[Frame] = []
+    moving = 0
+    for frame in frames:
+        batch.append(frame)
+        moving += not frame.still
+        if moving >= size or len(batch) >= STILL_FRAMES_PER_SLOT * size:
+            yield batch
+            batch, moving = [], 0
+    if batch:
+        yield batch
+
+
 def sampled_batches(path: str | Path, config: VigilConfig) -> Batches:
     """Decoded, still-marked frames of one file in model batches (runs in-process or in a decoder actor)."""
     d = config.decode
@@ -52,7 +73,7 @@ def sampled_batches(path: str | Path, config: VigilConfig) -> Batches:
     )
     if d.still_threshold > 0:
         frames = mark_still_frames(frames, d.still_threshold)
-    return batched(frames, config.batch_size)
+    return model_batches(frames, config.batch_size)
 
 
 def extract_features(frames: Sequence[Frame], encoders: ImageEncoders) -> list[FrameFeatures | None]:

@@ -59,7 +59,7 @@ from PIL import Image
 
 from pipeline import decode as _decode
 from pipeline.concepts import TEMPLATE, Concept, load_vocabulary, vocabulary_digest
-from pipeline.embed import batched, extract_features
+from pipeline.embed import extract_features, model_batches
 from pipeline.records import ModelIds
 from pipeline.store import (
     ObjectStore,
@@ -353,7 +353,7 @@ def extract_frame_track(
     siglip_parts: list[np.ndarray] = []
     dinov2_parts: list[np.ndarray] = []
     last: tuple[np.ndarray, np.ndarray] | None = None
-    for batch in batched(frames, config.batch_size):
+    for batch in model_batches(frames, config.batch_size):
         features = extract_features(batch, encoders)
         s_rows, d_rows = [], []
         for frame, feature in zip(batch, features, strict=True):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.embed import batched, clip_embeddings, extract_features
+from pipeline.embed import STILL_FRAMES_PER_SLOT, batched, clip_embeddings, extract_features, model_batches
 from pipeline.records import Frame, ModelIds
 
 MODELS = ModelIds("s", "d", untrained=True)
@@ -51,3 +51,13 @@ def test_windows_pool_unit_vectors_and_pick_the_typical_frame():
 def test_a_still_first_frame_is_an_error():
     with pytest.raises(ValueError, match="marked still"):
         list(clip_embeddings([(_frame(0.0, (1, 1, 1), still=True), None)], window=2, source_id="v", models=MODELS))
+
+
+def test_model_batches_fill_the_models_and_stay_bounded_on_a_still_camera():
+    frames = [_frame(i * 0.5, (i, 0, 0), still=i % 3 != 0) for i in range(40)]  # a mostly still camera
+    batches = list(model_batches(frames, 4))
+    assert [f for batch in batches for f in batch] == frames  # every frame, in order
+    assert [sum(not f.still for f in batch) for batch in batches] == [4, 4, 4, 2]  # full model batches
+    assert [len(batch) for batch in batches] == [10, 12, 12, 6]
+    all_still = [_frame(0.0, (1, 1, 1))] + [_frame(i * 0.5, (1, 1, 1), still=True) for i in range(1, 40)]
+    assert [len(batch) for batch in model_batches(all_still, 4)] == [4 * STILL_FRAMES_PER_SLOT] * 2 + [8]
