@@ -35,7 +35,7 @@ from typing import Any
 import psutil
 
 from bench import results
-from bench.results import markdown_table, mib as _mib, plain_table, write_section
+from bench.results import facts_section, markdown_table, mib as _mib, plain_table, write_section
 from jobs.archive import index_paths
 from pipeline.checkpoints import build_random_checkpoints
 from pipeline.config import VigilConfig, load_config
@@ -388,14 +388,8 @@ def render_markdown(run: Run) -> str:
         "Model loading is excluded from every timing, each model was warmed up once before timing, and torch "
         "kept its default thread count for every variant. All ratios come from this one run.",
         "",
-        "### Machine",
-        "",
-        *[f"- {key}: {value}" for key, value in run.machine.items()],
-        "",
-        "### Settings",
-        "",
-        *[f"- {key}: {value}" for key, value in run.settings.items()],
-        "",
+        *facts_section("Machine", run.machine),
+        *facts_section("Settings", run.settings),
         "### Results",
         "",
         "Variants: **naive** = `bench/naive.py` (cv2 reads every frame, keeps 1/s, HF processors per frame, "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["markers", "write_section", "machine_facts", "markdown_table", "plain_table", "mib"]
+__all__ = ["markers", "write_section", "machine_facts", "facts_section", "markdown_table", "plain_table", "mib"]
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -74,6 +74,11 @@ def machine_facts(**extra: str) -> dict[str, str]:
         "torch": f"{torch.__version__} ({torch.get_num_threads()} threads by default)",
         **extra,
     }
+
+
+def facts_section(title: str, facts: dict[str, str]) -> list[str]:
+    """A `### title` heading and its facts as a bullet list (lines of a markdown report)."""
+    return [f"### {title}", "", *[f"- {key}: {value}" for key, value in facts.items()], ""]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -53,7 +53,7 @@ import psutil
 import yaml
 
 from bench import results
-from bench.results import markdown_table, mib as _mib, plain_table, write_section
+from bench.results import facts_section, markdown_table, mib as _mib, plain_table, write_section
 
 BENCH_DIR = Path(__file__).resolve().parent
 SECTION = "bench.stream"
@@ -858,14 +858,8 @@ def render_markdown(run: Run) -> str:
         "broker on loopback, a local Ray, `vigil monitor` as a subprocess, and the simulated cameras in the "
         "bench process.",
         "",
-        "### Machine",
-        "",
-        *[f"- {key}: {value}" for key, value in run.machine.items()],
-        "",
-        "### Settings",
-        "",
-        *[f"- {key}: {value}" for key, value in run.settings.items()],
-        "",
+        *facts_section("Machine", run.machine),
+        *facts_section("Settings", run.settings),
         "### Load steps",
         "",
         "One fresh monitor and fresh topics per step. *lag* = frames acknowledged by the broker minus frames "
