@@ -33,7 +33,7 @@ from pathlib import Path
 import psutil
 
 from bench import results
-from bench.results import mib as _mib, write_section
+from bench.results import facts_section, mib as _mib, write_section
 
 BENCH_DIR = Path(__file__).resolve().parent
 OUT = BENCH_DIR / "out" / "summarize"
@@ -171,7 +171,8 @@ def render(run: dict) -> str:
         "(keyframe-only decoding), frames resized to short side 256, default summary settings.",
         f"Models: **{run['models']}** random-weight checkpoints (UNTRAINED: speed and plumbing only; "
         + ("the real sizes of SigLIP2-base-patch16-224 and DINOv2-small" if run["models"] == "base" else
-           "tiny SigLIP/DINOv2 (hidden size 32): base-size models make from-scratch about 10x slower here, see below")
+           "tiny SigLIP/DINOv2 (hidden size 32): from scratch is bound by the models, so with base-size models it "
+           "runs at about the speed of `bench.archive`'s end to end; `--models base` measures it")
         + f"), precision {s['precision']}.",
         "",
         "| run | wall time | x realtime | peak RSS (process) | other processes |",
@@ -206,9 +207,10 @@ def render(run: dict) -> str:
                      "SigLIP2-base + DINOv2-small, i.e. ~8 MB per hour at 1 fps).")
     if run.get("note"):
         lines += ["", run["note"]]
-    lines += ["", "Machine:", ""] + [f"- {k}: {v}" for k, v in run["machine"].items()]
-    lines += ["", "Other engineers' jobs were running on the same 2 cores during these runs (column 'other processes'): "
-              "wall times are upper bounds.", ""]
+    lines += ["", *facts_section("Machine", run["machine"])]
+    busiest = max(r["other_cores"] for r in (s, st, small) if r)
+    lines += [f"Other processes used up to {busiest:.1f} of the cores during these runs (column 'other processes')"
+              + (": wall times are upper bounds." if busiest >= 0.2 else ": the machine was quiet."), ""]
     return "\n".join(lines)
 
 
