@@ -6,12 +6,14 @@
 At most `monitor.in_flight` micro-batches are between the extractor and the sink at a time, so the stages
 overlap while a slow stage slows intake instead of growing memory. The next batch is gathered when there
 is room, from what has arrived meanwhile (up to `batch_frames`; `poll_timeout` is the wait for a first
-frame): light load gives small batches and low latency, heavy load full batches and throughput. Every `checkpoint_every` seconds the matcher's state and the Kafka offsets of the batches handed
-over so far go to the sink, which stores them after those batches' outputs (and indexes the new clips);
-only once that checkpoint is durable are the offsets committed. Nothing waits for a checkpoint: actors run
-their calls in order, so a checkpoint always covers exactly what is durable. A restart loads the
-checkpoint, seeks to its offsets and replays: the analyzer skips frames it has already seen and every
-write is keyed deterministically, so the replay yields no duplicate alert, embedding or index entry.
+frame): light load gives small batches and low latency, heavy load full batches and throughput.
+
+Every `checkpoint_every` seconds the matcher's state and the Kafka offsets of the batches handed over so
+far go to the sink, which stores them after those batches' outputs (and indexes the new clips); only once
+that checkpoint is durable are the offsets committed. Nothing waits for a checkpoint: actors run their
+calls in order, so a checkpoint always covers exactly what is durable. A restart loads the checkpoint,
+seeks to its offsets and replays: the analyzer skips frames it has already seen and every write is keyed
+deterministically, so the replay yields no duplicate alert, embedding or index entry.
 
 With `summary_every` set, each durable checkpoint also tells the summarizer how far each camera's clip
 windows reach in the store; it summarizes every period that became complete, in the background of the
@@ -104,8 +106,13 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
         """The result of a call started earlier (raising its error), 0 for none."""
         return 0 if ref is None else ray.get(ref)
 
+    def write(output) -> None:
+        """Have the sink write a stream output (an ObjectRef); the next checkpoint covers it."""
+        writes.append(sink.write.remote(output))
+        uncovered.append(writes[-1])
+
     def settle(keep: int) -> None:
-        """Wait until at most `keep` batches are between the extractor and the sink."""
+        """Wait until at most `keep` writes (batches on their way from the extractor) are unfinished."""
         while len(writes) > keep:
             report.alerts += ray.get(writes.popleft())
 
@@ -142,8 +149,7 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
         now = time.monotonic()
         if frames:
             last_frame = now
-            writes.append(sink.write.remote(matcher.process.remote(frames, extractor.extract.remote(frames))))
-            uncovered.append(writes[-1])
+            write(matcher.process.remote(frames, extractor.extract.remote(frames)))
             report.batches += 1
             report.frames += len(frames)
             for frame in frames:
@@ -160,16 +166,14 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
             start_checkpoint()
             last_checkpoint = now
         if now - last_refresh >= m.query_refresh:
-            writes.append(sink.write.remote(matcher.refresh_queries.remote()))
-            uncovered.append(writes[-1])
+            write(matcher.refresh_queries.remote())
             last_refresh = now
         if max_frames is not None and report.frames >= max_frames:
             break
     if saving is not None:
         finish_checkpoint()
     if not live:  # the embedded sources ended: close the last windows and events
-        writes.append(sink.write.remote(matcher.flush.remote()))
-        uncovered.append(writes[-1])
+        write(matcher.flush.remote())
     settle(0)
     start_checkpoint()
     finish_checkpoint(final=True)
