@@ -99,7 +99,7 @@ class MonitorConfig(_Section):
     sources: list[StreamSource] = Field(default_factory=list)  # embedded mode; empty: Kafka vigil.frames
     batch_frames: int = Field(default=32, ge=1, le=4096)  # most frames per extractor call, across cameras
     poll_timeout: float = Field(default=0.5, gt=0, le=60)  # the wait for a first frame when none is on hand
-    in_flight: int = Field(default=2, ge=1, le=64)  # micro-batches between decoders and sink at a time
+    in_flight: int = Field(default=2, ge=1, le=64)  # micro-batches between extractor and sink at a time
     checkpoint_every: float = Field(default=2.0, gt=0, le=3600)  # seconds between durable checkpoints
     query_refresh: float = Field(default=5.0, gt=0, le=3600)  # seconds between re-reads of queries/
     summary_every: float = Field(default=0.0, ge=0, le=86400)  # seconds of media time per rolling summary; 0: none

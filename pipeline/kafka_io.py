@@ -674,13 +674,12 @@ class FrameConsumer:
         while the broker holds far more: the refetches take the backlog. A caller that gathers when it is
         ready for more gets batches that grow with the load (adaptive batching). Partition by partition,
         offsets increasing."""
-        records: list = []
-        batches = self._consumer.poll(timeout_ms=_ms(timeout), max_records=max_records)
-        while batches:
-            records += [r for tp in batches for r in batches[tp]]
-            if len(records) >= max_records:
+        records = self.poll(timeout, max_records)
+        while records and len(records) < max_records:
+            more = self.poll(min(refetch, timeout), max_records - len(records))
+            if not more:
                 break
-            batches = self._consumer.poll(timeout_ms=_ms(min(refetch, timeout)), max_records=max_records - len(records))
+            records += more
         return sorted(records, key=lambda r: (r.topic, r.partition))  # stable: offsets stay in order
 
     def commit(self, offsets: Mapping[Any, int]) -> None:
