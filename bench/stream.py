@@ -15,7 +15,8 @@ It measures, in one run:
   monitor's checkpoint covers (its committed offsets). A step is *sustained* when the lag at its end
   exceeds the lag after the warm-up by at most 2 s of frames. The largest sustained N is reported, with
   the consumed frame rate and the extractor batch occupancy (frames per extractor call / batch_frames,
-  from the `N batches` of the monitor's final line);
+  from the `N batches` of the monitor's final line). Then N cameras plus one more at a fraction of the
+  camera rate narrow the sustained throughput down to a quarter camera;
 - **the extractor-alone bound**: the same encoders in this process, on full batches of the monitor's
   batch size of the same frames, before anything else starts: images/s, i.e. cameras at 2 fps;
 - **half load** (max(1, N_max // 2) cameras) for max(`--latency-seconds`, `--memory-minutes`):
@@ -33,6 +34,7 @@ import argparse
 import contextlib
 import datetime
 import gc
+import heapq
 import json
 import math
 import os
@@ -293,14 +295,13 @@ def retag(template, camera: str, pts: float, index: int):
 
 
 class CameraFleet:
-    """`cameras` simulated cameras at `fps` each, from one paced thread: frames go out evenly spread
-    (camera k % N at start + k / (N * fps)), pts = frame number / fps. Every camera shows the planted scene
-    for PLANT_FOR of every PLANT_EVERY media seconds (phases staggered); the wall time each planted frame
-    was handed to the producer is kept for the latency."""
+    """Simulated cameras, camera c at `rates[c]` frames/s, from one paced thread: camera c's k-th frame goes
+    out at start + (c / N + k) / rates[c] (cameras staggered), with pts = k / rates[c]. Every camera shows
+    the planted scene for PLANT_FOR of every PLANT_EVERY media seconds (phases staggered); the wall time
+    each planted frame was handed to the producer is kept for the latency."""
 
-    def __init__(self, producer, topic: str, scenes: Scenes, cameras: int, fps: float):
-        self.producer, self.topic, self.scenes, self.cameras, self.fps = producer, topic, scenes, cameras, fps
-        self.period = 1.0 / fps
+    def __init__(self, producer, topic: str, scenes: Scenes, rates: list[float]):
+        self.producer, self.topic, self.scenes, self.rates = producer, topic, scenes, rates
         self.planted_at: dict[tuple[str, int], float] = {}  # (camera, pts ms) -> wall time produced
         self.sent = 0
         self.max_late = 0.0  # seconds the producer was behind its schedule, at worst
@@ -313,14 +314,15 @@ class CameraFleet:
 
     def plant_offset(self, c: int) -> float:
         # the first planted scene 5-25 media seconds in, staggered across cameras, on the frame grid
-        return round((5.0 + (c * 0.6180339887 * PLANT_EVERY) % PLANT_EVERY) / self.period) * self.period
+        period = 1.0 / self.rates[c]
+        return round((5.0 + (c * 0.6180339887 * PLANT_EVERY) % PLANT_EVERY) / period) * period
 
     def is_planted(self, c: int, pts: float) -> bool:
         since = pts - self.plant_offset(c)
         return since >= -1e-9 and (since % PLANT_EVERY) < PLANT_FOR - 1e-9
 
     def message(self, c: int, index: int):
-        pts = index * self.period
+        pts = index / self.rates[c]
         planted = self.is_planted(c, pts)
         if planted:
             template = self.scenes.planted
@@ -331,22 +333,26 @@ class CameraFleet:
         return retag(template, camera, pts, index), camera, pts, planted
 
     def _run(self) -> None:
-        k = 0
-        interval = self.period / self.cameras
+        n = len(self.rates)
         self.started = start = time.monotonic()
+
+        def due(c: int, index: int) -> float:
+            return start + (c / n + index) / self.rates[c]
+
+        schedule = [(due(c, 0), c, 0) for c in range(n)]
+        heapq.heapify(schedule)
         while not self._stop.is_set():
-            due = start + k * interval
-            delay = due - time.monotonic()
+            at, c, index = schedule[0]
+            delay = at - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 break
             self.max_late = max(self.max_late, -delay)
-            c, index = k % self.cameras, k // self.cameras
+            heapq.heapreplace(schedule, (due(c, index + 1), c, index + 1))
             message, camera, pts, planted = self.message(c, index)
-            if planted and not self.is_planted(c, pts - self.period):  # an event's first frame
+            if planted and not self.is_planted(c, pts - 1.0 / self.rates[c]):  # an event's first frame
                 self.planted_at[(camera, _ms(pts))] = time.time()
             self.producer.send(self.topic, message)
             self.sent += 1
-            k += 1
 
     def start(self) -> CameraFleet:
         self._thread.start()
@@ -397,9 +403,10 @@ class AlertListener:
 
 @dataclass
 class LoadResult:
-    cameras: int
+    cameras: int  # at the full camera rate
     offered_fps: float
     seconds: float  # measured (after the warm-up)
+    extra_fps: float = 0.0  # one more camera at this rate (a load between two whole camera counts)
     produced_fps: float = math.nan
     consumed_fps: float = math.nan
     lag_start: float = math.nan  # frames
@@ -422,6 +429,10 @@ class LoadResult:
     @property
     def sustained(self) -> bool:
         return self.lag_end - self.lag_start <= self.allowance and self.producer_late < 1.0
+
+    @property
+    def load(self) -> str:
+        return f"{self.cameras}" + (f" + 1 at {self.extra_fps:g} fps" if self.extra_fps else "")
 
     @property
     def occupancy(self) -> float | None:
@@ -499,9 +510,9 @@ class Bench:
 
     # -------------------------------------------------------------------------------- a run
 
-    def run_load(self, cameras: int, seconds: float, label: str, drain: float = 0.0) -> LoadResult:
-        """A fresh monitor (own topics and store) fed by `cameras` cameras: warm-up, then `seconds` measured.
-        With `drain`, the monitor then gets up to that many seconds to catch up (so the alerts of the last
+    def run_load(self, cameras: int, seconds: float, label: str, drain: float = 0.0, extra_fps: float = 0.0) -> LoadResult:
+        """A fresh monitor (own topics and store) fed by `cameras` cameras (and one more at `extra_fps`, if
+        given): warm-up, then `seconds` measured. With `drain`, the monitor then gets up to that many seconds to catch up (so the alerts of the last
         planted frames arrive) before it is stopped."""
         from pipeline.kafka_io import FrameProducer, KafkaSettings
         from pipeline.query_store import save_query
@@ -511,7 +522,9 @@ class Bench:
 
         s = self.settings
         self.steps += 1
-        folder = s.workdir / f"{self.steps:02d}-{label}-{cameras}cam"
+        rates = [s.fps] * cameras + ([extra_fps] if extra_fps else [])
+        result = LoadResult(cameras, sum(rates), seconds, extra_fps, batch_frames=s.batch_frames)
+        folder = s.workdir / f"{self.steps:02d}-{label}-{result.load.replace(' ', '')}cam"
         folder.mkdir(parents=True)
         prefix = f"bench-{self.run_id}-{self.steps:02d}"
         topics = {"frames": f"{prefix}-frames", "alerts": f"{prefix}-alerts", "dlq": f"{prefix}-dlq"}
@@ -527,14 +540,13 @@ class Bench:
                 last_consumed[0] = sum(json.loads(checkpoint.read_text())["offsets"].values())
             return last_consumed[0]
 
-        result = LoadResult(cameras, cameras * s.fps, seconds, batch_frames=s.batch_frames)
         env = {"RAY_ADDRESS": self.ray_address}
-        monitor = ManagedProcess(f"vigil monitor ({label}, {cameras} cameras)",
+        monitor = ManagedProcess(f"vigil monitor ({label}, {result.load} cameras)",
                                  [str(VIGIL), "monitor", "--config", str(self._write_config(folder, topics))],
                                  folder / "monitor.log", env=env)
         producer = FrameProducer(KafkaSettings(brokers=self.kafka.brokers), client_id="bench-cameras")
         listener = AlertListener(self.kafka.brokers, topics["alerts"]).start()
-        fleet = CameraFleet(producer, topics["frames"], self.scenes, cameras, s.fps)
+        fleet = CameraFleet(producer, topics["frames"], self.scenes, rates)
         sampler = Sampler(self.cpu, lambda: producer.sent, consumed, monitor_pid=-1)
         try:
             started = time.monotonic()
@@ -545,7 +557,7 @@ class Bench:
             producer.flush()
             monitor.wait_ready(lambda: consumed() >= 1, timeout=900, interval=0.2)
             result.ready_seconds = time.monotonic() - started
-            print(f"  {label}: {cameras} camera(s) at {s.fps:g} fps; monitor ready in {result.ready_seconds:.0f} s",
+            print(f"  {label}: {result.load} camera(s) at {s.fps:g} fps; monitor ready in {result.ready_seconds:.0f} s",
                   flush=True)
             sampler.start()
             fleet.start()
@@ -703,7 +715,7 @@ def step_rows(steps: list[LoadResult]) -> list[list[str]]:
         late = f" (producer {r.producer_late:.1f} s late)" if r.producer_late >= 1 else ""
         batches = "n/a" if occupancy is None else f"{occupancy:.0%} ({r.frames} frames / {r.batches} calls)"
         rows.append([
-            str(r.cameras), f"{r.offered_fps:g}", _fmt(r.produced_fps, ".2f"), _fmt(r.consumed_fps, ".2f"),
+            r.load, f"{r.offered_fps:g}", _fmt(r.produced_fps, ".2f"), _fmt(r.consumed_fps, ".2f"),
             f"{_fmt(r.lag_start, '.1f')} → {_fmt(r.lag_end, '.1f')} (allowed +{_fmt(r.allowance, '.0f')})",
             ("yes" if r.sustained else "no") + late,
             batches,
@@ -743,13 +755,23 @@ def percentile(values: list[float], q: float) -> float:
 
 
 @dataclass
+class Search:
+    steps: list[LoadResult]  # in the order run
+    n_max: int  # the most whole cameras sustained
+    capped: bool  # every step up to --max-cameras was sustained
+    best: LoadResult | None  # the sustained step with the highest offered rate
+
+    @property
+    def sustained_fps(self) -> float:
+        return self.best.offered_fps if self.best else 0.0
+
+
+@dataclass
 class Run:
     date: str
     machine: dict[str, str]
     settings: dict[str, str]
-    steps: list[LoadResult]
-    n_max: int
-    capped: bool  # every step up to --max-cameras was sustained
+    search: Search
     half: LoadResult | None
     bounds: list[Bound]
     scenes: Scenes
@@ -762,24 +784,31 @@ class Run:
         return max(self.bounds, key=lambda b: b.images_per_second)
 
     def throughput_ratio(self) -> float:
-        return self.n_max * self.fps / self.bound.images_per_second
+        return self.search.sustained_fps / self.bound.images_per_second
 
     def peak_consumed(self) -> float:
-        return max((r.consumed_fps for r in self.steps if not math.isnan(r.consumed_fps)), default=math.nan)
+        return max((r.consumed_fps for r in self.search.steps if not math.isnan(r.consumed_fps)), default=math.nan)
 
 
 def _met(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
+def _sustained(run: Run) -> str:
+    best = run.search.best
+    if best is None:
+        return "no load sustained"
+    return f"{best.load} camera(s) at {run.fps:g} fps = {best.offered_fps:g} frames/s sustained"
+
+
 def target_lines(run: Run) -> list[str]:
     bound = run.bound
     ratio = run.throughput_ratio()
     lines = [
-        f"- sustained throughput >= {TARGET_THROUGHPUT:.0%} of the extractor-alone bound: {run.n_max} cameras x "
-        f"{run.fps:g} fps = {run.n_max * run.fps:g} frames/s of {bound.images_per_second:.2f} images/s "
+        f"- sustained throughput >= {TARGET_THROUGHPUT:.0%} of the extractor-alone bound: "
+        f"{_sustained(run)} of {bound.images_per_second:.2f} images/s "
         f"({bound.threads} torch thread{'s' if bound.threads > 1 else ''}) "
-        f"= {ratio:.0%}{' (a lower limit: every step up to --max-cameras was sustained)' if run.capped else ''}, "
+        f"= {ratio:.0%}{' (a lower limit: every step up to --max-cameras was sustained)' if run.search.capped else ''}, "
         f"{_met(ratio >= TARGET_THROUGHPUT)} (the highest consumed rate in any step, sustained or not: "
         f"{_fmt(run.peak_consumed(), '.2f')} frames/s = {_fmt(run.peak_consumed() / bound.images_per_second, '.0%')})",
     ]
@@ -798,7 +827,7 @@ def target_lines(run: Run) -> list[str]:
 
 
 def interference_note(run: Run) -> str:
-    values = [b.other_cores for b in run.bounds] + [r.other_cores for r in run.steps]
+    values = [b.other_cores for b in run.bounds] + [r.other_cores for r in run.search.steps]
     values += [run.half.other_cores] if run.half else []
     values = [v for v in values if not math.isnan(v)]
     worst = max(values, default=0.0)
@@ -814,7 +843,7 @@ def half_lines(run: Run) -> list[str]:
     if half is None:
         return ["(skipped)"]
     lines = []
-    if run.n_max == 0:
+    if run.search.best is None:
         lines.append(f"**No step was sustained**, so this ran {half.cameras} camera at {run.fps:g} fps, above what "
                      "the pipeline keeps up with: lag and latency grow during the run (`--camera-fps` lower "
                      "measures latency below capacity).")
@@ -862,7 +891,8 @@ def render_markdown(run: Run) -> str:
         *facts_section("Settings", run.settings),
         "### Load steps",
         "",
-        "One fresh monitor and fresh topics per step. *lag* = frames acknowledged by the broker minus frames "
+        "One fresh monitor and fresh topics per step; *cameras* \"3 + 1 at 1 fps\" = three cameras at the "
+        "camera rate and a fourth at 1 fps (the load between two whole camera counts). *lag* = frames acknowledged by the broker minus frames "
         "covered by the monitor's checkpoint (its committed offsets), mean over about 5 s at the start and at "
         "the end of the measured period; *sustained* = the lag grew by at most "
         f"{LAG_ALLOWANCE_SECONDS:g} s of frames. *batch occupancy* = frames / extractor calls / batch_frames, "
@@ -871,11 +901,12 @@ def render_markdown(run: Run) -> str:
         "frame (Ray workers and model loading). *other cores busy* = CPU used by processes outside this bench "
         "(the bench, the broker, Ray and the monitor count as ours) during the measured period.",
         "",
-        markdown_table(STEP_HEADER, step_rows(run.steps)),
+        markdown_table(STEP_HEADER, step_rows(run.search.steps)),
         "",
-        f"Largest N sustained: **{run.n_max}**" + (" (every step up to --max-cameras; raise it to find the limit)"
-                                                  if run.capped else "")
-        + f"; the highest consumed rate in any step: {_fmt(run.peak_consumed(), '.2f')} frames/s.",
+        f"Largest N sustained: **{run.search.n_max}**"
+        + (" (every step up to --max-cameras; raise it to find the limit)" if run.search.capped else "")
+        + f"; the highest load sustained: {_sustained(run)}; the highest consumed rate in any step: "
+        f"{_fmt(run.peak_consumed(), '.2f')} frames/s.",
         "",
         "### Extractor alone",
         "",
@@ -907,8 +938,9 @@ def render_markdown(run: Run) -> str:
 
 def print_summary(run: Run) -> None:
     print("\nUNTRAINED random-weight checkpoints: speed only, never accuracy.\n")
-    print(plain_table(STEP_HEADER, step_rows(run.steps)))
-    print(f"\nlargest N sustained: {run.n_max}{' (capped by --max-cameras)' if run.capped else ''}")
+    print(plain_table(STEP_HEADER, step_rows(run.search.steps)))
+    print(f"\nlargest N sustained: {run.search.n_max}{' (capped by --max-cameras)' if run.search.capped else ''}; "
+          f"{_sustained(run)}")
     for b in run.bounds:
         print(f"extractor alone, {b.threads} torch thread(s): {b.images_per_second:.2f} images/s "
               f"= {b.images_per_second / run.fps:.1f} cameras at {run.fps:g} fps")
@@ -957,30 +989,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def search_steps(bench: Bench, max_cameras: int, seconds: float) -> tuple[list[LoadResult], int, bool]:
+def _step(bench: Bench, cameras: int, seconds: float, extra_fps: float = 0.0) -> LoadResult:
+    step = bench.run_load(cameras, seconds, "step", extra_fps=extra_fps)
+    print(f"    consumed {_fmt(step.consumed_fps, '.2f')} of {step.offered_fps:g} frames/s, lag "
+          f"{_fmt(step.lag_start, '.1f')} -> {_fmt(step.lag_end, '.1f')}: "
+          f"{'sustained' if step.sustained else 'NOT sustained'}", flush=True)
+    return step
+
+
+def search_steps(bench: Bench, max_cameras: int, seconds: float, fps: float) -> Search:
     """N doubling from 1 until a step is not sustained (or --max-cameras), then bisected down to a gap of
-    max(1, N/8) cameras. Returns the steps in the order run, the largest sustained N, whether capped."""
+    max(1, N/8) cameras. Where N_max + 1 cameras were not sustained, N_max cameras plus one at half the
+    rate, then at a quarter or three quarters of it: a whole camera is a coarse unit of load on a small
+    machine (at 2 fps, 80% of a 8.8 images/s bound lies between 3 and 4 cameras)."""
     steps: list[LoadResult] = []
     good, bad = 0, None
     n = 1
     while True:
-        step = bench.run_load(n, seconds, "step")
-        steps.append(step)
-        print(f"    consumed {_fmt(step.consumed_fps, '.2f')} of {step.offered_fps:g} frames/s, lag "
-              f"{_fmt(step.lag_start, '.1f')} -> {_fmt(step.lag_end, '.1f')}: "
-              f"{'sustained' if step.sustained else 'NOT sustained'}", flush=True)
-        if step.sustained:
+        steps.append(_step(bench, n, seconds))
+        if steps[-1].sustained:
             good = n
         else:
             bad = n
-        if bad is None:
-            if n >= max_cameras:
-                return steps, good, True
+        if bad is None and n < max_cameras:
             n = min(2 * n, max_cameras)
-        elif bad - good > max(1, good // 8):
+        elif bad is not None and bad - good > max(1, good // 8):
             n = (good + bad) // 2
         else:
-            return steps, good, False
+            break
+    if bad == good + 1:
+        low, high = 0.0, fps
+        for _ in range(2):
+            extra = (low + high) / 2
+            steps.append(_step(bench, good, seconds, extra))
+            low, high = (extra, high) if steps[-1].sustained else (low, extra)
+    best = max((step for step in steps if step.sustained), key=lambda step: step.offered_fps, default=None)
+    return Search(steps, good, bad is None, best)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1025,10 +1069,10 @@ def main(argv: list[str] | None = None) -> None:
         bench.open()
         print(f"Broker {bench.kafka.brokers}, Ray {bench.ray_address}; work folder {workdir}", flush=True)
         print(f"Load steps: {args.step_seconds:g} s each after {args.warmup_seconds:g} s of warm-up", flush=True)
-        steps, n_max, capped = search_steps(bench, args.max_cameras, args.step_seconds)
+        search = search_steps(bench, args.max_cameras, args.step_seconds, args.camera_fps)
         half_seconds = max(args.latency_seconds, args.memory_minutes * 60)
         if half_seconds > 0:
-            n_half = max(1, n_max // 2)
+            n_half = max(1, search.n_max // 2)
             print(f"Half load: {n_half} camera(s) for {half_seconds:g} s", flush=True)
             half = bench.run_load(n_half, half_seconds, "half", drain=30.0)
     finally:
@@ -1055,16 +1099,15 @@ def main(argv: list[str] | None = None) -> None:
             "batch frames": str(batch_frames),
             "monitor": f"poll_timeout {config.monitor.poll_timeout:g} s, checkpoint_every "
                        f"{config.monitor.checkpoint_every:g} s, model batch_size {config.batch_size}",
-            "search": f"N = 1, 2, 4, ... up to {args.max_cameras}, then bisected to max(1, N/8)",
+            "search": f"N = 1, 2, 4, ... up to {args.max_cameras}, then bisected to max(1, N/8); then N_max "
+                      f"cameras plus one at a fraction of {args.camera_fps:g} fps (1/2, then 1/4 or 3/4)",
             "warm-up": f"{args.warmup_seconds:g} s",
             "step": f"{args.step_seconds:g} s measured",
             "half load": "skipped" if half is None else f"{half.cameras} camera(s), {half.seconds:g} s measured "
                          f"(max of --latency-seconds {args.latency_seconds:g} and --memory-minutes "
                          f"{args.memory_minutes:g})",
         },
-        steps=steps,
-        n_max=n_max,
-        capped=capped,
+        search=search,
         half=half,
         bounds=bounds,
         scenes=scenes,

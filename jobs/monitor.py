@@ -3,8 +3,9 @@
     decoder (Kafka partitions, or a file / live URL) -> extractor -> matcher -> sink -> checkpoint -> commit
                                                                                      -> summarizer
 
-At most `monitor.in_flight` micro-batches are between the extractor and the sink at a time, so the stages
-overlap while a slow stage slows intake instead of growing memory. The next batch is gathered when there
+At most `monitor.in_flight` micro-batches are between the extractors and the sink at a time, so the stages
+overlap while a slow stage slows intake instead of growing memory. With several extractors (`extractors`,
+by default one per GPU) batches go to them in turn. The next batch is gathered when there
 is room, from what has arrived meanwhile (up to `batch_frames`; `poll_timeout` is the wait for a first
 frame): light load gives small batches and low latency, heavy load full batches and throughput.
 
@@ -71,9 +72,17 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
     m = config.monitor
     kafka_mode = not m.sources
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    extractor = ExtractorActor.options(num_gpus=1 if gpus else 0).remote(
-        config.models, device=config.device, precision=config.precision, batch_size=config.batch_size
-    )
+    count = max(1, gpus) if m.extractors == "auto" else m.extractors
+    # SPREAD: extractors on CPU nodes each use every core of their node, so two on one node would halve both.
+    extractors = [
+        ExtractorActor.options(num_gpus=1 if gpus else 0, scheduling_strategy="SPREAD").remote(
+            config.models, device=config.device, precision=config.precision, batch_size=config.batch_size
+        )
+        for _ in range(count)
+    ]
+    # Each extractor needs a batch of its own in flight, and one more is queued so that none waits while
+    # the next batch is gathered.
+    in_flight = max(m.in_flight, count + 1)
     matcher = MatcherActor.remote(config)
     sink = SinkActor.remote(config, publish_alerts=kafka_mode)
     if kafka_mode:
@@ -149,6 +158,9 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
         now = time.monotonic()
         if frames:
             last_frame = now
+            # Extractors take batches in turn. The matcher still gets them in order, whichever extractor
+            # finishes first: an actor runs one caller's calls in the order they were made.
+            extractor = extractors[report.batches % count]
             write(matcher.process.remote(frames, extractor.extract.remote(frames)))
             report.batches += 1
             report.frames += len(frames)
@@ -157,7 +169,7 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
                 latest_pts[camera] = max(frame.pts, latest_pts.get(camera, frame.pts))
             # Gather the next batch once there is room: the extractor always has one batch queued, and
             # what arrives meanwhile becomes the next, so batches grow with the load (adaptive batching).
-            settle(m.in_flight - 1)
+            settle(in_flight - 1)
         elif idle_exit is not None and now - last_frame >= idle_exit:
             break
         if saving is not None and ray.wait([saving.saved], timeout=0)[0]:

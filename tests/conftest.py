@@ -53,7 +53,7 @@ def ray_local(vigil_cache):
     import ray
 
     ray.init(
-        num_cpus=2,
+        num_cpus=3,  # logical slots: a monitor with two extractors places them and its decoder at once
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
         log_to_driver=False,

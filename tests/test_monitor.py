@@ -66,6 +66,27 @@ def test_embedded_monitor_alerts_once_for_the_planted_scene(tmp_path, ray_local,
     assert len(ClipIndex.load(store)) == 10
 
 
+def test_extractors_taking_turns_give_the_same_alerts_and_clips(tmp_path, ray_local, scene_video):
+    path, _ = scene_video
+    results = {}
+    for extractors in (1, 2):
+        store = LocalStore(tmp_path / str(extractors))
+        add_lobby_query(store, path)
+        config = monitor_config(tmp_path / str(extractors), [{"camera": "door", "url": str(path)}],
+                                extractors=extractors, batch_frames=3)
+        report = run_monitor(config)
+        assert report.frames == 40 and report.batches >= 14
+        rows = ClipIndex.load(store).rows
+        results[extractors] = (
+            [(a["id"], a["status"], a["start"], a["end"], a["peak_score"]) for a in stored_alerts(store)],
+            [(row.source, row.start, row.end) for row in rows],
+        )
+    alerts, clips = results[2]
+    assert [status for _, status, *_ in alerts] == ["closed"] and abs(alerts[0][2] - 12.0) <= 0.5
+    assert len(clips) == 10
+    assert results[2] == results[1]
+
+
 def test_a_restarted_monitor_resumes_from_its_checkpoint_without_duplicates(tmp_path, ray_local, scene_video):
     path, _ = scene_video
     store = LocalStore(tmp_path)
