@@ -28,7 +28,9 @@ class DecoderActor:
         yield from sampled_batches(path, self.config)
 
 
-@ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)
+# No CPU slot: turning sampled JPEG frames into arrays costs a few percent of a core, and a slot held here
+# would be one an extractor could not have on a small node.
+@ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)
 class KafkaDecoderActor:
     def __init__(self, config: VigilConfig):
         settings = KafkaSettings.from_config(config.kafka)

@@ -13,12 +13,13 @@ from pipeline.records import Frame, FrameFeatures, ModelIds
 
 @ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)
 class ExtractorActor:
-    def __init__(self, models: str, *, device: str, precision: str, batch_size: int):
+    def __init__(self, models: str, *, device: str, precision: str, batch_size: int, threads: int | None = None):
         import torch
 
         # Ray caps an actor's OpenMP threads at its num_cpus (1). The models are the stage that needs the
-        # node's cores (one extractor per CPU node; the other stages mostly wait on it), so give them all.
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        # node's cores (the other stages mostly wait on them), so they get `threads` of them, all by default.
+        cores = len(os.sched_getaffinity(0))
+        torch.set_num_threads(min(threads or cores, cores))
         self.encoders = load_encoders(models, device=device, precision=precision, batch_size=batch_size)
 
     def model_ids(self) -> ModelIds:

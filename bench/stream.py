@@ -446,6 +446,7 @@ class Settings:
     model_dir: Path  # holds siglip/ and dinov2/
     fps: float  # per camera
     batch_frames: int  # monitor.batch_frames
+    extractors: int | str  # monitor.extractors
     warmup: float  # seconds of load before a run's measured period
     workdir: Path  # stores, configs, logs (a temporary folder)
 
@@ -499,7 +500,8 @@ class Bench:
             "models": str(self.settings.model_dir),
             "decode": {"fps": self.settings.fps},
             "kafka": {"brokers": self.kafka.brokers, "group": f"bench-{folder.name}", "topics": topics},
-            "monitor": {"name": MONITOR_NAME, "batch_frames": self.settings.batch_frames},
+            "monitor": {"name": MONITOR_NAME, "batch_frames": self.settings.batch_frames,
+                        "extractors": self.settings.extractors},
         }))
         return path
 
@@ -510,10 +512,11 @@ class Bench:
 
     # -------------------------------------------------------------------------------- a run
 
-    def run_load(self, cameras: int, seconds: float, label: str, drain: float = 0.0, extra_fps: float = 0.0) -> LoadResult:
+    def run_load(self, cameras: int, seconds: float, label: str, drain: float = 0.0,
+                 extra_fps: float = 0.0) -> LoadResult:
         """A fresh monitor (own topics and store) fed by `cameras` cameras (and one more at `extra_fps`, if
-        given): warm-up, then `seconds` measured. With `drain`, the monitor then gets up to that many seconds to catch up (so the alerts of the last
-        planted frames arrive) before it is stopped."""
+        given): warm-up, then `seconds` measured. With `drain`, the monitor then gets up to that many
+        seconds to catch up (so the alerts of the last planted frames arrive) before it is stopped."""
         from pipeline.kafka_io import FrameProducer, KafkaSettings
         from pipeline.query_store import save_query
         from pipeline.sink import checkpoint_key
@@ -646,6 +649,12 @@ class Bound:
     batches: int
     seconds: float
     other_cores: float
+    processes: int = 1  # extractors side by side, each with `threads` torch threads
+
+    @property
+    def label(self) -> str:
+        threads = f"{self.threads} torch thread{'s' if self.threads > 1 else ''}"
+        return f"{self.processes} extractors x {threads} each" if self.processes > 1 else threads
 
 
 def measure_bound(encoders, scenes: Scenes, batch_frames: int, threads: int, min_seconds: float,
@@ -677,6 +686,56 @@ def measure_bound(encoders, scenes: Scenes, batch_frames: int, threads: int, min
     finally:
         torch.set_num_threads(previous)
     return Bound(threads, batches * batch_frames / seconds, batches, seconds, others / seconds)
+
+
+def _parallel_extractor(model_dir: str, config, pictures: list, batch_frames: int, threads: int, seconds: float,
+                        barrier, results) -> None:
+    """One of `measure_parallel_bound`'s processes: its own encoders, warmed up, then timed in step with the others."""
+    import torch
+
+    from pipeline.embed import extract_features
+    from pipeline.models import load_encoders
+    from pipeline.records import Frame
+
+    torch.set_num_threads(threads)
+    encoders = load_encoders(model_dir, device=config.device, precision=config.precision, batch_size=config.batch_size)
+    frames = [Frame("cam", i * 0.5, i, pictures[i % len(pictures)], camera="cam") for i in range(batch_frames)]
+    extract_features(frames, encoders)
+    barrier.wait()
+    started, cpu = time.perf_counter(), time.process_time()
+    batches = 0
+    while time.perf_counter() - started < seconds:
+        extract_features(frames, encoders)
+        batches += 1
+    results.put((batches, time.perf_counter() - started, time.process_time() - cpu))
+
+
+def measure_parallel_bound(model_dir: Path, config, scenes: Scenes, batch_frames: int, processes: int,
+                           threads: int, seconds: float) -> Bound:
+    """`processes` extractors at once, in processes of their own with `threads` torch threads each, as the
+    monitor runs `monitor.extractors` of them on one CPU node: their images/s added up."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(processes + 1), context.Queue()
+    pictures = [_as_received(m) for m in [*scenes.backgrounds, scenes.planted]]
+    workers = [context.Process(target=_parallel_extractor, args=(str(model_dir), config, pictures, batch_frames,
+                                                                  threads, seconds, barrier, results))
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    try:
+        barrier.wait(timeout=600)
+        system_before, started = _busy_seconds(psutil.cpu_times()), time.perf_counter()
+        done = [results.get(timeout=seconds + 600) for _ in workers]
+        elapsed = time.perf_counter() - started
+        busy = _busy_seconds(psutil.cpu_times()) - system_before
+    finally:
+        for worker in workers:
+            worker.join(timeout=60)
+    others = max(0.0, busy - sum(cpu for _, _, cpu in done)) / elapsed
+    return Bound(threads, sum(b * batch_frames / t for b, t, _ in done), sum(b for b, _, _ in done),
+                 max(t for _, t, _ in done), others, processes)
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -807,7 +866,7 @@ def target_lines(run: Run) -> list[str]:
     lines = [
         f"- sustained throughput >= {TARGET_THROUGHPUT:.0%} of the extractor-alone bound: "
         f"{_sustained(run)} of {bound.images_per_second:.2f} images/s "
-        f"({bound.threads} torch thread{'s' if bound.threads > 1 else ''}) "
+        f"({bound.label}) "
         f"= {ratio:.0%}{' (a lower limit: every step up to --max-cameras was sustained)' if run.search.capped else ''}, "
         f"{_met(ratio >= TARGET_THROUGHPUT)} (the highest consumed rate in any step, sustained or not: "
         f"{_fmt(run.peak_consumed(), '.2f')} frames/s = {_fmt(run.peak_consumed() / bound.images_per_second, '.0%')})",
@@ -874,7 +933,7 @@ def half_lines(run: Run) -> list[str]:
 
 def render_markdown(run: Run) -> str:
     scenes = run.scenes
-    bound_rows = [[str(b.threads), f"{b.images_per_second:.2f}", f"{b.images_per_second / run.fps:.1f}",
+    bound_rows = [[b.label, f"{b.images_per_second:.2f}", f"{b.images_per_second / run.fps:.1f}",
                    f"{b.batches} x {run.settings['batch frames']} frames in {b.seconds:.1f} s", f"{b.other_cores:.2f}"]
                   for b in run.bounds]
     parts = [
@@ -912,11 +971,11 @@ def render_markdown(run: Run) -> str:
         "",
         "`pipeline.embed.extract_features` in the bench process (models loaded and warmed up first), on full "
         "batches of the monitor's batch size of the cameras' frames as the monitor decodes them, before the "
-        "broker and Ray start, with torch's default thread count and with 1 thread: Ray sets OMP_NUM_THREADS "
-        "to an actor's num_cpus unless it is set, and the extractor actor has num_cpus=1. The bound in the "
-        "targets is the faster row.",
+        "broker and Ray start, with torch's default thread count and with 1 thread; with `--extractors` E > 1 "
+        "also E extractors at once, in processes of their own with the node's cores shared among them (as the "
+        "monitor runs them). The bound in the targets is the fastest row.",
         "",
-        markdown_table(["torch threads", "images/s", "cameras at bound", "timed", "other cores busy"], bound_rows),
+        markdown_table(["extractor", "images/s", "cameras at bound", "timed", "other cores busy"], bound_rows),
         "",
         "### Half load: latency and memory",
         "",
@@ -942,7 +1001,7 @@ def print_summary(run: Run) -> None:
     print(f"\nlargest N sustained: {run.search.n_max}{' (capped by --max-cameras)' if run.search.capped else ''}; "
           f"{_sustained(run)}")
     for b in run.bounds:
-        print(f"extractor alone, {b.threads} torch thread(s): {b.images_per_second:.2f} images/s "
+        print(f"extractor alone, {b.label}: {b.images_per_second:.2f} images/s "
               f"= {b.images_per_second / run.fps:.1f} cameras at {run.fps:g} fps")
     print()
     print("\n".join(line.replace("**", "") for line in half_lines(run)))
@@ -967,6 +1026,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "sampled throughout (default 10; 0: the latency seconds only)")
     parser.add_argument("--camera-fps", type=float, default=2.0, help="frames per second of each camera (default 2)")
     parser.add_argument("--batch-frames", type=int, help="monitor.batch_frames (default: the config's)")
+    parser.add_argument("--extractors", type=int, help="monitor.extractors (default: the config's); with more "
+                        "than one, the extractor-alone bound also runs that many side by side")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny models, 4 cameras at most, 15 s steps, "
                         "5 s warm-up, 30 s latency, 1 minute memory")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "out",
@@ -1035,6 +1096,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    from jobs.monitor import threads_per_extractor
     from pipeline.checkpoints import build_random_checkpoints
     from pipeline.config import load_config
     from pipeline.models import load_encoders
@@ -1052,17 +1114,23 @@ def main(argv: list[str] | None = None) -> None:
     scenes = prepare_scenes(encoders)
     threads = sorted({torch.get_num_threads(), 1}, reverse=True)  # the default, and the extractor actor's
     measure_bound(encoders, scenes, batch_frames, threads[0], 0.0, 1)  # warm-up, untimed
+    bound_seconds = 10.0 if args.quick else 30.0
     bounds = []
     for n in threads:
-        bounds.append(measure_bound(encoders, scenes, batch_frames, n, min_seconds=10.0 if args.quick else 30.0,
+        bounds.append(measure_bound(encoders, scenes, batch_frames, n, min_seconds=bound_seconds,
                                     min_batches=2 if n == threads[0] else 1))
-        print(f"  extractor alone, {n} thread(s): {bounds[-1].images_per_second:.2f} images/s", flush=True)
+        print(f"  extractor alone, {bounds[-1].label}: {bounds[-1].images_per_second:.2f} images/s", flush=True)
     precision = f"{config.precision} -> {encoders.siglip.precision} ({encoders.siglip.precision_reason})"
     del encoders
     gc.collect()
+    extractors = args.extractors or config.monitor.extractors
+    if isinstance(extractors, int) and extractors > 1:
+        each = threads_per_extractor([len(os.sched_getaffinity(0))], extractors)
+        bounds.append(measure_parallel_bound(model_dir, config, scenes, batch_frames, extractors, each, bound_seconds))
+        print(f"  extractor alone, {bounds[-1].label}: {bounds[-1].images_per_second:.2f} images/s", flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-stream-"))
-    settings = Settings(model_dir, args.camera_fps, batch_frames, args.warmup_seconds, workdir)
+    settings = Settings(model_dir, args.camera_fps, batch_frames, extractors, args.warmup_seconds, workdir)
     bench = Bench(settings, scenes)
     half = None
     try:
@@ -1097,6 +1165,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"{PLANT_EVERY:g} s of media time, staggered across cameras",
             "frames topic": f"{FRAME_PARTITIONS} partitions, one per step",
             "batch frames": str(batch_frames),
+            "extractors": f"{extractors} (monitor.extractors; torch threads each: the node's cores shared among them)",
             "monitor": f"poll_timeout {config.monitor.poll_timeout:g} s, checkpoint_every "
                        f"{config.monitor.checkpoint_every:g} s, model batch_size {config.batch_size}",
             "search": f"N = 1, 2, 4, ... up to {args.max_cameras}, then bisected to max(1, N/8); then N_max "

@@ -5,9 +5,9 @@
 
 At most `monitor.in_flight` micro-batches are between the extractors and the sink at a time, so the stages
 overlap while a slow stage slows intake instead of growing memory. With several extractors (`extractors`,
-by default one per GPU) batches go to them in turn. The next batch is gathered when there
-is room, from what has arrived meanwhile (up to `batch_frames`; `poll_timeout` is the wait for a first
-frame): light load gives small batches and low latency, heavy load full batches and throughput.
+by default one per GPU) batches go to them in turn. The next batch is gathered when there is room, from
+what has arrived meanwhile (up to `batch_frames`; `poll_timeout` is the wait for a first frame): light
+load gives small batches and low latency, heavy load full batches and throughput.
 
 Every `checkpoint_every` seconds the matcher's state and the Kafka offsets of the batches handed over so
 far go to the sink, which stores them after those batches' outputs (and indexes the new clips); only once
@@ -23,6 +23,7 @@ next batches (one call in flight, its result always collected, so its errors sto
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -51,6 +52,14 @@ class _Checkpoint:
     latest_pts: dict[str, float]  # per camera, the latest frame it covers
 
 
+def threads_per_extractor(node_cpus: list[int], extractors: int) -> int:
+    """Torch threads for each of `extractors` CPU extractors spread over nodes with `node_cpus` CPUs: the
+    smallest node's cores shared by the extractors it gets. Several one-thread extractors on a small node
+    get more images/s from its cores than one extractor with all of them (no thread waits for another)."""
+    per_node = math.ceil(extractors / max(1, len(node_cpus)))
+    return max(1, min(node_cpus, default=1) // per_node)
+
+
 def _start_ray() -> None:
     import ray
 
@@ -73,10 +82,13 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
     kafka_mode = not m.sources
     gpus = int(ray.cluster_resources().get("GPU", 0))
     count = max(1, gpus) if m.extractors == "auto" else m.extractors
-    # SPREAD: extractors on CPU nodes each use every core of their node, so two on one node would halve both.
+    # On CPU nodes the extractors share each node's cores (SPREAD: as few per node as there can be).
+    node_cpus = [int(n["Resources"]["CPU"]) for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1]
+    threads = None if gpus else threads_per_extractor(node_cpus, count)
     extractors = [
         ExtractorActor.options(num_gpus=1 if gpus else 0, scheduling_strategy="SPREAD").remote(
-            config.models, device=config.device, precision=config.precision, batch_size=config.batch_size
+            config.models, device=config.device, precision=config.precision, batch_size=config.batch_size,
+            threads=threads,
         )
         for _ in range(count)
     ]
@@ -167,7 +179,7 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
             for frame in frames:
                 camera = frame.camera or frame.source
                 latest_pts[camera] = max(frame.pts, latest_pts.get(camera, frame.pts))
-            # Gather the next batch once there is room: the extractor always has one batch queued, and
+            # Gather the next batch once there is room: the extractors always have a batch queued, and
             # what arrives meanwhile becomes the next, so batches grow with the load (adaptive batching).
             settle(in_flight - 1)
         elif idle_exit is not None and now - last_frame >= idle_exit:

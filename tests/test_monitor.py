@@ -189,3 +189,13 @@ def _consumed(checkpoint, at_least=None):
         return 0
     total = sum(offsets.values())
     return total >= at_least if at_least is not None else total
+
+
+def test_cpu_extractors_share_the_smallest_nodes_cores():
+    from jobs.monitor import threads_per_extractor
+
+    assert threads_per_extractor([8], 1) == 8  # one extractor: every core
+    assert threads_per_extractor([2], 2) == 1  # one one-thread extractor per core
+    assert threads_per_extractor([16, 16, 8], 3) == 8  # spread one per node: the smallest node decides
+    assert threads_per_extractor([16, 16], 4) == 8
+    assert threads_per_extractor([2], 5) == 1  # never below one thread
