@@ -120,8 +120,12 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
     uncovered: list = []  # the sink's writes since the last checkpoint began
     saving: _Checkpoint | None = None
     committing = summarizing = None  # the calls of those kinds in flight
-    last_frame = last_checkpoint = last_refresh = time.monotonic()
+    # Clocks start once every stage is up: starting workers and loading models can take longer than
+    # `idle_exit` on a busy machine.
+    stages = [*extractors, *decoders, matcher, sink, *([summarizer] if summarizer is not None else [])]
+    ray.get([stage.__ray_ready__.remote() for stage in stages])
     ray.get(sink.write.remote(matcher.refresh_queries.remote()))
+    last_frame = last_checkpoint = last_refresh = time.monotonic()
 
     def collect(ref):
         """The result of a call started earlier (raising its error), 0 for none."""
