@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -60,6 +61,18 @@ def threads_per_extractor(node_cpus: list[int], extractors: int) -> int:
     return max(1, min(node_cpus, default=1) // per_node)
 
 
+def cpu_shortfall(extractors: int, embedded_decoders: int, node_cpus: list[int]) -> str | None:
+    """What to tell the user when the actors that hold a CPU slot each (extractors, embedded-mode decoders)
+    outnumber the cluster's slots: Ray then keeps the rest waiting (an autoscaler may add nodes) and the
+    monitor would seem to hang."""
+    slots = extractors + embedded_decoders
+    if slots <= sum(node_cpus):
+        return None
+    return (f"{extractors} extractor(s) and {embedded_decoders} embedded decoder(s) need {slots} CPU slots and the "
+            f"Ray cluster has {sum(node_cpus)}: they wait until Ray has room (more workers, or fewer "
+            "monitor.extractors)")
+
+
 def _start_ray() -> None:
     import ray
 
@@ -85,6 +98,8 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
     # On CPU nodes the extractors share each node's cores (SPREAD: as few per node as there can be).
     node_cpus = [int(n["Resources"]["CPU"]) for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1]
     threads = None if gpus else threads_per_extractor(node_cpus, count)
+    if shortfall := cpu_shortfall(count, len(m.sources), node_cpus):
+        print(f"monitor {m.name}: {shortfall}", file=sys.stderr, flush=True)
     extractors = [
         ExtractorActor.options(num_gpus=1 if gpus else 0, scheduling_strategy="SPREAD").remote(
             config.models, device=config.device, precision=config.precision, batch_size=config.batch_size,

@@ -199,3 +199,12 @@ def test_cpu_extractors_share_the_smallest_nodes_cores():
     assert threads_per_extractor([16, 16, 8], 3) == 8  # spread one per node: the smallest node decides
     assert threads_per_extractor([16, 16], 4) == 8
     assert threads_per_extractor([2], 5) == 1  # never below one thread
+
+
+def test_more_slot_holding_actors_than_cpu_slots_are_named():
+    from jobs.monitor import cpu_shortfall
+
+    assert cpu_shortfall(2, 0, [2]) is None
+    assert cpu_shortfall(1, 1, [1, 1]) is None
+    message = cpu_shortfall(2, 1, [2])
+    assert "need 3 CPU slots" in message and "has 2" in message and "monitor.extractors" in message
