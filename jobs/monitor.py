@@ -107,8 +107,7 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
         )
         for _ in range(count)
     ]
-    # Each extractor needs a batch of its own in flight, and one more is queued so that none waits while
-    # the next batch is gathered.
+    # A batch per extractor, plus one gathered ahead of them.
     in_flight = max(m.in_flight, count + 1)
     matcher = MatcherActor.remote(config)
     sink = SinkActor.remote(config, publish_alerts=kafka_mode)
