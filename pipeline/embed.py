@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
@@ -30,12 +29,6 @@ class ImageEncoders(Protocol):
 
 
 Batches = Iterator[list[Frame]]
-
-
-def batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
-    iterator = iter(frames)
-    while batch := list(islice(iterator, size)):
-        yield batch
 
 
 # A batch of a still camera holds at most this many frames per model slot: memory stays bounded.

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.embed import STILL_FRAMES_PER_SLOT, batched, clip_embeddings, extract_features, model_batches
+from pipeline.embed import STILL_FRAMES_PER_SLOT, clip_embeddings, extract_features, model_batches
 from pipeline.records import Frame, ModelIds
 
 MODELS = ModelIds("s", "d", untrained=True)
@@ -38,7 +38,7 @@ def test_windows_pool_unit_vectors_and_pick_the_typical_frame():
     colours = [(250, 10, 10), (240, 20, 10), (10, 10, 250), (10, 240, 10), (10, 250, 10), (10, 10, 10)]
     frames = [_frame(i * 0.7, c) for i, c in enumerate(colours)]  # pts 0 .. 3.5
     encoders = CountingEncoders()
-    pairs = [(f, x) for batch in batched(frames, 4) for f, x in zip(batch, extract_features(batch, encoders))]
+    pairs = [(f, x) for batch in model_batches(frames, 4) for f, x in zip(batch, extract_features(batch, encoders))]
     clips = list(clip_embeddings(pairs, window=1.5, source_id="v", models=MODELS))
     assert [(c.start, c.end, c.frame_count) for c, _ in clips] == [(0.0, 1.5, 3), (1.5, 3.0, 2), (3.0, 4.5, 1)]
     for clip, keyframe in clips:
