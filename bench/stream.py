@@ -234,6 +234,11 @@ def _as_received(message) -> np.ndarray:
     return np.array(decode_message(message.key, message.value, message.headers)[0].image)  # writable, for torch
 
 
+def _pictures(scenes: Scenes) -> list[np.ndarray]:
+    """Every picture the cameras send, as the monitor decodes it."""
+    return [_as_received(m) for m in [*scenes.backgrounds, scenes.planted]]
+
+
 def prepare_scenes(encoders) -> Scenes:
     """Choose backgrounds and the query's threshold from what these encoders make of the exact pixels the
     monitor will see (frames after the JPEG round trip; the query image after the store's own)."""
@@ -657,31 +662,38 @@ class Bound:
         return f"{self.processes} extractors x {threads} each" if self.processes > 1 else threads
 
 
+def _bound_frames(pictures: list, batch_frames: int) -> list:
+    """One full batch of the monitor's size, of the cameras' pictures."""
+    from pipeline.records import Frame
+
+    return [Frame("cam", i * 0.5, i, pictures[i % len(pictures)], camera="cam") for i in range(batch_frames)]
+
+
+def _timed_extraction(frames: list, encoders, min_seconds: float, min_batches: int) -> tuple[int, float, float]:
+    """`extract_features` on `frames` over and over: (batches, wall seconds, CPU seconds of this process)."""
+    from pipeline.embed import extract_features
+
+    started, cpu = time.perf_counter(), time.process_time()
+    batches = 0
+    while batches < min_batches or time.perf_counter() - started < min_seconds:
+        extract_features(frames, encoders)
+        batches += 1
+    return batches, time.perf_counter() - started, time.process_time() - cpu
+
+
 def measure_bound(encoders, scenes: Scenes, batch_frames: int, threads: int, min_seconds: float,
                   min_batches: int) -> Bound:
     """`extract_features` on full batches of `batch_frames` frames (the monitor's micro-batch) of the
     cameras' pictures, with `threads` torch threads; the encoders are already warm."""
     import torch
 
-    from pipeline.embed import extract_features
-    from pipeline.records import Frame
-
-    pictures = [_as_received(m) for m in [*scenes.backgrounds, scenes.planted]]
-    frames = [Frame("cam", i * 0.5, i, pictures[i % len(pictures)], camera="cam") for i in range(batch_frames)]
+    frames = _bound_frames(_pictures(scenes), batch_frames)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         gc.collect()
-        me = psutil.Process()
-        system_before, mine_before = _busy_seconds(psutil.cpu_times()), me.cpu_times()
-        started = time.perf_counter()
-        batches = 0
-        while batches < min_batches or time.perf_counter() - started < min_seconds:
-            extract_features(frames, encoders)
-            batches += 1
-        seconds = time.perf_counter() - started
-        mine_after = me.cpu_times()
-        ours = (mine_after.user + mine_after.system) - (mine_before.user + mine_before.system)
+        system_before = _busy_seconds(psutil.cpu_times())
+        batches, seconds, ours = _timed_extraction(frames, encoders, min_seconds, min_batches)
         others = max(0.0, _busy_seconds(psutil.cpu_times()) - system_before - ours)
     finally:
         torch.set_num_threads(previous)
@@ -693,21 +705,14 @@ def _parallel_extractor(model_dir: str, config, pictures: list, batch_frames: in
     """One of `measure_parallel_bound`'s processes: its own encoders, warmed up, then timed in step with the others."""
     import torch
 
-    from pipeline.embed import extract_features
     from pipeline.models import load_encoders
-    from pipeline.records import Frame
 
     torch.set_num_threads(threads)
     encoders = load_encoders(model_dir, device=config.device, precision=config.precision, batch_size=config.batch_size)
-    frames = [Frame("cam", i * 0.5, i, pictures[i % len(pictures)], camera="cam") for i in range(batch_frames)]
-    extract_features(frames, encoders)
+    frames = _bound_frames(pictures, batch_frames)
+    _timed_extraction(frames, encoders, 0.0, 1)  # warm-up
     barrier.wait()
-    started, cpu = time.perf_counter(), time.process_time()
-    batches = 0
-    while time.perf_counter() - started < seconds:
-        extract_features(frames, encoders)
-        batches += 1
-    results.put((batches, time.perf_counter() - started, time.process_time() - cpu))
+    results.put(_timed_extraction(frames, encoders, seconds, 1))
 
 
 def measure_parallel_bound(model_dir: Path, config, scenes: Scenes, batch_frames: int, processes: int,
@@ -718,10 +723,8 @@ def measure_parallel_bound(model_dir: Path, config, scenes: Scenes, batch_frames
 
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(processes + 1), context.Queue()
-    pictures = [_as_received(m) for m in [*scenes.backgrounds, scenes.planted]]
-    workers = [context.Process(target=_parallel_extractor, args=(str(model_dir), config, pictures, batch_frames,
-                                                                  threads, seconds, barrier, results))
-               for _ in range(processes)]
+    arguments = (str(model_dir), config, _pictures(scenes), batch_frames, threads, seconds, barrier, results)
+    workers = [context.Process(target=_parallel_extractor, args=arguments) for _ in range(processes)]
     for worker in workers:
         worker.start()
     try:
