@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from jobs.cli import main
-from jobs.monitor import run_monitor
+from jobs.monitor import cpu_shortfall, run_monitor, threads_per_extractor
 from pipeline.config import load_config
 from pipeline.decode import decode_frames
 from pipeline.index import ClipIndex
@@ -192,8 +192,6 @@ def _consumed(checkpoint, at_least=None):
 
 
 def test_cpu_extractors_share_the_smallest_nodes_cores():
-    from jobs.monitor import threads_per_extractor
-
     assert threads_per_extractor([8], 1) == 8  # one extractor: every core
     assert threads_per_extractor([2], 2) == 1  # one one-thread extractor per core
     assert threads_per_extractor([16, 16, 8], 3) == 8  # spread one per node: the smallest node decides
@@ -202,8 +200,6 @@ def test_cpu_extractors_share_the_smallest_nodes_cores():
 
 
 def test_more_slot_holding_actors_than_cpu_slots_are_named():
-    from jobs.monitor import cpu_shortfall
-
     assert cpu_shortfall(2, 0, [2]) is None
     assert cpu_shortfall(1, 1, [1, 1]) is None
     message = cpu_shortfall(2, 1, [2])
