@@ -3,11 +3,12 @@
     decoder (Kafka partitions, or a file / live URL) -> extractor -> matcher -> sink -> checkpoint -> commit
                                                                                      -> summarizer
 
-At most `monitor.in_flight` micro-batches are between the extractors and the sink at a time, so the stages
-overlap while a slow stage slows intake instead of growing memory. With several extractors (`extractors`,
-by default one per GPU) batches go to them in turn. The next batch is gathered when there is room, from
-what has arrived meanwhile (up to `batch_frames`; `poll_timeout` is the wait for a first frame): light
-load gives small batches and low latency, heavy load full batches and throughput.
+Each extractor (`extractors`, by default one per GPU) holds at most two micro-batches, one running and one
+queued, so it never waits for the driver. A batch is gathered when an extractor has room, from what has
+arrived meanwhile (up to `batch_frames`; `poll_timeout` is the wait for a first frame), and goes to that
+extractor: light load gives small batches and low latency, heavy load full batches and throughput. At most
+`monitor.in_flight` full batches' worth of frames are between the decoder and the sink at a time, so a
+slow stage slows intake instead of growing memory.
 
 Every `checkpoint_every` seconds the matcher's state and the Kafka offsets of the batches handed over so
 far go to the sink, which stores them after those batches' outputs (and indexes the new clips); only once
@@ -107,8 +108,8 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
         )
         for _ in range(count)
     ]
-    # A batch per extractor, plus one gathered ahead of them.
-    in_flight = max(m.in_flight, count + 1)
+    # Room for every extractor's two batches (in_flight counts full batches' worth of frames).
+    in_flight = max(m.in_flight, 2 * count)
     matcher = MatcherActor.remote(config)
     sink = SinkActor.remote(config, publish_alerts=kafka_mode)
     if kafka_mode:
@@ -130,7 +131,8 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
     report = MonitorReport()
     live = list(decoders)
     latest_pts: dict[str, float] = {}  # per camera, the latest frame handed to the stages
-    writes: deque = deque()  # the sink's writes in flight, oldest first
+    writes: deque = deque()  # the sink's writes in flight, oldest first, with the frames each covers
+    extracting = [deque() for _ in extractors]  # each extractor's batches (extract calls) not known done
     uncovered: list = []  # the sink's writes since the last checkpoint began
     saving: _Checkpoint | None = None
     committing = summarizing = None  # the calls of those kinds in flight
@@ -145,15 +147,31 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
         """The result of a call started earlier (raising its error), 0 for none."""
         return 0 if ref is None else ray.get(ref)
 
-    def write(output) -> None:
-        """Have the sink write a stream output (an ObjectRef); the next checkpoint covers it."""
-        writes.append(sink.write.remote(output))
-        uncovered.append(writes[-1])
+    def write(output, frames: int = 0) -> None:
+        """Have the sink write a stream output (an ObjectRef) made from `frames` frames; the next checkpoint
+        covers it."""
+        writes.append((sink.write.remote(output), frames))
+        uncovered.append(writes[-1][0])
 
-    def settle(keep: int) -> None:
-        """Wait until at most `keep` writes (batches on their way from the extractor) are unfinished."""
-        while len(writes) > keep:
-            report.alerts += ray.get(writes.popleft())
+    def settle(keep_frames: int) -> None:
+        """Wait for the oldest writes until at most `keep_frames` frames are on their way from the decoder
+        to the sink (0: until every write is done). Counted in frames, not batches: adaptive batches differ
+        in size, and small ones finished behind a large one must not stop intake."""
+        while writes and (keep_frames == 0 or sum(frames for _, frames in writes) > keep_frames):
+            report.alerts += ray.get(writes.popleft()[0])
+
+    def next_extractor() -> int:
+        """The extractor with the fewest batches in hand, once one has fewer than two (running and queued),
+        waiting for a batch to finish if none has. Not turn by turn: adaptive batches differ in size, and
+        an extractor that got a small one would then wait for the driver, which waits for the oldest."""
+        while True:
+            for calls in extracting:  # an actor runs its calls in order: only the oldest can be done
+                while calls and ray.wait([calls[0]], timeout=0, fetch_local=False)[0]:
+                    calls.popleft()
+            index = min(range(count), key=lambda i: len(extracting[i]))
+            if len(extracting[index]) < 2:
+                return index
+            ray.wait([calls[0] for calls in extracting], num_returns=1, fetch_local=False)
 
     def start_checkpoint() -> None:
         """Record the analyzer state and the offsets of every batch handed over so far. No waiting: the
@@ -179,6 +197,7 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
         saving = None
 
     while live and not stopping:
+        index = next_extractor()
         polled = ray.get([d.poll.remote(m.poll_timeout, m.batch_frames) for d in live])
         frames = [frame for batch, _, _ in polled for frame in batch]
         for (_, moved, finished), decoder in zip(polled, list(live)):
@@ -188,18 +207,16 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
         now = time.monotonic()
         if frames:
             last_frame = now
-            # Extractors take batches in turn. The matcher still gets them in order, whichever extractor
-            # finishes first: an actor runs one caller's calls in the order they were made.
-            extractor = extractors[report.batches % count]
-            write(matcher.process.remote(frames, extractor.extract.remote(frames)))
+            # The matcher gets the batches in order, whichever extractor finishes first: an actor runs one
+            # caller's calls in the order they were made.
+            extracting[index].append(extractors[index].extract.remote(frames))
+            write(matcher.process.remote(frames, extracting[index][-1]), len(frames))
             report.batches += 1
             report.frames += len(frames)
             for frame in frames:
                 camera = frame.camera or frame.source
                 latest_pts[camera] = max(frame.pts, latest_pts.get(camera, frame.pts))
-            # Gather the next batch once there is room: the extractors always have a batch queued, and
-            # what arrives meanwhile becomes the next, so batches grow with the load (adaptive batching).
-            settle(in_flight - 1)
+            settle((in_flight - 1) * m.batch_frames)
         elif idle_exit is not None and now - last_frame >= idle_exit:
             break
         if saving is not None and ray.wait([saving.saved], timeout=0)[0]:

@@ -99,8 +99,8 @@ class MonitorConfig(_Section):
     sources: list[StreamSource] = Field(default_factory=list)  # embedded mode; empty: Kafka vigil.frames
     batch_frames: int = Field(default=32, ge=1, le=4096)  # most frames per extractor call, across cameras
     poll_timeout: float = Field(default=0.5, gt=0, le=60)  # the wait for a first frame when none is on hand
-    in_flight: int = Field(default=2, ge=1, le=64)  # micro-batches between extractor and sink at a time
-    # extractor actors taking batches in turn; auto: one per GPU in the cluster, else one
+    in_flight: int = Field(default=2, ge=1, le=64)  # full batches' worth of frames between decoder and sink
+    # extractor actors, each holding up to two batches; auto: one per GPU in the cluster, else one
     extractors: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
     checkpoint_every: float = Field(default=2.0, gt=0, le=3600)  # seconds between durable checkpoints
     query_refresh: float = Field(default=5.0, gt=0, le=3600)  # seconds between re-reads of queries/
