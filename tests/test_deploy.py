@@ -1,5 +1,6 @@
 """deploy/ and configs/cluster.yaml: checked against the Compose specification's schema, vigil's own config
-validation and CLI. No Docker engine or Kubernetes runs here, so nothing in them is started."""
+validation and CLI. No Docker engine or Kubernetes runs here: no image is built and no manifest applied
+(tests/test_compose_on_loopback.py runs the compose services' commands as processes)."""
 
 import inspect
 import re
