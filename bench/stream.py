@@ -472,7 +472,7 @@ class Bench:
         from tests.servers import start_tansu
 
         self.kafka = start_tansu(self.settings.workdir / "tansu")
-        ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, _node_ip_address="127.0.0.1",
+        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, _node_ip_address="127.0.0.1",
                  log_to_driver=False)
         self.ray_address = ray.get_runtime_context().gcs_address
         return self

@@ -53,6 +53,7 @@ def ray_local(vigil_cache):
     import ray
 
     ray.init(
+        address="local",  # a new instance, even where `ray start` left its address for ray.init() to find
         num_cpus=3,  # logical slots: a monitor with two extractors places them and its decoder at once
         include_dashboard=False,
         _node_ip_address="127.0.0.1",

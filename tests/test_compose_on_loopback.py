@@ -22,13 +22,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
 import yaml
 
 from pipeline.index import ClipIndex
 from pipeline.sink import checkpoint_key, stored_alerts
 from pipeline.store import open_store
-from tests.servers import LOOPBACK, ManagedProcess, free_ports, start_tansu, wait_until
+from tests.servers import ManagedProcess, free_ports, start_tansu, wait_until
 from tests.test_deploy import COMPOSE
 from tests.test_monitor import add_lobby_query
 
@@ -64,6 +63,9 @@ class LoopbackCompose:
         self.gcs_port, self.client_port = free_ports(2)
         self.processes: list[ManagedProcess] = []
         self.temp_dirs: list[Path] = []  # one per Ray node; short: Ray's socket paths must stay short
+        # `ray start` leaves the cluster's address here for a later ray.init() without one: put it back.
+        self.address_file = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        self.address_before = self.address_file.read_text() if self.address_file.exists() else None
 
     def mounts(self, service: str) -> list[tuple[str, Path]]:
         """(path in the container, path here) of the service's volumes: a named volume is a folder of the
@@ -85,7 +87,7 @@ class LoopbackCompose:
     def command(self, service: str) -> list[str]:
         spec = self.services[service]
         words = [self.localize(service, word) for word in [*spec["entrypoint"], *spec["command"]]]
-        if service == "ray-head":  # its own port; no dashboard, and nothing bound to 0.0.0.0
+        if service == "ray-head":  # its own port, and no dashboard (compose binds it to 0.0.0.0)
             words = [w.replace("--port=6379", f"--port={self.gcs_port}") for w in words if not w.startswith("--dashboard-host")]
             words += ["--include-dashboard=false", f"--ray-client-server-port={self.client_port}"]
         if words[:2] == ["ray", "start"]:
@@ -132,6 +134,10 @@ class LoopbackCompose:
         wait_until(lambda: not self.ray_pids(), timeout=30, what="the end of the Ray nodes' processes")
         for folder in self.temp_dirs:
             shutil.rmtree(folder, ignore_errors=True)
+        if self.address_before is None:
+            self.address_file.unlink(missing_ok=True)
+        else:
+            self.address_file.write_text(self.address_before)
 
 
 def create_topics(compose: LoopbackCompose, brokers: str) -> list[tuple[str, int]]:

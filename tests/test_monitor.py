@@ -66,7 +66,7 @@ def test_embedded_monitor_alerts_once_for_the_planted_scene(tmp_path, ray_local,
     assert len(ClipIndex.load(store)) == 10
 
 
-def test_extractors_taking_turns_give_the_same_alerts_and_clips(tmp_path, ray_local, scene_video):
+def test_two_extractors_give_the_same_alerts_and_clips_as_one(tmp_path, ray_local, scene_video):
     path, _ = scene_video
     results = {}
     for extractors in (1, 2):
