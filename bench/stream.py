@@ -472,8 +472,8 @@ class Bench:
         from tests.servers import start_tansu
 
         self.kafka = start_tansu(self.settings.workdir / "tansu")
-        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False)
+        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
+                 _node_ip_address="127.0.0.1", log_to_driver=False)
         self.ray_address = ray.get_runtime_context().gcs_address
         return self
 
@@ -954,7 +954,8 @@ def render_markdown(run: Run) -> str:
         "### Load steps",
         "",
         "One fresh monitor and fresh topics per step; *cameras* \"3 + 1 at 1 fps\" = three cameras at the "
-        "camera rate and a fourth at 1 fps (the load between two whole camera counts). *lag* = frames acknowledged by the broker minus frames "
+        "camera rate and a fourth at 1 fps (the load between two whole camera counts). *lag* = frames "
+        "acknowledged by the broker minus frames "
         "covered by the monitor's checkpoint (its committed offsets), mean over about 5 s at the start and at "
         "the end of the measured period; *sustained* = the lag grew by at most "
         f"{LAG_ALLOWANCE_SECONDS:g} s of frames. *batch occupancy* = frames / extractor calls / batch_frames, "

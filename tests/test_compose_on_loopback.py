@@ -88,7 +88,8 @@ class LoopbackCompose:
         spec = self.services[service]
         words = [self.localize(service, word) for word in [*spec["entrypoint"], *spec["command"]]]
         if service == "ray-head":  # its own port, and no dashboard (compose binds it to 0.0.0.0)
-            words = [w.replace("--port=6379", f"--port={self.gcs_port}") for w in words if not w.startswith("--dashboard-host")]
+            words = [w.replace("--port=6379", f"--port={self.gcs_port}")
+                     for w in words if not w.startswith("--dashboard-host")]
             words += ["--include-dashboard=false", f"--ray-client-server-port={self.client_port}"]
         if words[:2] == ["ray", "start"]:
             return [*words[:2], *self._node_options(service).split(), *words[2:]]
