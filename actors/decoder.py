@@ -12,10 +12,10 @@ from itertools import islice
 import ray
 
 from pipeline.config import VigilConfig
-from pipeline.decode import decode_frames
-from pipeline.embed import sampled_batches
-from pipeline.kafka_io import DeadLetters, FrameConsumer, FrameProducer, KafkaSettings, MalformedMessage, decode_message, next_offsets
-from pipeline.live import is_live, read_live
+from pipeline.media.decode import decode_frames
+from pipeline.search.embed import sampled_batches
+from pipeline.media.kafka_io import DeadLetters, FrameConsumer, FrameProducer, KafkaSettings, MalformedMessage, decode_message, next_offsets
+from pipeline.media.streams import is_live, read_live
 from pipeline.records import Frame
 
 

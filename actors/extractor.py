@@ -6,8 +6,8 @@ import os
 
 import ray
 
-from pipeline.embed import extract_features
-from pipeline.models import load_encoders
+from pipeline.search.embed import extract_features
+from pipeline.models.encoders import load_encoders
 from pipeline.records import Frame, FrameFeatures, ModelIds
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import ray
 
 from pipeline.config import VigilConfig
-from pipeline.index import ClipIndex
-from pipeline.sink import AlertPublisher, Sink
-from pipeline.store import open_configured_store
-from pipeline.stream import StreamOutput
+from pipeline.search.index import ClipIndex
+from pipeline.live.sink import AlertPublisher, Sink
+from pipeline.storage.store import open_configured_store
+from pipeline.live.analyzer import StreamOutput
 
 
 @ray.remote(num_cpus=0, max_restarts=2)
@@ -18,7 +18,7 @@ class SinkActor:
         index = ClipIndex.load(store, kind=config.index.kind, exact_max=config.index.exact_max, hnsw_m=config.index.hnsw_m)
         publish = None
         if publish_alerts:
-            from pipeline.kafka_io import KafkaSettings
+            from pipeline.media.kafka_io import KafkaSettings
 
             publish = AlertPublisher(KafkaSettings.from_config(config.kafka), config.kafka.topics.alerts)
         self.sink = Sink(store, index, publish)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ray
 
 from pipeline.config import VigilConfig
-from pipeline.store import open_configured_store
-from pipeline.summarize import RollingSummaries
+from pipeline.storage.store import open_configured_store
+from pipeline.summaries.summarize import RollingSummaries
 
 
 @ray.remote(num_cpus=0, max_restarts=2)

@@ -37,14 +37,14 @@ import psutil
 from bench import results
 from bench.results import facts_section, markdown_table, mib as _mib, plain_table, write_section
 from jobs.archive import index_paths
-from pipeline.checkpoints import build_random_checkpoints
+from pipeline.models.random_weights import build_random_checkpoints
 from pipeline.config import VigilConfig, load_config
-from pipeline.decode import decode_frames, mark_still_frames, output_size
-from pipeline.embed import extract_features, model_batches
-from pipeline.models import Encoders, ModelSource, load_encoders
+from pipeline.media.decode import decode_frames, mark_still_frames, output_size
+from pipeline.search.embed import extract_features, model_batches
+from pipeline.models.encoders import Encoders, ModelSource, load_encoders
 from pipeline.records import Frame
-from pipeline.store import LocalStore
-from pipeline.synthetic import scene_image, write_high_motion_video, write_static_camera_video
+from pipeline.storage.store import LocalStore
+from pipeline.media.synthetic import scene_image, write_high_motion_video, write_static_camera_video
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESOLUTION = (1280, 720)
@@ -126,7 +126,7 @@ def warm_up_encoders(encoders: Encoders, config: VigilConfig) -> None:
 
 
 def decode_alone(video: Path, config: VigilConfig) -> tuple[list[Frame], bool]:
-    """All sampled frames (still-marked) with the settings `pipeline.embed.sampled_batches` uses,
+    """All sampled frames (still-marked) with the settings `pipeline.search.embed.sampled_batches` uses,
     plus whether the keyframe-only path was taken."""
     d = config.decode
     stream = decode_frames(
@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{config.decode.threads} threads, still_threshold={config.decode.still_threshold}",
         "precision": f"auto -> {auto.precision} ({auto.precision_reason}); int8 = dynamic quantisation of Linear layers",
         "inputs": f"{RESOLUTION[0]}x{RESOLUTION[1]} H.264, {VIDEO_FPS} fps, keyframe every second, "
-                  f"{args.seconds:g} s each (pipeline.synthetic high-motion and static-camera generators)",
+                  f"{args.seconds:g} s each (pipeline.media.synthetic high-motion and static-camera generators)",
         "memory runs": "skipped" if args.skip_memory else
                        f"static input, {memory_lengths[0]:g} s and {memory_lengths[1]:g} s, precision auto",
         "naive baseline": "skipped" if args.skip_naive else "cv2 defaults, fp32, batch 1, HF PIL processors",

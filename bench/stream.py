@@ -3,7 +3,7 @@
 Runs by hand (never from the test suite), on this machine only: a Tansu broker on loopback
 (`tests.servers.start_tansu`), a local Ray on 127.0.0.1, and `vigil monitor --config FILE` as a
 subprocess (its SIGTERM handler stops it cleanly, and its memory is its own). Simulated cameras publish
-320x240 JPEG frames (`pipeline.synthetic` scene images) at 2 fps of wall-clock time each, keyed by
+320x240 JPEG frames (`pipeline.media.synthetic` scene images) at 2 fps of wall-clock time each, keyed by
 camera id, pts advancing 0.5 s per frame. Every camera shows a planted scene for 3 s every 20 s of media
 time; an example-image standing query of that scene (calibration "raw", min_duration 0) opens an alert
 on its first frame.
@@ -64,7 +64,7 @@ VIGIL = Path(sys.executable).parent / "vigil"
 FRAME_SIZE = (320, 240)  # (W, H) of the camera frames
 JPEG_QUALITY = 90  # frame_message's default
 FRAME_PARTITIONS = 4  # of each frames topic (a camera stays in one: key = camera id)
-PLANTED_SCENE = 40  # pipeline.synthetic scene index shown as the planted event
+PLANTED_SCENE = 40  # pipeline.media.synthetic scene index shown as the planted event
 CANDIDATE_SCENES = range(24)  # backgrounds are chosen among these ...
 BACKGROUND_SCENES = 6  # ... the ones least like the planted scene
 BACKGROUND_SECONDS = 5.0  # media seconds before a camera switches background
@@ -205,7 +205,7 @@ class Scenes:
     """The camera pictures as `vigil.frames` messages (encoded once: only the headers change per frame),
     and the standing query that matches the planted one."""
 
-    backgrounds: list  # pipeline.kafka_io.Message templates
+    backgrounds: list  # pipeline.media.kafka_io.Message templates
     planted: object
     query_image: np.ndarray  # as the matcher reads it back from the store
     threshold: float
@@ -220,16 +220,16 @@ class Scenes:
 
 
 def _template(index: int):
-    from pipeline.kafka_io import frame_message
+    from pipeline.media.kafka_io import frame_message
     from pipeline.records import Frame
-    from pipeline.synthetic import scene_image
+    from pipeline.media.synthetic import scene_image
 
     image = scene_image(index, FRAME_SIZE)
     return frame_message(Frame("template", 0.0, 0, image, camera="template"), quality=JPEG_QUALITY)
 
 
 def _as_received(message) -> np.ndarray:
-    from pipeline.kafka_io import decode_message
+    from pipeline.media.kafka_io import decode_message
 
     return np.array(decode_message(message.key, message.value, message.headers)[0].image)  # writable, for torch
 
@@ -242,9 +242,9 @@ def _pictures(scenes: Scenes) -> list[np.ndarray]:
 def prepare_scenes(encoders) -> Scenes:
     """Choose backgrounds and the query's threshold from what these encoders make of the exact pixels the
     monitor will see (frames after the JPEG round trip; the query image after the store's own)."""
-    from pipeline.match import StandingQuery
-    from pipeline.query_store import load_queries, save_query
-    from pipeline.store import LocalStore
+    from pipeline.live.match import StandingQuery
+    from pipeline.live.queries import load_queries, save_query
+    from pipeline.storage.store import LocalStore
 
     planted = _template(PLANTED_SCENE)
     planted_image = _as_received(planted)
@@ -257,7 +257,7 @@ def prepare_scenes(encoders) -> Scenes:
     images = np.stack([planted_image, *[_as_received(m) for m in candidates.values()]])
     s, d = encoders.embed_images(images)
     qs, qd = encoders.embed_images(query_image[None])
-    scores = (s @ qs[0] + d @ qd[0]) / 2  # the image-query score (pipeline.match), raw mode
+    scores = (s @ qs[0] + d @ qd[0]) / 2  # the image-query score (pipeline.live.match), raw mode
     planted_score = float(scores[0])
     ranked = sorted(zip(scores[1:], candidates), key=lambda pair: pair[0])[:BACKGROUND_SCENES]
     background_max = float(max(score for score, _ in ranked))
@@ -279,7 +279,7 @@ def prepare_scenes(encoders) -> Scenes:
 
 
 def standing_query(scenes: Scenes):
-    from pipeline.match import StandingQuery
+    from pipeline.live.match import StandingQuery
 
     return StandingQuery(
         id=QUERY_ID, image=f"{QUERY_ID}.jpg", calibration="raw", threshold=round(scenes.threshold, 6),
@@ -293,7 +293,7 @@ def _ms(pts: float) -> int:
 
 def retag(template, camera: str, pts: float, index: int):
     """A template message as another frame: the same JPEG bytes, this camera's key, pts and index."""
-    from pipeline.kafka_io import H_CAMERA, H_INDEX, H_PTS, Message
+    from pipeline.media.kafka_io import H_CAMERA, H_INDEX, H_PTS, Message
 
     values = {H_CAMERA: camera.encode(), H_PTS: repr(round(pts, 6)).encode(), H_INDEX: str(index).encode()}
     return Message(camera.encode(), template.value, [(k, values.get(k, v)) for k, v in template.headers])
@@ -522,10 +522,10 @@ class Bench:
         """A fresh monitor (own topics and store) fed by `cameras` cameras (and one more at `extra_fps`, if
         given): warm-up, then `seconds` measured. With `drain`, the monitor then gets up to that many
         seconds to catch up (so the alerts of the last planted frames arrive) before it is stopped."""
-        from pipeline.kafka_io import FrameProducer, KafkaSettings
-        from pipeline.query_store import save_query
-        from pipeline.sink import checkpoint_key
-        from pipeline.store import LocalStore
+        from pipeline.media.kafka_io import FrameProducer, KafkaSettings
+        from pipeline.live.queries import save_query
+        from pipeline.live.sink import checkpoint_key
+        from pipeline.storage.store import LocalStore
         from tests.servers import ManagedProcess
 
         s = self.settings
@@ -671,7 +671,7 @@ def _bound_frames(pictures: list, batch_frames: int) -> list:
 
 def _timed_extraction(frames: list, encoders, min_seconds: float, min_batches: int) -> tuple[int, float, float]:
     """`extract_features` on `frames` over and over: (batches, wall seconds, CPU seconds of this process)."""
-    from pipeline.embed import extract_features
+    from pipeline.search.embed import extract_features
 
     started, cpu = time.perf_counter(), time.process_time()
     batches = 0
@@ -705,7 +705,7 @@ def _parallel_extractor(model_dir: str, config, pictures: list, batch_frames: in
     """One of `measure_parallel_bound`'s processes: its own encoders, warmed up, then timed in step with the others."""
     import torch
 
-    from pipeline.models import load_encoders
+    from pipeline.models.encoders import load_encoders
 
     torch.set_num_threads(threads)
     encoders = load_encoders(model_dir, device=config.device, precision=config.precision, batch_size=config.batch_size)
@@ -973,7 +973,7 @@ def render_markdown(run: Run) -> str:
         "",
         "### Extractor alone",
         "",
-        "`pipeline.embed.extract_features` in the bench process (models loaded and warmed up first), on full "
+        "`pipeline.search.embed.extract_features` in the bench process (models loaded and warmed up first), on full "
         "batches of the monitor's batch size of the cameras' frames as the monitor decodes them, before the "
         "broker and Ray start, with torch's default thread count and with 1 thread; with `--extractors` E > 1 "
         "also E extractors at once, in processes of their own with the node's cores shared among them (as the "
@@ -1101,9 +1101,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from jobs.monitor import threads_per_extractor
-    from pipeline.checkpoints import build_random_checkpoints
+    from pipeline.models.random_weights import build_random_checkpoints
     from pipeline.config import load_config
-    from pipeline.models import load_encoders
+    from pipeline.models.encoders import load_encoders
 
     out = args.out.expanduser().resolve()
     config = load_config()  # the packaged defaults: precision, device, batch size
@@ -1164,7 +1164,7 @@ def main(argv: list[str] | None = None) -> None:
             "cameras": f"{args.camera_fps:g} fps each (wall clock), {FRAME_SIZE[0]}x{FRAME_SIZE[1]} JPEG "
                        f"q{JPEG_QUALITY} (~{scenes.frame_bytes / 1024:.0f} KiB), key = camera id, pts + "
                        f"{1 / args.camera_fps:g} s per frame, one paced producer thread (acks=all)",
-            "scenes": f"backgrounds {scenes.background_ids} (pipeline.synthetic scene_image) switching every "
+            "scenes": f"backgrounds {scenes.background_ids} (pipeline.media.synthetic scene_image) switching every "
                       f"{BACKGROUND_SECONDS:g} s; planted scene {PLANTED_SCENE} for {PLANT_FOR:g} s of every "
                       f"{PLANT_EVERY:g} s of media time, staggered across cameras",
             "frames topic": f"{FRAME_PARTITIONS} partitions, one per step",

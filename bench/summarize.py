@@ -44,7 +44,7 @@ TARGET_STORED_SPEED = 500.0  # x realtime, from stored embeddings
 
 def prepare_video(seconds: float) -> tuple[Path, list[float]]:
     """A cached high-motion 720p30 input and its true cut times (written under a temporary name first)."""
-    from pipeline.synthetic import write_high_motion_video
+    from pipeline.media.synthetic import write_high_motion_video
 
     path = OUT / "inputs" / f"high-motion-{seconds:g}s-{RESOLUTION[1]}p{VIDEO_FPS}.mp4"
     cuts_file = path.with_suffix(".cuts.json")
@@ -59,7 +59,7 @@ def prepare_video(seconds: float) -> tuple[Path, list[float]]:
 
 
 def prepare_models(kind: str):
-    from pipeline.checkpoints import build_random_checkpoints
+    from pipeline.models.random_weights import build_random_checkpoints
 
     if kind == "base":  # the real sizes of SigLIP2-base and DINOv2-small, shared with bench.archive
         return build_random_checkpoints(BENCH_DIR / "out" / "models", size="base")
@@ -95,9 +95,9 @@ def _shot_accuracy(summary: dict, cuts: list[float]) -> dict:
 
 
 def _child_from_scratch(video: str, models_kind: str, precision: str, store: str, cuts: list[float], queue) -> None:
-    from pipeline.models import load_encoders
-    from pipeline.store import LocalStore
-    from pipeline.summarize import summarize_file
+    from pipeline.models.encoders import load_encoders
+    from pipeline.storage.store import LocalStore
+    from pipeline.summaries.summarize import summarize_file
 
     models = prepare_models(models_kind)
     config = bench_config(models, precision)
@@ -117,8 +117,8 @@ def _child_from_scratch(video: str, models_kind: str, precision: str, store: str
 
 def _child_from_stored(video: str, models_kind: str, precision: str, store: str, queue) -> None:
     began = time.perf_counter()
-    from pipeline.store import LocalStore
-    from pipeline.summarize import summarize_file
+    from pipeline.storage.store import LocalStore
+    from pipeline.summaries.summarize import summarize_file
 
     models = prepare_models(models_kind)
     config = bench_config(models, precision)

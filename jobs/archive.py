@@ -17,12 +17,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.config import VigilConfig
-from pipeline.decode import VideoDecodeError, probe
-from pipeline.embed import Batches, clip_embeddings, extract_features, sampled_batches
-from pipeline.index import ClipIndex
-from pipeline.models import Encoders, load_encoders
+from pipeline.media.decode import VideoDecodeError, probe
+from pipeline.search.embed import Batches, clip_embeddings, extract_features, sampled_batches
+from pipeline.search.index import ClipIndex
+from pipeline.models.encoders import Encoders, load_encoders
 from pipeline.records import ClipEmbedding, Frame, FrameFeatures, ModelIds
-from pipeline.store import ObjectStore, clip_key, read_clip, source_id, source_key, write_clip, write_keyframe
+from pipeline.storage.store import ObjectStore, clip_key, read_clip, source_id, source_key, write_clip, write_keyframe
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
 

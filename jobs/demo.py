@@ -11,11 +11,11 @@ from PIL import Image
 from jobs.archive import index_paths
 from jobs.cli import UNTRAINED_NOTE, load_index, print_events
 from pipeline.config import VigilConfig
-from pipeline.decode import decode_frames
-from pipeline.index import find_moments
-from pipeline.models import DEFAULT_MODELS, Encoders, ModelUnavailableError, load_encoders
-from pipeline.store import open_configured_store
-from pipeline.synthetic import Scene, write_scene_video
+from pipeline.media.decode import decode_frames
+from pipeline.search.index import find_moments
+from pipeline.models.encoders import DEFAULT_MODELS, Encoders, ModelUnavailableError, load_encoders
+from pipeline.storage.store import open_configured_store
+from pipeline.media.synthetic import Scene, write_scene_video
 
 SCENES = [Scene("harbour", 6.0), Scene("forest", 6.0), Scene("street", 6.0), Scene("night", 6.0), Scene("beach", 6.0)]
 EXAMPLE_SCENE = 2

@@ -3,13 +3,13 @@
 Frames are sampled at `--fps` (config decode.fps) and resized to `--short-side` (config
 decode.short_side; 0 keeps the source size), then sent keyed by the camera id either one JPEG per
 frame (`--payload jpeg`) or as self-contained H.264 MPEG-TS segments of `--segment-seconds` of
-sampled frames, each starting on a keyframe (`--payload segment`). See pipeline/kafka_io.py for the
+sampled frames, each starting on a keyframe (`--payload segment`). See pipeline/media/kafka_io.py for the
 message format.
 
 A file ends when it is read. A live source (rtsp://, http://, ...) runs until stopped (SIGINT or
 SIGTERM: the queued messages are flushed and the summary printed), `--max-frames` or `--duration`;
 when it drops it is reopened with backoff, forever unless `--max-reconnects` bounds the consecutive
-attempts that bring no frame, and pts stay monotonic across reconnections (pipeline/live.py).
+attempts that bring no frame, and pts stay monotonic across reconnections (pipeline/media/streams.py).
 
 Exit status: 0 all sent, 1 some frames or messages failed (the summary says which), 2 bad arguments
 or unreachable brokers.
@@ -79,8 +79,8 @@ def _fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.decode import VideoDecodeError, decode_frames
-    from pipeline.kafka_io import (
+    from pipeline.media.decode import VideoDecodeError, decode_frames
+    from pipeline.media.kafka_io import (
         FrameProducer,
         KafkaSettings,
         MAX_SEGMENT_FRAMES,
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         frame_message,
         segment_message,
     )
-    from pipeline.live import LiveSourceLost, ReconnectPolicy, is_live, read_live
+    from pipeline.media.streams import LiveSourceLost, ReconnectPolicy, is_live, read_live
 
     try:
         config = load_config(

@@ -87,7 +87,7 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
 
     from actors.decoder import KafkaDecoderActor, StreamDecoderActor
     from actors.extractor import ExtractorActor
-    from actors.matcher import MatcherActor
+    from actors.analyzer import StreamAnalyzerActor
     from actors.sink import SinkActor
     from actors.summarizer import SummarizerActor
 
@@ -110,7 +110,7 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
     ]
     # Room for every extractor's two batches (in_flight counts full batches' worth of frames).
     in_flight = max(m.in_flight, 2 * count)
-    matcher = MatcherActor.remote(config)
+    matcher = StreamAnalyzerActor.remote(config)
     sink = SinkActor.remote(config, publish_alerts=kafka_mode)
     if kafka_mode:
         decoders = [KafkaDecoderActor.remote(config)]
@@ -280,10 +280,10 @@ def run(args) -> int:
     import json
 
     from jobs.cli import UsageError, config_from, read_image
-    from pipeline.match import StandingQuery
-    from pipeline.query_store import delete_query, load_queries, save_query
-    from pipeline.sink import stored_alerts
-    from pipeline.store import open_configured_store
+    from pipeline.live.match import StandingQuery
+    from pipeline.live.queries import delete_query, load_queries, save_query
+    from pipeline.live.sink import stored_alerts
+    from pipeline.storage.store import open_configured_store
 
     config = config_from(args)
     if args.command == "alerts":

@@ -5,7 +5,7 @@
     vigil summarize --camera gate-1 --from 3600 --to 7200  # from the clips stored for a camera
 
 The first summary of a file decodes it once and keeps its per-frame features in the store
-(`summaries/{source_id}/frames.npz`); later ones, of any range, decode nothing. See `pipeline/summarize.py`.
+(`summaries/{source_id}/frames.npz`); later ones, of any range, decode nothing. See `pipeline/summaries/summarize.py`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import argparse
 import json
 import re
 
-from pipeline.captioner import TransformersCaptioner
-from pipeline.concepts import load_vocabulary
-from pipeline.store import open_configured_store, source_id
-from pipeline.summarize import (
+from pipeline.models.captioner import TransformersCaptioner
+from pipeline.summaries.concepts import load_vocabulary
+from pipeline.storage.store import open_configured_store, source_id
+from pipeline.summaries.summarize import (
     SummaryOptions,
     export_summary,
     frames_key,

@@ -79,7 +79,7 @@ class KafkaConfig(_Section):
 
 
 class MatchConfig(_Section):
-    """Standing-query matching (`pipeline.match`): the per-(query, camera) score calibration."""
+    """Standing-query matching (`pipeline.live.match`): the per-(query, camera) score calibration."""
 
     history: int = Field(default=600, ge=8, le=100000)  # recent stage-1 scores kept per (query, camera)
     warmup: int = Field(default=30, ge=1, le=100000)  # scores needed before a calibrated query can alert

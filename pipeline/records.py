@@ -109,7 +109,7 @@ ALERT_STATUSES = ("open", "closed")
 
 @dataclass(frozen=True)
 class Alert:
-    """One event of a standing query on one camera (see `pipeline.match`). Times are media seconds (pts).
+    """One event of a standing query on one camera (see `pipeline.live.match`). Times are media seconds (pts).
 
     Emitted twice under the same deterministic id: status "open" as soon as the event is confirmed (end and
     peak so far), then "closed" with the final end and peak; consumers overwrite by id. `end` is the pts of

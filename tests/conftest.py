@@ -31,7 +31,7 @@ def vigil_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_encoders(vigil_cache):
-    from pipeline.models import load_encoders
+    from pipeline.models.encoders import load_encoders
 
     return load_encoders("tiny", device="cpu", precision="fp32", batch_size=8)
 
@@ -39,7 +39,7 @@ def tiny_encoders(vigil_cache):
 @pytest.fixture(scope="session")
 def scene_video(tmp_path_factory):
     """A 320x240, 25 fps video of five visually distinct 4-second scenes, a keyframe every second."""
-    from pipeline.synthetic import Scene, write_scene_video
+    from pipeline.media.synthetic import Scene, write_scene_video
 
     path = tmp_path_factory.mktemp("media") / "scenes.mp4"
     scenes = [Scene(name, 4.0) for name in ("gate", "yard", "road", "lobby", "dock")]

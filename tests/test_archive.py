@@ -7,9 +7,9 @@ import pytest
 
 from jobs.archive import index_paths
 from pipeline.config import load_config
-from pipeline.decode import decode_frames
-from pipeline.index import ClipIndex, find_moments
-from pipeline.store import LocalStore, read_clip, source_id
+from pipeline.media.decode import decode_frames
+from pipeline.search.index import ClipIndex, find_moments
+from pipeline.storage.store import LocalStore, read_clip, source_id
 
 
 def _snapshot(store):
@@ -97,7 +97,7 @@ def test_changed_settings_reindex_and_drop_stale_windows(tmp_path, scene_video, 
 
 
 def test_a_corrupt_file_in_a_folder_is_reported_and_the_others_indexed(tmp_path, scene_video, config, tiny_encoders):
-    from pipeline.synthetic import truncate_file, write_corrupt_video
+    from pipeline.media.synthetic import truncate_file, write_corrupt_video
 
     path, _ = scene_video
     folder = (tmp_path / "videos").resolve()
@@ -133,7 +133,7 @@ def test_ray_path_equals_plain_path(tmp_path, ray_local, scene_video, config, in
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_a_source_that_turns_corrupt_leaves_store_and_index_consistent(tmp_path, scene_video, config, tiny_encoders, damage):
-    from pipeline.synthetic import truncate_file, write_corrupt_video
+    from pipeline.media.synthetic import truncate_file, write_corrupt_video
 
     path, _ = scene_video
     video = (tmp_path / "cam.mp4").resolve()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.decode import decode_frames
+from pipeline.media.decode import decode_frames
 
 VIGIL = str(Path(sys.executable).parent / "vigil")
 

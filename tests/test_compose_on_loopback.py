@@ -24,9 +24,9 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.index import ClipIndex
-from pipeline.sink import checkpoint_key, stored_alerts
-from pipeline.store import open_store
+from pipeline.search.index import ClipIndex
+from pipeline.live.sink import checkpoint_key, stored_alerts
+from pipeline.storage.store import open_store
 from tests.servers import ManagedProcess, free_ports, start_tansu, wait_until
 from tests.test_deploy import COMPOSE
 from tests.test_monitor import add_lobby_query

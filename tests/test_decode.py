@@ -1,4 +1,4 @@
-"""pipeline.decode and pipeline.synthetic against real (generated) H.264 files."""
+"""pipeline.media.decode and pipeline.media.synthetic against real (generated) H.264 files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import decord  # noqa: F401  -- installed on purpose: a missing decord must fail
 import numpy as np
 import pytest
 
-from pipeline.decode import (
+from pipeline.media.decode import (
     VideoDecodeError,
     VideoInfo,
     apply_rotation,
@@ -22,7 +22,7 @@ from pipeline.decode import (
     probe,
 )
 from pipeline.records import Frame
-from pipeline.synthetic import (
+from pipeline.media.synthetic import (
     Scene,
     scene_image,
     truncate_file,
@@ -55,7 +55,7 @@ def videos(tmp_path_factory):
 
 
 def keyframe_times(path) -> list[float]:
-    """Independent of pipeline.decode: the pts of keyframe packets, straight from the demuxer."""
+    """Independent of pipeline.media.decode: the pts of keyframe packets, straight from the demuxer."""
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         return sorted(float(p.pts * s.time_base) for p in c.demux(s) if p.size and p.is_keyframe)

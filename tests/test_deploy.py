@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from jobs.cli import build_parser
-from pipeline import synthetic
+from pipeline.media import synthetic
 from pipeline.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.embed import STILL_FRAMES_PER_SLOT, clip_embeddings, extract_features, model_batches
+from pipeline.search.embed import STILL_FRAMES_PER_SLOT, clip_embeddings, extract_features, model_batches
 from pipeline.records import Frame, ModelIds
 
 MODELS = ModelIds("s", "d", untrained=True)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from pipeline.index import ClipIndex, IndexMismatchError, choose_kind, merge_hits
+from pipeline.search.index import ClipIndex, IndexMismatchError, choose_kind, merge_hits
 from pipeline.records import ClipEmbedding, ModelIds, SearchHit
-from pipeline.store import LocalStore
+from pipeline.storage.store import LocalStore
 
 MODELS = ModelIds("siglip-x", "dino-x")
 

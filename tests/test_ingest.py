@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
-from pipeline.decode import decode_frames
-from pipeline.kafka_io import FrameConsumer, KafkaSettings, decode_message
+from pipeline.media.decode import decode_frames
+from pipeline.media.kafka_io import FrameConsumer, KafkaSettings, decode_message
 from tests.servers import free_port, start_rtsp_camera
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning")

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from pipeline.config import ConfigError, load_config
-from pipeline.decode import decode_frames
-from pipeline.kafka_io import (
+from pipeline.media.decode import decode_frames
+from pipeline.media.kafka_io import (
     DeadLetters,
     FrameConsumer,
     FrameProducer,
@@ -330,7 +330,7 @@ def test_kafka_config_section(monkeypatch, tmp_path):
 
 
 def test_pipeline_modules_import_no_kafka_client():
-    code = "import sys, pipeline.kafka_io, pipeline.live; assert 'kafka' not in sys.modules, 'kafka imported'"
+    code = "import sys, pipeline.media.kafka_io, pipeline.media.streams; assert 'kafka' not in sys.modules, 'kafka imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

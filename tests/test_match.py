@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import MatchConfig
-from pipeline.match import (
+from pipeline.live.match import (
     NEUTRAL_PROMPTS,
     EncodedQuery,
     Matcher,
@@ -234,7 +234,7 @@ def test_queries_are_added_and_removed_while_running():
 
 
 def test_the_stream_follows_stored_queries_without_encoding_them_again():
-    from pipeline.stream import StreamAnalyzer
+    from pipeline.live.analyzer import StreamAnalyzer
 
     m = matcher({"other": basis(3)})
     analyzer = StreamAnalyzer(m, window=2.0, models=MODELS)
@@ -446,8 +446,8 @@ def test_encoded_queries_must_match_the_matcher_models():
 
 
 def test_an_example_image_query_alerts_during_its_scene(tiny_encoders, scene_video):
-    from pipeline.decode import decode_frames
-    from pipeline.embed import extract_features
+    from pipeline.media.decode import decode_frames
+    from pipeline.search.embed import extract_features
 
     path, bounds = scene_video
     name, scene_start, scene_end = bounds[3]  # "lobby", [12, 16)

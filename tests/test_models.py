@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import models
-from pipeline.checkpoints import UNTRAINED_MARKER, build_random_checkpoints, tiny_checkpoints
-from pipeline.models import (
+from pipeline.models import encoders as models
+from pipeline.models.random_weights import UNTRAINED_MARKER, build_random_checkpoints, tiny_checkpoints
+from pipeline.models.encoders import (
     DEFAULT_MODELS,
     Dinov2Encoder,
     ModelSource,
@@ -357,7 +357,7 @@ def test_explicit_precisions(tiny, encoders):
 def test_siglip2_naflex_checkpoint_loads_and_embeds(tmp_path):
     from transformers import Siglip2Config, Siglip2ImageProcessorPil, Siglip2Model
 
-    from pipeline.checkpoints import _build_tokenizer, _quiet_transformers
+    from pipeline.models.random_weights import _build_tokenizer, _quiet_transformers
 
     tok = _build_tokenizer(500)
     text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,

@@ -13,13 +13,13 @@ import yaml
 from jobs.cli import main
 from jobs.monitor import cpu_shortfall, run_monitor, threads_per_extractor
 from pipeline.config import load_config
-from pipeline.decode import decode_frames
-from pipeline.index import ClipIndex
-from pipeline.match import StandingQuery
-from pipeline.query_store import save_query
-from pipeline.sink import checkpoint_key, stored_alerts
-from pipeline.store import LocalStore, source_id
-from pipeline.summarize import summary_prefix, validate_summary
+from pipeline.media.decode import decode_frames
+from pipeline.search.index import ClipIndex
+from pipeline.live.match import StandingQuery
+from pipeline.live.queries import save_query
+from pipeline.live.sink import checkpoint_key, stored_alerts
+from pipeline.storage.store import LocalStore, source_id
+from pipeline.summaries.summarize import summary_prefix, validate_summary
 
 
 VIGIL = str(Path(sys.executable).parent / "vigil")

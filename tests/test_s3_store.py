@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, S3Config, load_config
-from pipeline.index import ClipIndex
-from pipeline.store import LocalStore, S3Store, StoreError, open_store, read_clip, write_clip
+from pipeline.search.index import ClipIndex
+from pipeline.storage.store import LocalStore, S3Store, StoreError, open_store, read_clip, write_clip
 from tests.servers import TcpProxy, wait_until
 from tests.test_store import _clip
 

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import decode as decode_module
-from pipeline.captioner import Captioner, CaptionerUnavailableError, TransformersCaptioner
-from pipeline.concepts import VocabularyError, builtin_concepts, load_vocabulary, parse_vocabulary
+from pipeline.media import decode as decode_module
+from pipeline.models.captioner import Captioner, CaptionerUnavailableError, TransformersCaptioner
+from pipeline.summaries.concepts import VocabularyError, builtin_concepts, load_vocabulary, parse_vocabulary
 from pipeline.config import load_config
-from pipeline.decode import VideoDecodeError
+from pipeline.media.decode import VideoDecodeError
 from pipeline.records import ClipEmbedding, ModelIds
-from pipeline.store import LocalStore, read_clip, source_id, write_clip
-from pipeline.summarize import (
+from pipeline.storage.store import LocalStore, read_clip, source_id, write_clip
+from pipeline.summaries.summarize import (
     FeatureTrack,
     RollingSummaries,
     SummarizeError,
@@ -37,7 +37,7 @@ from pipeline.summarize import (
     summarize_stored,
     validate_summary,
 )
-from pipeline.synthetic import Scene, write_corrupt_video, write_scene_video
+from pipeline.media.synthetic import Scene, write_corrupt_video, write_scene_video
 
 # Five visually distinct scenes with lengths that do not fall on the 1 s sampling grid.
 LENGTHS = (4.6, 3.2, 6.4, 3.8, 5.0)
@@ -79,9 +79,9 @@ class _NoDecoding:
 
         import av
 
-        import pipeline.models
+        import pipeline.models.encoders
 
-        targets = [(decode_module, "decode_frames"), (decode_module, "probe"), (pipeline.models, "load_encoders")]
+        targets = [(decode_module, "decode_frames"), (decode_module, "probe"), (pipeline.models.encoders, "load_encoders")]
         for target, name in targets + ([] if allow_seek else [(av, "open")]):
             monkeypatch.setattr(target, name, refuse)
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from pipeline.models import ModelUnavailableError
+from pipeline.models.encoders import ModelUnavailableError
 
 DEFAULT_PROMPT = "Describe this image in one short sentence."
 
@@ -49,7 +49,7 @@ class TransformersCaptioner:
             return
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from pipeline.models import hub_offline
+        from pipeline.models.encoders import hub_offline
 
         last: Exception | None = None
         for local_only in (True, False):

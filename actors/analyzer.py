@@ -1,20 +1,20 @@
-"""Matcher actor: the stream analyzer (clip windows and standing queries) for the cameras it is fed."""
+"""Stream analyzer actor: clip windows and standing queries (pipeline.live.analyzer) for the cameras it is fed."""
 
 from __future__ import annotations
 
 import ray
 
 from pipeline.config import VigilConfig
-from pipeline.match import Matcher
-from pipeline.models import load_encoders
-from pipeline.query_store import load_queries
+from pipeline.live.match import Matcher
+from pipeline.models.encoders import load_encoders
+from pipeline.live.queries import load_queries
 from pipeline.records import Frame, FrameFeatures
-from pipeline.store import open_configured_store
-from pipeline.stream import StreamAnalyzer, StreamOutput
+from pipeline.storage.store import open_configured_store
+from pipeline.live.analyzer import StreamAnalyzer, StreamOutput
 
 
 @ray.remote(num_cpus=0, max_restarts=2)
-class MatcherActor:
+class StreamAnalyzerActor:
     def __init__(self, config: VigilConfig):
         # The text tower encodes queries added while the monitor runs.
         encoders = load_encoders(config.models, device="cpu", precision=config.precision, batch_size=config.batch_size)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.summarize import UNTRAINED_TEXT, format_time
+from pipeline.summaries.summarize import UNTRAINED_TEXT, format_time
 
 _BG = (246, 246, 244)
 _INK = (28, 28, 30)

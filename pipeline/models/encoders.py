@@ -27,8 +27,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .checkpoints import UNTRAINED_MARKER
-from .records import ModelIds
+from pipeline.models.random_weights import UNTRAINED_MARKER
+from pipeline.records import ModelIds
 
 TEXT_MAX_LENGTH = 64
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
@@ -87,7 +87,7 @@ def resolve_models(spec: "str | ModelSource | None") -> ModelSource:
     if text == "" or text.lower() == "default":
         return DEFAULT_MODELS
     if text.lower() == "tiny":
-        from .checkpoints import tiny_checkpoints
+        from pipeline.models.random_weights import tiny_checkpoints
 
         return tiny_checkpoints()
     if "," in text:

@@ -8,8 +8,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from pipeline.match import StandingQuery
-from pipeline.store import ObjectStore
+from pipeline.live.match import StandingQuery
+from pipeline.storage.store import ObjectStore
 
 
 def query_key(query_id: str) -> str:

@@ -18,7 +18,7 @@ import faiss
 import numpy as np
 
 from pipeline.records import ClipEmbedding, Event, ModelIds, SearchHit
-from pipeline.store import ObjectStore, StoreError
+from pipeline.storage.store import ObjectStore, StoreError
 
 MANIFEST_KEY = "index/MANIFEST.json"
 

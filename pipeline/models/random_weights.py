@@ -201,7 +201,7 @@ def build_random_checkpoints(out_dir, size: str = "tiny"):
     Each folder is built in a temporary sibling and moved into place with ``os.replace``, so a concurrent
     reader sees either nothing or a complete checkpoint. Builds are reproducible (fixed torch seed).
     """
-    from .models import ModelSource
+    from pipeline.models.encoders import ModelSource
 
     if size not in _SIZES:
         raise ValueError(f"size must be one of {sorted(_SIZES)}, got {size!r}")

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from pipeline.embed import ClipWindow, ClipWindower
-from pipeline.match import Matcher, StandingQuery
+from pipeline.search.embed import ClipWindow, ClipWindower
+from pipeline.live.match import Matcher, StandingQuery
 from pipeline.records import Alert, ClipEmbedding, Frame, FrameFeatures, Keyframe, ModelIds
-from pipeline.store import keyframe_key, source_id
+from pipeline.storage.store import keyframe_key, source_id
 
 STATE_VERSION = 1
 

@@ -13,7 +13,7 @@ Stages, all on features (never on held frames):
    row nearest each centre is the keyframe; every shot still farther than the radius from all keyframes
    gets its own, so each distinct scene is shown.
 4. **Tags** (`tag_rows`): each shot's mean SigLIP2 image embedding scored zero-shot against the text
-   embeddings of a concept vocabulary (`pipeline.concepts`: built-in, user-extendable, any language),
+   embeddings of a concept vocabulary (`pipeline.summaries.concepts`: built-in, user-extendable, any language),
    cached in the store per text model and vocabulary.
 5. **Timeline**: events (alerts, track events: `TimelineEvent`) and optional query scores over time.
 6. **Text**: consecutive shots of one scene merged into segments, one line each
@@ -34,7 +34,7 @@ Memory: features grow with the sampled frames (~2.3 KB per frame with the defaul
 frames themselves are never held beyond one model batch, and only the chosen keyframe images are loaded.
 
 Outputs under `summaries/{source_id}/` (a time range under `summaries/{source_id}/range-{from_ms}-{to_ms}/`):
-`summary.json` (schema: `pipeline/summary_schema.json`), `contact_sheet.png`, `timeline.png`,
+`summary.json` (schema: `pipeline/summaries/summary_schema.json`), `contact_sheet.png`, `timeline.png`,
 `report.html` (self-contained: every image inlined as a data URI).
 """
 
@@ -57,11 +57,11 @@ import av
 import numpy as np
 from PIL import Image
 
-from pipeline import decode as _decode
-from pipeline.concepts import TEMPLATE, Concept, load_vocabulary, vocabulary_digest
-from pipeline.embed import extract_features, model_batches
+from pipeline.media import decode as _decode
+from pipeline.summaries.concepts import TEMPLATE, Concept, load_vocabulary, vocabulary_digest
+from pipeline.search.embed import extract_features, model_batches
 from pipeline.records import ModelIds
-from pipeline.store import (
+from pipeline.storage.store import (
     ObjectStore,
     StoreError,
     _npz_bytes,
@@ -995,7 +995,7 @@ def summarize_track(
         summary["text"] = summary_text(summary)
         validate_summary(summary)
 
-        from pipeline import summary_render as render
+        from pipeline.summaries import render as render
 
         thumbs = {j: pictures[row][1] for j, row in enumerate(rows) if row in pictures}
         sheet = render.contact_sheet_png(summary, thumbs, width=options.thumb_width)
@@ -1019,7 +1019,7 @@ def summarize_track(
 
 def expected_model_ids(spec) -> tuple[str, str]:
     """The model ids a `--models` spec will record (folders absolute), without loading anything."""
-    from pipeline.models import resolve_models
+    from pipeline.models.encoders import resolve_models
 
     source = resolve_models(spec)
 
@@ -1056,7 +1056,7 @@ def stored_track(store: ObjectStore, sid: str, *, shots_from: str = "auto", want
 
 
 def _load_text_encoder(model_id: str, config) -> Any:
-    from pipeline.models import SiglipEncoder
+    from pipeline.models.encoders import SiglipEncoder
 
     return SiglipEncoder.from_pretrained(model_id, device=config.device, precision=config.precision,
                                          batch_size=config.batch_size)
@@ -1105,7 +1105,7 @@ def summarize_file(
             raise SummarizeError(f"{path} has no stored clips in {store.url} (made with these models): "
                                  "run `vigil index` first, or summarize with shots from frames")
         if encoders is None:
-            from pipeline.models import load_encoders
+            from pipeline.models.encoders import load_encoders
 
             encoders = load_encoders(config.models, device=config.device, precision=config.precision,
                                      batch_size=config.batch_size)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
-from pipeline.decode import _Grid, _check_fps, apply_rotation, output_size
+from pipeline.media.decode import _Grid, _check_fps, apply_rotation, output_size
 from pipeline.records import Frame
 
 __all__ = ["LIVE_SCHEMES", "is_live", "ReconnectPolicy", "LiveSourceLost", "LiveStats", "LiveStream", "read_live"]

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from pipeline.index import ClipIndex
+from pipeline.search.index import ClipIndex
 from pipeline.records import Alert, ClipEmbedding
-from pipeline.store import ObjectStore, source_id, write_clip, write_keyframe
-from pipeline.stream import StreamOutput
+from pipeline.storage.store import ObjectStore, source_id, write_clip, write_keyframe
+from pipeline.live.analyzer import StreamOutput
 
 
 def alert_key(alert: Alert) -> str:
@@ -25,13 +25,13 @@ class AlertPublisher:
     """Publishes alerts to `vigil.alerts` (key = camera id, value = the alert as JSON), waiting for the ack."""
 
     def __init__(self, settings, topic: str = "vigil.alerts"):
-        from pipeline.kafka_io import FrameProducer
+        from pipeline.media.kafka_io import FrameProducer
 
         self.producer = FrameProducer(settings)
         self.topic = topic
 
     def __call__(self, alert: Alert) -> None:
-        from pipeline.kafka_io import Message
+        from pipeline.media.kafka_io import Message
 
         body = json.dumps(alert.to_json(), sort_keys=True).encode()
         self.producer.send(self.topic, Message(alert.camera.encode(), body, [("vigil-schema", b"1")])).get(timeout=60)

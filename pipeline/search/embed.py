@@ -17,13 +17,13 @@ from typing import Protocol
 import numpy as np
 
 from pipeline.config import VigilConfig
-from pipeline.decode import decode_frames, mark_still_frames
+from pipeline.media.decode import decode_frames, mark_still_frames
 from pipeline.records import ClipEmbedding, Frame, FrameFeatures, Keyframe, ModelIds
-from pipeline.store import keyframe_key
+from pipeline.storage.store import keyframe_key
 
 
 class ImageEncoders(Protocol):
-    """What extraction needs from `pipeline.models.Encoders`."""
+    """What extraction needs from `pipeline.models.encoders.Encoders`."""
 
     def embed_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
