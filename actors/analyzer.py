@@ -5,12 +5,12 @@ from __future__ import annotations
 import ray
 
 from pipeline.config import VigilConfig
-from pipeline.live.match import Matcher
-from pipeline.models.encoders import load_encoders
-from pipeline.live.queries import load_queries
-from pipeline.records import Frame, FrameFeatures
-from pipeline.storage.store import open_configured_store
 from pipeline.live.analyzer import StreamAnalyzer, StreamOutput
+from pipeline.live.match import Matcher
+from pipeline.live.queries import load_queries
+from pipeline.models import load_encoders
+from pipeline.records import FrameBatch
+from pipeline.storage.store import open_configured_store
 
 
 @ray.remote(num_cpus=0, max_restarts=2)
@@ -27,8 +27,8 @@ class StreamAnalyzerActor:
         """Follow the store's queries/ folder; the alerts of events closed by a removed query come back."""
         return self.analyzer.sync_queries(load_queries(self.store))
 
-    def process(self, frames: list[Frame], features: list[FrameFeatures]) -> StreamOutput:
-        return self.analyzer.process(frames, features)
+    def process(self, batch: FrameBatch) -> StreamOutput:
+        return self.analyzer.process(batch)
 
     def flush(self) -> StreamOutput:
         return self.analyzer.flush()

@@ -13,10 +13,17 @@ import ray
 
 from pipeline.config import VigilConfig
 from pipeline.media.decode import decode_frames
-from pipeline.search.embed import sampled_batches
-from pipeline.media.kafka_io import DeadLetters, FrameConsumer, FrameProducer, KafkaSettings, MalformedMessage, decode_message, next_offsets
+from pipeline.media.kafka_io import (
+    DeadLetters,
+    FrameConsumer,
+    MalformedMessage,
+    MessageProducer,
+    decode_message,
+    next_offsets,
+)
 from pipeline.media.streams import is_live, read_live
 from pipeline.records import Frame
+from pipeline.search.embed import sampled_batches
 
 
 @ray.remote(num_cpus=1, max_restarts=2)
@@ -33,10 +40,10 @@ class DecoderActor:
 @ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)
 class KafkaDecoderActor:
     def __init__(self, config: VigilConfig):
-        settings = KafkaSettings.from_config(config.kafka)
+        settings = config.kafka
         self.topic = config.kafka.topics.frames
         self.consumer = FrameConsumer(settings, self.topic, group_id=config.kafka.group, assign=True)
-        self.dead_letters = DeadLetters(FrameProducer(settings), config.kafka.topics.dlq)
+        self.dead_letters = DeadLetters(MessageProducer(settings), config.kafka.topics.dlq)
         self.max_bytes = config.kafka.max_message_bytes
 
     def seek(self, offsets: dict[str, int]) -> None:

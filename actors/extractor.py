@@ -7,8 +7,8 @@ import os
 import ray
 
 from pipeline.search.embed import extract_features
-from pipeline.models.encoders import load_encoders
-from pipeline.records import Frame, FrameFeatures, ModelIds
+from pipeline.models import load_encoders
+from pipeline.records import FrameBatch, ModelIds
 
 
 @ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)
@@ -25,5 +25,5 @@ class ExtractorActor:
     def model_ids(self) -> ModelIds:
         return self.encoders.ids
 
-    def extract(self, frames: list[Frame]) -> list[FrameFeatures | None]:
-        return extract_features(frames, self.encoders)
+    def extract(self, batch: FrameBatch) -> FrameBatch:
+        return extract_features(batch, self.encoders)

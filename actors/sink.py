@@ -5,10 +5,10 @@ from __future__ import annotations
 import ray
 
 from pipeline.config import VigilConfig
-from pipeline.search.index import ClipIndex
-from pipeline.live.sink import AlertPublisher, Sink
-from pipeline.storage.store import open_configured_store
 from pipeline.live.analyzer import StreamOutput
+from pipeline.live.sink import AlertPublisher, Sink
+from pipeline.search.index import ClipIndex
+from pipeline.storage.store import open_configured_store
 
 
 @ray.remote(num_cpus=0, max_restarts=2)
@@ -18,9 +18,7 @@ class SinkActor:
         index = ClipIndex.load(store, kind=config.index.kind, exact_max=config.index.exact_max, hnsw_m=config.index.hnsw_m)
         publish = None
         if publish_alerts:
-            from pipeline.media.kafka_io import KafkaSettings
-
-            publish = AlertPublisher(KafkaSettings.from_config(config.kafka), config.kafka.topics.alerts)
+            publish = AlertPublisher(config.kafka, config.kafka.topics.alerts)
         self.sink = Sink(store, index, publish)
 
     def write(self, out: StreamOutput) -> int:

@@ -37,11 +37,10 @@ import psutil
 from bench import results
 from bench.results import facts_section, markdown_table, mib as _mib, plain_table, write_section
 from jobs.archive import index_paths
-from pipeline.models.random_weights import build_random_checkpoints
 from pipeline.config import VigilConfig, load_config
 from pipeline.media.decode import decode_frames, mark_still_frames, output_size
 from pipeline.search.embed import extract_features, model_batches
-from pipeline.models.encoders import Encoders, ModelSource, load_encoders
+from pipeline.models import Encoders, ModelSource, build_random_checkpoints, load_encoders
 from pipeline.records import Frame
 from pipeline.storage.store import LocalStore
 from pipeline.media.synthetic import scene_image, write_high_motion_video, write_static_camera_video

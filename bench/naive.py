@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import AutoImageProcessor, AutoModel, AutoProcessor
 
-from pipeline.models.encoders import ModelSource
+from pipeline.models import ModelSource
 
 STAGES = ("decode", "preprocess", "siglip", "dinov2")
 

@@ -522,9 +522,10 @@ class Bench:
         """A fresh monitor (own topics and store) fed by `cameras` cameras (and one more at `extra_fps`, if
         given): warm-up, then `seconds` measured. With `drain`, the monitor then gets up to that many
         seconds to catch up (so the alerts of the last planted frames arrive) before it is stopped."""
-        from pipeline.media.kafka_io import FrameProducer, KafkaSettings
+        from pipeline.config import KafkaConfig
+        from pipeline.media.kafka_io import MessageProducer
         from pipeline.live.queries import save_query
-        from pipeline.live.sink import checkpoint_key
+        from pipeline.storage.layout import monitor_checkpoint_key
         from pipeline.storage.store import LocalStore
         from tests.servers import ManagedProcess
 
@@ -538,7 +539,7 @@ class Bench:
         topics = {"frames": f"{prefix}-frames", "alerts": f"{prefix}-alerts", "dlq": f"{prefix}-dlq"}
         self._create_topics({topics["frames"]: FRAME_PARTITIONS, topics["alerts"]: 1, topics["dlq"]: 1})
         save_query(LocalStore(folder / "store"), standing_query(self.scenes), self.scenes.query_image)
-        checkpoint = folder / "store" / checkpoint_key(MONITOR_NAME)
+        checkpoint = folder / "store" / monitor_checkpoint_key(MONITOR_NAME)
 
         last_consumed = [0]
 
@@ -552,7 +553,7 @@ class Bench:
         monitor = ManagedProcess(f"vigil monitor ({label}, {result.load} cameras)",
                                  [str(VIGIL), "monitor", "--config", str(self._write_config(folder, topics))],
                                  folder / "monitor.log", env=env)
-        producer = FrameProducer(KafkaSettings(brokers=self.kafka.brokers), client_id="bench-cameras")
+        producer = MessageProducer(KafkaConfig(brokers=self.kafka.brokers), client_id="bench-cameras")
         listener = AlertListener(self.kafka.brokers, topics["alerts"]).start()
         fleet = CameraFleet(producer, topics["frames"], self.scenes, rates)
         sampler = Sampler(self.cpu, lambda: producer.sent, consumed, monitor_pid=-1)
@@ -705,7 +706,7 @@ def _parallel_extractor(model_dir: str, config, pictures: list, batch_frames: in
     """One of `measure_parallel_bound`'s processes: its own encoders, warmed up, then timed in step with the others."""
     import torch
 
-    from pipeline.models.encoders import load_encoders
+    from pipeline.models import load_encoders
 
     torch.set_num_threads(threads)
     encoders = load_encoders(model_dir, device=config.device, precision=config.precision, batch_size=config.batch_size)
@@ -1101,9 +1102,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from jobs.monitor import threads_per_extractor
-    from pipeline.models.random_weights import build_random_checkpoints
     from pipeline.config import load_config
-    from pipeline.models.encoders import load_encoders
+    from pipeline.models import build_random_checkpoints, load_encoders
 
     out = args.out.expanduser().resolve()
     config = load_config()  # the packaged defaults: precision, device, batch size

@@ -59,7 +59,7 @@ def prepare_video(seconds: float) -> tuple[Path, list[float]]:
 
 
 def prepare_models(kind: str):
-    from pipeline.models.random_weights import build_random_checkpoints
+    from pipeline.models import build_random_checkpoints
 
     if kind == "base":  # the real sizes of SigLIP2-base and DINOv2-small, shared with bench.archive
         return build_random_checkpoints(BENCH_DIR / "out" / "models", size="base")
@@ -95,7 +95,7 @@ def _shot_accuracy(summary: dict, cuts: list[float]) -> dict:
 
 
 def _child_from_scratch(video: str, models_kind: str, precision: str, store: str, cuts: list[float], queue) -> None:
-    from pipeline.models.encoders import load_encoders
+    from pipeline.models import load_encoders
     from pipeline.storage.store import LocalStore
     from pipeline.summaries.summarize import summarize_file
 

@@ -20,13 +20,14 @@ from pipeline.config import VigilConfig
 from pipeline.media.decode import VideoDecodeError, probe
 from pipeline.search.embed import Batches, clip_embeddings, extract_features, sampled_batches
 from pipeline.search.index import ClipIndex
-from pipeline.models.encoders import Encoders, load_encoders
-from pipeline.records import ClipEmbedding, Frame, FrameFeatures, ModelIds
-from pipeline.storage.store import ObjectStore, clip_key, read_clip, source_id, source_key, write_clip, write_keyframe
+from pipeline.models import Encoders, load_encoders
+from pipeline.records import ClipEmbedding, FrameBatch, ModelIds
+from pipeline.storage.layout import SOURCES, clip_key, clips_prefix, keyframes_prefix, source_id, source_key
+from pipeline.storage.store import ObjectStore, read_clip, write_clip, write_keyframe
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
 
-Extracted = Iterator[tuple[list[Frame], list[FrameFeatures | None]]]
+Extracted = Iterator[FrameBatch]  # one file's batches, features extracted
 
 
 @dataclass
@@ -109,12 +110,8 @@ def index_file(
     sid = source_id(str(path))
     clips: list[ClipEmbedding] = []
 
-    def frames_and_features():
-        for frames, features in extracted:
-            yield from zip(frames, features, strict=True)
-
     try:
-        for clip, keyframe in clip_embeddings(frames_and_features(), window=config.embed.window, source_id=sid, models=models):
+        for clip, keyframe in clip_embeddings(extracted, window=config.embed.window, source_id=sid, models=models):
             write_keyframe(store, clip.keyframe_key, keyframe.image)
             write_clip(store, clip)
             clips.append(clip)
@@ -123,12 +120,12 @@ def index_file(
             raise VideoDecodeError(str(path), 0.0, "no frames could be decoded")
         # A re-index with other settings may leave windows the new run no longer produces.
         current = {clip_key(sid, c.start) for c in clips} | {c.keyframe_key for c in clips}
-        for prefix in (f"clips/{sid}/", f"keyframes/{sid}/"):
+        for prefix in (clips_prefix(sid), keyframes_prefix(sid)):
             for stale in set(store.list(prefix)) - current:
                 store.delete(stale)
         store.put_json(source_key(sid), _source_record(path, config, models, duration, clips))
     except BaseException:
-        for prefix in (f"clips/{sid}/", f"keyframes/{sid}/"):
+        for prefix in (clips_prefix(sid), keyframes_prefix(sid)):
             store.delete_prefix(prefix)
         store.delete(source_key(sid))
         raise
@@ -137,17 +134,17 @@ def index_file(
 
 def _extract_locally(batches: Batches, encoders: Encoders) -> Extracted:
     for batch in batches:
-        yield batch, extract_features(batch, encoders)
+        yield extract_features(batch, encoders)
 
 
 def sync_index(store: ObjectStore, index: ClipIndex) -> int:
     """Add sources whose clips are in the store but not in the index (an earlier run stopped before saving)."""
     added = 0
-    for key in store.list("sources/"):
+    for key in store.list(SOURCES):
         record = store.get_json(key)
         if record["source_id"] in index.sources:
             continue
-        clips = [read_clip(store, k) for k in store.list(f"clips/{record['source_id']}/")]
+        clips = [read_clip(store, k) for k in store.list(clips_prefix(record["source_id"]))]
         index.replace_source(record["source_id"], clips)
         added += 1
     return added
@@ -286,12 +283,11 @@ class RayArchive:
         try:
             for number, batch_ref in enumerate(decoder.batches.remote(str(path))):
                 extractor = self._extractors[number % len(self._extractors)]
-                pending.append((batch_ref, extractor.extract.remote(batch_ref)))
+                pending.append(extractor.extract.remote(batch_ref))
                 if len(pending) >= self.in_flight:
-                    frames_ref, features_ref = pending.pop(0)
-                    yield ray.get(frames_ref), ray.get(features_ref)
-            for frames_ref, features_ref in pending:
-                yield ray.get(frames_ref), ray.get(features_ref)
+                    yield ray.get(pending.pop(0))
+            for extracted_ref in pending:
+                yield ray.get(extracted_ref)
         except ray.exceptions.RayTaskError as exc:
             if isinstance(exc.cause, VideoDecodeError):
                 raise exc.cause from None

@@ -16,9 +16,10 @@ from jobs import summarize as summarize_job
 from pipeline.config import ConfigError, VigilConfig, load_config
 from pipeline.media.decode import VideoDecodeError
 from pipeline.search.index import ClipIndex, IndexMismatchError, find_moments
-from pipeline.models.encoders import ModelUnavailableError, load_encoders
+from pipeline.models import ModelUnavailableError, load_encoders
 from pipeline.records import Event
-from pipeline.storage.store import ObjectStore, StoreError, open_configured_store, source_id, source_key
+from pipeline.storage.layout import source_id, source_key
+from pipeline.storage.store import ObjectStore, StoreError, open_configured_store
 
 UNTRAINED_NOTE = "UNTRAINED models (random weights): these results prove the plumbing, not accuracy."
 

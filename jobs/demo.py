@@ -13,7 +13,7 @@ from jobs.cli import UNTRAINED_NOTE, load_index, print_events
 from pipeline.config import VigilConfig
 from pipeline.media.decode import decode_frames
 from pipeline.search.index import find_moments
-from pipeline.models.encoders import DEFAULT_MODELS, Encoders, ModelUnavailableError, load_encoders
+from pipeline.models import DEFAULT_MODELS, Encoders, ModelUnavailableError, load_encoders
 from pipeline.storage.store import open_configured_store
 from pipeline.media.synthetic import Scene, write_scene_video
 

@@ -81,9 +81,8 @@ def _fail(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from pipeline.media.decode import VideoDecodeError, decode_frames
     from pipeline.media.kafka_io import (
-        FrameProducer,
-        KafkaSettings,
         MAX_SEGMENT_FRAMES,
+        MessageProducer,
         KafkaUnavailable,
         check_camera,
         frame_message,
@@ -118,11 +117,11 @@ def run(args: argparse.Namespace) -> int:
     fps = config.decode.fps
     short_side = config.decode.short_side if args.short_side is None else (args.short_side or None)
     topic = config.kafka.topics.frames
-    settings = KafkaSettings.from_config(config.kafka)
+    settings = config.kafka
     camera = args.camera
 
     try:
-        producer = FrameProducer(settings, client_id=f"vigil-ingest-{camera}"[:200])
+        producer = MessageProducer(settings, client_id=f"vigil-ingest-{camera}"[:200])
     except KafkaUnavailable as exc:
         return _fail(str(exc))
 

@@ -14,9 +14,10 @@ import argparse
 import json
 import re
 
-from pipeline.models.captioner import TransformersCaptioner
+from pipeline.models import TransformersCaptioner
 from pipeline.summaries.concepts import load_vocabulary
-from pipeline.storage.store import open_configured_store, source_id
+from pipeline.storage.layout import source_id
+from pipeline.storage.store import open_configured_store
 from pipeline.summaries.summarize import (
     SummaryOptions,
     export_summary,

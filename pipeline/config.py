@@ -43,7 +43,18 @@ class SearchConfig(_Section):
     merge_drop: float = Field(ge=0, le=1)
 
 
-class S3Config(_Section):
+class Backoff(_Section):
+    """Exponential backoff between attempts to reach a service (S3, Kafka brokers)."""
+
+    backoff: float = Field(default=0.5, ge=0, le=60)  # seconds after the first failed attempt, then doubling
+    backoff_max: float = Field(default=8.0, ge=0, le=600)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        return min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
+
+
+class S3Config(Backoff):
     """How `s3://bucket/prefix` stores are reached. Credentials never live here: AWS_ACCESS_KEY_ID and
     AWS_SECRET_ACCESS_KEY (optionally AWS_SESSION_TOKEN) come from the environment only."""
 
@@ -51,8 +62,6 @@ class S3Config(_Section):
     region: str | None = None  # None: AWS_DEFAULT_REGION, else asked of the service
     create_bucket: bool = True
     attempts: int = Field(default=6, ge=1, le=100)
-    backoff: float = Field(default=0.5, ge=0, le=60)
-    backoff_max: float = Field(default=8.0, ge=0, le=600)
     deadline: float = Field(default=60.0, gt=0, le=3600)
     connect_timeout: float = Field(default=5.0, gt=0, le=600)
     read_timeout: float = Field(default=30.0, gt=0, le=3600)
@@ -64,18 +73,21 @@ class KafkaTopics(_Section):
     dlq: str = Field(default="vigil.dlq", min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
 
 
-class KafkaConfig(_Section):
+class KafkaConfig(Backoff):
     """Live streams: where the brokers are, the topic names and how hard to try to reach them."""
 
     brokers: str = Field(default="127.0.0.1:9092", pattern=r"^[^,\s:]+:\d+(,[^,\s:]+:\d+)*$")  # VIGIL_KAFKA_BROKERS
     topics: KafkaTopics = Field(default_factory=KafkaTopics)
     group: str = Field(default="vigil-monitor", min_length=1)
-    max_message_bytes: int = Field(default=1048576, ge=1024, le=64 * 1024 * 1024)
+    max_message_bytes: int = Field(default=1024 * 1024,  # Kafka's own default (message.max.bytes)
+                                    ge=1024, le=64 * 1024 * 1024)
     connect_attempts: int = Field(default=5, ge=1, le=1000)
-    backoff: float = Field(default=0.5, ge=0, le=60)
-    backoff_max: float = Field(default=8.0, ge=0, le=600)
     connect_timeout: float = Field(default=5.0, gt=0, le=600)
     delivery_timeout: float = Field(default=60.0, gt=0, le=3600)
+
+    @property
+    def servers(self) -> list[str]:
+        return [b.strip() for b in self.brokers.split(",") if b.strip()]
 
 
 class MatchConfig(_Section):

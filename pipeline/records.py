@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Printed and rendered beside every result made with random-weight checkpoints (ModelIds.untrained).
+UNTRAINED_NOTE = "UNTRAINED models (random weights): these results prove the plumbing, not accuracy."
+
 
 @dataclass(frozen=True)
 class ModelIds:
@@ -40,6 +43,32 @@ class FrameFeatures:
     pts: float
     siglip: np.ndarray
     dinov2: np.ndarray
+
+
+@dataclass
+class FrameBatch:
+    """Sampled frames (of any cameras, pts order within each) on their way between stages, with their
+    features once the extractor has run. A still frame (a near-duplicate of its source's previous frame)
+    skips the models: `siglip` and `dinov2` hold one row per moving frame, in frame order, and consumers
+    give a still frame its source's previous features (`pipeline.search.embed.FeatureCarry`)."""
+
+    frames: list[Frame]
+    siglip: np.ndarray | None = None  # (moving frames, D) unit-norm float32
+    dinov2: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def moving(self) -> list[Frame]:
+        """The frames the models run on."""
+        return [frame for frame in self.frames if not frame.still]
+
+    def features(self) -> list[FrameFeatures | None]:
+        """Each frame's own features, in frame order; None for a still frame."""
+        if self.siglip is None or self.dinov2 is None:
+            raise ValueError("the batch's features have not been extracted")
+        rows = iter(zip(self.siglip, self.dinov2, strict=True))
+        return [None if frame.still else FrameFeatures(frame.source, frame.pts, *next(rows)) for frame in self.frames]
 
 
 @dataclass

@@ -31,7 +31,7 @@ def vigil_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_encoders(vigil_cache):
-    from pipeline.models.encoders import load_encoders
+    from pipeline.models import load_encoders
 
     return load_encoders("tiny", device="cpu", precision="fp32", batch_size=8)
 

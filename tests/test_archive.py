@@ -9,7 +9,8 @@ from jobs.archive import index_paths
 from pipeline.config import load_config
 from pipeline.media.decode import decode_frames
 from pipeline.search.index import ClipIndex, find_moments
-from pipeline.storage.store import LocalStore, read_clip, source_id
+from pipeline.storage.layout import source_id
+from pipeline.storage.store import LocalStore, read_clip
 
 
 def _snapshot(store):

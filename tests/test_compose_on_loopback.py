@@ -25,7 +25,8 @@ from pathlib import Path
 import yaml
 
 from pipeline.search.index import ClipIndex
-from pipeline.live.sink import checkpoint_key, stored_alerts
+from pipeline.live.sink import alert_records
+from pipeline.storage.layout import monitor_checkpoint_key
 from pipeline.storage.store import open_store
 from tests.servers import ManagedProcess, free_ports, start_tansu, wait_until
 from tests.test_deploy import COMPOSE
@@ -188,7 +189,7 @@ def test_compose_processes_monitor_a_camera_into_s3(tmp_path, monkeypatch, s3_se
         assert ingest.process.wait(timeout=120) == 0, ingest.log_tail()
         monitor = compose.run("vigil-monitor")
         # The scene video at 2 fps: 40 frames, one message each.
-        monitor.wait_ready(lambda: sum(json.loads(store.get(checkpoint_key("site1")))["offsets"].values()) == 40,
+        monitor.wait_ready(lambda: sum(json.loads(store.get(monitor_checkpoint_key("site1")))["offsets"].values()) == 40,
                            timeout=300, interval=0.5)
         os.kill(monitor.pid, signal.SIGTERM)  # compose's `init: true` hands docker stop's SIGTERM to it
         assert monitor.process.wait(timeout=60) == 0, monitor.log_tail()
@@ -201,7 +202,7 @@ def test_compose_processes_monitor_a_camera_into_s3(tmp_path, monkeypatch, s3_se
                 if "Local node IP" in line]
     assert node_ips == [RAY_NODE_IP] * 3, node_ips  # head, worker and the monitor's node: loopback
     assert not any(s3_server.secret_key in log for log in logs.values())
-    alerts = stored_alerts(store)
+    alerts = alert_records(store)
     assert [(a["query_id"], a["camera"], a["status"]) for a in alerts] == [("lobby", "gate", "closed")]
     assert abs(alerts[0]["start"] - 12.0) <= 0.5
     # 20 s of video in 2 s windows, all but the last closed (a live stream has no end: the checkpoint keeps

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
+from pipeline.config import KafkaConfig
 from pipeline.media.decode import decode_frames
-from pipeline.media.kafka_io import FrameConsumer, KafkaSettings, decode_message
+from pipeline.media.kafka_io import FrameConsumer, decode_message
 from tests.servers import free_port, start_rtsp_camera
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning")
@@ -31,7 +32,7 @@ class TopicReader:
     """Reads a topic from the start (every partition, no group) and decodes what it finds."""
 
     def __init__(self, broker, topic: str, wait_for_topic: float = 30.0):
-        settings = KafkaSettings(brokers=broker.brokers, connect_timeout=wait_for_topic)
+        settings = KafkaConfig(brokers=broker.brokers, connect_timeout=wait_for_topic)
         self.consumer = FrameConsumer(settings, topic, assign=True)
         self.records: list = []
         self.frames: list = []

@@ -14,16 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError, KafkaConfig, load_config
 from pipeline.media.decode import decode_frames
 from pipeline.media.kafka_io import (
     DeadLetters,
     FrameConsumer,
-    FrameProducer,
-    KafkaSettings,
     KafkaUnavailable,
     MalformedMessage,
     Message,
+    MessageProducer,
     consume_frames,
     decode_message,
     frame_message,
@@ -42,8 +41,8 @@ def topic_name(prefix: str) -> str:
     return f"{prefix}.{uuid.uuid4().hex[:8]}"
 
 
-def settings_for(broker, **kw) -> KafkaSettings:
-    return KafkaSettings(brokers=broker.brokers, connect_timeout=10.0, delivery_timeout=20.0, **kw)
+def settings_for(broker, **kw) -> KafkaConfig:
+    return KafkaConfig(brokers=broker.brokers, connect_timeout=10.0, delivery_timeout=20.0, **kw)
 
 
 def read_records(broker, topic: str, count: int, timeout: float = 20.0) -> list:
@@ -73,7 +72,7 @@ def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 def test_jpeg_round_trip_through_kafka(kafka_broker, sample_frames):
     topic = topic_name("frames.jpeg")
     sent = sample_frames[:12]
-    with FrameProducer(settings_for(kafka_broker)) as producer:
+    with MessageProducer(settings_for(kafka_broker)) as producer:
         for frame in sent:
             producer.send(topic, frame_message(frame, "cam-1"))
         producer.flush()
@@ -95,7 +94,7 @@ def test_jpeg_round_trip_through_kafka(kafka_broker, sample_frames):
 
 def test_gather_takes_what_is_on_hand_up_to_a_size(kafka_broker, sample_frames):
     topic = topic_name("frames.gather")
-    with FrameProducer(settings_for(kafka_broker)) as producer:
+    with MessageProducer(settings_for(kafka_broker)) as producer:
         for i, frame in enumerate(sample_frames[:10]):
             producer.send(topic, frame_message(frame, f"cam-{i % 3}"))
         producer.flush()
@@ -116,7 +115,7 @@ def test_gather_takes_what_is_on_hand_up_to_a_size(kafka_broker, sample_frames):
 def test_segment_round_trip_through_kafka(kafka_broker, sample_frames):
     topic = topic_name("frames.segment")
     chunks = [sample_frames[i : i + 10] for i in range(0, 30, 10)]  # three 2 s segments at 5 fps
-    with FrameProducer(settings_for(kafka_broker)) as producer:
+    with MessageProducer(settings_for(kafka_broker)) as producer:
         for chunk in chunks:
             producer.send(topic, segment_message(chunk, "cam-2", period=0.2))
         producer.flush()
@@ -259,7 +258,7 @@ def test_malformed_messages_go_to_the_dlq_while_frames_keep_flowing(kafka_broker
         else:
             sequence.append(("bad", bad[b]))
             b += 1
-    with FrameProducer(settings_for(kafka_broker)) as producer:
+    with MessageProducer(settings_for(kafka_broker)) as producer:
         for kind, item in sequence:
             # everything on one partition, so the order above is the order read
             producer.send(frames_topic, item if kind == "good" else Message(*item), partition=0)
@@ -268,7 +267,7 @@ def test_malformed_messages_go_to_the_dlq_while_frames_keep_flowing(kafka_broker
 
     received: list[Frame] = []
     settings = settings_for(kafka_broker, max_message_bytes=LIMIT)
-    with FrameProducer(settings) as dlq_producer:
+    with MessageProducer(settings) as dlq_producer:
         dlq = DeadLetters(dlq_producer, dlq_topic)
         with FrameConsumer(settings, frames_topic, group_id=f"g-{uuid.uuid4().hex[:6]}") as consumer:
             stats = consume_frames(consumer, dlq, lambda frames, record: received.extend(frames), max_messages=len(sequence))
@@ -302,10 +301,10 @@ def test_malformed_messages_go_to_the_dlq_while_frames_keep_flowing(kafka_broker
 
 def test_unreachable_brokers_fail_clearly_after_bounded_retries():
     port = free_port()  # nothing listens there
-    settings = KafkaSettings(brokers=f"127.0.0.1:{port}", connect_attempts=3, backoff=0.1, connect_timeout=0.3)
+    settings = KafkaConfig(brokers=f"127.0.0.1:{port}", connect_attempts=3, backoff=0.1, connect_timeout=0.3)
     started = time.monotonic()
     with pytest.raises(KafkaUnavailable) as caught:
-        FrameProducer(settings)
+        MessageProducer(settings)
     elapsed = time.monotonic() - started
     assert f"127.0.0.1:{port}" in str(caught.value) and "3 attempt(s)" in str(caught.value)
     assert elapsed < 5.0
@@ -319,7 +318,7 @@ def test_kafka_config_section(monkeypatch, tmp_path):
     assert (config.kafka.topics.frames, config.kafka.topics.alerts, config.kafka.topics.dlq) == ("vigil.frames", "vigil.alerts", "vigil.dlq")
     monkeypatch.setenv("VIGIL_KAFKA_BROKERS", "127.0.0.1:19092,127.0.0.1:19093")
     assert load_config().kafka.brokers == "127.0.0.1:19092,127.0.0.1:19093"
-    assert KafkaSettings.from_config(load_config().kafka).servers == ["127.0.0.1:19092", "127.0.0.1:19093"]
+    assert load_config().kafka.servers == ["127.0.0.1:19092", "127.0.0.1:19093"]
     assert load_config(overrides={"kafka.brokers": "127.0.0.1:1"}).kafka.brokers == "127.0.0.1:1"  # flags win
     monkeypatch.delenv("VIGIL_KAFKA_BROKERS")  # the environment would override the file's value
     bad = tmp_path / "bad.yaml"
@@ -338,7 +337,7 @@ def test_dead_letter_of_an_oversized_message_is_cut_to_the_limit():
     sent = []
 
     class FakeProducer:
-        settings = KafkaSettings(max_message_bytes=1024)
+        settings = KafkaConfig(max_message_bytes=1024)
 
         def send(self, topic, message):
             sent.append((topic, message))

@@ -19,7 +19,7 @@ from pipeline.live.match import (
     neutral_margin,
     robust_z,
 )
-from pipeline.records import Alert, FrameFeatures, ModelIds
+from pipeline.records import Alert, FrameBatch, FrameFeatures, ModelIds
 
 DIM = 16
 MODELS = ModelIds("fake-siglip", "fake-dinov2", untrained=True)
@@ -454,7 +454,7 @@ def test_an_example_image_query_alerts_during_its_scene(tiny_encoders, scene_vid
     example = next(f for f in decode_frames(path, fps=25, short_side=None, keyframes_only=False) if f.pts >= 13.9)
     frames = [f for f in decode_frames(path, fps=2, short_side=None, source="cam-7")]
     interval = 0.5
-    features = extract_features(frames, tiny_encoders)
+    features = extract_features(FrameBatch(frames), tiny_encoders).features()
 
     m = Matcher.from_encoders(tiny_encoders, settings=MatchConfig(warmup=8))
     m.add(StandingQuery(id="lobby", image="examples/lobby.jpg", threshold=3.0, min_duration=1.0, release=1.0,

@@ -11,19 +11,23 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.models import encoders as models
-from pipeline.models.random_weights import UNTRAINED_MARKER, build_random_checkpoints, tiny_checkpoints
-from pipeline.models.encoders import (
+from pipeline.models import (
     DEFAULT_MODELS,
+    UNTRAINED_MARKER,
     Dinov2Encoder,
     ModelSource,
     ModelUnavailableError,
     SiglipEncoder,
     TensorPreprocessor,
+    build_random_checkpoints,
     choose_cpu_precision,
+    hub,
     load_encoders,
+    min_cosine,
     resolve_models,
+    tiny_checkpoints,
 )
+from pipeline.models import encoders as encoders_module
 from pipeline.records import ModelIds
 
 
@@ -254,7 +258,7 @@ def test_unreachable_hub_fails_fast_without_offline_flag(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: refused at once
-    monkeypatch.setattr(models, "_reachability", {})
+    monkeypatch.setattr(hub, "_reachability", {})
     t0 = time.monotonic()
     with pytest.raises(ModelUnavailableError) as err:
         Dinov2Encoder.from_pretrained("vigil-test/no-such-dinov2")
@@ -282,8 +286,7 @@ def _compare(ip, images):
 
 
 def test_tensor_preprocessing_matches_hf_pil_processors(tiny):
-    from transformers import (AutoImageProcessor, BitImageProcessorPil, SiglipImageProcessorPil,
-                              Siglip2ImageProcessorPil)
+    from transformers import AutoImageProcessor, BitImageProcessorPil, Siglip2ImageProcessorPil, SiglipImageProcessorPil
 
     images = [photo_like(180, 320), photo_like(50, 40, 1), photo_like(224, 224, 2), photo_like(481, 263, 3),
               scenes()[2]]
@@ -318,14 +321,14 @@ def test_precision_decision_rule():
 
 
 def test_precision_auto_calibrates_on_cpu(tiny, monkeypatch):
-    monkeypatch.setattr(models, "cpu_bf16_is_fast", lambda: True)
+    monkeypatch.setattr(encoders_module, "cpu_bf16_is_fast", lambda: True)
     enc = SiglipEncoder.from_pretrained(tiny.siglip, precision="auto")
     assert enc.calibration_cosine is not None
     assert enc.precision == ("bf16" if enc.calibration_cosine >= 0.99 else "fp32")
     assert enc.embed_images(scenes()[:2]).dtype == np.float32
-    monkeypatch.setattr(models, "choose_cpu_precision", lambda *a, **k: "fp32")  # rule says no
+    monkeypatch.setattr(encoders_module, "choose_cpu_precision", lambda *a, **k: "fp32")  # rule says no
     assert Dinov2Encoder.from_pretrained(tiny.dinov2, precision="auto").precision == "fp32"
-    monkeypatch.setattr(models, "cpu_bf16_is_fast", lambda: False)
+    monkeypatch.setattr(encoders_module, "cpu_bf16_is_fast", lambda: False)
     enc = Dinov2Encoder.from_pretrained(tiny.dinov2, precision="auto")
     assert enc.precision == "fp32" and enc.calibration_cosine is None
 
@@ -339,11 +342,11 @@ def test_explicit_precisions(tiny, encoders):
     for low, ref in ((sig8.embed_images(imgs), encoders.siglip.embed_images(imgs)),
                      (sig8.embed_texts(texts), encoders.siglip.embed_texts(texts)),
                      (dino8.embed_images(imgs), encoders.dinov2.embed_images(imgs))):
-        assert models.min_cosine(ref, low) >= 0.99
+        assert min_cosine(ref, low) >= 0.99
         np.testing.assert_allclose(np.linalg.norm(low, axis=1), 1.0, atol=1e-5)
     bf = Dinov2Encoder.from_pretrained(tiny.dinov2, precision="bf16")
     assert bf.precision == "bf16"
-    assert models.min_cosine(encoders.dinov2.embed_images(imgs), bf.embed_images(imgs)) > 0.9
+    assert min_cosine(encoders.dinov2.embed_images(imgs), bf.embed_images(imgs)) > 0.9
     with pytest.raises(ValueError, match="CUDA"):
         Dinov2Encoder.from_pretrained(tiny.dinov2, precision="fp16", device="cpu")
     with pytest.raises(ValueError, match="unknown precision"):

@@ -17,8 +17,10 @@ from pipeline.media.decode import decode_frames
 from pipeline.search.index import ClipIndex
 from pipeline.live.match import StandingQuery
 from pipeline.live.queries import save_query
-from pipeline.live.sink import checkpoint_key, stored_alerts
-from pipeline.storage.store import LocalStore, source_id
+from pipeline.live.sink import alert_records
+from pipeline.storage.layout import monitor_checkpoint_key
+from pipeline.storage.layout import source_id
+from pipeline.storage.store import LocalStore
 from pipeline.summaries.summarize import summary_prefix, validate_summary
 
 
@@ -56,7 +58,7 @@ def test_embedded_monitor_alerts_once_for_the_planted_scene(tmp_path, ray_local,
     add_lobby_query(store, path)
     report = run_monitor(monitor_config(tmp_path, [{"camera": "door", "url": str(path)}]))
     assert report.frames == 40
-    alerts = stored_alerts(store)
+    alerts = alert_records(store)
     assert [(a["query_id"], a["camera"], a["status"]) for a in alerts] == [("lobby", "door", "closed")]
     alert = alerts[0]
     assert abs(alert["start"] - 12.0) <= 0.5 and abs(alert["end"] - 15.5) <= 0.5
@@ -78,7 +80,7 @@ def test_two_extractors_give_the_same_alerts_and_clips_as_one(tmp_path, ray_loca
         assert report.frames == 40 and report.batches >= 14
         rows = ClipIndex.load(store).rows
         results[extractors] = (
-            [(a["id"], a["status"], a["start"], a["end"], a["peak_score"]) for a in stored_alerts(store)],
+            [(a["id"], a["status"], a["start"], a["end"], a["peak_score"]) for a in alert_records(store)],
             [(row.source, row.start, row.end) for row in rows],
         )
     alerts, clips = results[2]
@@ -94,10 +96,10 @@ def test_a_restarted_monitor_resumes_from_its_checkpoint_without_duplicates(tmp_
     config = monitor_config(tmp_path, [{"camera": "door", "url": str(path)}], batch_frames=4, checkpoint_every=0.001)
     first = run_monitor(config, max_frames=28)  # stops inside the planted event
     assert first.frames == 28
-    assert [a["status"] for a in stored_alerts(store)] == ["open"]
+    assert [a["status"] for a in alert_records(store)] == ["open"]
     second = run_monitor(config)
     assert second.frames == 40  # the file is read again; frames already analysed are skipped
-    alerts = stored_alerts(store)
+    alerts = alert_records(store)
     assert [(a["query_id"], a["status"]) for a in alerts] == [("lobby", "closed")]
     assert abs(alerts[0]["start"] - 12.0) <= 0.5
     assert len(ClipIndex.load(store)) == 10
@@ -157,7 +159,7 @@ def test_kafka_monitor_survives_sigkill_with_the_same_alerts(tmp_path, ray_local
 
     steady = run_monitor(load_config(kafka_config(tmp_path, kafka_broker, "steady")), idle_exit=3.0)
     assert steady.frames == 40
-    expected = stored_alerts(LocalStore(tmp_path / "steady"))
+    expected = alert_records(LocalStore(tmp_path / "steady"))
     assert [(a["query_id"], a["camera"]) for a in expected] == [("lobby", "door")]
     assert abs(expected[0]["start"] - 12.0) <= 0.5
     lifecycle = {(expected[0]["id"], "open"), (expected[0]["id"], "closed")}
@@ -165,7 +167,7 @@ def test_kafka_monitor_survives_sigkill_with_the_same_alerts(tmp_path, ray_local
 
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     command = [VIGIL, "monitor", "--config", str(kafka_config(tmp_path, kafka_broker, "killed")), "--idle-exit", "3"]
-    checkpoint = tmp_path / "killed" / checkpoint_key("killed")
+    checkpoint = tmp_path / "killed" / monitor_checkpoint_key("killed")
     victim = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not _consumed(checkpoint, at_least=10):
@@ -177,7 +179,7 @@ def test_kafka_monitor_survives_sigkill_with_the_same_alerts(tmp_path, ray_local
 
     survivor = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert survivor.returncode == 0, survivor.stdout + survivor.stderr
-    assert stored_alerts(LocalStore(tmp_path / "killed")) == expected
+    assert alert_records(LocalStore(tmp_path / "killed")) == expected
     assert {(m["id"], m["status"]) for m in alert_messages(kafka_broker, "alerts-killed", 2)} == lifecycle
 
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from pipeline.records import ClipEmbedding, ModelIds
-from pipeline.storage.store import LocalStore, StoreError, clip_key, open_store, read_clip, source_id, write_clip
+from pipeline.storage.layout import clip_key, source_id
+from pipeline.storage.store import LocalStore, StoreError, open_store, read_clip, write_clip
 
 
 def _clip(sid="cam-1", start=4.0):

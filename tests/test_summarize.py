@@ -15,12 +15,13 @@ import pytest
 from PIL import Image
 
 from pipeline.media import decode as decode_module
-from pipeline.models.captioner import Captioner, CaptionerUnavailableError, TransformersCaptioner
+from pipeline.models import Captioner, CaptionerUnavailableError, TransformersCaptioner
 from pipeline.summaries.concepts import VocabularyError, builtin_concepts, load_vocabulary, parse_vocabulary
 from pipeline.config import load_config
 from pipeline.media.decode import VideoDecodeError
 from pipeline.records import ClipEmbedding, ModelIds
-from pipeline.storage.store import LocalStore, read_clip, source_id, write_clip
+from pipeline.storage.layout import source_id
+from pipeline.storage.store import LocalStore, read_clip, write_clip
 from pipeline.summaries.summarize import (
     FeatureTrack,
     RollingSummaries,
@@ -79,9 +80,9 @@ class _NoDecoding:
 
         import av
 
-        import pipeline.models.encoders
+        import pipeline.models
 
-        targets = [(decode_module, "decode_frames"), (decode_module, "probe"), (pipeline.models.encoders, "load_encoders")]
+        targets = [(decode_module, "decode_frames"), (decode_module, "probe"), (pipeline.models, "load_encoders")]
         for target, name in targets + ([] if allow_seek else [(av, "open")]):
             monkeypatch.setattr(target, name, refuse)
 

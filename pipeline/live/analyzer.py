@@ -9,16 +9,23 @@ or before a camera's last processed pts are skipped, so replays change nothing.
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
-from pipeline.search.embed import ClipWindow, ClipWindower
 from pipeline.live.match import Matcher, StandingQuery
-from pipeline.records import Alert, ClipEmbedding, Frame, FrameFeatures, Keyframe, ModelIds
-from pipeline.storage.store import keyframe_key, source_id
+from pipeline.records import (
+    Alert,
+    ClipEmbedding,
+    Frame,
+    FrameBatch,
+    FrameFeatures,
+    Keyframe,
+    ModelIds,
+)
+from pipeline.search.embed import ClipWindow, ClipWindower, FeatureCarry
+from pipeline.storage.codecs import decode_image, encode_jpeg
+from pipeline.storage.layout import keyframe_key, source_id
 
 STATE_VERSION = 1
 
@@ -38,13 +45,11 @@ class StreamOutput:
 
 
 def _jpeg(image: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=90)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return base64.b64encode(encode_jpeg(image, quality=90)).decode()
 
 
 def _pixels(text: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(text))).convert("RGB"))
+    return decode_image(base64.b64decode(text))
 
 
 class StreamAnalyzer:
@@ -54,16 +59,18 @@ class StreamAnalyzer:
         self.models = models
         self._windowers: dict[str, ClipWindower] = {}
         self._last_pts: dict[str, float] = {}
+        self._carry = FeatureCarry()
 
     def _windower(self, camera: str) -> ClipWindower:
         if camera not in self._windowers:
             self._windowers[camera] = ClipWindower(window=self.window, source_id=source_id(camera), models=self.models)
         return self._windowers[camera]
 
-    def process(self, frames: list[Frame], features: list[FrameFeatures]) -> StreamOutput:
-        """Frames of any cameras (pts order within each camera) with their features."""
+    def process(self, batch: FrameBatch) -> StreamOutput:
+        """An extracted batch of frames of any cameras (pts order within each camera)."""
         out = StreamOutput()
-        for frame, feats in zip(frames, features, strict=True):
+        # Replayed frames pass through the carry too: a still frame after them needs their features.
+        for frame, feats in self._carry.per_frame(batch):
             camera = frame.camera or frame.source
             if camera in self._last_pts and frame.pts <= self._last_pts[camera]:
                 continue  # a replay of a frame already analysed

@@ -74,12 +74,19 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.config import MatchConfig
 from pipeline.records import Alert, FrameFeatures, ModelIds
-from pipeline.storage.store import keyframe_key as default_keyframe_key
-from pipeline.storage.store import source_id
+from pipeline.storage.layout import keyframe_key as default_keyframe_key
+from pipeline.storage.layout import source_id
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +287,7 @@ class EncodedQuery:
 
 
 def encode_query(query: StandingQuery, encoders: Any, *, image: np.ndarray | None = None) -> EncodedQuery:
-    """Encode a definition with `pipeline.models.encoders.Encoders` (text tower for phrases; both image towers for an
+    """Encode a definition with `pipeline.models.Encoders` (text tower for phrases; both image towers for an
     example image, whose pixels must be given: the definition only names where the image is)."""
     if query.kind == "text":
         if image is not None:
@@ -423,7 +430,7 @@ class Matcher:
 
     @classmethod
     def from_encoders(cls, encoders: Any, **kwargs: Any) -> "Matcher":
-        """A matcher using `encoders` (pipeline.models.encoders.Encoders) for queries; the neutral prompts are encoded once."""
+        """A matcher using `encoders` (pipeline.models.Encoders) for queries; the neutral prompts are encoded once."""
         prompts = tuple(kwargs.pop("neutral_prompts", NEUTRAL_PROMPTS))
         neutral = encoders.siglip.embed_texts(list(prompts))
         return cls(encoders.ids, neutral=neutral, encoders=encoders, neutral_prompts=prompts, **kwargs)

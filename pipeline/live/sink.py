@@ -11,23 +11,20 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from pipeline.search.index import ClipIndex
-from pipeline.records import Alert, ClipEmbedding
-from pipeline.storage.store import ObjectStore, source_id, write_clip, write_keyframe
 from pipeline.live.analyzer import StreamOutput
-
-
-def alert_key(alert: Alert) -> str:
-    return f"alerts/{source_id(alert.camera)}/{alert.id}.json"
+from pipeline.records import Alert, ClipEmbedding
+from pipeline.search.index import ClipIndex
+from pipeline.storage.layout import ALERTS, alert_key, monitor_checkpoint_key, source_id
+from pipeline.storage.store import ObjectStore, write_clip, write_keyframe
 
 
 class AlertPublisher:
     """Publishes alerts to `vigil.alerts` (key = camera id, value = the alert as JSON), waiting for the ack."""
 
     def __init__(self, settings, topic: str = "vigil.alerts"):
-        from pipeline.media.kafka_io import FrameProducer
+        from pipeline.media.kafka_io import MessageProducer
 
-        self.producer = FrameProducer(settings)
+        self.producer = MessageProducer(settings)
         self.topic = topic
 
     def __call__(self, alert: Alert) -> None:
@@ -37,13 +34,9 @@ class AlertPublisher:
         self.producer.send(self.topic, Message(alert.camera.encode(), body, [("vigil-schema", b"1")])).get(timeout=60)
 
 
-def checkpoint_key(name: str) -> str:
-    return f"monitor/{source_id(name)}/checkpoint.json"
-
-
-def stored_alerts(store: ObjectStore) -> list[dict]:
-    """Every alert in the store (their latest status), ordered by camera and start."""
-    alerts = [store.get_json(key) for key in store.list("alerts/") if key.endswith(".json")]
+def alert_records(store: ObjectStore) -> list[dict]:
+    """Every alert in the store as its JSON record (the latest status), ordered by camera and start."""
+    alerts = [store.get_json(key) for key in store.list(ALERTS) if key.endswith(".json")]
     return sorted(alerts, key=lambda a: (a["camera"], a["start"], a["query_id"]))
 
 
@@ -63,7 +56,7 @@ class Sink:
             write_clip(self.store, clip)
             self._unindexed.append(clip)
         for alert in out.alerts:
-            key, body = alert_key(alert), alert.to_json()
+            key, body = alert_key(source_id(alert.camera), alert.id), alert.to_json()
             if self.store.exists(key) and self.store.get_json(key) == body:
                 continue  # a replay of an alert already published and stored
             if self.publish is not None:
@@ -77,8 +70,8 @@ class Sink:
             self.index.upsert(self._unindexed)
             self.index.save(self.store)
             self._unindexed = []
-        self.store.put_json(checkpoint_key(name), state)
+        self.store.put_json(monitor_checkpoint_key(name), state)
 
     def load_checkpoint(self, name: str) -> dict | None:
-        key = checkpoint_key(name)
+        key = monitor_checkpoint_key(name)
         return self.store.get_json(key) if self.store.exists(key) else None

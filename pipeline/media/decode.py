@@ -80,7 +80,7 @@ class VideoInfo:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _check_fps(fps: float) -> float:
+def check_fps(fps: float) -> float:
     try:
         value = float(fps)
     except (TypeError, ValueError):
@@ -122,12 +122,12 @@ def output_size(width: int, height: int, short_side: int | None) -> tuple[int, i
 def plan_sampling(info: VideoInfo, fps: float) -> bool:
     """True when decoding only keyframes still yields at least one frame per sampling interval,
     i.e. the largest keyframe gap (stream end included) is <= 1/fps (1% tolerance)."""
-    interval = 1.0 / _check_fps(fps)
+    interval = 1.0 / check_fps(fps)
     gap = info.keyframe_interval
     return gap is not None and gap <= interval * (1.0 + _KEYFRAME_TOLERANCE) + _EPS
 
 
-class _Grid:
+class SamplingGrid:
     """Sampling grid t0, t0 + 1/fps, ...: `take(t)` says whether the frame at `t` is emitted, and
     if so moves the grid past `t`. Grid points use an integer step count (no float drift)."""
 
@@ -285,7 +285,7 @@ def decode_frames(
     keyframes_only: None = automatic (`plan_sampling` on `probe`), True = decode keyframes only,
     False = decode every frame. Arguments are validated now; the file is opened on first `next()`.
     """
-    fps = _check_fps(fps)
+    fps = check_fps(fps)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     if short_side is not None and int(short_side) < 2:
@@ -330,7 +330,7 @@ def _decode_pyav(state, path, fps, short_side, keyframes_only, threads, source, 
             stream.codec_context.skip_frame = "NONKEY"
         nominal = _nominal_fps(stream)
         period = 1.0 / nominal if nominal else 1.0 / 30.0
-        grid = _Grid(fps)
+        grid = SamplingGrid(fps)
         index = 0
         last_good: float | None = None  # last decoded frame time
         last_packet: float | None = None  # latest pts of a packet read (and decoded) without error
@@ -409,7 +409,7 @@ def _decode_decord(state, path, fps, short_side, keyframes_only, threads, source
             raise VideoDecodeError(path, None, "no frames")
         times = reader.get_frame_timestamp(np.arange(n))[:, 0].astype(np.float64)
         candidates = sorted(reader.get_key_indices()) if keyframes_only else range(n)
-        grid = _Grid(fps)
+        grid = SamplingGrid(fps)
         chosen = [i for i in candidates if grid.take(float(times[i]))]
         index = 0
         for c in range(0, len(chosen), 16):  # bounded memory: 16 frames per batch
@@ -443,10 +443,10 @@ def _thumbnail(image: np.ndarray, size: int = _THUMB) -> np.ndarray:
     return sums / counts
 
 
-def mark_still_frames(frames: Iterable[Frame], threshold: float = 1.0) -> Iterator[Frame]:
-    """Set `frame.still = True` when a frame is a near-duplicate of the last non-still frame of the
-    same source: mean absolute difference of 32x32 grayscale area thumbnails below `threshold`
-    (0..255 units). The first frame (of each source) is never still; comparing against the last
+class StillFrameMarker:
+    """Sets `frame.still = True` when a frame is a near-duplicate of the last non-still frame of its
+    source (each source against its own, so interleaved cameras work): mean absolute difference of 32x32
+    grayscale area thumbnails below `threshold` (0..255 units). The first frame (of each source) is never still; comparing against the last
     *non-still* frame makes slow drift accumulate until it triggers a fresh (non-still) frame.
 
     Default 1.0: averaging ~100-900 pixels per thumbnail cell cancels codec and sensor noise, so a
@@ -455,17 +455,27 @@ def mark_still_frames(frames: Iterable[Frame], threshold: float = 1.0) -> Iterat
     ~1.0 (it changes the cells it left and the cells it entered). Misses cost recall and false
     alarms only cost a model call, so the threshold sits low, ~4x above the noise floor.
     """
-    ref = None
-    ref_source = None
-    for frame in frames:
+
+    def __init__(self, threshold: float = 1.0):
+        self.threshold = threshold
+        self._references: dict[str, np.ndarray] = {}  # per source, the thumbnail of its last non-still frame
+
+    def mark(self, frame: Frame) -> Frame:
         thumb = _thumbnail(frame.image)
+        reference = self._references.get(frame.source)
         still = (
-            ref is not None
-            and frame.source == ref_source
-            and thumb.shape == ref.shape
-            and float(np.abs(thumb - ref).mean()) < threshold
+            reference is not None
+            and thumb.shape == reference.shape
+            and float(np.abs(thumb - reference).mean()) < self.threshold
         )
         frame.still = bool(still)
         if not still:
-            ref, ref_source = thumb, frame.source
-        yield frame
+            self._references[frame.source] = thumb
+        return frame
+
+
+def mark_still_frames(frames: Iterable[Frame], threshold: float = 1.0) -> Iterator[Frame]:
+    """`frames` with their `still` flags set by one `StillFrameMarker`."""
+    marker = StillFrameMarker(threshold)
+    for frame in frames:
+        yield marker.mark(frame)

@@ -44,7 +44,9 @@ import av
 import numpy as np
 from PIL import Image
 
+from pipeline.config import KafkaConfig
 from pipeline.records import Frame
+from pipeline.storage.codecs import encode_jpeg
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -62,9 +64,8 @@ __all__ = [
     "decode_message",
     "parse_headers",
     "check_camera",
-    "KafkaSettings",
     "resolve_brokers",
-    "FrameProducer",
+    "MessageProducer",
     "FrameConsumer",
     "DeadLetters",
     "ConsumeStats",
@@ -79,10 +80,10 @@ CODEC_JPEG = "jpeg"
 CODEC_SEGMENT = "h264/mpegts"
 CODECS = (CODEC_JPEG, CODEC_SEGMENT)
 
-DEFAULT_BROKERS = "127.0.0.1:9092"
+DEFAULT_BROKERS = KafkaConfig.model_fields["brokers"].default
 BROKERS_ENV = "VIGIL_KAFKA_BROKERS"
 # Kafka's own default limit (message.max.bytes): a message we build always fits a default broker.
-DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = KafkaConfig.model_fields["max_message_bytes"].default
 MAX_KEY_BYTES = 256
 MAX_SIDE = 8192
 MAX_PIXELS = 8192 * 4320
@@ -194,10 +195,8 @@ def frame_message(
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"frame image must be RGB uint8 (H, W, 3), got {image.dtype} {image.shape}")
     height, width = image.shape[:2]
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=int(quality))
     headers = _headers(cam, frame.pts, frame.index, CODEC_JPEG, width, height)
-    return _check_size(Message(cam.encode(), buf.getvalue(), headers), max_bytes)
+    return _check_size(Message(cam.encode(), encode_jpeg(image, quality), headers), max_bytes)
 
 
 def segment_message(
@@ -458,40 +457,7 @@ def resolve_brokers(brokers: str | None = None) -> str:
     return brokers or os.environ.get(BROKERS_ENV) or DEFAULT_BROKERS
 
 
-@dataclass(frozen=True)
-class KafkaSettings:
-    """How to reach the brokers. `from_config` takes a `KafkaConfig` (pipeline.config)."""
-
-    brokers: str = DEFAULT_BROKERS
-    connect_attempts: int = 5
-    backoff: float = 0.5
-    backoff_max: float = 8.0
-    connect_timeout: float = 5.0
-    delivery_timeout: float = 60.0
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-
-    @classmethod
-    def from_config(cls, kafka, brokers: str | None = None) -> KafkaSettings:
-        return cls(
-            brokers=brokers or kafka.brokers,
-            connect_attempts=kafka.connect_attempts,
-            backoff=kafka.backoff,
-            backoff_max=kafka.backoff_max,
-            connect_timeout=kafka.connect_timeout,
-            delivery_timeout=kafka.delivery_timeout,
-            max_message_bytes=kafka.max_message_bytes,
-        )
-
-    @property
-    def servers(self) -> list[str]:
-        return [b.strip() for b in self.brokers.split(",") if b.strip()]
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        return min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
-
-
-def _connect(settings: KafkaSettings, what: str, factory: Callable[[], Any]):
+def _connect(settings: KafkaConfig, what: str, factory: Callable[[], Any]):
     """`factory()` until it reaches the brokers, with exponential backoff between attempts."""
     from kafka import errors
 
@@ -520,15 +486,15 @@ def _ms(seconds: float) -> int:
     return max(1, int(round(seconds * 1000)))
 
 
-class FrameProducer:
+class MessageProducer:
     """A KafkaProducer with acks=all (idempotent where the broker supports it: kafka-python enables it
     by default and turns it off, with a warning, for brokers too old for it), bounded blocking, and
     delivery accounting: `sent`/`bytes` count acknowledged messages, `errors` failed deliveries."""
 
-    def __init__(self, settings: KafkaSettings | None = None, *, client_id: str = "vigil"):
+    def __init__(self, settings: KafkaConfig | None = None, *, client_id: str = "vigil"):
         from kafka import KafkaProducer
 
-        self.settings = settings = settings or KafkaSettings(brokers=resolve_brokers())
+        self.settings = settings = settings or KafkaConfig(brokers=resolve_brokers())
         delivery = _ms(settings.delivery_timeout)
         linger = 5
         self._producer = _connect(
@@ -586,7 +552,7 @@ class FrameProducer:
     def close(self, timeout: float | None = None) -> None:
         self._producer.close(timeout=timeout)
 
-    def __enter__(self) -> FrameProducer:
+    def __enter__(self) -> MessageProducer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -605,7 +571,7 @@ class FrameConsumer:
 
     def __init__(
         self,
-        settings: KafkaSettings | None,
+        settings: KafkaConfig | None,
         topics: str | Sequence[str],
         *,
         group_id: str | None = None,
@@ -616,7 +582,7 @@ class FrameConsumer:
     ):
         from kafka import KafkaConsumer, TopicPartition
 
-        self.settings = settings = settings or KafkaSettings(brokers=resolve_brokers())
+        self.settings = settings = settings or KafkaConfig(brokers=resolve_brokers())
         self.topics = [topics] if isinstance(topics, str) else list(topics)
         if not assign and not group_id:
             raise ValueError("a subscribing consumer needs a group_id (or use assign=True)")
@@ -725,7 +691,7 @@ class DeadLetters:
     Counter) say what went there; `flush()` raises if a dead letter could not be delivered (then
     the consumer must not commit past it)."""
 
-    def __init__(self, producer: FrameProducer, topic: str = "vigil.dlq"):
+    def __init__(self, producer: MessageProducer, topic: str = "vigil.dlq"):
         self.producer = producer
         self.topic = topic
         self.count = 0

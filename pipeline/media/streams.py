@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
-from pipeline.media.decode import _Grid, _check_fps, apply_rotation, output_size
+from pipeline.media.decode import check_fps, SamplingGrid, apply_rotation, output_size
 from pipeline.records import Frame
 
 __all__ = ["LIVE_SCHEMES", "is_live", "ReconnectPolicy", "LiveSourceLost", "LiveStats", "LiveStream", "read_live"]
@@ -77,7 +77,7 @@ class LiveStream(Iterator[Frame]):
     def __init__(self, url, camera, fps, short_side, policy, rtsp_transport, stop):
         self.url = url
         self.camera = camera
-        self.fps = _check_fps(fps)
+        self.fps = check_fps(fps)
         self.short_side = short_side
         self.policy = policy
         self.rtsp_transport = rtsp_transport
@@ -95,7 +95,7 @@ class LiveStream(Iterator[Frame]):
         return self.stop is not None and self.stop()
 
     def _run(self) -> Iterator[Frame]:
-        grid = _Grid(self.fps)
+        grid = SamplingGrid(self.fps)
         index = 0
         last_pts: float | None = None  # camera timeline
         last_wall: float | None = None

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from pipeline.models.encoders import ModelUnavailableError
+from pipeline.models.hub import ModelUnavailableError, hub_offline
 
 DEFAULT_PROMPT = "Describe this image in one short sentence."
 
@@ -48,8 +48,6 @@ class TransformersCaptioner:
         if self._model is not None:
             return
         from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        from pipeline.models.encoders import hub_offline
 
         last: Exception | None = None
         for local_only in (True, False):

@@ -19,11 +19,13 @@ import tempfile
 import threading
 from pathlib import Path
 
+from pipeline.models.preprocessing import TEXT_MAX_LENGTH
+from pipeline.models.sources import ModelSource
+
 UNTRAINED_MARKER = "vigil-untrained.json"
-UNTRAINED_NOTE = {"untrained": True, "note": "random weights: plumbing and speed only, never accuracy"}
+UNTRAINED_MARKER_CONTENT = {"untrained": True, "note": "random weights: plumbing and speed only, never accuracy"}
 TINY_CACHE_NAME = "random-tiny-v1"
 SEED = 1234
-TEXT_MAX_LENGTH = 64
 _BUILD_LOCK = threading.Lock()
 
 # A small multilingual corpus for the tokenizer: byte-level BPE, so any script still encodes.
@@ -118,7 +120,7 @@ def _build_tokenizer(vocab_size: int):
 
 
 def _write_marker(folder: Path) -> None:
-    (folder / UNTRAINED_MARKER).write_text(json.dumps(UNTRAINED_NOTE, indent=2) + "\n")
+    (folder / UNTRAINED_MARKER).write_text(json.dumps(UNTRAINED_MARKER_CONTENT, indent=2) + "\n")
 
 
 def _build_siglip(folder: Path, spec: dict) -> None:
@@ -195,14 +197,12 @@ def _install(tmp: Path, final: Path) -> None:
         # `final` is a complete checkpoint another builder installed first: ours is discarded.
 
 
-def build_random_checkpoints(out_dir, size: str = "tiny"):
+def build_random_checkpoints(out_dir, size: str = "tiny") -> ModelSource:
     """Write random-weight ``out_dir/siglip`` and ``out_dir/dinov2`` checkpoints; return their ModelSource.
 
     Each folder is built in a temporary sibling and moved into place with ``os.replace``, so a concurrent
     reader sees either nothing or a complete checkpoint. Builds are reproducible (fixed torch seed).
     """
-    from pipeline.models.encoders import ModelSource
-
     if size not in _SIZES:
         raise ValueError(f"size must be one of {sorted(_SIZES)}, got {size!r}")
     spec = _SIZES[size]
@@ -231,7 +231,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("VIGIL_CACHE") or Path.home() / ".cache" / "vigil").expanduser()
 
 
-def tiny_checkpoints(cache_dir=None):
+def tiny_checkpoints(cache_dir=None) -> ModelSource:
     """The tiny random checkpoints under ``$VIGIL_CACHE`` (or ``~/.cache/vigil``), built on first use."""
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return build_random_checkpoints(base / "models" / TINY_CACHE_NAME, size="tiny")

@@ -9,7 +9,7 @@ computed features: on a still camera most of the work disappears while the windo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -17,25 +17,32 @@ from typing import Protocol
 import numpy as np
 
 from pipeline.config import VigilConfig
-from pipeline.media.decode import decode_frames, mark_still_frames
-from pipeline.records import ClipEmbedding, Frame, FrameFeatures, Keyframe, ModelIds
-from pipeline.storage.store import keyframe_key
+from pipeline.media.sampling import sampled_frames
+from pipeline.records import (
+    ClipEmbedding,
+    Frame,
+    FrameBatch,
+    FrameFeatures,
+    Keyframe,
+    ModelIds,
+)
+from pipeline.storage.layout import keyframe_key
 
 
 class ImageEncoders(Protocol):
-    """What extraction needs from `pipeline.models.encoders.Encoders`."""
+    """What extraction needs from `pipeline.models.Encoders`."""
 
     def embed_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-Batches = Iterator[list[Frame]]
+Batches = Iterator[FrameBatch]
 
 
 # A batch of a still camera holds at most this many frames per model slot: memory stays bounded.
 STILL_FRAMES_PER_SLOT = 4
 
 
-def model_batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
+def model_batches(frames: Iterable[Frame], size: int) -> Batches:
     """Frames in order, in batches holding `size` frames that need the models; still frames ride along
     (they skip the models), up to `STILL_FRAMES_PER_SLOT * size` frames in all. On a still camera most
     frames are still: batching by all frames would give the models batches of two or three, which run
@@ -46,39 +53,45 @@ def model_batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
         batch.append(frame)
         moving += not frame.still
         if moving >= size or len(batch) >= STILL_FRAMES_PER_SLOT * size:
-            yield batch
+            yield FrameBatch(batch)
             batch, moving = [], 0
     if batch:
-        yield batch
+        yield FrameBatch(batch)
 
 
 def sampled_batches(path: str | Path, config: VigilConfig) -> Batches:
     """Decoded, still-marked frames of one file in model batches (runs in-process or in a decoder actor)."""
-    d = config.decode
-    frames = decode_frames(
-        path,
-        fps=d.fps,
-        short_side=d.short_side,
-        keyframes_only=None if d.keyframes_only == "auto" else d.keyframes_only,
-        threads=d.threads,
-        backend=d.backend,
-        source=str(path),
-    )
-    if d.still_threshold > 0:
-        frames = mark_still_frames(frames, d.still_threshold)
-    return model_batches(frames, config.batch_size)
+    return model_batches(sampled_frames(path, config.decode, source=str(path)), config.batch_size)
 
 
-def extract_features(frames: Sequence[Frame], encoders: ImageEncoders) -> list[FrameFeatures | None]:
-    """Embed the frames that are not still; still frames get None (the windowing reuses earlier features)."""
-    moving = [frame for frame in frames if not frame.still]
+def extract_features(batch: FrameBatch, encoders: ImageEncoders) -> FrameBatch:
+    """The batch with the features of its moving frames (still frames skip the models)."""
+    moving = batch.moving()
     if not moving:
-        return [None] * len(frames)
+        empty = np.zeros((0, 0), dtype=np.float32)
+        return FrameBatch(batch.frames, empty, empty)
     siglip, dinov2 = encoders.embed_images(np.stack([frame.image for frame in moving]))
-    computed = iter(
-        FrameFeatures(frame.source, frame.pts, s, d) for frame, s, d in zip(moving, siglip, dinov2, strict=True)
-    )
-    return [None if frame.still else next(computed) for frame in frames]
+    return FrameBatch(batch.frames, siglip, dinov2)
+
+
+class FeatureCarry:
+    """Gives every frame features: its own, or for a still frame its source's previous ones. Holds one
+    vector pair per source across batches."""
+
+    def __init__(self):
+        self._last: dict[str, FrameFeatures] = {}
+
+    def per_frame(self, batch: FrameBatch) -> Iterator[tuple[Frame, FrameFeatures]]:
+        for frame, features in zip(batch.frames, batch.features(), strict=True):
+            if features is None:
+                last = self._last.get(frame.source)
+                if last is None:
+                    raise ValueError(
+                        f"{frame.source}: frame at {frame.pts:.3f}s is marked still but no earlier features exist"
+                    )
+                features = FrameFeatures(frame.source, frame.pts, last.siglip, last.dinov2)
+            self._last[frame.source] = features
+            yield frame, features
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
@@ -120,24 +133,15 @@ class ClipWindow:
 
 
 class ClipWindower:
-    """Windows one source's time-ordered frames: `push` returns the windows a frame closes.
-
-    Frames without features (still frames) reuse the last computed features of the source.
-    """
+    """Windows one source's time-ordered frames: `push` returns the windows a frame closes."""
 
     def __init__(self, *, window: float, source_id: str, models: ModelIds):
         self.window = window
         self.source_id = source_id
         self.models = models
         self.current: ClipWindow | None = None
-        self._last: FrameFeatures | None = None
 
-    def push(self, frame: Frame, features: FrameFeatures | None) -> list[tuple[ClipEmbedding, Keyframe]]:
-        if features is None:
-            if self._last is None:
-                raise ValueError(f"{frame.source}: frame at {frame.pts:.3f}s is marked still but no earlier features exist")
-            features = FrameFeatures(frame.source, frame.pts, self._last.siglip, self._last.dinov2)
-        self._last = features
+    def push(self, frame: Frame, features: FrameFeatures) -> list[tuple[ClipEmbedding, Keyframe]]:
         start = math.floor(frame.pts / self.window + 1e-9) * self.window
         closed = []
         if self.current is None or start >= self.current.end - 1e-9:
@@ -155,14 +159,17 @@ class ClipWindower:
 
 
 def clip_embeddings(
-    frames_and_features: Iterable[tuple[Frame, FrameFeatures | None]],
+    batches: Iterable[FrameBatch],
     *,
     window: float,
     source_id: str,
     models: ModelIds,
 ) -> Iterator[tuple[ClipEmbedding, Keyframe]]:
-    """Group time-ordered frames into windows of `window` seconds and pool each; yields as windows close."""
+    """Group one source's time-ordered, extracted frames into windows of `window` seconds and pool each;
+    yields as windows close."""
     windower = ClipWindower(window=window, source_id=source_id, models=models)
-    for frame, features in frames_and_features:
-        yield from windower.push(frame, features)
+    carry = FeatureCarry()
+    for batch in batches:
+        for frame, features in carry.per_frame(batch):
+            yield from windower.push(frame, features)
     yield from windower.flush()

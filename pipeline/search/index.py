@@ -18,9 +18,8 @@ import faiss
 import numpy as np
 
 from pipeline.records import ClipEmbedding, Event, ModelIds, SearchHit
+from pipeline.storage.layout import INDEX, MANIFEST_KEY, index_version_prefix
 from pipeline.storage.store import ObjectStore, StoreError
-
-MANIFEST_KEY = "index/MANIFEST.json"
 
 
 class IndexMismatchError(RuntimeError):
@@ -163,7 +162,7 @@ class ClipIndex:
             if vectors is not None:
                 digest.update(vectors.tobytes())
         version = digest.hexdigest()[:16]
-        prefix = f"index/{version}"
+        prefix = index_version_prefix(version)
         if self._siglip is not None:
             store.put(f"{prefix}/siglip.faiss", faiss.serialize_index(self._siglip).tobytes())
             store.put(f"{prefix}/dinov2.faiss", faiss.serialize_index(self._dinov2).tobytes())
@@ -178,7 +177,7 @@ class ClipIndex:
                 "models": asdict(self.models) if self.models else None,
             },
         )
-        for key in store.list("index/"):
+        for key in store.list(INDEX):
             if key != MANIFEST_KEY and not key.startswith(prefix + "/"):
                 store.delete(key)
         return version
@@ -190,7 +189,7 @@ class ClipIndex:
         if not store.exists(MANIFEST_KEY):
             return index
         manifest = store.get_json(MANIFEST_KEY)
-        prefix = f"index/{manifest['version']}"
+        prefix = index_version_prefix(manifest["version"])
         try:
             index.rows = [IndexRow(**row) for row in json.loads(store.get(f"{prefix}/rows.json"))]
             if index.rows:

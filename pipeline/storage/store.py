@@ -1,16 +1,8 @@
-"""Object storage: the interface, `LocalStore`, and the key layout every store shares.
+"""Object storage: the interface, `LocalStore` and `S3Store`, and the clip and keyframe objects' encoding.
 
-Key layout (relative to the store root; an S3 store uses the same keys under its prefix):
-
-    sources/{source_id}.json                 what was indexed: source, file size and mtime, settings, clip keys
-    clips/{source_id}/{start_ms:012d}.npz     one ClipEmbedding: SigLIP2 and DINOv2 vectors plus metadata
-    keyframes/{source_id}/{pts_ms:012d}.jpg   the representative frame of a clip window
-    index/MANIFEST.json                      names the current index version (readers never see a half-written one)
-    index/{version}/...                      FAISS files and row metadata of that version
-
-`source_id` is a path-safe slug plus a hash of the source, so user input never becomes a raw key.
-Every write is a whole object put atomically (write then rename, or one S3 PUT), keyed deterministically:
-writing the same thing twice changes nothing.
+Every key comes from `pipeline.storage.layout` (the layout every store shares). Every write is a whole
+object put atomically (write then rename, or one S3 PUT), keyed deterministically: writing the same thing
+twice changes nothing.
 
 Stores: `LocalStore` (a folder) and `S3Store` (`s3://bucket/prefix` through the minio client, imported
 lazily); `open_store(url, s3=config.s3)` picks one.
@@ -18,7 +10,6 @@ lazily); `open_store(url, s3=config.s3)` picks one.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -26,15 +17,16 @@ import os
 import re
 import tempfile
 import time
-import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from pipeline.config import S3Config
 from pipeline.records import ClipEmbedding, ModelIds
+from pipeline.storage.codecs import decode_npz, encode_jpeg, encode_npz
+from pipeline.storage.layout import clip_key
 
 _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
@@ -210,13 +202,7 @@ class S3Store(ObjectStore):
         *,
         endpoint: str,
         region: str | None = None,
-        create_bucket: bool = True,
-        attempts: int = 6,
-        backoff: float = 0.5,
-        backoff_max: float = 8.0,
-        deadline: float = 60.0,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 30.0,
+        settings: S3Config | None = None,
     ):
         if not _BUCKET.match(bucket) or ".." in bucket:
             shown = f" {bucket!r}" if re.fullmatch(r"[A-Za-z0-9._-]*", bucket) else ""
@@ -228,9 +214,7 @@ class S3Store(ObjectStore):
         self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         self.endpoint, self._netloc, self._secure = _parse_endpoint(endpoint)
         self.region = region
-        self.create_bucket = create_bucket
-        self.attempts, self.backoff, self.backoff_max, self.deadline = attempts, backoff, backoff_max, deadline
-        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self.settings = settings or S3Config()  # retries, timeouts, bucket creation
         self._credentials()  # incomplete credentials fail now, not at the first write
         self._client = None
         self._bucket_ready = False
@@ -258,7 +242,7 @@ class S3Store(ObjectStore):
 
             access, secret, token = self._credentials()
             http = urllib3.PoolManager(
-                timeout=urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout),
+                timeout=urllib3.Timeout(connect=self.settings.connect_timeout, read=self.settings.read_timeout),
                 maxsize=10,
                 cert_reqs="CERT_REQUIRED",
                 ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
@@ -323,13 +307,13 @@ class S3Store(ObjectStore):
                     raise StoreError(f"S3 {what} in {self.url}: TLS with endpoint {self.endpoint} failed: {getattr(exc, 'reason', exc)}") from None
                 reason = _reason(exc)
             elapsed = time.monotonic() - started
-            delay = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
-            if attempt >= self.attempts or elapsed + delay > self.deadline:
+            delay = self.settings.delay(attempt)
+            if attempt >= self.settings.attempts or elapsed + delay > self.settings.deadline:
                 raise StoreError(
                     f"S3 endpoint {self.endpoint} is unreachable or failing: {what} in {self.url} "
                     f"gave up after {attempt} attempt(s) in {elapsed:.1f} s ({reason})"
                 )
-            log.warning("S3 %s in %s at %s failed (%s); retry %d of %d in %.1f s", what, self.url, self.endpoint, reason, attempt, self.attempts - 1, delay)
+            log.warning("S3 %s in %s at %s failed (%s); retry %d of %d in %.1f s", what, self.url, self.endpoint, reason, attempt, self.settings.attempts - 1, delay)
             time.sleep(delay)
 
     def _ensure_bucket(self) -> None:
@@ -341,7 +325,7 @@ class S3Store(ObjectStore):
         def ensure(client) -> None:
             if client.bucket_exists(self.bucket):
                 return
-            if not self.create_bucket:
+            if not self.settings.create_bucket:
                 raise StoreError(f"S3 bucket {self.bucket!r} does not exist at {self.endpoint} (and s3.create_bucket is false)")
             try:
                 client.make_bucket(self.bucket, location=self.region)
@@ -412,7 +396,7 @@ class S3Store(ObjectStore):
         return len(keys)
 
 
-def open_store(url: str, s3=None) -> ObjectStore:
+def open_store(url: str, s3: S3Config | None = None) -> ObjectStore:
     """Open the store named by `url`: a folder path (or file:// URL), or `s3://bucket[/prefix]`.
 
     `s3` is the config's S3 section (`config.s3`; default settings without it). The endpoint comes from it,
@@ -420,10 +404,7 @@ def open_store(url: str, s3=None) -> ObjectStore:
     credentials only from the environment.
     """
     if url.startswith("s3://"):
-        if s3 is None:
-            from pipeline.config import S3Config
-
-            s3 = S3Config()
+        s3 = s3 or S3Config()
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         endpoint = s3.endpoint or os.environ.get("VIGIL_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
         if not endpoint:
@@ -435,13 +416,7 @@ def open_store(url: str, s3=None) -> ObjectStore:
             prefix,
             endpoint=endpoint,
             region=s3.region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None,
-            create_bucket=s3.create_bucket,
-            attempts=s3.attempts,
-            backoff=s3.backoff,
-            backoff_max=s3.backoff_max,
-            deadline=s3.deadline,
-            connect_timeout=s3.connect_timeout,
-            read_timeout=s3.read_timeout,
+            settings=s3,
         )
     if "://" in url and not url.startswith("file://"):
         scheme = url.split("://", 1)[0]
@@ -452,41 +427,6 @@ def open_store(url: str, s3=None) -> ObjectStore:
 def open_configured_store(config) -> ObjectStore:
     """The store a `VigilConfig` names, reached with its S3 settings (endpoint, retries, timeouts)."""
     return open_store(config.store, s3=config.s3)
-
-
-def source_id(source: str) -> str:
-    """A stable, path-safe id: a slug of the name plus a hash of the full source (path or camera id)."""
-    name = Path(source).stem if "://" not in source else source.rsplit("/", 1)[-1]
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:40] or "source"
-    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-    return f"{slug}-{digest}"
-
-
-def _ms(seconds: float) -> int:
-    return int(round(seconds * 1000))
-
-
-def source_key(sid: str) -> str:
-    return f"sources/{sid}.json"
-
-
-def clip_key(sid: str, start: float) -> str:
-    return f"clips/{sid}/{_ms(start):012d}.npz"
-
-
-def keyframe_key(sid: str, pts: float) -> str:
-    return f"keyframes/{sid}/{_ms(pts):012d}.jpg"
-
-
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An .npz that np.load reads, with fixed zip timestamps so equal arrays give equal bytes."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, array in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
-            archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue())
-    return buffer.getvalue()
 
 
 def write_clip(store: ObjectStore, clip: ClipEmbedding) -> str:
@@ -503,7 +443,7 @@ def write_clip(store: ObjectStore, clip: ClipEmbedding) -> str:
     key = clip_key(clip.source_id, clip.start)
     store.put(
         key,
-        _npz_bytes(
+        encode_npz(
             {
                 "siglip": clip.siglip.astype(np.float32),
                 "dinov2": clip.dinov2.astype(np.float32),
@@ -515,9 +455,9 @@ def write_clip(store: ObjectStore, clip: ClipEmbedding) -> str:
 
 
 def read_clip(store: ObjectStore, key: str) -> ClipEmbedding:
-    with np.load(io.BytesIO(store.get(key)), allow_pickle=False) as data:
-        meta = json.loads(data["meta"].tobytes())
-        return ClipEmbedding(
+    data = decode_npz(store.get(key))
+    meta = json.loads(data["meta"].tobytes())
+    return ClipEmbedding(
             source=meta["source"],
             source_id=meta["source_id"],
             start=meta["start"],
@@ -532,6 +472,4 @@ def read_clip(store: ObjectStore, key: str) -> ClipEmbedding:
 
 
 def write_keyframe(store: ObjectStore, key: str, image: np.ndarray, quality: int = 88) -> None:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    store.put(key, buffer.getvalue())
+    store.put(key, encode_jpeg(image, quality))

@@ -1,8 +1,9 @@
-"""Pictures and the page of a summary: contact sheet (PIL), timeline (matplotlib, Agg, no pyplot state) and a
-self-contained report.html with every image inlined as a data URI.
+"""The text, pictures and page of a summary: the text summary (one line per segment), contact sheet (PIL),
+timeline (matplotlib, Agg, no pyplot state) and a self-contained report.html with every image inlined as a
+data URI.
 
-All three are pure functions of the summary dict (and the keyframe pictures): the same summary renders to
-the same bytes. Outputs of untrained models say so on the picture itself.
+All are pure functions of the summary dict (and the keyframe pictures): the same summary renders to the same
+bytes. Outputs of untrained models say so on the picture itself.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.summaries.summarize import UNTRAINED_TEXT, format_time
+from pipeline.records import UNTRAINED_NOTE
+from pipeline.storage.codecs import encode_jpeg
+from pipeline.summaries.timecode import format_time
 
 _BG = (246, 246, 244)
 _INK = (28, 28, 30)
@@ -48,6 +51,35 @@ def _hours(summary: dict) -> bool:
     return summary["range"]["end"] >= 3600
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def summary_text(summary: dict) -> str:
+    """What happened when, as text: a line for the whole range, then one per segment
+    ("00:00-01:12 parking lot: car, person; 3 alerts 'person at the gate'")."""
+    hours = _hours(summary)
+    name = _name(summary)
+    r = summary["range"]
+    lines = []
+    if summary["untrained"]:
+        lines.append(UNTRAINED_NOTE)
+    events = summary["events"]
+    lines.append(
+        f"{name} {format_time(r['start'], hours)}-{format_time(r['end'], hours)}: "
+        f"{_plural(len(summary['shots']), 'shot')}, {_plural(len(summary['keyframes']), 'keyframe')}"
+        + (f", {_plural(len(events), 'event')}" if events else "")
+    )
+    for seg in summary["segments"]:
+        head = f"{format_time(seg['start'], hours)}-{format_time(seg['end'], hours)}"
+        body = f" {seg['heading']}" if seg["heading"] else ""
+        if seg["tags"]:
+            body += (": " if body else " ") + ", ".join(seg["tags"])
+        notes = [f"{_plural(e['count'], e['kind'])} '{e['label']}'" for e in seg["events"]]
+        lines.append(head + body + ("; " + "; ".join(notes) if notes else ""))
+    return "\n".join(lines)
+
+
 def contact_sheet_png(summary: dict, thumbs: dict[int, np.ndarray], width: int = 240, columns: int = 6) -> bytes:
     """Keyframes in time order on a grid, each with its time, shot and leading tags."""
     keyframes = summary["keyframes"]
@@ -70,7 +102,7 @@ def contact_sheet_png(summary: dict, thumbs: dict[int, np.ndarray], width: int =
                              f"{len(summary['shots'])} shots, {len(keyframes)} keyframes", title, sheet_w - 2 * pad, draw),
               fill=_INK, font=title)
     if summary["untrained"]:
-        draw.text((pad, 28), _fit(UNTRAINED_TEXT, small, sheet_w - 2 * pad, draw), fill=_WARN, font=small)
+        draw.text((pad, 28), _fit(UNTRAINED_NOTE, small, sheet_w - 2 * pad, draw), fill=_WARN, font=small)
     shots = summary["shots"]
     for i, keyframe in enumerate(keyframes):
         x = pad + (i % cols) * (width + pad)
@@ -158,7 +190,7 @@ def timeline_png(summary: dict, width_inches: float = 12.0) -> bytes:
             title += f", {len(summary['events'])} events"
         fig.suptitle(title, fontsize=10, x=0.01, ha="left")
         if summary["untrained"]:
-            fig.text(0.99, 0.985, "UNTRAINED models (random weights)", color="#b91414", fontsize=9, ha="right", va="top")
+            fig.text(0.99, 0.985, UNTRAINED_NOTE, color="#b91414", fontsize=9, ha="right", va="top")
         fig.tight_layout(rect=(0, 0, 1, 0.95))
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", metadata={"Software": None})
@@ -172,9 +204,7 @@ def _data_uri(data: bytes, mime: str) -> str:
 def _thumb_jpeg(image: np.ndarray, width: int = 200) -> bytes:
     picture = Image.fromarray(image).convert("RGB")
     picture.thumbnail((width, width), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=80)
-    return buffer.getvalue()
+    return encode_jpeg(np.asarray(picture), quality=80)
 
 
 _CSS = """
@@ -208,7 +238,7 @@ def report_html(summary: dict, contact_sheet: bytes, timeline: bytes, thumbs: di
         + f" &middot; schema_version {summary['schema_version']}</div>",
     ]
     if summary["untrained"]:
-        parts.append(f'<div class="warn">{e(UNTRAINED_TEXT)}</div>')
+        parts.append(f'<div class="warn">{e(UNTRAINED_NOTE)}</div>')
     parts += [
         f"<h2>What happened when</h2><pre>{e(summary['text'])}</pre>",
         f'<h2>Timeline</h2><img class="wide" alt="timeline" src="{_data_uri(timeline, "image/png")}">',

@@ -1019,7 +1019,7 @@ def summarize_track(
 
 def expected_model_ids(spec) -> tuple[str, str]:
     """The model ids a `--models` spec will record (folders absolute), without loading anything."""
-    from pipeline.models.encoders import resolve_models
+    from pipeline.models import resolve_models
 
     source = resolve_models(spec)
 
@@ -1056,7 +1056,7 @@ def stored_track(store: ObjectStore, sid: str, *, shots_from: str = "auto", want
 
 
 def _load_text_encoder(model_id: str, config) -> Any:
-    from pipeline.models.encoders import SiglipEncoder
+    from pipeline.models import SiglipEncoder
 
     return SiglipEncoder.from_pretrained(model_id, device=config.device, precision=config.precision,
                                          batch_size=config.batch_size)
@@ -1105,7 +1105,7 @@ def summarize_file(
             raise SummarizeError(f"{path} has no stored clips in {store.url} (made with these models): "
                                  "run `vigil index` first, or summarize with shots from frames")
         if encoders is None:
-            from pipeline.models.encoders import load_encoders
+            from pipeline.models import load_encoders
 
             encoders = load_encoders(config.models, device=config.device, precision=config.precision,
                                      batch_size=config.batch_size)

@@ -1,0 +1,45 @@
+"""A video source sampled as the `decode` config section says: the one place that section becomes decoder
+arguments, for archive files, embedded monitor sources, Kafka ingest and summaries alike."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.config import DecodeConfig
+from pipeline.media.decode import DecodeStream, decode_frames, mark_still_frames
+from pipeline.media.streams import ReconnectPolicy, is_live, read_live
+from pipeline.records import Frame
+
+
+def decode_file(path: str | Path, decode: DecodeConfig, *, source: str | None = None,
+                camera: str | None = None) -> DecodeStream:
+    """A file's sampled frames: the section's rate, size, keyframe path ("auto": when keyframes are dense
+    enough), threads and backend. The stream reports which keyframe path it took."""
+    return decode_frames(
+        path,
+        fps=decode.fps,
+        short_side=decode.short_side,
+        keyframes_only=None if decode.keyframes_only == "auto" else decode.keyframes_only,
+        threads=decode.threads,
+        backend=decode.backend,
+        source=source,
+        camera=camera,
+    )
+
+
+def mark_still(frames: Iterator[Frame], decode: DecodeConfig) -> Iterator[Frame]:
+    """`frames` with near-duplicates of their source's previous frame marked still (`still_threshold` > 0)."""
+    return mark_still_frames(frames, decode.still_threshold) if decode.still_threshold > 0 else frames
+
+
+def sampled_frames(url: str | Path, decode: DecodeConfig, *, camera: str | None = None,
+                   source: str | None = None, policy: ReconnectPolicy | None = None) -> Iterator[Frame]:
+    """A file's or a live URL's sampled frames with still frames marked: what the models are fed. A live
+    stream reconnects by `policy`; frames of a camera carry its id as source and camera."""
+    url = str(url)
+    if is_live(url):
+        frames = read_live(url, camera=camera or url, fps=decode.fps, short_side=decode.short_side, policy=policy)
+    else:
+        frames = decode_file(url, decode, source=source or camera, camera=camera)
+    return mark_still(frames, decode)

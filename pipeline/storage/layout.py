@@ -1,0 +1,139 @@
+"""The store layout: every key and prefix any store holds, built here and nowhere else.
+
+Keys are relative to the store root (an S3 store uses the same keys under its prefix):
+
+    sources/{source_id}.json                          what was indexed: source, size and mtime, settings, clips
+    clips/{source_id}/{start_ms:012d}.npz             one ClipEmbedding: SigLIP2 and DINOv2 vectors, metadata
+    keyframes/{source_id}/{pts_ms:012d}.jpg           the representative frame of a clip window (or an alert's)
+    index/MANIFEST.json                               names the current index version
+    index/{version}/...                               FAISS files and row metadata of that version
+    summaries/{source_id}/                            summary.json, contact sheet, timeline, report.html
+    summaries/{source_id}/frames.npz                  per-frame features kept by the first summary of a file
+    summaries/{source_id}/keyframes/{pts_ms:012d}.jpg pictures a summary picked that no clip keyframe covers
+    summaries/{source_id}/range-{from_ms:012d}-{to}/  the summary of a time range (`to`: ms or "end")
+    summaries/_vocabulary/{digest}.npz                concept text embeddings per text model
+    alerts/{camera_source_id}/{alert_id}.json         one alert, rewritten as its event opens and closes
+    queries/{query_id}.json, queries/{query_id}.jpg   standing queries and their example images
+    monitor/{name_source_id}/checkpoint.json          a monitor's analyzer state and the offsets it covers
+
+`source_id` is a path-safe slug plus a hash of the source (a path or a camera id), so user input never
+becomes a raw key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+SOURCES = "sources/"
+INDEX = "index/"
+MANIFEST_KEY = f"{INDEX}MANIFEST.json"
+ALERTS = "alerts/"
+QUERIES = "queries/"
+
+
+def source_id(source: str) -> str:
+    """A stable, path-safe id: a slug of the name plus a hash of the full source (path or camera id)."""
+    name = Path(source).stem if "://" not in source else source.rsplit("/", 1)[-1]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:40] or "source"
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    return f"{slug}-{digest}"
+
+
+def ms(seconds: float) -> int:
+    """Media time in whole milliseconds, as keys spell it."""
+    return int(round(seconds * 1000))
+
+
+def source_key(sid: str) -> str:
+    return f"{SOURCES}{sid}.json"
+
+
+def clips_prefix(sid: str) -> str:
+    return f"clips/{sid}/"
+
+
+def clip_key(sid: str, start: float) -> str:
+    return f"{clips_prefix(sid)}{ms(start):012d}.npz"
+
+
+def clip_start_ms(key: str) -> int:
+    """The start (ms) a clip key names."""
+    return int(key.rsplit("/", 1)[-1].split(".", 1)[0])
+
+
+def keyframes_prefix(sid: str) -> str:
+    return f"keyframes/{sid}/"
+
+
+def keyframe_key(sid: str, pts: float) -> str:
+    return f"{keyframes_prefix(sid)}{ms(pts):012d}.jpg"
+
+
+def index_version_prefix(version: str) -> str:
+    return f"{INDEX}{version}"
+
+
+def summaries_prefix(sid: str) -> str:
+    return f"summaries/{sid}/"
+
+
+def summary_prefix(sid: str, start: float | None = None, end: float | None = None) -> str:
+    """Where a summary's files go: the whole source's, or a time range's (`end` None: to the end)."""
+    if start is None and end is None:
+        return f"summaries/{sid}"
+    to = "end" if end is None else f"{ms(end):012d}"
+    return f"{summary_ranges_prefix(sid)}{ms(start or 0.0):012d}-{to}"
+
+
+def summary_ranges_prefix(sid: str) -> str:
+    """The prefix every time-range summary of a source starts with."""
+    return f"summaries/{sid}/range-"
+
+
+def summary_range_start_ms(prefix: str) -> int:
+    """The start (ms) a time-range summary's prefix names."""
+    return int(prefix.rsplit("/range-", 1)[1].split("-", 1)[0])
+
+
+def summary_frames_key(sid: str) -> str:
+    return f"{summaries_prefix(sid)}frames.npz"
+
+
+def summary_keyframes_prefix(sid: str) -> str:
+    return f"{summaries_prefix(sid)}keyframes/"
+
+
+def summary_keyframe_key(sid: str, pts: float) -> str:
+    return f"{summary_keyframes_prefix(sid)}{ms(pts):012d}.jpg"
+
+
+def vocabulary_key(digest: str) -> str:
+    return f"summaries/_vocabulary/{digest}.npz"
+
+
+def alerts_prefix(sid: str) -> str:
+    """A camera's alerts (`sid`: the camera's source_id)."""
+    return f"{ALERTS}{sid}/"
+
+
+def alert_key(sid: str, alert_id: str) -> str:
+    return f"{alerts_prefix(sid)}{alert_id}.json"
+
+
+def query_key(query_id: str) -> str:
+    return f"{QUERIES}{query_id}.json"
+
+
+def query_image_key(query_id: str) -> str:
+    return f"{QUERIES}{query_id}.jpg"
+
+
+def monitor_checkpoint_key(name: str) -> str:
+    return f"monitor/{source_id(name)}/checkpoint.json"
+
+
+def source_prefixes(sid: str) -> tuple[str, ...]:
+    """Every prefix holding a source's derived objects (its record aside): what removing it deletes."""
+    return clips_prefix(sid), keyframes_prefix(sid), summaries_prefix(sid)
