@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean system-deps
+.PHONY: install demo test lint bench clean system-deps
 
 # Debian packages the tests use: the RTSP test camera (tests/rtsp_server.py) is GStreamer's RTSP server on
 # Debian's python3-gi. Installed only when one is missing (needs root, or sudo).
@@ -34,8 +34,15 @@ system-deps:
 		$$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
+# The habits that keep the tree readable: lint and format (ruff), the layering contracts (import-linter,
+# pyproject.toml [tool.importlinter]). `make test` runs them first: a broken one fails the build.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
 # pytest exits 5 when it collects no test: say so and fail loudly rather than pass silently.
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 

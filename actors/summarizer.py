@@ -6,7 +6,7 @@ import ray
 
 from pipeline.config import VigilConfig
 from pipeline.storage.store import open_configured_store
-from pipeline.summaries.summarize import RollingSummaries
+from pipeline.summaries import RollingSummaries
 
 
 @ray.remote(num_cpus=0, max_restarts=2)

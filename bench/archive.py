@@ -38,7 +38,8 @@ from bench import results
 from bench.results import facts_section, markdown_table, mib as _mib, plain_table, write_section
 from jobs.archive import index_paths
 from pipeline.config import VigilConfig, load_config
-from pipeline.media.decode import decode_frames, mark_still_frames, output_size
+from pipeline.media.decode import output_size
+from pipeline.media.sampling import decode_file, mark_still
 from pipeline.search.embed import extract_features, model_batches
 from pipeline.models import Encoders, ModelSource, build_random_checkpoints, load_encoders
 from pipeline.records import Frame
@@ -121,23 +122,14 @@ def measure(fn: Callable[[], Any]) -> tuple[Any, Measured]:
 
 def warm_up_encoders(encoders: Encoders, config: VigilConfig) -> None:
     """One untimed call with a frame of the decoded size, so first-call allocations are not billed."""
-    encoders.embed_images(scene_image(0, output_size(*RESOLUTION, config.decode.short_side))[None])
+    encoders.embed_images(scene_image(0, output_size(*RESOLUTION, config.decode.short_side or None))[None])
 
 
 def decode_alone(video: Path, config: VigilConfig) -> tuple[list[Frame], bool]:
     """All sampled frames (still-marked) with the settings `pipeline.search.embed.sampled_batches` uses,
     plus whether the keyframe-only path was taken."""
-    d = config.decode
-    stream = decode_frames(
-        video,
-        fps=d.fps,
-        short_side=d.short_side,
-        keyframes_only=None if d.keyframes_only == "auto" else d.keyframes_only,
-        threads=d.threads,
-        backend=d.backend,
-        source=str(video),
-    )
-    frames = list(mark_still_frames(stream, d.still_threshold) if d.still_threshold > 0 else stream)
+    stream = decode_file(video, config.decode, source=str(video))
+    frames = list(mark_still(stream, config.decode))
     return frames, bool(stream.keyframes_only)
 
 

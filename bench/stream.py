@@ -55,6 +55,7 @@ import psutil
 import yaml
 
 from bench import results
+from pipeline.records import Frame, FrameBatch
 from bench.results import facts_section, markdown_table, mib as _mib, plain_table, write_section
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -221,7 +222,6 @@ class Scenes:
 
 def _template(index: int):
     from pipeline.media.kafka_io import frame_message
-    from pipeline.records import Frame
     from pipeline.media.synthetic import scene_image
 
     image = scene_image(index, FRAME_SIZE)
@@ -663,14 +663,12 @@ class Bound:
         return f"{self.processes} extractors x {threads} each" if self.processes > 1 else threads
 
 
-def _bound_frames(pictures: list, batch_frames: int) -> list:
+def _bound_frames(pictures: list, batch_frames: int) -> FrameBatch:
     """One full batch of the monitor's size, of the cameras' pictures."""
-    from pipeline.records import Frame
-
-    return [Frame("cam", i * 0.5, i, pictures[i % len(pictures)], camera="cam") for i in range(batch_frames)]
+    return FrameBatch([Frame("cam", i * 0.5, i, pictures[i % len(pictures)], camera="cam") for i in range(batch_frames)])
 
 
-def _timed_extraction(frames: list, encoders, min_seconds: float, min_batches: int) -> tuple[int, float, float]:
+def _timed_extraction(frames: FrameBatch, encoders, min_seconds: float, min_batches: int) -> tuple[int, float, float]:
     """`extract_features` on `frames` over and over: (batches, wall seconds, CPU seconds of this process)."""
     from pipeline.search.embed import extract_features
 
@@ -1101,7 +1099,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from jobs.monitor import threads_per_extractor
+    from actors.stages import threads_per_extractor
     from pipeline.config import load_config
     from pipeline.models import build_random_checkpoints, load_encoders
 

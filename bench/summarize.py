@@ -97,7 +97,7 @@ def _shot_accuracy(summary: dict, cuts: list[float]) -> dict:
 def _child_from_scratch(video: str, models_kind: str, precision: str, store: str, cuts: list[float], queue) -> None:
     from pipeline.models import load_encoders
     from pipeline.storage.store import LocalStore
-    from pipeline.summaries.summarize import summarize_file
+    from pipeline.summaries import summarize_file
 
     models = prepare_models(models_kind)
     config = bench_config(models, precision)
@@ -118,7 +118,7 @@ def _child_from_scratch(video: str, models_kind: str, precision: str, store: str
 def _child_from_stored(video: str, models_kind: str, precision: str, store: str, queue) -> None:
     began = time.perf_counter()
     from pipeline.storage.store import LocalStore
-    from pipeline.summaries.summarize import summarize_file
+    from pipeline.summaries import summarize_file
 
     models = prepare_models(models_kind)
     config = bench_config(models, precision)

@@ -6,7 +6,6 @@ extraction -> clip windows -> sink); Ray only decides where decoding and extract
 
 from __future__ import annotations
 
-import os
 import queue
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -56,15 +55,7 @@ def find_videos(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[str
 
 def decode_settings(config: VigilConfig) -> dict:
     """Everything that changes which frames are decoded; part of a source's record."""
-    d = config.decode
-    return {
-        "backend": d.backend,
-        "fps": d.fps,
-        "short_side": d.short_side,
-        "keyframes_only": d.keyframes_only,
-        "still_threshold": d.still_threshold,
-        "window": config.embed.window,
-    }
+    return {**config.decode.sampling(), "window": config.embed.window}
 
 
 def _source_record(path: Path, config: VigilConfig, models: ModelIds, duration: float, clips: list[ClipEmbedding]) -> dict:
@@ -252,24 +243,14 @@ class RayArchive:
         import ray
 
         from actors.decoder import DecoderActor
-        from actors.extractor import ExtractorActor
+        from actors.stages import make_extractors, start_ray
 
-        if not ray.is_initialized():
-            ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
-        cpus = int(resources.get("CPU", 1))
-        extractor_count = max(1, gpus) if gpus else 1
-        self.decoders = max(1, cpus - extractor_count)
+        start_ray()
         self.config = config
         self.in_flight = in_flight
         self._ray = ray
-        self._extractors = [
-            ExtractorActor.options(num_gpus=1 if gpus else 0).remote(
-                config.models, device=config.device, precision=config.precision, batch_size=config.batch_size
-            )
-            for _ in range(extractor_count)
-        ]
+        self._extractors = make_extractors(config)
+        self.decoders = max(1, int(ray.cluster_resources().get("CPU", 1)) - len(self._extractors))
         # An actor runs one call at a time: a file holds a decoder until its stream ends.
         self._idle_decoders: queue.Queue = queue.Queue()
         for _ in range(self.decoders):

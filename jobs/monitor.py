@@ -1,7 +1,7 @@
 """`vigil monitor`: camera frames through Ray actor stages to clip embeddings, alerts and the index.
 
-    decoder (Kafka partitions, or a file / live URL) -> extractor -> matcher -> sink -> checkpoint -> commit
-                                                                                     -> summarizer
+    decoder (Kafka partitions, or a file / live URL) -> extractor -> analyzer -> sink -> checkpoint -> commit
+                                                                                      -> summarizer
 
 Each extractor (`extractors`, by default one per GPU) holds at most two micro-batches, one running and one
 queued, so it never waits for the driver. A batch is gathered when an extractor has room, from what has
@@ -10,7 +10,7 @@ extractor: light load gives small batches and low latency, heavy load full batch
 `monitor.in_flight` full batches' worth of frames are between the decoder and the sink at a time, so a
 slow stage slows intake instead of growing memory.
 
-Every `checkpoint_every` seconds the matcher's state and the Kafka offsets of the batches handed over so
+Every `checkpoint_every` seconds the analyzer's state and the Kafka offsets of the batches handed over so
 far go to the sink, which stores them after those batches' outputs (and indexes the new clips); only once
 that checkpoint is durable are the offsets committed. Nothing waits for a checkpoint: actors run their
 calls in order, so a checkpoint always covers exactly what is durable. A restart loads the checkpoint,
@@ -20,19 +20,26 @@ deterministically, so the replay yields no duplicate alert, embedding or index e
 With `summary_every` set, each durable checkpoint also tells the summarizer how far each camera's clip
 windows reach in the store; it summarizes every period that became complete, in the background of the
 next batches (one call in flight, its result always collected, so its errors stop the monitor).
+
+The driver (`drive`) composes parts with one job each: `Intake` (the decoders and how far they have been
+read), `ExtractorPool` (least busy extractor, two batches each), `FramesInFlight` (the in-flight bound) and
+`CheckpointCycle` (save, then commit, then summarize). It is given the stages (`actors.stages.MonitorStages`)
+and waits on their calls through `RemoteCalls`, so it runs on fakes without Ray as well.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import signal
-import sys
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from pipeline.config import VigilConfig
+from actors.stages import MonitorStages, RayCalls, make_monitor_stages, start_ray
+from pipeline.config import MonitorConfig, VigilConfig
+from pipeline.records import Frame, FrameBatch
 
 
 @dataclass
@@ -45,199 +52,257 @@ class MonitorReport:
     summaries: int = 0
 
 
-@dataclass
-class _Checkpoint:
-    """A checkpoint being written: durable once `saved` resolves, then its offsets may be committed."""
+class RemoteCalls(Protocol):
+    """How the driver waits on the calls it makes through stage handles (`handle.method.remote(...)`):
+    actors.stages.RayCalls on Ray, fakes in the driver's tests."""
 
-    saved: object  # the sink's checkpoint call (an ObjectRef)
-    offsets: dict[str, int]
-    latest_pts: dict[str, float]  # per camera, the latest frame it covers
+    def get(self, calls):
+        """The result of a call, or the results of a list of calls; raises a call's error."""
 
+    def done(self, call) -> bool:
+        """Whether a call has finished, without waiting."""
 
-def threads_per_extractor(node_cpus: list[int], extractors: int) -> int:
-    """Torch threads for each of `extractors` CPU extractors spread over nodes with `node_cpus` CPUs: the
-    smallest node's cores shared by the extractors it gets. Several one-thread extractors on a small node
-    get more images/s from its cores than one extractor with all of them (no thread waits for another)."""
-    per_node = math.ceil(extractors / max(1, len(node_cpus)))
-    return max(1, min(node_cpus, default=1) // per_node)
+    def wait_any(self, calls: list) -> None:
+        """Wait until one of `calls` has finished."""
 
 
-def cpu_shortfall(extractors: int, embedded_decoders: int, node_cpus: list[int]) -> str | None:
-    """What to tell the user when the actors that hold a CPU slot each (extractors, embedded-mode decoders)
-    outnumber the cluster's slots: Ray then keeps the rest waiting (an autoscaler may add nodes) and the
-    monitor would seem to hang."""
-    slots = extractors + embedded_decoders
-    if slots <= sum(node_cpus):
-        return None
-    return (f"{extractors} extractor(s) and {embedded_decoders} embedded decoder(s) need {slots} CPU slots and the "
-            f"Ray cluster has {sum(node_cpus)}: they wait until Ray has room (more workers, or fewer "
-            "monitor.extractors)")
+class Intake:
+    """Polls the decoders still running and records how far the frames handed over reach: the next Kafka
+    offsets and each camera's latest pts, which a checkpoint records."""
+
+    def __init__(self, decoders: list, calls: RemoteCalls, offsets: dict[str, int]):
+        self.calls = calls
+        self.live = list(decoders)
+        self.offsets = dict(offsets)  # next offsets after every batch handed to the stages so far
+        self.latest_pts: dict[str, float] = {}  # per camera, the latest frame handed to the stages
+
+    def poll(self, timeout: float, max_frames: int) -> list[Frame]:
+        """What the running decoders have (up to `max_frames` each; `timeout` is the wait for a first frame),
+        to be handed to the stages; a decoder whose source ended is dropped."""
+        polled = self.calls.get([decoder.poll.remote(timeout, max_frames) for decoder in self.live])
+        frames = [frame for batch, _, _ in polled for frame in batch]
+        for (_, moved, finished), decoder in zip(polled, list(self.live)):
+            self.offsets.update(moved)
+            if finished:
+                self.live.remove(decoder)
+        for frame in frames:
+            camera = frame.camera or frame.source
+            self.latest_pts[camera] = max(frame.pts, self.latest_pts.get(camera, frame.pts))
+        return frames
 
 
-def _start_ray() -> None:
-    import ray
+class ExtractorPool:
+    """Hands batches to the extractors (Ray Data's actor pool is the model): each holds at most two, one
+    running and one queued, so it never waits for the driver."""
 
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+    def __init__(self, extractors: list, calls: RemoteCalls):
+        self.extractors = extractors
+        self.calls = calls
+        self.in_hand: list[deque] = [deque() for _ in extractors]  # each one's extract calls not known done
 
-
-def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_frames: int | None = None) -> MonitorReport:
-    """Run until the sources end (embedded files), `idle_exit` seconds pass without frames, or SIGTERM."""
-    import ray
-
-    from actors.decoder import KafkaDecoderActor, StreamDecoderActor
-    from actors.extractor import ExtractorActor
-    from actors.analyzer import StreamAnalyzerActor
-    from actors.sink import SinkActor
-    from actors.summarizer import SummarizerActor
-
-    _start_ray()
-    m = config.monitor
-    kafka_mode = not m.sources
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    count = max(1, gpus) if m.extractors == "auto" else m.extractors
-    # On CPU nodes the extractors share each node's cores (SPREAD: as few per node as there can be).
-    node_cpus = [int(n["Resources"]["CPU"]) for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1]
-    threads = None if gpus else threads_per_extractor(node_cpus, count)
-    if shortfall := cpu_shortfall(count, len(m.sources), node_cpus):
-        print(f"monitor {m.name}: {shortfall}", file=sys.stderr, flush=True)
-    extractors = [
-        ExtractorActor.options(num_gpus=1 if gpus else 0, scheduling_strategy="SPREAD").remote(
-            config.models, device=config.device, precision=config.precision, batch_size=config.batch_size,
-            threads=threads,
-        )
-        for _ in range(count)
-    ]
-    # Room for every extractor's two batches (in_flight counts full batches' worth of frames).
-    in_flight = max(m.in_flight, 2 * count)
-    matcher = StreamAnalyzerActor.remote(config)
-    sink = SinkActor.remote(config, publish_alerts=kafka_mode)
-    if kafka_mode:
-        decoders = [KafkaDecoderActor.remote(config)]
-    else:
-        decoders = [StreamDecoderActor.remote(s.url, s.camera, config) for s in m.sources]
-    summarizer = SummarizerActor.remote(config) if m.summary_every else None
-
-    offsets: dict[str, int] = {}  # next offsets after every batch handed to the stages so far
-    checkpoint = ray.get(sink.load_checkpoint.remote(m.name))
-    if checkpoint is not None:
-        ray.get(matcher.load_state_dict.remote(checkpoint["analyzer"]))
-        offsets = dict(checkpoint["offsets"])
-        if kafka_mode and offsets:
-            ray.get(decoders[0].seek.remote(offsets))
-
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    report = MonitorReport()
-    live = list(decoders)
-    latest_pts: dict[str, float] = {}  # per camera, the latest frame handed to the stages
-    writes: deque = deque()  # the sink's writes in flight, oldest first, with the frames each covers
-    extracting = [deque() for _ in extractors]  # each extractor's batches (extract calls) not known done
-    uncovered: list = []  # the sink's writes since the last checkpoint began
-    saving: _Checkpoint | None = None
-    committing = summarizing = None  # the calls of those kinds in flight
-    # Clocks start once every stage is up: starting workers and loading models can take longer than
-    # `idle_exit` on a busy machine.
-    stages = [*extractors, *decoders, matcher, sink, *([summarizer] if summarizer is not None else [])]
-    ray.get([stage.__ray_ready__.remote() for stage in stages])
-    ray.get(sink.write.remote(matcher.refresh_queries.remote()))
-    last_frame = last_checkpoint = last_refresh = time.monotonic()
-
-    def collect(ref):
-        """The result of a call started earlier (raising its error), 0 for none."""
-        return 0 if ref is None else ray.get(ref)
-
-    def write(output, frames: int = 0) -> None:
-        """Have the sink write a stream output (an ObjectRef) made from `frames` frames; the next checkpoint
-        covers it."""
-        writes.append((sink.write.remote(output), frames))
-        uncovered.append(writes[-1][0])
-
-    def settle(keep_frames: int) -> None:
-        """Wait for the oldest writes until at most `keep_frames` frames are on their way from the decoder
-        to the sink (0: until every write is done). Counted in frames, not batches: adaptive batches differ
-        in size, and small ones finished behind a large one must not stop intake."""
-        while writes and (keep_frames == 0 or sum(frames for _, frames in writes) > keep_frames):
-            report.alerts += ray.get(writes.popleft()[0])
-
-    def next_extractor() -> int:
+    def least_busy(self) -> int:
         """The extractor with the fewest batches in hand, once one has fewer than two (running and queued),
         waiting for a batch to finish if none has. Not turn by turn: adaptive batches differ in size, and
         an extractor that got a small one would then wait for the driver, which waits for the oldest."""
         while True:
-            for calls in extracting:  # an actor runs its calls in order: only the oldest can be done
-                while calls and ray.wait([calls[0]], timeout=0, fetch_local=False)[0]:
-                    calls.popleft()
-            index = min(range(count), key=lambda i: len(extracting[i]))
-            if len(extracting[index]) < 2:
+            for pending in self.in_hand:  # an actor runs its calls in order: only the oldest can be done
+                while pending and self.calls.done(pending[0]):
+                    pending.popleft()
+            index = min(range(len(self.in_hand)), key=lambda i: len(self.in_hand[i]))
+            if len(self.in_hand[index]) < 2:
                 return index
-            ray.wait([calls[0] for calls in extracting], num_returns=1, fetch_local=False)
+            self.calls.wait_any([pending[0] for pending in self.in_hand])
 
-    def start_checkpoint() -> None:
+    def extract(self, index: int, batch) -> object:
+        """Start extracting `batch` on extractor `index` (given by least_busy); returns the call."""
+        call = self.extractors[index].extract.remote(batch)
+        self.in_hand[index].append(call)
+        return call
+
+
+class FramesInFlight:
+    """The sink's writes in flight, oldest first, with the frames each covers: at most `limit` frames are on
+    their way from the decoder to the sink once `settle` returns, so a slow stage slows intake instead of
+    growing memory. Counted in frames, not batches: adaptive batches differ in size, and small ones
+    finished behind a large one must not stop intake."""
+
+    def __init__(self, sink, calls: RemoteCalls, limit: int):
+        self.sink = sink
+        self.calls = calls
+        self.limit = limit
+        self.writes: deque[tuple[object, int]] = deque()
+
+    def frames(self) -> int:
+        return sum(frames for _, frames in self.writes)
+
+    def write(self, output, frames: int = 0) -> object:
+        """Have the sink write a stream output (an analyzer call) made from `frames` frames; returns the call."""
+        self.writes.append((self.sink.write.remote(output), frames))
+        return self.writes[-1][0]
+
+    def settle(self) -> int:
+        """Wait for the oldest writes until at most `limit` frames are in flight; the alerts they stored."""
+        alerts = 0
+        while self.writes and self.frames() > self.limit:
+            alerts += self.calls.get(self.writes.popleft()[0])
+        return alerts
+
+    def drain(self) -> int:
+        """Wait for every write; the alerts they stored."""
+        alerts = 0
+        while self.writes:
+            alerts += self.calls.get(self.writes.popleft()[0])
+        return alerts
+
+
+@dataclass
+class _Checkpoint:
+    """A checkpoint being written: durable once `saved` resolves, then its offsets may be committed."""
+
+    saved: object  # the sink's checkpoint call
+    offsets: dict[str, int]
+    latest_pts: dict[str, float]  # per camera, the latest frame it covers
+
+
+class CheckpointCycle:
+    """Every `every` seconds: save (the sink stores the analyzer's state and the offsets after the writes the
+    checkpoint covers), then commit those offsets (Kafka mode), then summarize the periods the saved writes
+    completed. One call of each kind in flight; each one's result is collected, so its errors stop the monitor."""
+
+    def __init__(self, name: str, stages: MonitorStages, calls: RemoteCalls, *, every: float, started: float):
+        self.name = name
+        self.stages = stages
+        self.calls = calls
+        self.every = every
+        self.last_started = started
+        self.uncovered: list = []  # the sink's writes since the last checkpoint began
+        self.saving: _Checkpoint | None = None
+        self.committing = self.summarizing = None  # the calls of those kinds in flight
+        self.checkpoints = self.summaries = 0
+
+    def cover(self, write) -> None:
+        """The next checkpoint covers this write call of the sink's."""
+        self.uncovered.append(write)
+
+    def step(self, now: float, offsets: dict[str, int], latest_pts: dict[str, float]) -> None:
+        """Finish the checkpoint being saved once it is durable; start the next when it is due and none is
+        being saved."""
+        if self.saving is not None and self.calls.done(self.saving.saved):
+            self.finish()
+        if self.saving is None and now - self.last_started >= self.every:
+            self.start(offsets, latest_pts)
+            self.last_started = now
+
+    def start(self, offsets: dict[str, int], latest_pts: dict[str, float]) -> None:
         """Record the analyzer state and the offsets of every batch handed over so far. No waiting: the
-        matcher takes the state after those batches and the sink stores it after writing their outputs
+        analyzer takes the state after those batches and the sink stores it after writing their outputs
         (an actor runs one caller's calls in order), and only if every one of those writes succeeded, so
         a checkpoint never covers anything not durable."""
-        nonlocal saving
-        saved = sink.checkpoint.remote(m.name, matcher.state_dict.remote(), dict(offsets), *uncovered)
-        uncovered.clear()
-        saving = _Checkpoint(saved, dict(offsets), dict(latest_pts))
+        stages = self.stages
+        saved = stages.sink.checkpoint.remote(
+            self.name, stages.analyzer.state_dict.remote(), dict(offsets), *self.uncovered
+        )
+        self.uncovered = []
+        self.saving = _Checkpoint(saved, dict(offsets), dict(latest_pts))
 
-    def finish_checkpoint(final: bool = False) -> None:
-        """Once the checkpoint is durable: commit its offsets and summarize the periods it completed."""
-        nonlocal saving, committing, summarizing
-        ray.get(saving.saved)
-        report.checkpoints += 1
-        if kafka_mode and saving.offsets:
-            collect(committing)
-            committing = decoders[0].commit.remote(saving.offsets)
-        if summarizer is not None:
-            report.summaries += collect(summarizing)
-            summarizing = summarizer.advance.remote(saving.latest_pts, final and not live)
-        saving = None
+    def finish(self, ended: bool = False) -> None:
+        """Once the checkpoint being saved (if any) is durable: commit its offsets and summarize the periods
+        it completed (`ended`: the sources ended, so the last periods are complete too)."""
+        if self.saving is None:
+            return
+        self.calls.get(self.saving.saved)
+        self.checkpoints += 1
+        if self.stages.consumer is not None and self.saving.offsets:
+            self._collect(self.committing)
+            self.committing = self.stages.consumer.commit.remote(self.saving.offsets)
+        if self.stages.summarizer is not None:
+            self.summaries += self._collect(self.summarizing)
+            self.summarizing = self.stages.summarizer.advance.remote(self.saving.latest_pts, ended)
+        self.saving = None
 
-    while live and not stopping:
-        index = next_extractor()
-        polled = ray.get([d.poll.remote(m.poll_timeout, m.batch_frames) for d in live])
-        frames = [frame for batch, _, _ in polled for frame in batch]
-        for (_, moved, finished), decoder in zip(polled, list(live)):
-            offsets.update(moved)
-            if finished:
-                live.remove(decoder)
-        now = time.monotonic()
+    def close(self, offsets: dict[str, int], latest_pts: dict[str, float], ended: bool) -> None:
+        """A last checkpoint of everything handed over, then the last commit and summaries collected."""
+        self.start(offsets, latest_pts)
+        self.finish(ended)
+        self._collect(self.committing)
+        self.summaries += self._collect(self.summarizing)
+
+    def _collect(self, call) -> int:
+        """The result of a call started earlier (raising its error), 0 for none."""
+        return 0 if call is None else self.calls.get(call)
+
+
+def resume(stages: MonitorStages, name: str, calls: RemoteCalls) -> dict[str, int]:
+    """Load the monitor's checkpoint, if any, into the analyzer and seek the Kafka consumer to its offsets;
+    returns them."""
+    checkpoint = calls.get(stages.sink.load_checkpoint.remote(name))
+    if checkpoint is None:
+        return {}
+    calls.get(stages.analyzer.load_state_dict.remote(checkpoint["analyzer"]))
+    if stages.consumer is not None and checkpoint["offsets"]:
+        calls.get(stages.consumer.seek.remote(checkpoint["offsets"]))
+    return dict(checkpoint["offsets"])
+
+
+def drive(
+    stages: MonitorStages,
+    settings: MonitorConfig,
+    calls: RemoteCalls,
+    *,
+    stop: threading.Event,
+    idle_exit: float | None = None,
+    max_frames: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> MonitorReport:
+    """Run the stages until the sources end (embedded files), `idle_exit` seconds pass without frames, `stop`
+    is set or `max_frames` frames were handed over; then close the last windows (when the sources ended),
+    wait for every write and save a last checkpoint."""
+    s = settings
+    report = MonitorReport()
+    intake = Intake(stages.decoders, calls, resume(stages, s.name, calls))
+    pool = ExtractorPool(stages.extractors, calls)
+    # Room for every extractor's two batches (in_flight counts full batches' worth of frames).
+    batches_in_flight = max(s.in_flight, 2 * len(stages.extractors))
+    in_flight = FramesInFlight(stages.sink, calls, limit=(batches_in_flight - 1) * s.batch_frames)
+    calls.get(stages.sink.write.remote(stages.analyzer.refresh_queries.remote()))
+    last_frame = last_refresh = clock()
+    checkpoints = CheckpointCycle(s.name, stages, calls, every=s.checkpoint_every, started=last_frame)
+    while intake.live and not stop.is_set():
+        index = pool.least_busy()
+        frames = intake.poll(s.poll_timeout, s.batch_frames)
+        now = clock()
         if frames:
             last_frame = now
-            # The matcher gets the batches in order, whichever extractor finishes first: an actor runs one
+            # The analyzer gets the batches in order, whichever extractor finishes first: an actor runs one
             # caller's calls in the order they were made.
-            extracting[index].append(extractors[index].extract.remote(frames))
-            write(matcher.process.remote(frames, extracting[index][-1]), len(frames))
+            extracted = pool.extract(index, FrameBatch(frames))
+            checkpoints.cover(in_flight.write(stages.analyzer.process.remote(extracted), len(frames)))
             report.batches += 1
             report.frames += len(frames)
-            for frame in frames:
-                camera = frame.camera or frame.source
-                latest_pts[camera] = max(frame.pts, latest_pts.get(camera, frame.pts))
-            settle((in_flight - 1) * m.batch_frames)
+            report.alerts += in_flight.settle()
         elif idle_exit is not None and now - last_frame >= idle_exit:
             break
-        if saving is not None and ray.wait([saving.saved], timeout=0)[0]:
-            finish_checkpoint()
-        if saving is None and now - last_checkpoint >= m.checkpoint_every:
-            start_checkpoint()
-            last_checkpoint = now
-        if now - last_refresh >= m.query_refresh:
-            write(matcher.refresh_queries.remote())
+        checkpoints.step(now, intake.offsets, intake.latest_pts)
+        if now - last_refresh >= s.query_refresh:
+            checkpoints.cover(in_flight.write(stages.analyzer.refresh_queries.remote()))
             last_refresh = now
         if max_frames is not None and report.frames >= max_frames:
             break
-    if saving is not None:
-        finish_checkpoint()
-    if not live:  # the embedded sources ended: close the last windows and events
-        write(matcher.flush.remote())
-    settle(0)
-    start_checkpoint()
-    finish_checkpoint(final=True)
-    collect(committing)
-    report.summaries += collect(summarizing)
-    if kafka_mode:
-        report.dead_letters = ray.get(decoders[0].dead_letter_count.remote())
+    checkpoints.finish()
+    if not intake.live:  # the embedded sources ended: close the last windows and events
+        checkpoints.cover(in_flight.write(stages.analyzer.flush.remote()))
+    report.alerts += in_flight.drain()
+    checkpoints.close(intake.offsets, intake.latest_pts, ended=not intake.live)
+    report.checkpoints, report.summaries = checkpoints.checkpoints, checkpoints.summaries
+    if stages.consumer is not None:
+        report.dead_letters = calls.get(stages.consumer.dead_letter_count.remote())
     return report
+
+
+def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_frames: int | None = None) -> MonitorReport:
+    """Run until the sources end (embedded files), `idle_exit` seconds pass without frames, or SIGTERM."""
+    start_ray()
+    stages = make_monitor_stages(config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return drive(stages, config.monitor, RayCalls(), stop=stop, idle_exit=idle_exit, max_frames=max_frames)

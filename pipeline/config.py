@@ -22,10 +22,14 @@ class _Section(BaseModel):
 class DecodeConfig(_Section):
     backend: Literal["pyav", "decord"]
     fps: float = Field(gt=0, le=240)
-    short_side: int = Field(ge=32, le=4096)
+    short_side: Annotated[int, Field(ge=32, le=4096)] | Literal[0]  # 0: the source's own size
     keyframes_only: Literal["auto"] | bool
     threads: int = Field(ge=0, le=64)
     still_threshold: float = Field(ge=0)
+
+    def sampling(self) -> dict:
+        """The settings that change which frames are sampled and marked still (threads change only speed)."""
+        return self.model_dump(exclude={"threads"})
 
 
 class EmbedConfig(_Section):

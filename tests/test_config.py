@@ -57,3 +57,22 @@ def test_rolling_summaries_are_off_by_default_and_need_two_clip_windows():
         load_config(None, {"monitor.summary_every": 3})
     with pytest.raises(ConfigError, match="'monitor.summary_every'"):
         load_config(None, {"monitor.summary_every": -1})
+
+
+def test_short_side_is_a_size_or_zero_for_the_sources_own():
+    assert load_config(None, {"decode.short_side": 0}).decode.short_side == 0
+    assert load_config(None, {"decode.short_side": 480}).decode.short_side == 480
+    with pytest.raises(ConfigError, match="'decode.short_side"):
+        load_config(None, {"decode.short_side": 16})
+
+
+def test_sampling_settings_leave_out_what_changes_only_speed():
+    decode = load_config(None, {"decode.threads": 7}).decode
+    assert decode.sampling() == load_config().decode.sampling()
+    assert set(decode.sampling()) == {"backend", "fps", "short_side", "keyframes_only", "still_threshold"}
+
+
+def test_s3_and_kafka_back_off_alike():
+    config = load_config(None, {"s3.backoff": 0.5, "s3.backoff_max": 3.0, "kafka.backoff": 0.5, "kafka.backoff_max": 3.0})
+    assert [config.s3.delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 3.0]
+    assert [config.kafka.delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 3.0]

@@ -10,19 +10,18 @@ from pathlib import Path
 
 import yaml
 
+from actors.stages import cpu_shortfall, threads_per_extractor
 from jobs.cli import main
-from jobs.monitor import cpu_shortfall, run_monitor, threads_per_extractor
+from jobs.monitor import run_monitor
 from pipeline.config import load_config
-from pipeline.media.decode import decode_frames
-from pipeline.search.index import ClipIndex
 from pipeline.live.match import StandingQuery
 from pipeline.live.queries import save_query
 from pipeline.live.sink import alert_records
-from pipeline.storage.layout import monitor_checkpoint_key
-from pipeline.storage.layout import source_id
+from pipeline.media.decode import decode_frames
+from pipeline.search.index import ClipIndex
+from pipeline.storage.layout import monitor_checkpoint_key, source_id, summary_prefix
 from pipeline.storage.store import LocalStore
-from pipeline.summaries.summarize import summary_prefix, validate_summary
-
+from pipeline.summaries import validate_summary
 
 VIGIL = str(Path(sys.executable).parent / "vigil")
 

@@ -14,31 +14,33 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.media import decode as decode_module
-from pipeline.models import Captioner, CaptionerUnavailableError, TransformersCaptioner
-from pipeline.summaries.concepts import VocabularyError, builtin_concepts, load_vocabulary, parse_vocabulary
 from pipeline.config import load_config
+from pipeline.media import decode as decode_module
 from pipeline.media.decode import VideoDecodeError
+from pipeline.media.synthetic import Scene, write_corrupt_video, write_scene_video
+from pipeline.models import Captioner, CaptionerUnavailableError, TransformersCaptioner
 from pipeline.records import ClipEmbedding, ModelIds
-from pipeline.storage.layout import source_id
+from pipeline.storage.layout import source_id, summary_frames_key
 from pipeline.storage.store import LocalStore, read_clip, write_clip
-from pipeline.summaries.summarize import (
+from pipeline.summaries import (
     FeatureTrack,
     RollingSummaries,
     SummarizeError,
     SummaryOptions,
     TimelineEvent,
+    VocabularyError,
+    builtin_concepts,
     choose_keyframes,
     detect_shots,
-    frames_key,
     joint_embedding,
+    load_vocabulary,
+    parse_vocabulary,
     read_clip_track,
     read_events,
     summarize_file,
     summarize_stored,
     validate_summary,
 )
-from pipeline.media.synthetic import Scene, write_corrupt_video, write_scene_video
 
 # Five visually distinct scenes with lengths that do not fall on the 1 s sampling grid.
 LENGTHS = (4.6, 3.2, 6.4, 3.8, 5.0)
@@ -51,7 +53,8 @@ VIGIL = str(Path(sys.executable).parent / "vigil")
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     path = tmp_path_factory.mktemp("summarize-media") / "planted.mp4"
-    bounds = write_scene_video(path, [Scene(f"s{i}", d) for i, d in enumerate(LENGTHS)], fps=25, size=(320, 240), gop=25)
+    scenes = [Scene(f"s{i}", d) for i, d in enumerate(LENGTHS)]
+    bounds = write_scene_video(path, scenes, fps=25, size=(320, 240), gop=25)
     return path.resolve(), bounds
 
 
@@ -64,7 +67,8 @@ def config(vigil_cache):
 def first_run(tmp_path_factory, planted, config, tiny_encoders):
     path, _ = planted
     store = LocalStore(tmp_path_factory.mktemp("summarize-store"))
-    result = summarize_file(path, config, store, encoders=tiny_encoders, events=EVENTS, queries=["a red car", "一辆红色的汽车"])
+    result = summarize_file(path, config, store, encoders=tiny_encoders, events=EVENTS,
+                            queries=["a red car", "一辆红色的汽车"])
     return store, result
 
 
@@ -162,7 +166,7 @@ def test_a_second_run_reuses_the_stored_features_and_decodes_nothing(first_run, 
                                                                      monkeypatch):
     store, first = first_run
     path, _ = planted
-    assert store.exists(frames_key(source_id(str(path)))) and not first.reused
+    assert store.exists(summary_frames_key(source_id(str(path)))) and not first.reused
     before = _bytes(store, first)
     guard = _NoDecoding(monkeypatch)
     again = summarize_file(path, config, store, encoders=tiny_encoders, events=EVENTS,
@@ -226,7 +230,8 @@ def test_indexed_sources_and_cameras_are_summarized_from_their_clips(tmp_path, p
                     "query_image": None, "camera": "gate-1", "start": 9.0, "end": 11.5, "peak_score": 0.4,
                     "peak_pts": 10.0, "keyframe_key": "keyframes/x/000000010000.jpg", "untrained": True}
     store.put_json(f"alerts/{source_id('gate-1')}/f00d.json", stored_alert)  # as the live monitor's sink writes it
-    rolling = summarize_stored(store, "gate-1", start=4.0, end=16.0, events=[EVENTS[0]], text_encoder=tiny_encoders.siglip)
+    rolling = summarize_stored(store, "gate-1", start=4.0, end=16.0, events=[EVENTS[0]],
+                               text_encoder=tiny_encoders.siglip)
     summary = rolling.summary
     assert summary["source"] == {"source": "gate-1", "source_id": source_id("gate-1"), "kind": "camera"}
     assert summary["range"]["start"] == 4.0 and summary["range"]["end"] == 16.0
@@ -336,7 +341,8 @@ def test_adaptive_cuts_ignore_steady_motion_and_find_every_cut():
 
 def test_events_accept_alert_records_and_json_lines(tmp_path):
     alert = TimelineEvent.from_mapping({"start": 3, "end": 4.5, "query": "fence", "peak_score": 0.4, "id": "x"})
-    assert (alert.t_start, alert.t_end, alert.label, alert.kind, alert.score, alert.id) == (3, 4.5, "fence", "alert", 0.4, "x")
+    assert (alert.t_start, alert.t_end, alert.label, alert.kind, alert.score, alert.id) == (
+        3, 4.5, "fence", "alert", 0.4, "x")
     lines = tmp_path / "events.jsonl"
     lines.write_text('{"t_start": 1, "t_end": 2, "label": "door", "kind": "track"}\n{"t_start": 5, "label": "gate"}\n')
     assert [(e.label, e.kind, e.t_end) for e in read_events(lines)] == [("door", "track", 2.0), ("gate", "alert", 5.0)]
@@ -405,16 +411,19 @@ def test_the_command_end_to_end(first_run, planted, tmp_path, vigil_cache):
     events.write_text(json.dumps({"events": EVENTS[:2]}))
     out = tmp_path / "for-people"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run([VIGIL, "summarize", str(path), "--store", str(store_dir), "--models", "tiny", "--out", str(out),
-                          "--events", str(events), "--query", "a red car", "--from", "0:00", "--to", "0:23"],
+    run = subprocess.run([VIGIL, "summarize", str(path), "--store", str(store_dir), "--models", "tiny",
+                          "--out", str(out), "--events", str(events), "--query", "a red car",
+                          "--from", "0:00", "--to", "0:23"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("UNTRAINED") and "2 alerts 'person at the gate'" in run.stdout
     assert "decoded once and stored" in run.stdout and "realtime" in run.stdout
     assert "video s" in run.stderr  # the progress bar
-    assert {p.name for p in out.iterdir()} == {"summary.json", "contact_sheet.png", "timeline.png", "report.html", "keyframes"}
-    validate_summary(json.loads((out / "summary.json").read_text()))
-    assert len(list((out / "keyframes").glob("*.jpg"))) == len(json.loads((out / "summary.json").read_text())["keyframes"])
+    assert {p.name for p in out.iterdir()} == {"summary.json", "contact_sheet.png", "timeline.png", "report.html",
+                                               "keyframes"}
+    summary = json.loads((out / "summary.json").read_text())
+    validate_summary(summary)
+    assert len(list((out / "keyframes").glob("*.jpg"))) == len(summary["keyframes"])
     camera = subprocess.run([VIGIL, "summarize", "--camera", "gate-7", "--store", str(store_dir)],
                             capture_output=True, text=True, env=env, timeout=300)
     assert camera.returncode == 2 and "not available until live monitoring lands" in camera.stderr

@@ -20,9 +20,10 @@ A segment's frame i has pts = header pts + (its MPEG-TS time - the first frame's
 
 `decode_message` checks all of it (and a size limit) and raises `MalformedMessage(reason)`;
 `consume_frames` sends such messages to `vigil.dlq` (original key, value and headers plus `reason`)
-and goes on. Offsets are committed only after the caller's outputs are durable (DESIGN invariant 3).
+and goes on. Offsets are committed only after the caller's outputs are durable (ARCHITECTURE.md, delivery
+invariant 2).
 
-kafka-python is imported inside the functions and classes that need it (DESIGN invariant 1).
+kafka-python is imported inside the functions and classes that need it (ARCHITECTURE.md, layering).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ def decode_file(path: str | Path, decode: DecodeConfig, *, source: str | None = 
     return decode_frames(
         path,
         fps=decode.fps,
-        short_side=decode.short_side,
+        short_side=decode.short_side or None,
         keyframes_only=None if decode.keyframes_only == "auto" else decode.keyframes_only,
         threads=decode.threads,
         backend=decode.backend,
@@ -39,7 +39,7 @@ def sampled_frames(url: str | Path, decode: DecodeConfig, *, camera: str | None 
     stream reconnects by `policy`; frames of a camera carry its id as source and camera."""
     url = str(url)
     if is_live(url):
-        frames = read_live(url, camera=camera or url, fps=decode.fps, short_side=decode.short_side, policy=policy)
+        frames = read_live(url, camera=camera or url, fps=decode.fps, short_side=decode.short_side or None, policy=policy)
     else:
         frames = decode_file(url, decode, source=source or camera, camera=camera)
     return mark_still(frames, decode)

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.records import ModelIds
 from pipeline.storage.layout import source_id, summary_prefix
 from pipeline.storage.store import ObjectStore, check_key
 from pipeline.summaries import render
@@ -26,7 +25,6 @@ from pipeline.summaries.events import TimelineEvent, alert_events
 from pipeline.summaries.features import (
     MIN_ROWS,
     FeatureTrack,
-    decode_settings,
     extract_and_store_frame_track,
     stored_track,
     unit_rows,
@@ -415,7 +413,7 @@ def summarize_file(
     else:
         wanted = None
     track = stored_track(store, sid, shots_from=options.shots_from, wanted=wanted, file=path,
-                         settings=decode_settings(config))
+                         settings=config.decode.sampling())
     reused = track is not None
     if track is None:
         if options.shots_from == "clips":
@@ -427,12 +425,14 @@ def summarize_file(
             encoders = load_encoders(config.models, device=config.device, precision=config.precision,
                                      batch_size=config.batch_size)
         track = extract_and_store_frame_track(path, config, store, encoders, progress)
-    if encoders is not None and (encoders.ids.siglip, encoders.ids.dinov2) == (track.models.siglip, track.models.dinov2):
+    if encoders is not None and (
+        (encoders.ids.siglip, encoders.ids.dinov2) == (track.models.siglip, track.models.dinov2)
+    ):
         text_encoder: Any = encoders.siglip
     else:
         text_encoder = lambda: _load_text_encoder(track.models.siglip, config)  # noqa: E731 - lazy: often unused
     result = summarize_track(track, store, start=start, end=end, options=options, text_encoder=text_encoder,
-                             video=path, short_side=config.decode.short_side, progress=progress, reused=reused,
+                             video=path, short_side=config.decode.short_side or None, progress=progress, reused=reused,
                              **kwargs)
     result.elapsed = time.perf_counter() - began  # decoding and model loading included
     return result

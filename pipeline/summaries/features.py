@@ -28,20 +28,15 @@ import numpy as np
 
 from pipeline.media import decode as _decode
 from pipeline.records import ModelIds
-from pipeline.search.embed import extract_features, model_batches
+from pipeline.media.decode import probe
+from pipeline.media.sampling import sampled_frames
+from pipeline.search.embed import FeatureCarry, extract_features, model_batches
 from pipeline.storage.codecs import decode_npz, encode_npz
 from pipeline.storage.layout import clip_start_ms, clips_prefix, ms, source_id, source_key, summary_frames_key
 from pipeline.storage.store import ObjectStore, read_clip
 from pipeline.summaries.errors import SummarizeError
 
 MIN_ROWS = 2  # the fewest feature rows a summary is made from
-
-
-def decode_settings(config) -> dict:
-    """The decode settings that change which frames (and so which features) a summary sees."""
-    d = config.decode
-    return {"backend": d.backend, "fps": d.fps, "short_side": d.short_side,
-            "keyframes_only": d.keyframes_only, "still_threshold": d.still_threshold}
 
 
 @dataclass
@@ -159,29 +154,21 @@ def extract_frame_track(
 ) -> FeatureTrack:
     """Decode `path` at the configured sampling and embed every sampled frame, streaming: each model batch
     of frames is dropped once embedded; only the features stay (float16, ~2.3 KB per frame)."""
-    info = _decode.probe(path)
+    info = probe(path)
     d = config.decode
-    keyframes_only = _decode.plan_sampling(info, d.fps) if d.keyframes_only == "auto" else bool(d.keyframes_only)
-    frames = _decode.decode_frames(path, fps=d.fps, short_side=d.short_side, keyframes_only=keyframes_only,
-                                   threads=d.threads, backend=d.backend, source=str(path))
-    if d.still_threshold > 0:
-        frames = _decode.mark_still_frames(frames, d.still_threshold)
     times: list[float] = []
     siglip_parts: list[np.ndarray] = []
     dinov2_parts: list[np.ndarray] = []
-    last: tuple[np.ndarray, np.ndarray] | None = None
-    for batch in model_batches(frames, config.batch_size):
-        features = extract_features(batch, encoders)
+    carry = FeatureCarry()
+    for batch in model_batches(sampled_frames(path, d, source=str(path)), config.batch_size):
         s_rows, d_rows = [], []
-        for frame, feature in zip(batch, features, strict=True):
-            if feature is not None:
-                last = (feature.siglip, feature.dinov2)
-            s_rows.append(last[0])
-            d_rows.append(last[1])
+        for frame, features in carry.per_frame(extract_features(batch, encoders)):
+            s_rows.append(features.siglip)
+            d_rows.append(features.dinov2)
             times.append(frame.pts)
         siglip_parts.append(np.asarray(s_rows, dtype=np.float16))
         dinov2_parts.append(np.asarray(d_rows, dtype=np.float16))
-        on_progress(batch[-1].pts)
+        on_progress(batch.frames[-1].pts)
         del batch
     if len(times) < MIN_ROWS:
         raise SummarizeError(
@@ -189,7 +176,7 @@ def extract_frame_track(
             f"a summary needs at least {MIN_ROWS} (a longer video, or a higher --fps)"
         )
     stamp = np.asarray(times, dtype=np.float64)
-    meta = {"file": _file_identity(path), "settings": decode_settings(config)}
+    meta = {"file": _file_identity(path), "settings": config.decode.sampling()}
     return FeatureTrack(
         source=str(path), source_id=source_id(str(path)), kind="frames", times=stamp,
         siglip=unit_rows(np.concatenate(siglip_parts)), dinov2=unit_rows(np.concatenate(dinov2_parts)),
@@ -202,10 +189,11 @@ def extract_and_store_frame_track(path: Path, config, store: ObjectStore, encode
     """`extract_frame_track` with a progress bar in video seconds, then the track stored for every later summary."""
     from tqdm import tqdm
 
-    duration = _decode.probe(path).duration
+    duration = probe(path).duration
     started = time.perf_counter()
     bar = tqdm(total=round(duration, 1), unit="s", desc="decoding + features", disable=not progress,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} video s [{elapsed}<{remaining}{postfix}]")
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} video s "
+                          "[{elapsed}<{remaining}{postfix}]")
     done = [0.0]
 
     def advance(position: float) -> None:
@@ -243,7 +231,8 @@ def stored_track(store: ObjectStore, sid: str, *, shots_from: str = "auto", want
         track = read_clip_track(store, sid, start, end)
         if track is not None and _same_models(track.models, wanted):
             record = track.meta.get("record")
-            if file is None or (record and (record["size"], record["mtime_ns"]) == tuple(_file_identity(file).values())):
+            if file is None or (record and (record["size"], record["mtime_ns"])
+                                == tuple(_file_identity(file).values())):
                 return track
     return None
 

@@ -98,9 +98,9 @@ def contact_sheet_png(summary: dict, thumbs: dict[int, np.ndarray], width: int =
     title, small = _font(16), _font(12)
     hours = _hours(summary)
     r = summary["range"]
-    draw.text((pad, 7), _fit(f"{_name(summary)}  {format_time(r['start'], hours)}-{format_time(r['end'], hours)}  "
-                             f"{len(summary['shots'])} shots, {len(keyframes)} keyframes", title, sheet_w - 2 * pad, draw),
-              fill=_INK, font=title)
+    heading = (f"{_name(summary)}  {format_time(r['start'], hours)}-{format_time(r['end'], hours)}  "
+               f"{len(summary['shots'])} shots, {len(keyframes)} keyframes")
+    draw.text((pad, 7), _fit(heading, title, sheet_w - 2 * pad, draw), fill=_INK, font=title)
     if summary["untrained"]:
         draw.text((pad, 28), _fit(UNTRAINED_NOTE, small, sheet_w - 2 * pad, draw), fill=_WARN, font=small)
     shots = summary["shots"]
@@ -208,12 +208,15 @@ def _thumb_jpeg(image: np.ndarray, width: int = 200) -> bytes:
 
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1240px;color:#1c1c1e;padding:0 16px}
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1240px;\
+color:#1c1c1e;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
-.meta{color:#555;font-size:12.5px} .warn{background:#fde8e8;border:1px solid #e4a0a0;color:#8b1111;padding:8px 12px;border-radius:6px;margin:12px 0;font-weight:600}
+.meta{color:#555;font-size:12.5px} .warn{background:#fde8e8;border:1px solid #e4a0a0;color:#8b1111;\
+padding:8px 12px;border-radius:6px;margin:12px 0;font-weight:600}
 pre{background:#f4f4f2;padding:12px 14px;border-radius:6px;white-space:pre-wrap;font-size:13px}
 img.wide{max-width:100%;border:1px solid #ddd;border-radius:4px}
-table{border-collapse:collapse;font-size:12.5px;width:100%} th,td{border-bottom:1px solid #e4e4e4;padding:4px 8px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;font-size:12.5px;width:100%} th,td{border-bottom:1px solid #e4e4e4;\
+padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f4f4f2} .grid{display:flex;flex-wrap:wrap;gap:12px} figure{margin:0;width:200px;font-size:12px}
 figure img{width:200px;border-radius:3px;border:1px solid #ddd} figcaption{color:#444}
 """
@@ -249,11 +252,13 @@ def report_html(summary: dict, contact_sheet: bytes, timeline: bytes, thumbs: di
         shot = summary["shots"][keyframe["shot"]]
         image = thumbs.get(i)
         img = (f'<img alt="keyframe at {format_time(keyframe["t"], hours)}" '
-               f'src="{_data_uri(_thumb_jpeg(image), "image/jpeg")}">') if image is not None else "<div>(no picture)</div>"
+               f'src="{_data_uri(_thumb_jpeg(image), "image/jpeg")}">'
+               if image is not None else "<div>(no picture)</div>")
         caption = f"<br><em>{e(keyframe['caption'])}</em>" if keyframe["caption"] else ""
-        parts.append(f"<figure>{img}<figcaption><b>{format_time(keyframe['t'], hours)}</b> shot {keyframe['shot'] + 1}: "
-                     f"{e(', '.join(shot['tags'][:3]))}{caption}</figcaption></figure>")
-    parts.append("</div><h2>Shots</h2><table><tr><th>#</th><th>time</th><th>scene</th><th>change</th><th>tags (cosine)</th></tr>")
+        parts.append(f"<figure>{img}<figcaption><b>{format_time(keyframe['t'], hours)}</b> "
+                     f"shot {keyframe['shot'] + 1}: {e(', '.join(shot['tags'][:3]))}{caption}</figcaption></figure>")
+    parts.append("</div><h2>Shots</h2><table>"
+                 "<tr><th>#</th><th>time</th><th>scene</th><th>change</th><th>tags (cosine)</th></tr>")
     for shot in summary["shots"]:
         tags = ", ".join(f"{e(t['label'])} ({t['score']:.3f})" for t in shot["tag_scores"])
         change = "" if shot["change"] is None else f"{shot['change']:.3f}"
@@ -271,9 +276,11 @@ def report_html(summary: dict, contact_sheet: bytes, timeline: bytes, thumbs: di
         parts.append("<h2>Queries</h2><ul>")
         for query in summary["queries"]:
             best = int(np.argmax(query["scores"])) if query["scores"] else None
-            peak = f" (peak {query['scores'][best]:.3f} at {format_time(query['times'][best], hours)})" if best is not None else ""
+            peak = (f" (peak {query['scores'][best]:.3f} at {format_time(query['times'][best], hours)})"
+                    if best is not None else "")
             parts.append(f"<li>{e(query['text'])}{peak}</li>")
         parts.append("</ul>")
-    parts.append('<p class="meta">Made by <code>vigil summarize</code>; the data is in summary.json beside this file.</p>')
+    parts.append('<p class="meta">Made by <code>vigil summarize</code>; '
+                 'the data is in summary.json beside this file.</p>')
     parts.append("</body></html>\n")
     return "\n".join(parts)

@@ -5,7 +5,7 @@
     vigil summarize --camera gate-1 --from 3600 --to 7200  # from the clips stored for a camera
 
 The first summary of a file decodes it once and keeps its per-frame features in the store
-(`summaries/{source_id}/frames.npz`); later ones, of any range, decode nothing. See `pipeline/summaries/summarize.py`.
+(`summaries/{source_id}/frames.npz`); later ones, of any range, decode nothing. See `pipeline/summaries/`.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import argparse
 import json
 import re
 
+from jobs.commands.common import UsageError, add_common_options, config_from
 from pipeline.models import TransformersCaptioner
-from pipeline.summaries.concepts import load_vocabulary
-from pipeline.storage.layout import source_id
+from pipeline.storage.layout import clips_prefix, source_id, summary_frames_key
 from pipeline.storage.store import open_configured_store
-from pipeline.summaries.summarize import (
+from pipeline.summaries import (
     SummaryOptions,
     export_summary,
-    frames_key,
+    load_vocabulary,
     read_events,
     summarize_file,
     summarize_stored,
@@ -40,9 +40,7 @@ def parse_time(text: str) -> float:
     return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds)
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    from jobs.cli import add_common_options
-
+def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "summarize", help="summarize a video: shots, keyframes, tags, events and a one-page report",
         description="Summarize one video file (or a camera's stored clips): shot boundaries, diverse keyframes, "
@@ -50,10 +48,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "summaries/{source_id}/.")
     parser.add_argument("path", nargs="?", metavar="PATH", help="a video file")
     parser.add_argument("--camera", metavar="ID", help="a camera whose clips are in the store (instead of PATH)")
-    parser.add_argument("--from", dest="start", type=parse_time, metavar="T", help="start: seconds, MM:SS or HH:MM:SS")
+    parser.add_argument(
+        "--from", dest="start", type=parse_time, metavar="T", help="start: seconds, MM:SS or HH:MM:SS"
+    )
     parser.add_argument("--to", dest="end", type=parse_time, metavar="T", help="end: seconds, MM:SS or HH:MM:SS")
     parser.add_argument("--out", metavar="DIR", help="also copy the summary files to this folder")
-    parser.add_argument("--keyframes", type=int, metavar="K", help="exactly K keyframes (default: from duration and content)")
+    parser.add_argument(
+        "--keyframes", type=int, metavar="K", help="exactly K keyframes (default: from duration and content)"
+    )
     parser.add_argument("--query", action="append", default=[], metavar="TEXT",
                         help="plot this phrase's score over time (repeatable, any language)")
     parser.add_argument("--events", metavar="FILE", help="JSON (lines) of events/alerts: {t_start, t_end, label}")
@@ -63,20 +65,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--shots-from", choices=["auto", "frames", "clips"], default="auto",
                         help="auto: stored per-frame features, else stored clips, else decode; frames: per-frame "
                              "(decode if not stored); clips: stored clip windows only")
-    parser.add_argument("--sensitivity", type=float, help="cut threshold in robust deviations above the local median (4)")
+    parser.add_argument(
+        "--sensitivity", type=float, help="cut threshold in robust deviations above the local median (4)"
+    )
     parser.add_argument("--min-shot", type=float, help="shortest shot in seconds (1)")
-    parser.add_argument("--captioner", metavar="MODEL", help="caption keyframes with this Hugging Face vision-language model")
+    parser.add_argument(
+        "--captioner", metavar="MODEL", help="caption keyframes with this Hugging Face vision-language model"
+    )
     parser.add_argument("--fps", type=float, help="sampled frames per second when decoding")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--json", action="store_true", help="print summary.json instead of the text")
     parser.add_argument("--no-progress", action="store_true")
     add_common_options(parser)
-    return parser
+    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.cli import UsageError, config_from
-
     if (args.path is None) == (args.camera is None):
         raise UsageError("give a video PATH or --camera ID (one of them)")
     if args.start is not None and args.end is not None and args.end <= args.start:
@@ -101,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         result = summarize_file(args.path, config, store, models_explicit=explicit, **common)
     else:
         sid = source_id(args.camera)
-        if not any(True for _ in store.list(f"clips/{sid}/")) and not store.exists(frames_key(sid)):
+        if not any(True for _ in store.list(clips_prefix(sid))) and not store.exists(summary_frames_key(sid)):
             raise UsageError(
                 f"summaries of live cameras are not available until live monitoring lands: the store {store.url} "
                 f"holds no clips for camera {args.camera!r}"

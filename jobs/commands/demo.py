@@ -9,13 +9,14 @@ from pathlib import Path
 from PIL import Image
 
 from jobs.archive import index_paths
-from jobs.cli import UNTRAINED_NOTE, load_index, print_events
+from jobs.commands.common import add_common_options, config_from, load_index, print_events
 from pipeline.config import VigilConfig
 from pipeline.media.decode import decode_frames
-from pipeline.search.index import find_moments
-from pipeline.models import DEFAULT_MODELS, Encoders, ModelUnavailableError, load_encoders
-from pipeline.storage.store import open_configured_store
 from pipeline.media.synthetic import Scene, write_scene_video
+from pipeline.models import DEFAULT_MODELS, Encoders, ModelUnavailableError, load_encoders
+from pipeline.records import UNTRAINED_NOTE
+from pipeline.search.index import find_moments
+from pipeline.storage.store import open_configured_store
 
 SCENES = [Scene("harbour", 6.0), Scene("forest", 6.0), Scene("street", 6.0), Scene("night", 6.0), Scene("beach", 6.0)]
 EXAMPLE_SCENE = 2
@@ -49,7 +50,17 @@ def _encoders(config: VigilConfig) -> Encoders:
         return load_encoders("tiny", **load)
 
 
-def run_demo(args: argparse.Namespace, config: VigilConfig) -> int:
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("demo", help="generate a sample video, index it and search it")
+    parser.add_argument(
+        "--out", default="vigil-demo", help="folder for the sample video and (unless --store) the store"
+    )
+    add_common_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from(args)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.store is None:
@@ -79,7 +90,8 @@ def run_demo(args: argparse.Namespace, config: VigilConfig) -> int:
 
     print(
         f"\nresults are in {store.url}: keyframes/ (JPEG), clips/ (embeddings), index/ (FAISS), sources/ (records)\n"
-        f"try: vigil search --store {store.url} \"your phrase\"   or   vigil search --store {store.url} --image {example}"
+        f"try: vigil search --store {store.url} \"your phrase\"   or   "
+        f"vigil search --store {store.url} --image {example}"
     )
     if encoders.ids.untrained:
         print(UNTRAINED_NOTE)

@@ -1,0 +1,144 @@
+"""The stages on Ray, made in one place for the monitor and the archive job.
+
+One way to start Ray (`start_ray`) and to make extractors (`make_extractors`: one per GPU by default, spread
+over the nodes, a CPU node's cores shared between the extractors on it). `make_monitor_stages` makes the
+monitor's actors as a `MonitorStages`, which the monitor's driver (jobs.monitor) is given together with
+`RayCalls`, its way of waiting on their calls. Ray and the actor modules are imported where the actors are
+made, so the driver and its Ray-free tests can use `MonitorStages` without loading Ray or the models.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pipeline.config import VigilConfig
+
+
+def start_ray() -> None:
+    """Join the cluster RAY_ADDRESS names (a new local one without it), once per process."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+
+
+def threads_per_extractor(node_cpus: list[int], extractors: int) -> int:
+    """Torch threads for each of `extractors` CPU extractors spread over nodes with `node_cpus` CPUs: the
+    smallest node's cores shared by the extractors it gets. Several one-thread extractors on a small node
+    get more images/s from its cores than one extractor with all of them (no thread waits for another)."""
+    per_node = math.ceil(extractors / max(1, len(node_cpus)))
+    return max(1, min(node_cpus, default=1) // per_node)
+
+
+def cpu_shortfall(extractors: int, embedded_decoders: int, node_cpus: list[int]) -> str | None:
+    """What to tell the user when the actors that hold a CPU slot each (extractors, embedded-mode decoders)
+    outnumber the cluster's slots: Ray then keeps the rest waiting (an autoscaler may add nodes) and the
+    monitor would seem to hang."""
+    slots = extractors + embedded_decoders
+    if slots <= sum(node_cpus):
+        return None
+    return (
+        f"{extractors} extractor(s) and {embedded_decoders} embedded decoder(s) need {slots} CPU slots and the "
+        f"Ray cluster has {sum(node_cpus)}: they wait until Ray has room (more workers, or fewer "
+        "monitor.extractors)"
+    )
+
+
+def node_cpus() -> list[int]:
+    """The CPUs of each live node of the cluster that has at least one."""
+    import ray
+
+    return [int(n["Resources"]["CPU"]) for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1]
+
+
+def make_extractors(config: VigilConfig, count: int | Literal["auto"] = "auto") -> list:
+    """`count` extractor actors ("auto": one per GPU in the cluster, else one), a GPU each when the cluster
+    has them. On CPU nodes they share each node's cores (SPREAD: as few per node as there can be)."""
+    import ray
+
+    from actors.extractor import ExtractorActor
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    count = max(1, gpus) if count == "auto" else count
+    threads = None if gpus else threads_per_extractor(node_cpus(), count)
+    return [
+        ExtractorActor.options(num_gpus=1 if gpus else 0, scheduling_strategy="SPREAD").remote(
+            config.models,
+            device=config.device,
+            precision=config.precision,
+            batch_size=config.batch_size,
+            threads=threads,
+        )
+        for _ in range(count)
+    ]
+
+
+@dataclass
+class MonitorStages:
+    """The monitor's stage handles: Ray actors from make_monitor_stages, fakes in the driver's tests (any
+    objects whose methods have `.remote()`)."""
+
+    extractors: list
+    decoders: list  # one per embedded source, or the Kafka decoder alone
+    analyzer: Any
+    sink: Any
+    summarizer: Any | None = None  # with monitor.summary_every set
+    consumer: Any | None = None  # the Kafka decoder (in `decoders`): it seeks to checkpointed offsets, commits them
+
+    def handles(self) -> list:
+        return [
+            *self.extractors,
+            *self.decoders,
+            self.analyzer,
+            self.sink,
+            *([self.summarizer] if self.summarizer is not None else []),
+        ]
+
+
+def make_monitor_stages(config: VigilConfig) -> MonitorStages:
+    """The monitor's actors on the cluster (start_ray first), every one up when this returns: starting
+    workers and loading models can take longer than `idle_exit` on a busy machine, and the driver's clocks
+    start after."""
+    import ray
+
+    from actors.analyzer import StreamAnalyzerActor
+    from actors.decoder import KafkaDecoderActor, StreamDecoderActor
+    from actors.sink import SinkActor
+    from actors.summarizer import SummarizerActor
+
+    m = config.monitor
+    kafka_mode = not m.sources
+    extractors = make_extractors(config, m.extractors)
+    if shortfall := cpu_shortfall(len(extractors), len(m.sources), node_cpus()):
+        print(f"monitor {m.name}: {shortfall}", file=sys.stderr, flush=True)
+    analyzer = StreamAnalyzerActor.remote(config)
+    sink = SinkActor.remote(config, publish_alerts=kafka_mode)
+    consumer = KafkaDecoderActor.remote(config) if kafka_mode else None
+    decoders = [consumer] if kafka_mode else [StreamDecoderActor.remote(s.url, s.camera, config) for s in m.sources]
+    summarizer = SummarizerActor.remote(config) if m.summary_every else None
+    stages = MonitorStages(extractors, decoders, analyzer, sink, summarizer, consumer)
+    ray.get([stage.__ray_ready__.remote() for stage in stages.handles()])
+    return stages
+
+
+class RayCalls:
+    """How the monitor's driver waits on its stages' calls (ObjectRefs) on Ray, never fetching a result to
+    this node only to see whether it is ready."""
+
+    def __init__(self):
+        import ray
+
+        self._ray = ray
+
+    def get(self, calls):
+        return self._ray.get(calls)
+
+    def done(self, call) -> bool:
+        return bool(self._ray.wait([call], timeout=0, fetch_local=False)[0])
+
+    def wait_any(self, calls: list) -> None:
+        self._ray.wait(calls, num_returns=1, fetch_local=False)

@@ -1,0 +1,74 @@
+"""What the `vigil` commands share: usage errors, the common options, the config from the arguments, reading
+an example image, loading the index and printing found moments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from pipeline.config import VigilConfig, load_config
+from pipeline.records import UNTRAINED_NOTE, Event
+from pipeline.search.index import ClipIndex
+from pipeline.storage.store import ObjectStore
+
+
+class UsageError(Exception):
+    """Bad command-line input, reported without a traceback."""
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file overriding configs/default.yaml")
+    parser.add_argument("--store", help="store folder or s3://bucket/prefix (env VIGIL_STORE; default ./vigil-data)")
+    parser.add_argument("--models", help="default | tiny | SIGLIP,DINOV2 (HF ids or folders) | DIR (env VIGIL_MODELS)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"])
+
+
+def config_from(args: argparse.Namespace) -> VigilConfig:
+    return load_config(
+        args.config,
+        {
+            "store": args.store,
+            "models": args.models,
+            "device": args.device,
+            "precision": args.precision,
+            "decode.fps": getattr(args, "fps", None),
+            "decode.backend": getattr(args, "decoder", None),
+            "embed.window": getattr(args, "window", None),
+            "batch_size": getattr(args, "batch_size", None),
+            "search.top_k": getattr(args, "top_k", None),
+        },
+    )
+
+
+def load_index(config: VigilConfig, store: ObjectStore) -> ClipIndex:
+    return ClipIndex.load(store, kind=config.index.kind, exact_max=config.index.exact_max, hnsw_m=config.index.hnsw_m)
+
+
+def read_image(path: str) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise UsageError(f"example image not found: {path}") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UsageError(f"cannot read example image {path}: {exc}") from None
+
+
+def print_events(events: list[Event], store: ObjectStore, as_json: bool) -> None:
+    if as_json:
+        for event in events:
+            print(json.dumps(event.to_json() | {"keyframe": store.locate(event.keyframe_key)}))
+        return
+    if events and events[0].untrained:
+        print(UNTRAINED_NOTE)
+    if not events:
+        print("no matches")
+    for rank, event in enumerate(events, 1):
+        print(
+            f"{rank:>3}. {event.score:.4f}  {event.start:8.2f}s - {event.end:8.2f}s  {event.source}\n"
+            f"     keyframe: {store.locate(event.keyframe_key)}"
+        )

@@ -1,0 +1,41 @@
+"""`vigil index PATH...`: index video files and folders into the store and its search index."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jobs.archive import index_paths
+from jobs.commands.common import add_common_options, config_from
+from pipeline.records import UNTRAINED_NOTE
+from pipeline.storage.store import open_configured_store
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("index", help="index video files and folders")
+    parser.add_argument("paths", nargs="+", metavar="PATH")
+    parser.add_argument("--fps", type=float, help="sampled frames per second")
+    parser.add_argument("--window", type=float, help="clip window in seconds")
+    parser.add_argument("--decoder", choices=["pyav", "decord"], help="decoding backend")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--force", action="store_true", help="re-index files already indexed unchanged")
+    parser.add_argument("--ray", action="store_true", help="spread files over Ray decoder and extractor actors")
+    parser.add_argument("--no-progress", action="store_true")
+    add_common_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    store = open_configured_store(config)
+    report = index_paths(args.paths, config, store, use_ray=args.ray, force=args.force, progress=not args.no_progress)
+    speed = report.video_seconds / report.elapsed if report.elapsed else 0.0
+    print(
+        f"indexed {len(report.indexed)} file(s), {report.clips} clips, {report.video_seconds:.1f} s of video "
+        f"in {report.elapsed:.1f} s ({speed:.1f}x realtime); {len(report.unchanged)} unchanged; store: {store.url}"
+    )
+    if report.untrained:
+        print(UNTRAINED_NOTE)
+    for path, reason in report.failed:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 1 if report.failed and not (report.indexed or report.unchanged) else 0

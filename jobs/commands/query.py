@@ -1,0 +1,58 @@
+"""`vigil query add|remove|list`: manage the standing queries in the store (a running monitor follows them)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from jobs.commands.common import UsageError, add_common_options, config_from, read_image
+from pipeline.live.match import StandingQuery
+from pipeline.live.queries import delete_query, load_queries, save_query
+from pipeline.storage.store import open_configured_store
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("query", help="add, remove or list standing queries (the monitor follows them)")
+    actions = parser.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add a standing query")
+    add.add_argument("id")
+    add.add_argument("text", nargs="?", help="what to watch for, in any language")
+    add.add_argument("--image", help="an example image instead of a phrase")
+    add.add_argument("--camera", action="append", help="cameras it watches (repeatable; default all)")
+    add.add_argument("--threshold", type=float)
+    add.add_argument("--min-duration", type=float)
+    add.add_argument("--cooldown", type=float)
+    add.add_argument("--calibration", choices=["calibrated", "prompts", "camera", "raw"])
+    add_common_options(add)
+    remove = actions.add_parser("remove", help="remove a standing query")
+    remove.add_argument("id")
+    add_common_options(remove)
+    listing = actions.add_parser("list", help="list standing queries as JSON lines")
+    add_common_options(listing)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    store = open_configured_store(config)
+    if args.action == "list":
+        for query, _ in load_queries(store):
+            print(json.dumps(query.to_json(), sort_keys=True))
+    elif args.action == "remove":
+        if not delete_query(store, args.id):
+            raise UsageError(f"no standing query {args.id!r} in {store.url}")
+        print(f"removed query {args.id}")
+    else:
+        if (args.text is None) == (args.image is None):
+            raise UsageError("give a phrase or --image PATH (one of them)")
+        fields = {
+            "min_duration": args.min_duration,
+            "cooldown": args.cooldown,
+            "threshold": args.threshold,
+            "calibration": args.calibration,
+        }
+        definition = {"id": args.id, "text": args.text, "image": args.image, "cameras": args.camera}
+        query = StandingQuery.from_json({**definition, **{k: v for k, v in fields.items() if v is not None}})
+        save_query(store, query, read_image(args.image) if args.image else None)
+        print(f"added query {args.id}")
+    return 0

@@ -1,0 +1,41 @@
+"""`vigil search`: find moments in the index by a phrase or an example image."""
+
+from __future__ import annotations
+
+import argparse
+
+from jobs.commands.common import UsageError, add_common_options, config_from, load_index, print_events, read_image
+from pipeline.models import load_encoders
+from pipeline.search.index import find_moments
+from pipeline.storage.store import open_configured_store
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("search", help="find moments by a phrase or an example image")
+    parser.add_argument("text", nargs="?", help="what to look for, in any language")
+    parser.add_argument("--image", help="an example image file instead of a phrase")
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--json", action="store_true", help="JSON lines: source, start, end, score, keyframe")
+    add_common_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    store = open_configured_store(config)
+    index = load_index(config, store)
+    if not len(index):
+        raise UsageError(f"the index in {store.url} is empty: run `vigil index PATH` first")
+    image = read_image(args.image) if args.image else None
+    if (args.text is None) == (image is None):
+        raise UsageError("give a phrase or --image PATH (one of them)")
+    # Without an explicit choice, query with the models the index was built with.
+    spec = config.models
+    if args.models is None and config.models == "default" and index.models is not None:
+        spec = f"{index.models.siglip},{index.models.dinov2}"
+    encoders = load_encoders(spec, device=config.device, precision=config.precision, batch_size=config.batch_size)
+    events = find_moments(
+        index, encoders, text=args.text, image=image, top_k=config.search.top_k, merge_drop=config.search.merge_drop
+    )
+    print_events(events, store, args.json)
+    return 0
