@@ -2,7 +2,8 @@
 
 `DecoderActor` streams one archive file's frame batches; `KafkaDecoderActor` reads camera messages from
 assigned `vigil.frames` partitions (malformed ones go to the DLQ); `StreamDecoderActor` reads a file or
-live URL directly (embedded mode, no Kafka).
+live URL directly (embedded mode, no Kafka). Every one samples as the config's decode section says and
+marks still frames, so the live paths skip the model runs the archive path skips.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from itertools import islice
 import ray
 
 from pipeline.config import VigilConfig
-from pipeline.media.decode import decode_frames
+from pipeline.media.decode import StillFrameMarker
 from pipeline.media.kafka_io import (
     DeadLetters,
     FrameConsumer,
@@ -21,7 +22,7 @@ from pipeline.media.kafka_io import (
     decode_message,
     next_offsets,
 )
-from pipeline.media.streams import is_live, read_live
+from pipeline.media.sampling import sampled_frames
 from pipeline.records import Frame
 from pipeline.search.embed import sampled_batches
 
@@ -45,6 +46,8 @@ class KafkaDecoderActor:
         self.consumer = FrameConsumer(settings, self.topic, group_id=config.kafka.group, assign=True)
         self.dead_letters = DeadLetters(MessageProducer(settings), config.kafka.topics.dlq)
         self.max_bytes = config.kafka.max_message_bytes
+        threshold = config.decode.still_threshold
+        self.still = StillFrameMarker(threshold) if threshold > 0 else None  # per camera, across polls
 
     def seek(self, offsets: dict[str, int]) -> None:
         """Resume from a checkpoint's offsets ({"topic:partition": next offset})."""
@@ -63,6 +66,8 @@ class KafkaDecoderActor:
             except MalformedMessage as exc:
                 self.dead_letters.publish(record, exc.reason)
         self.dead_letters.flush()  # dead letters are durable before their offsets can be committed
+        if self.still is not None:
+            frames = [self.still.mark(frame) for frame in frames]
         return frames, {f"{t}:{p}": o for (t, p), o in next_offsets(records).items()}, False
 
     def commit(self, offsets: dict[str, int]) -> None:
@@ -75,12 +80,7 @@ class KafkaDecoderActor:
 @ray.remote(num_cpus=1, max_restarts=2)
 class StreamDecoderActor:
     def __init__(self, url: str, camera: str, config: VigilConfig):
-        d = config.decode
-        if is_live(url):
-            self.frames = iter(read_live(url, camera=camera, fps=d.fps, short_side=d.short_side))
-        else:
-            stream = decode_frames(url, fps=d.fps, short_side=d.short_side, threads=d.threads, backend=d.backend, camera=camera)
-            self.frames = (Frame(camera, f.pts, f.index, f.image, camera=camera) for f in stream)
+        self.frames = sampled_frames(url, config.decode, camera=camera)
 
     def poll(self, timeout: float, max_frames: int) -> tuple[list[Frame], dict[str, int], bool]:
         frames = list(islice(self.frames, max_frames))

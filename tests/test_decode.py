@@ -21,6 +21,8 @@ from pipeline.media.decode import (
     plan_sampling,
     probe,
 )
+from pipeline.config import load_config
+from pipeline.media.sampling import sampled_frames
 from pipeline.records import Frame
 from pipeline.media.synthetic import (
     Scene,
@@ -343,6 +345,23 @@ def test_mark_still_frames_on_a_static_camera(tmp_path):
 
 def _frame(value: float, source: str = "s", index: int = 0) -> Frame:
     return Frame(source, float(index), index, np.full((48, 64, 3), value, np.uint8))
+
+
+def test_interleaved_cameras_are_each_compared_with_their_own_frames():
+    # Kafka batches interleave cameras: camera a's unchanged frames stay still between b's frames.
+    frames = [_frame(50, "a", 0), _frame(200, "b", 0), _frame(50, "a", 1), _frame(200, "b", 1), _frame(120, "a", 2)]
+    assert [f.still for f in mark_still_frames(frames)] == [False, False, True, True, False]
+
+
+def test_a_monitor_source_is_sampled_and_still_marked_like_an_archive_file(tmp_path):
+    path = tmp_path / "cctv.mp4"
+    write_static_camera_video(path, 8, size=(320, 240), seed=1)
+    decode = load_config(None, {"decode.fps": 2}).decode
+    camera = list(sampled_frames(path, decode, camera="gate"))
+    archive = list(sampled_frames(path, decode, source=str(path)))
+    assert {(f.source, f.camera) for f in camera} == {("gate", "gate")}
+    assert [(f.pts, f.still) for f in camera] == [(f.pts, f.still) for f in archive]
+    assert sum(f.still for f in camera) > len(camera) // 2  # the models skip most of a static camera
 
 
 def test_mark_still_frames_compares_with_the_last_non_still_frame():

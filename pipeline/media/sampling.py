@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipeline.config import DecodeConfig
 from pipeline.media.decode import DecodeStream, decode_frames, mark_still_frames
-from pipeline.media.streams import ReconnectPolicy, is_live, read_live
+from pipeline.media.streams import is_live, read_live
 from pipeline.records import Frame
 
 
@@ -33,13 +33,14 @@ def mark_still(frames: Iterator[Frame], decode: DecodeConfig) -> Iterator[Frame]
     return mark_still_frames(frames, decode.still_threshold) if decode.still_threshold > 0 else frames
 
 
-def sampled_frames(url: str | Path, decode: DecodeConfig, *, camera: str | None = None,
-                   source: str | None = None, policy: ReconnectPolicy | None = None) -> Iterator[Frame]:
-    """A file's or a live URL's sampled frames with still frames marked: what the models are fed. A live
-    stream reconnects by `policy`; frames of a camera carry its id as source and camera."""
+def sampled_frames(
+    url: str | Path, decode: DecodeConfig, *, camera: str | None = None, source: str | None = None
+) -> Iterator[Frame]:
+    """A file's or a live URL's sampled frames with still frames marked: what the models are fed. Frames of
+    a camera carry its id as source and camera; a live stream reconnects with the default policy."""
     url = str(url)
     if is_live(url):
-        frames = read_live(url, camera=camera or url, fps=decode.fps, short_side=decode.short_side or None, policy=policy)
+        frames = read_live(url, camera=camera or url, fps=decode.fps, short_side=decode.short_side or None)
     else:
         frames = decode_file(url, decode, source=source or camera, camera=camera)
     return mark_still(frames, decode)
