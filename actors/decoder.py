@@ -71,7 +71,9 @@ class KafkaDecoderActor:
         return frames, {f"{t}:{p}": o for (t, p), o in next_offsets(records).items()}, False
 
     def commit(self, offsets: dict[str, int]) -> None:
-        self.consumer.commit({tuple((name.rsplit(":", 1)[0], int(name.rsplit(":", 1)[1]))): o for name, o in offsets.items()})
+        self.consumer.commit(
+            {tuple((name.rsplit(":", 1)[0], int(name.rsplit(":", 1)[1]))): o for name, o in offsets.items()}
+        )
 
     def dead_letter_count(self) -> int:
         return self.dead_letters.count

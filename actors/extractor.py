@@ -6,9 +6,9 @@ import os
 
 import ray
 
-from pipeline.search.embed import extract_features
 from pipeline.models import load_encoders
 from pipeline.records import FrameBatch, ModelIds
+from pipeline.search.embed import extract_features
 
 
 @ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)

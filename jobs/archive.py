@@ -17,10 +17,10 @@ from tqdm import tqdm
 
 from pipeline.config import VigilConfig
 from pipeline.media.decode import VideoDecodeError, probe
-from pipeline.search.embed import Batches, clip_embeddings, extract_features, sampled_batches
-from pipeline.search.index import ClipIndex
 from pipeline.models import Encoders, load_encoders
 from pipeline.records import ClipEmbedding, FrameBatch, ModelIds
+from pipeline.search.embed import Batches, clip_embeddings, extract_features, sampled_batches
+from pipeline.search.index import ClipIndex
 from pipeline.storage.layout import SOURCES, clip_key, clips_prefix, keyframes_prefix, source_id, source_key
 from pipeline.storage.store import ObjectStore, read_clip, write_clip, write_keyframe
 
@@ -58,7 +58,9 @@ def decode_settings(config: VigilConfig) -> dict:
     return {**config.decode.sampling(), "window": config.embed.window}
 
 
-def _source_record(path: Path, config: VigilConfig, models: ModelIds, duration: float, clips: list[ClipEmbedding]) -> dict:
+def _source_record(
+    path: Path, config: VigilConfig, models: ModelIds, duration: float, clips: list[ClipEmbedding]
+) -> dict:
     stat = path.stat()
     return {
         "source": str(path),
@@ -198,7 +200,15 @@ def index_paths(
         return advance
 
     def run(path: Path, extracted: Extracted) -> list[ClipEmbedding]:
-        return index_file(path, extracted, store=store, config=config, models=models, duration=durations[path], on_progress=progress_of(path))
+        return index_file(
+            path,
+            extracted,
+            store=store,
+            config=config,
+            models=models,
+            duration=durations[path],
+            on_progress=progress_of(path),
+        )
 
     def settle(path: Path, outcome: Callable[[], list[ClipEmbedding]]) -> None:
         """Fold one file's result into the index (main thread only: the index is not thread-safe)."""

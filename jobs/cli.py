@@ -31,7 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (
-        UsageError, ConfigError, StoreError, ModelUnavailableError, IndexMismatchError, VideoDecodeError, ValueError
+        UsageError,
+        ConfigError,
+        StoreError,
+        ModelUnavailableError,
+        IndexMismatchError,
+        VideoDecodeError,
+        ValueError,
     ) as exc:
         print(f"vigil {args.command}: error: {exc}", file=sys.stderr)
         return 2

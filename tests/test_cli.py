@@ -15,7 +15,9 @@ VIGIL = str(Path(sys.executable).parent / "vigil")
 
 
 def vigil(*args, env=None, check=True):
-    result = subprocess.run([VIGIL, *map(str, args)], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+    result = subprocess.run(
+        [VIGIL, *map(str, args)], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result

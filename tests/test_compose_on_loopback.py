@@ -24,8 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.search.index import ClipIndex
 from pipeline.live.sink import alert_records
+from pipeline.search.index import ClipIndex
 from pipeline.storage.layout import monitor_checkpoint_key
 from pipeline.storage.store import open_store
 from tests.servers import ManagedProcess, free_ports, start_tansu, wait_until
@@ -89,8 +89,11 @@ class LoopbackCompose:
         spec = self.services[service]
         words = [self.localize(service, word) for word in [*spec["entrypoint"], *spec["command"]]]
         if service == "ray-head":  # its own port, and no dashboard (compose binds it to 0.0.0.0)
-            words = [w.replace("--port=6379", f"--port={self.gcs_port}")
-                     for w in words if not w.startswith("--dashboard-host")]
+            words = [
+                w.replace("--port=6379", f"--port={self.gcs_port}")
+                for w in words
+                if not w.startswith("--dashboard-host")
+            ]
             words += ["--include-dashboard=false", f"--ray-client-server-port={self.client_port}"]
         if words[:2] == ["ray", "start"]:
             return [*words[:2], *self._node_options(service).split(), *words[2:]]
@@ -100,8 +103,14 @@ class LoopbackCompose:
     def _node_options(self, service: str) -> str:
         """What every `ray start` here adds: loopback, its own ports and folder (the nodes share one machine)."""
         self.temp_dirs.append(Path(tempfile.mkdtemp(prefix=f"vigil-{service}-", dir="/tmp")))
-        names = ["node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                 "runtime-env-agent-port", "metrics-export-port"]
+        names = [
+            "node-manager-port",
+            "object-manager-port",
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "runtime-env-agent-port",
+            "metrics-export-port",
+        ]
         ports = " ".join(f"--{name}={port}" for name, port in zip(names, free_ports(len(names))))
         return f"--node-ip-address={RAY_NODE_IP} --temp-dir={self.temp_dirs[-1]} --disable-usage-stats {ports}"
 
@@ -157,22 +166,26 @@ def create_topics(compose: LoopbackCompose, brokers: str) -> list[tuple[str, int
     return topics
 
 
-def test_compose_processes_monitor_a_camera_into_s3(tmp_path, monkeypatch, s3_server, scene_video, vigil_cache,
-                                                    tiny_encoders):
+def test_compose_processes_monitor_a_camera_into_s3(
+    tmp_path, monkeypatch, s3_server, scene_video, vigil_cache, tiny_encoders
+):
     path, _ = scene_video
     broker = start_tansu(tmp_path / "tansu")
     bucket = f"compose-{os.getpid()}"
-    compose = LoopbackCompose(tmp_path, {
-        **s3_server.env(),  # MinIO's address and vigil's own key, as deploy/.env gives them
-        "VIGIL_STORE": f"s3://{bucket}/site1",
-        "VIGIL_KAFKA_BROKERS": broker.brokers,
-        "VIGIL_MODELS": "tiny",  # untrained checkpoints built by this session: no model hub here
-        "RAY_WORKER_CPUS": "2",
-        "VIGIL_DEMO_SOURCE": str(path),  # the demo camera sends the scene video
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        # Linux's default (multi-node clusters), which tests/conftest.py turns off for the session's Ray
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
-    })
+    compose = LoopbackCompose(
+        tmp_path,
+        {
+            **s3_server.env(),  # MinIO's address and vigil's own key, as deploy/.env gives them
+            "VIGIL_STORE": f"s3://{bucket}/site1",
+            "VIGIL_KAFKA_BROKERS": broker.brokers,
+            "VIGIL_MODELS": "tiny",  # untrained checkpoints built by this session: no model hub here
+            "RAY_WORKER_CPUS": "2",
+            "VIGIL_DEMO_SOURCE": str(path),  # the demo camera sends the scene video
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            # Linux's default (multi-node clusters), which tests/conftest.py turns off for the session's Ray
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
+        },
+    )
     try:
         assert create_topics(compose, broker.brokers) == [("vigil.frames", 8), ("vigil.alerts", 1), ("vigil.dlq", 1)]
         s3_server.client().make_bucket(bucket)  # minio-init's bucket
@@ -189,8 +202,11 @@ def test_compose_processes_monitor_a_camera_into_s3(tmp_path, monkeypatch, s3_se
         assert ingest.process.wait(timeout=120) == 0, ingest.log_tail()
         monitor = compose.run("vigil-monitor")
         # The scene video at 2 fps: 40 frames, one message each.
-        monitor.wait_ready(lambda: sum(json.loads(store.get(monitor_checkpoint_key("site1")))["offsets"].values()) == 40,
-                           timeout=300, interval=0.5)
+        monitor.wait_ready(
+            lambda: sum(json.loads(store.get(monitor_checkpoint_key("site1")))["offsets"].values()) == 40,
+            timeout=300,
+            interval=0.5,
+        )
         os.kill(monitor.pid, signal.SIGTERM)  # compose's `init: true` hands docker stop's SIGTERM to it
         assert monitor.process.wait(timeout=60) == 0, monitor.log_tail()
         logs = {p.name: p.log_path.read_text(errors="replace") for p in compose.processes}
@@ -198,8 +214,12 @@ def test_compose_processes_monitor_a_camera_into_s3(tmp_path, monkeypatch, s3_se
         compose.stop()
         broker.stop()
     assert "monitor site1: 40 frames" in logs["vigil-monitor"], logs["vigil-monitor"]
-    node_ips = [re.sub(r"\x1b\[[0-9;]*m", "", line).split(": ")[-1] for log in logs.values() for line in log.splitlines()
-                if "Local node IP" in line]
+    node_ips = [
+        re.sub(r"\x1b\[[0-9;]*m", "", line).split(": ")[-1]
+        for log in logs.values()
+        for line in log.splitlines()
+        if "Local node IP" in line
+    ]
     assert node_ips == [RAY_NODE_IP] * 3, node_ips  # head, worker and the monitor's node: loopback
     assert not any(s3_server.secret_key in log for log in logs.values())
     alerts = alert_records(store)

@@ -73,6 +73,8 @@ def test_sampling_settings_leave_out_what_changes_only_speed():
 
 
 def test_s3_and_kafka_back_off_alike():
-    config = load_config(None, {"s3.backoff": 0.5, "s3.backoff_max": 3.0, "kafka.backoff": 0.5, "kafka.backoff_max": 3.0})
+    config = load_config(
+        None, {"s3.backoff": 0.5, "s3.backoff_max": 3.0, "kafka.backoff": 0.5, "kafka.backoff_max": 3.0}
+    )
     assert [config.s3.delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 3.0]
     assert [config.kafka.delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 3.0]

@@ -11,6 +11,7 @@ import decord  # noqa: F401  -- installed on purpose: a missing decord must fail
 import numpy as np
 import pytest
 
+from pipeline.config import load_config
 from pipeline.media.decode import (
     VideoDecodeError,
     VideoInfo,
@@ -21,9 +22,7 @@ from pipeline.media.decode import (
     plan_sampling,
     probe,
 )
-from pipeline.config import load_config
 from pipeline.media.sampling import sampled_frames
-from pipeline.records import Frame
 from pipeline.media.synthetic import (
     Scene,
     scene_image,
@@ -34,6 +33,7 @@ from pipeline.media.synthetic import (
     write_static_camera_video,
     write_vfr_video,
 )
+from pipeline.records import Frame
 
 FPS = 30
 PERIOD = 1.0 / FPS

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from jobs.cli import build_parser
-from pipeline.media import synthetic
 from pipeline.config import load_config
+from pipeline.media import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

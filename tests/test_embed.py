@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pipeline.search.embed import STILL_FRAMES_PER_SLOT, FeatureCarry, clip_embeddings, extract_features, model_batches
 from pipeline.records import Frame, FrameBatch, ModelIds
+from pipeline.search.embed import STILL_FRAMES_PER_SLOT, FeatureCarry, clip_embeddings, extract_features, model_batches
 
 MODELS = ModelIds("s", "d", untrained=True)
 
@@ -44,7 +44,10 @@ def test_windows_pool_unit_vectors_and_pick_the_typical_frame():
     assert [(c.start, c.end, c.frame_count) for c, _ in clips] == [(0.0, 1.5, 3), (1.5, 3.0, 2), (3.0, 4.5, 1)]
     for clip, keyframe in clips:
         assert np.linalg.norm(clip.siglip) == pytest.approx(1.0, abs=1e-5)
-        assert keyframe.pts == clip.keyframe_pts and clip.keyframe_key == f"keyframes/v/{round(keyframe.pts * 1000):012d}.jpg"
+        assert (
+            keyframe.pts == clip.keyframe_pts
+            and clip.keyframe_key == f"keyframes/v/{round(keyframe.pts * 1000):012d}.jpg"
+        )
     # two red frames and one blue: the keyframe is a red one
     assert clips[0][1].image[0, 0, 0] > 200
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pipeline.search.index import ClipIndex, IndexMismatchError, choose_kind, merge_hits
 from pipeline.records import ClipEmbedding, ModelIds, SearchHit
+from pipeline.search.index import ClipIndex, IndexMismatchError, choose_kind, merge_hits
 from pipeline.storage.store import LocalStore
 
 MODELS = ModelIds("siglip-x", "dino-x")
@@ -14,7 +14,17 @@ def _unit(v):
 
 def _clips(sid, vectors, window=2.0):
     return [
-        ClipEmbedding(f"/v/{sid}.mp4", sid, i * window, (i + 1) * window, _unit(v), _unit(v[:6]), i * window, f"keyframes/{sid}/{i}.jpg", MODELS)
+        ClipEmbedding(
+            f"/v/{sid}.mp4",
+            sid,
+            i * window,
+            (i + 1) * window,
+            _unit(v),
+            _unit(v[:6]),
+            i * window,
+            f"keyframes/{sid}/{i}.jpg",
+            MODELS,
+        )
         for i, v in enumerate(vectors)
     ]
 
@@ -93,9 +103,22 @@ def _hit(sid, start, score):
 
 
 def test_merge_joins_adjacent_strong_windows_only():
-    hits = [_hit("a", 10, 0.90), _hit("a", 12, 0.88), _hit("a", 14, 0.50), _hit("a", 20, 0.89), _hit("b", 12, 0.70), _hit("a", 8, 0.40)]
+    hits = [
+        _hit("a", 10, 0.90),
+        _hit("a", 12, 0.88),
+        _hit("a", 14, 0.50),
+        _hit("a", 20, 0.89),
+        _hit("b", 12, 0.70),
+        _hit("a", 8, 0.40),
+    ]
     events = merge_hits(hits, merge_drop=0.15)
-    assert [(e.source_id, e.start, e.end) for e in events] == [("a", 10, 14), ("a", 20, 22), ("b", 12, 14), ("a", 14, 16), ("a", 8, 10)]
+    assert [(e.source_id, e.start, e.end) for e in events] == [
+        ("a", 10, 14),
+        ("a", 20, 22),
+        ("b", 12, 14),
+        ("a", 14, 16),
+        ("a", 8, 10),
+    ]
     assert events[0].score == 0.90 and events[0].keyframe_key == "k/a/10"
     assert merge_hits([]) == []
 

@@ -65,7 +65,9 @@ def mean_abs_diff(a, b) -> float:
 def test_ingest_a_file_as_jpeg_frames(kafka_broker, scene_video, capsys):
     path, _ = scene_video  # 20 s, 25 fps, 320x240
     topic = topic_name("ingest.jpeg")
-    rc = main(["ingest", str(path), "--camera", "gate-1", "--brokers", kafka_broker.brokers, "--topic", topic, "--fps", "2"])
+    rc = main(
+        ["ingest", str(path), "--camera", "gate-1", "--brokers", kafka_broker.brokers, "--topic", topic, "--fps", "2"]
+    )
     out = capsys.readouterr()
     assert rc == 0, out.err
     assert "sent 40 of 40 sampled frames in 40 jpeg message(s)" in out.out and "0 error(s)" in out.out
@@ -82,10 +84,26 @@ def test_ingest_a_file_as_jpeg_frames(kafka_broker, scene_video, capsys):
 def test_ingest_a_file_as_segments(kafka_broker, scene_video, capsys):
     path, _ = scene_video
     topic = topic_name("ingest.segment")
-    rc = main([
-        "ingest", str(path), "--camera", "gate-2", "--brokers", kafka_broker.brokers, "--topic", topic,
-        "--fps", "5", "--payload", "segment", "--segment-seconds", "2", "--short-side", "120",
-    ])
+    rc = main(
+        [
+            "ingest",
+            str(path),
+            "--camera",
+            "gate-2",
+            "--brokers",
+            kafka_broker.brokers,
+            "--topic",
+            topic,
+            "--fps",
+            "5",
+            "--payload",
+            "segment",
+            "--segment-seconds",
+            "2",
+            "--short-side",
+            "120",
+        ]
+    )
     out = capsys.readouterr()
     assert rc == 0, out.err
     assert "sent 100 of 100 sampled frames in 10 segment message(s)" in out.out
@@ -133,10 +151,28 @@ def test_ingest_rtsp_survives_the_camera_restarting(kafka_broker, tmp_path):
     camera = start_rtsp_camera(tmp_path, port, pattern="red")
     ingest = subprocess.Popen(
         [
-            VIGIL, "ingest", url, "--camera", "door", "--brokers", kafka_broker.brokers, "--topic", topic,
-            "--fps", "5", "--max-reconnects", "3", "--reconnect-backoff", "0.3", "--read-timeout", "3",
+            VIGIL,
+            "ingest",
+            url,
+            "--camera",
+            "door",
+            "--brokers",
+            kafka_broker.brokers,
+            "--topic",
+            topic,
+            "--fps",
+            "5",
+            "--max-reconnects",
+            "3",
+            "--reconnect-backoff",
+            "0.3",
+            "--read-timeout",
+            "3",
         ],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     reader = None
     try:

@@ -153,7 +153,15 @@ def _jpeg(width=32, height=24, seed=0) -> bytes:
 
 
 def _headers(**override) -> list[tuple[str, bytes]]:
-    base = {"vigil-schema": "1", "camera": "cam", "pts": "1.5", "frame-index": "3", "codec": "jpeg", "width": "32", "height": "24"}
+    base = {
+        "vigil-schema": "1",
+        "camera": "cam",
+        "pts": "1.5",
+        "frame-index": "3",
+        "codec": "jpeg",
+        "width": "32",
+        "height": "24",
+    }
     base.update(override)
     return [(k, v.encode() if isinstance(v, str) else v) for k, v in base.items() if v is not None]
 
@@ -247,7 +255,9 @@ def test_malformed_messages_go_to_the_dlq_while_frames_keep_flowing(kafka_broker
                 _headers(codec="h264/mpegts", frames="3", duration="1.0"),
             ][kind]
         bad.append((key, value, headers))
-    good = [frame_message(f, "cam") for f in sample_frames[:40]] + [segment_message(sample_frames[40:50], "cam", period=0.2)]
+    good = [frame_message(f, "cam") for f in sample_frames[:40]] + [
+        segment_message(sample_frames[40:50], "cam", period=0.2)
+    ]
     # interleave: good messages at random places among the bad ones, order of each kept
     slots = sorted(rng.choice(len(bad) + len(good), size=len(good), replace=False).tolist())
     sequence, g, b = [], 0, 0
@@ -270,7 +280,9 @@ def test_malformed_messages_go_to_the_dlq_while_frames_keep_flowing(kafka_broker
     with MessageProducer(settings) as dlq_producer:
         dlq = DeadLetters(dlq_producer, dlq_topic)
         with FrameConsumer(settings, frames_topic, group_id=f"g-{uuid.uuid4().hex[:6]}") as consumer:
-            stats = consume_frames(consumer, dlq, lambda frames, record: received.extend(frames), max_messages=len(sequence))
+            stats = consume_frames(
+                consumer, dlq, lambda frames, record: received.extend(frames), max_messages=len(sequence)
+            )
             # everything read is committed: a restart would resume after the last message
             assert consumer.committed(frames_topic, 0) == len(sequence)
     assert stats.messages == 241 and stats.malformed == 200 and dlq.count == 200
@@ -315,7 +327,11 @@ def test_unreachable_brokers_fail_clearly_after_bounded_retries():
 def test_kafka_config_section(monkeypatch, tmp_path):
     config = load_config()
     assert config.kafka.brokers == "127.0.0.1:9092"
-    assert (config.kafka.topics.frames, config.kafka.topics.alerts, config.kafka.topics.dlq) == ("vigil.frames", "vigil.alerts", "vigil.dlq")
+    assert (config.kafka.topics.frames, config.kafka.topics.alerts, config.kafka.topics.dlq) == (
+        "vigil.frames",
+        "vigil.alerts",
+        "vigil.dlq",
+    )
     monkeypatch.setenv("VIGIL_KAFKA_BROKERS", "127.0.0.1:19092,127.0.0.1:19093")
     assert load_config().kafka.brokers == "127.0.0.1:19092,127.0.0.1:19093"
     assert load_config().kafka.servers == ["127.0.0.1:19092", "127.0.0.1:19093"]
@@ -329,7 +345,10 @@ def test_kafka_config_section(monkeypatch, tmp_path):
 
 
 def test_pipeline_modules_import_no_kafka_client():
-    code = "import sys, pipeline.media.kafka_io, pipeline.media.streams; assert 'kafka' not in sys.modules, 'kafka imported'"
+    code = (
+        "import sys, pipeline.media.kafka_io, pipeline.media.streams; "
+        "assert 'kafka' not in sys.modules, 'kafka imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

@@ -81,8 +81,9 @@ def matcher(table=None, **kwargs) -> Matcher:
     return Matcher.from_encoders(FakeEncoders({**NEUTRAL, "thing": basis(0), **(table or {})}), **kwargs)
 
 
-RULES = dict(calibration="raw", threshold=0.5, hysteresis=0.2, min_duration=2.0, release=2.0, cooldown=5.0,
-             max_gap=10.0)
+RULES = dict(
+    calibration="raw", threshold=0.5, hysteresis=0.2, min_duration=2.0, release=2.0, cooldown=5.0, max_gap=10.0
+)
 
 
 def run_scores(m: Matcher, scores, camera="cam", start=0.0, step=1.0, **kwargs):
@@ -104,20 +105,27 @@ def events(emitted) -> list[tuple[float, float, float]]:
 _ = 0.1  # background
 CASES = {
     # name: (scores at pts 0, 1, 2, ..., expected closed events (start, end, peak))
-    "blip shorter than min_duration": ([_, .9, .9, _, _, _, .8, _, _], []),
-    "exactly min_duration opens": ([_, .6, .6, .6, _, _, _, _], [(1, 3, .6)]),
-    "hysteresis keeps it open, release closes it":
-        ([_, .6, .7, .8, .6, .4, .35, .2, .2, .2, _, _], [(1, 6, .8)]),
-    "a dip shorter than release does not split":
-        ([.6, .6, .6, _, .6, .9, _, _, _, _, _], [(0, 5, .9)]),
+    "blip shorter than min_duration": ([_, 0.9, 0.9, _, _, _, 0.8, _, _], []),
+    "exactly min_duration opens": ([_, 0.6, 0.6, 0.6, _, _, _, _], [(1, 3, 0.6)]),
+    "hysteresis keeps it open, release closes it": (
+        [_, 0.6, 0.7, 0.8, 0.6, 0.4, 0.35, 0.2, 0.2, 0.2, _, _],
+        [(1, 6, 0.8)],
+    ),
+    "a dip shorter than release does not split": ([0.6, 0.6, 0.6, _, 0.6, 0.9, _, _, _, _, _], [(0, 5, 0.9)]),
     "a second run inside the cooldown is suppressed":  # 6..8 would be an event, but it may start at 7 only
-        ([.6, .6, .6, _, _, _, .7, .7, .7, _, _, _, _, _], [(0, 2, .6)]),
-    "after the cooldown a new event opens":
-        ([.6, .6, .6, _, _, _, _, .7, .7, .7, _, _, _, _], [(0, 2, .6), (7, 9, .7)]),
-    "a run straddling the cooldown's end starts at its end":
-        ([.6, .6, .6, _, _, _, .7, .7, .7, .8, .7, _, _, _], [(0, 2, .6), (7, 10, .8)]),
-    "between low and threshold stays open, below low counts for release":
-        ([.6, .6, .6, .31, .29, .29, .29, _], [(0, 3, .6)]),
+    ([0.6, 0.6, 0.6, _, _, _, 0.7, 0.7, 0.7, _, _, _, _, _], [(0, 2, 0.6)]),
+    "after the cooldown a new event opens": (
+        [0.6, 0.6, 0.6, _, _, _, _, 0.7, 0.7, 0.7, _, _, _, _],
+        [(0, 2, 0.6), (7, 9, 0.7)],
+    ),
+    "a run straddling the cooldown's end starts at its end": (
+        [0.6, 0.6, 0.6, _, _, _, 0.7, 0.7, 0.7, 0.8, 0.7, _, _, _],
+        [(0, 2, 0.6), (7, 10, 0.8)],
+    ),
+    "between low and threshold stays open, below low counts for release": (
+        [0.6, 0.6, 0.6, 0.31, 0.29, 0.29, 0.29, _],
+        [(0, 3, 0.6)],
+    ),
 }
 
 
@@ -140,7 +148,7 @@ def test_events_follow_hysteresis_and_cooldown(name):
 def test_close_happens_after_release_and_carries_the_peak_keyframe():
     m = matcher()
     m.add(StandingQuery(id="q", text="thing", **RULES))
-    emitted = run_scores(m, [_, .6, .9, .7, .6, _, _, _, _])
+    emitted = run_scores(m, [_, 0.6, 0.9, 0.7, 0.6, _, _, _, _])
     (open_pts, opened), (close_pts, closed) = emitted
     assert (open_pts, close_pts) == (3, 7)  # below from pts 5, release 2 s
     assert opened.peak_pts == 2 and opened.end == 3 and opened.status == "open"
@@ -151,16 +159,16 @@ def test_close_happens_after_release_and_carries_the_peak_keyframe():
 def test_a_silent_camera_closes_the_event_at_its_last_frame():
     m = matcher()
     m.add(StandingQuery(id="q", text="thing", **RULES))
-    emitted = run_scores(m, [.6] * 5)
+    emitted = run_scores(m, [0.6] * 5)
     assert [a.status for _, a in emitted] == ["open"]
-    later = m.process(frame("cam", 30.0, raw_vector(.6)))  # 26 s of silence > max_gap
+    later = m.process(frame("cam", 30.0, raw_vector(0.6)))  # 26 s of silence > max_gap
     assert [(a.status, a.start, a.end) for a in later] == [("closed", 0, 4)]
 
 
 def test_min_duration_zero_alerts_on_the_first_frame():
     m = matcher()
     m.add(StandingQuery(id="q", text="thing", **{**RULES, "min_duration": 0.0}))
-    emitted = run_scores(m, [_, .6, _])
+    emitted = run_scores(m, [_, 0.6, _])
     assert [(pts, a.status) for pts, a in emitted] == [(1, "open")]
 
 
@@ -182,7 +190,7 @@ def test_a_rejected_event_is_silent_until_it_ends_then_the_next_is_verified():
     assert isinstance(verifier, Verifier)
     m = matcher(verifier=verifier)
     m.add(StandingQuery(id="q", text="thing", **{**RULES, "cooldown": 2.0}))
-    scores = [.6, .8, .6, .6, .35, .6, .6, .6, _, _, _, _, _, .7, .7, .7, _, _, _]
+    scores = [0.6, 0.8, 0.6, 0.6, 0.35, 0.6, 0.6, 0.6, _, _, _, _, _, 0.7, 0.7, 0.7, _, _, _]
     emitted = []
     for i, s in enumerate(scores):
         image = np.full((2, 2, 3), i, np.uint8)
@@ -191,8 +199,10 @@ def test_a_rejected_event_is_silent_until_it_ends_then_the_next_is_verified():
     first, second = verifier.calls
     assert first[0].start == 0 and first[0].status == "open" and first[1][0, 0, 0] == 1  # the peak frame's image
     assert second[0].start == 13
-    assert [(a.status, a.start, a.end, a.verified) for _, a in emitted] == [("open", 13, 15, True),
-                                                                            ("closed", 13, 15, True)]
+    assert [(a.status, a.start, a.end, a.verified) for _, a in emitted] == [
+        ("open", 13, 15, True),
+        ("closed", 13, 15, True),
+    ]
 
 
 def test_a_failing_verifier_fails_open_and_images_come_from_the_loader():
@@ -203,7 +213,7 @@ def test_a_failing_verifier_fails_open_and_images_come_from_the_loader():
     loaded = []
     m = matcher(verifier=Broken(), image_loader=lambda key: loaded.append(key))
     m.add(StandingQuery(id="q", text="thing", **RULES))
-    emitted = run_scores(m, [.6, .7, .6])
+    emitted = run_scores(m, [0.6, 0.7, 0.6])
     assert [(a.status, a.verified) for _, a in emitted] == [("open", None)]
     assert loaded == [emitted[0][1].keyframe_key]
 
@@ -214,15 +224,17 @@ def test_a_failing_verifier_fails_open_and_images_come_from_the_loader():
 def test_queries_are_added_and_removed_while_running():
     m = matcher({"other": basis(3)})
     m.add(StandingQuery(id="a", text="thing", **RULES))
-    first = run_scores(m, [_, .6, .6, .6, .6])
+    first = run_scores(m, [_, 0.6, 0.6, 0.6, 0.6])
     assert [a.status for _, a in first] == ["open"]
     m.add(StandingQuery(id="b", text="thing", **{**RULES, "min_duration": 1.0}))  # joins mid-stream
     assert [q.id for q in m.list()] == ["a", "b"] and "b" in m and len(m) == 2
-    second = run_scores(m, [.7, .7], start=5)
+    second = run_scores(m, [0.7, 0.7], start=5)
     assert [(a.query_id, a.status, a.start) for _, a in second] == [("b", "open", 5)]
     closed = m.remove("a")  # closes a's open event cleanly, at its last frame
-    assert [(a.query_id, a.status, a.start, a.end, a.peak_score > .69) for a in closed] == [("a", "closed", 1, 6, True)]
-    third = run_scores(m, [.7, _, _, _, _], start=7)
+    assert [(a.query_id, a.status, a.start, a.end, a.peak_score > 0.69) for a in closed] == [
+        ("a", "closed", 1, 6, True)
+    ]
+    third = run_scores(m, [0.7, _, _, _, _], start=7)
     assert {a.query_id for _, a in third} == {"b"} and [q.id for q in m.list()] == ["b"]
     with pytest.raises(KeyError):
         m.remove("a")
@@ -241,7 +253,7 @@ def test_the_stream_follows_stored_queries_without_encoding_them_again():
     a, b = StandingQuery(id="a", text="thing", **RULES), StandingQuery(id="b", text="other", **RULES)
     assert analyzer.sync_queries([(a, None), (b, None)]).alerts == []
     held = m.get("a")
-    run_scores(m, [_, .6, .6, .6])  # query a's event is open
+    run_scores(m, [_, 0.6, 0.6, 0.6])  # query a's event is open
     assert analyzer.sync_queries([(a, None), (b, None)]).alerts == [] and m.get("a") is held  # nothing changed
     changed = StandingQuery(id="a", text="thing", **{**RULES, "threshold": 0.55})
     closed = analyzer.sync_queries([(changed, None)]).alerts  # a changed, b deleted: a's event closes
@@ -255,12 +267,12 @@ def test_queries_watch_only_their_cameras():
     m.add({"id": "all", "text": "thing", "cameras": "all", **RULES})
     for pts in range(4):
         for cam in ("cam-a", "cam-b"):
-            m.process(frame(cam, pts, raw_vector(.6)))
-    assert set(m.score(frame("cam-b", 10, raw_vector(.6)))) == {"all"}
+            m.process(frame(cam, pts, raw_vector(0.6)))
+    assert set(m.score(frame("cam-b", 10, raw_vector(0.6)))) == {"all"}
     alerts = m.flush()
     assert sorted((a.query_id, a.camera) for a in alerts) == [("all", "cam-a"), ("all", "cam-b"), ("q", "cam-a")]
     assert [a.id for a in m.flush()] == []  # nothing left open
-    m.process(frame("cam-b", 5, raw_vector(.6)))
+    m.process(frame("cam-b", 5, raw_vector(0.6)))
     assert m.drop_camera("cam-b") == [] and "cam-b" not in m.state_dict()["cameras"]
     assert {p["camera"] for p in m.state_dict()["pairs"]} == {"cam-a"}
 
@@ -292,8 +304,8 @@ def test_the_same_cosine_scores_differently_on_cameras_with_different_background
 def test_calibrated_queries_warm_up_before_they_can_alert():
     m = matcher(settings=MatchConfig(warmup=10))
     m.add(StandingQuery(id="q", text="thing", min_duration=0.0))
-    assert m.score(frame("cam", 0, raw_vector(.9)))["q"] is None
-    emitted = run_scores(m, [.9] * 10 + [noisy(.1, i) for i in range(20)] + [.9])
+    assert m.score(frame("cam", 0, raw_vector(0.9)))["q"] is None
+    emitted = run_scores(m, [0.9] * 10 + [noisy(0.1, i) for i in range(20)] + [0.9])
     assert [(pts, a.status) for pts, a in emitted] == [(30, "open")]  # the warm-up's high scores never alerted
 
 
@@ -352,8 +364,19 @@ def _stream():
 def _checkpoint_matcher():
     m = matcher(settings=MatchConfig(warmup=15, history=40))
     m.add(StandingQuery(id="z", text="thing", threshold=3.0, min_duration=2, release=2, cooldown=10))
-    m.add(StandingQuery(id="r", text="thing", calibration="raw", threshold=0.4, hysteresis=0.05,
-                        min_duration=3, release=1, cooldown=20, cameras=["cam-2"]))
+    m.add(
+        StandingQuery(
+            id="r",
+            text="thing",
+            calibration="raw",
+            threshold=0.4,
+            hysteresis=0.05,
+            min_duration=3,
+            release=1,
+            cooldown=20,
+            cameras=["cam-2"],
+        )
+    )
     return m
 
 
@@ -367,12 +390,13 @@ def test_state_round_trip_mid_stream_gives_the_same_alerts_and_replays_add_nothi
         first = _checkpoint_matcher()
         got = first.process_many(frames[:cut])
         state = json.loads(json.dumps(first.state_dict()))  # JSON-compatible
-        resumed = Matcher.from_encoders(FakeEncoders({**NEUTRAL, "thing": basis(0)}),
-                                        settings=MatchConfig(warmup=15, history=40))
+        resumed = Matcher.from_encoders(
+            FakeEncoders({**NEUTRAL, "thing": basis(0)}), settings=MatchConfig(warmup=15, history=40)
+        )
         resumed.load_state_dict(state)
         assert [q.id for q in resumed.list()] == ["z", "r"]
         # the consumer restarts from an older offset: frames already seen come again, then new ones
-        got += resumed.process_many(frames[max(0, cut - 10):]) + resumed.flush()
+        got += resumed.process_many(frames[max(0, cut - 10) :]) + resumed.flush()
         assert resumed.ignored == min(10, cut)
         assert [a.to_json() for a in got] == [a.to_json() for a in expected], cut
 
@@ -408,26 +432,41 @@ def test_definitions_and_alerts_round_trip_through_json():
     back = EncodedQuery.from_json(json.dumps(encoded.to_json()))
     assert back.query == image_q and np.array_equal(back.siglip, encoded.siglip)
     assert np.array_equal(back.dinov2, encoded.dinov2) and back.models == MODELS
-    alert = Alert(Alert.make_id("q", "cam", 12.5), "q", "cam", 12.5, 20.0, 6.25, 14.0, "keyframes/c/1.jpg", MODELS,
-                  status="closed", query_text="x", verified=True)
+    alert = Alert(
+        Alert.make_id("q", "cam", 12.5),
+        "q",
+        "cam",
+        12.5,
+        20.0,
+        6.25,
+        14.0,
+        "keyframes/c/1.jpg",
+        MODELS,
+        status="closed",
+        query_text="x",
+        verified=True,
+    )
     assert Alert.from_json(json.dumps(alert.to_json())) == alert
     assert alert.to_json()["untrained"] is True
     assert Alert.make_id("q", "cam", 12.5) == Alert.make_id("q", "cam", 12.5000001) != Alert.make_id("q", "cam", 12.6)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"id": "q"}, "exactly one of"),
-    ({"id": "q", "text": "a", "image": "b.jpg"}, "exactly one of"),
-    ({"id": "q", "text": "  "}, "'text'"),
-    ({"id": "../q", "text": "a"}, "'id'"),
-    ({"id": "q", "text": "a", "calibration": "raw"}, "explicit threshold"),
-    ({"id": "q", "text": "a", "calibration": "raw", "threshold": 3}, r"within \[-1, 1\]"),
-    ({"id": "q", "image": "a.jpg", "calibration": "prompts", "threshold": 0.1}, "text queries only"),
-    ({"id": "q", "text": "a", "cameras": []}, "'cameras'"),
-    ({"id": "q", "text": "a", "cameras": ["x", "x"]}, "twice"),
-    ({"id": "q", "text": "a", "cooldown": -1}, "'cooldown'"),
-    ({"id": "q", "text": "a", "treshold": 1}, "unknown key 'treshold'"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"id": "q"}, "exactly one of"),
+        ({"id": "q", "text": "a", "image": "b.jpg"}, "exactly one of"),
+        ({"id": "q", "text": "  "}, "'text'"),
+        ({"id": "../q", "text": "a"}, "'id'"),
+        ({"id": "q", "text": "a", "calibration": "raw"}, "explicit threshold"),
+        ({"id": "q", "text": "a", "calibration": "raw", "threshold": 3}, r"within \[-1, 1\]"),
+        ({"id": "q", "image": "a.jpg", "calibration": "prompts", "threshold": 0.1}, "text queries only"),
+        ({"id": "q", "text": "a", "cameras": []}, "'cameras'"),
+        ({"id": "q", "text": "a", "cameras": ["x", "x"]}, "twice"),
+        ({"id": "q", "text": "a", "cooldown": -1}, "'cooldown'"),
+        ({"id": "q", "text": "a", "treshold": 1}, "unknown key 'treshold'"),
+    ],
+)
 def test_bad_definitions_are_refused_with_the_field_named(bad, message):
     with pytest.raises(ValueError, match=message):
         StandingQuery.from_json(bad)
@@ -457,8 +496,12 @@ def test_an_example_image_query_alerts_during_its_scene(tiny_encoders, scene_vid
     features = extract_features(FrameBatch(frames), tiny_encoders).features()
 
     m = Matcher.from_encoders(tiny_encoders, settings=MatchConfig(warmup=8))
-    m.add(StandingQuery(id="lobby", image="examples/lobby.jpg", threshold=3.0, min_duration=1.0, release=1.0,
-                        cooldown=30.0), image=example.image)
+    m.add(
+        StandingQuery(
+            id="lobby", image="examples/lobby.jpg", threshold=3.0, min_duration=1.0, release=1.0, cooldown=30.0
+        ),
+        image=example.image,
+    )
     opened_at = []
     alerts = []
     for f in features:
@@ -480,6 +523,12 @@ def test_an_example_image_query_alerts_during_its_scene(tiny_encoders, scene_vid
     assert same >= max(others)
     raw = Matcher(tiny_encoders.ids)
     encoded = m.get("lobby")
-    raw.add(EncodedQuery(StandingQuery(id="r", image="x.jpg", calibration="raw", threshold=0.9),
-                         encoded.siglip, encoded.dinov2, tiny_encoders.ids))
+    raw.add(
+        EncodedQuery(
+            StandingQuery(id="r", image="x.jpg", calibration="raw", threshold=0.9),
+            encoded.siglip,
+            encoded.dinov2,
+            tiny_encoders.ids,
+        )
+    )
     assert raw.score(FrameFeatures("cam-7", 0.0, s, d))["r"] == pytest.approx(1.0, abs=1e-5)

@@ -63,7 +63,7 @@ def scenes(h: int = 96, w: int = 128) -> np.ndarray:
     out[5] = np.random.default_rng(7).integers(0, 256, (h, w, 3))  # noise
     out[6] = np.where((((xx + yy) // 10) % 2)[..., None] == 1, [255, 140, 0], [0, 160, 160])  # diagonals
     out[7] = 245
-    out[7, h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 10  # white with a black square
+    out[7, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 10  # white with a black square
     return out
 
 
@@ -112,8 +112,9 @@ def test_tiny_checkpoints_are_cached_reproducible_and_atomic(tiny, tmp_path):
 
     # Two concurrent builders of the same folder: both succeed, one complete checkpoint, no temp leftovers.
     results: list = []
-    threads = [threading.Thread(target=lambda: results.append(build_random_checkpoints(tmp_path / "m")))
-               for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: results.append(build_random_checkpoints(tmp_path / "m"))) for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -121,8 +122,9 @@ def test_tiny_checkpoints_are_cached_reproducible_and_atomic(tiny, tmp_path):
     assert len(results) == 2 and results[0] == results[1]
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["dinov2", "siglip"]
     for name in ("siglip", "dinov2"):  # fixed seed: byte-identical weights
-        assert (tmp_path / "m" / name / "model.safetensors").read_bytes() == \
-            Path(getattr(tiny, name), "model.safetensors").read_bytes()
+        assert (tmp_path / "m" / name / "model.safetensors").read_bytes() == Path(
+            getattr(tiny, name), "model.safetensors"
+        ).read_bytes()
     with pytest.raises(ValueError):
         build_random_checkpoints(tmp_path / "x", size="huge")
     (tmp_path / "mine" / "siglip").mkdir(parents=True)  # somebody else's folder is never replaced
@@ -288,14 +290,27 @@ def _compare(ip, images):
 def test_tensor_preprocessing_matches_hf_pil_processors(tiny):
     from transformers import AutoImageProcessor, BitImageProcessorPil, Siglip2ImageProcessorPil, SiglipImageProcessorPil
 
-    images = [photo_like(180, 320), photo_like(50, 40, 1), photo_like(224, 224, 2), photo_like(481, 263, 3),
-              scenes()[2]]
+    images = [
+        photo_like(180, 320),
+        photo_like(50, 40, 1),
+        photo_like(224, 224, 2),
+        photo_like(481, 263, 3),
+        scenes()[2],
+    ]
     _compare(AutoImageProcessor.from_pretrained(tiny.siglip, backend="pil"), images)  # bilinear 224x224
     _compare(AutoImageProcessor.from_pretrained(tiny.dinov2, backend="pil"), images)  # bicubic, edge + crop
     # facebook/dinov2-small settings, SigLIP with bicubic, and SigLIP 2 NaFlex patches
-    _compare(BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
-                                  do_center_crop=True, resample=3, image_mean=[0.485, 0.456, 0.406],
-                                  image_std=[0.229, 0.224, 0.225]), images)
+    _compare(
+        BitImageProcessorPil(
+            size={"shortest_edge": 256},
+            crop_size={"height": 224, "width": 224},
+            do_center_crop=True,
+            resample=3,
+            image_mean=[0.485, 0.456, 0.406],
+            image_std=[0.229, 0.224, 0.225],
+        ),
+        images,
+    )
     _compare(SiglipImageProcessorPil(size={"height": 224, "width": 224}, resample=3), images)
     _compare(Siglip2ImageProcessorPil(max_num_patches=64, patch_size=16), images)
 
@@ -339,9 +354,11 @@ def test_explicit_precisions(tiny, encoders):
     sig8 = SiglipEncoder.from_pretrained(tiny.siglip, precision="int8")
     dino8 = Dinov2Encoder.from_pretrained(tiny.dinov2, precision="int8")
     assert sig8.precision == dino8.precision == "int8"
-    for low, ref in ((sig8.embed_images(imgs), encoders.siglip.embed_images(imgs)),
-                     (sig8.embed_texts(texts), encoders.siglip.embed_texts(texts)),
-                     (dino8.embed_images(imgs), encoders.dinov2.embed_images(imgs))):
+    for low, ref in (
+        (sig8.embed_images(imgs), encoders.siglip.embed_images(imgs)),
+        (sig8.embed_texts(texts), encoders.siglip.embed_texts(texts)),
+        (dino8.embed_images(imgs), encoders.dinov2.embed_images(imgs)),
+    ):
         assert min_cosine(ref, low) >= 0.99
         np.testing.assert_allclose(np.linalg.norm(low, axis=1), 1.0, atol=1e-5)
     bf = Dinov2Encoder.from_pretrained(tiny.dinov2, precision="bf16")
@@ -363,11 +380,20 @@ def test_siglip2_naflex_checkpoint_loads_and_embeds(tmp_path):
     from pipeline.models.random_weights import _build_tokenizer, _quiet_transformers
 
     tok = _build_tokenizer(500)
-    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                num_attention_heads=2, max_position_embeddings=64, pad_token_id=tok.pad_token_id,
-                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                  num_patches=64, patch_size=16)
+    text = dict(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_patches=64, patch_size=16
+    )
     torch.manual_seed(0)
     model = Siglip2Model(Siglip2Config(text_config=text, vision_config=vision)).eval()
     with _quiet_transformers():

@@ -47,7 +47,9 @@ def monitor_config(store, sources, **monitor):
 
 
 def add_lobby_query(store, path):
-    query = StandingQuery(id="lobby", image="lobby.jpg", calibration="raw", threshold=0.9, min_duration=1.0, cooldown=5.0)
+    query = StandingQuery(
+        id="lobby", image="lobby.jpg", calibration="raw", threshold=0.9, min_duration=1.0, cooldown=5.0
+    )
     save_query(store, query, lobby_frame(path).image)
 
 
@@ -73,8 +75,9 @@ def test_two_extractors_give_the_same_alerts_and_clips_as_one(tmp_path, ray_loca
     for extractors in (1, 2):
         store = LocalStore(tmp_path / str(extractors))
         add_lobby_query(store, path)
-        config = monitor_config(tmp_path / str(extractors), [{"camera": "door", "url": str(path)}],
-                                extractors=extractors, batch_frames=3)
+        config = monitor_config(
+            tmp_path / str(extractors), [{"camera": "door", "url": str(path)}], extractors=extractors, batch_frames=3
+        )
         report = run_monitor(config)
         assert report.frames == 40 and report.batches >= 14
         rows = ClipIndex.load(store).rows
@@ -107,7 +110,9 @@ def test_a_restarted_monitor_resumes_from_its_checkpoint_without_duplicates(tmp_
 def test_rolling_summaries_cover_each_period_once(tmp_path, ray_local, scene_video):
     path, _ = scene_video
     store = LocalStore(tmp_path)
-    config = monitor_config(tmp_path, [{"camera": "door", "url": str(path)}], summary_every=10, batch_frames=8, checkpoint_every=0.001)
+    config = monitor_config(
+        tmp_path, [{"camera": "door", "url": str(path)}], summary_every=10, batch_frames=8, checkpoint_every=0.001
+    )
     first = run_monitor(config)
     assert first.frames == 40 and first.summaries == 2
     for start, end in ((0, 10), (10, 20)):  # the second period ends with the file: summarized when it ends
@@ -136,7 +141,11 @@ def kafka_config(tmp_path, broker, run):
                 "precision": "fp32",
                 "device": "cpu",
                 "decode": {"fps": 2.0},
-                "kafka": {"brokers": broker.brokers, "group": f"monitor-{run}", "topics": {"frames": "frames-monitor", "alerts": f"alerts-{run}", "dlq": "dlq-monitor"}},
+                "kafka": {
+                    "brokers": broker.brokers,
+                    "group": f"monitor-{run}",
+                    "topics": {"frames": "frames-monitor", "alerts": f"alerts-{run}", "dlq": "dlq-monitor"},
+                },
                 "monitor": {"name": run, "batch_frames": 2, "checkpoint_every": 0.05},
             }
         )
@@ -152,7 +161,23 @@ def alert_messages(broker, topic, count):
 
 def test_kafka_monitor_survives_sigkill_with_the_same_alerts(tmp_path, ray_local, scene_video, kafka_broker):
     path, _ = scene_video
-    assert main(["ingest", str(path), "--camera", "door", "--brokers", kafka_broker.brokers, "--topic", "frames-monitor", "--fps", "2"]) == 0
+    assert (
+        main(
+            [
+                "ingest",
+                str(path),
+                "--camera",
+                "door",
+                "--brokers",
+                kafka_broker.brokers,
+                "--topic",
+                "frames-monitor",
+                "--fps",
+                "2",
+            ]
+        )
+        == 0
+    )
     for run in ("steady", "killed"):
         add_lobby_query(LocalStore(tmp_path / run), path)
 

@@ -127,7 +127,11 @@ def test_url_locate_and_layout(s3_env):
 
 def test_prefix_isolation(s3_env):
     base = _unique("iso")
-    one, two, root = open_store(f"s3://{BUCKET}/{base}"), open_store(f"s3://{BUCKET}/{base}2"), open_store(f"s3://{BUCKET}")
+    one, two, root = (
+        open_store(f"s3://{BUCKET}/{base}"),
+        open_store(f"s3://{BUCKET}/{base}2"),
+        open_store(f"s3://{BUCKET}"),
+    )
     one.put("k/x.bin", b"one")
     two.put("k/x.bin", b"two")
     assert (one.get("k/x.bin"), two.get("k/x.bin")) == (b"one", b"two")
@@ -235,7 +239,11 @@ def test_wrong_secret_is_a_clear_error_at_once(s3_env, monkeypatch):
     open_store(url).put("a.bin", b"x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-Xy77")
     store = open_store(url, s3=S3Config(attempts=10, backoff=1.0))
-    for operation, call in (("put", lambda: store.put("b.bin", b"y")), ("get", lambda: store.get("a.bin")), ("list", lambda: list(store.list()))):
+    for operation, call in (
+        ("put", lambda: store.put("b.bin", b"y")),
+        ("get", lambda: store.get("a.bin")),
+        ("list", lambda: list(store.list())),
+    ):
         started = time.monotonic()
         with pytest.raises(StoreError, match=f"credentials were rejected by endpoint {s3_env.endpoint}") as rejected:
             call()
@@ -296,7 +304,9 @@ def test_a_long_outage_gives_a_clear_error_after_bounded_retries(s3_env, proxy):
 
 
 def vigil(*args, env, check=True, **kwargs):
-    result = subprocess.run([VIGIL, *map(str, args)], capture_output=True, text=True, env={**os.environ, **env}, timeout=300, **kwargs)
+    result = subprocess.run(
+        [VIGIL, *map(str, args)], capture_output=True, text=True, env={**os.environ, **env}, timeout=300, **kwargs
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -328,7 +338,9 @@ def test_cli_index_and_search_on_s3(cli_s3, s3_env):
 
 
 def test_cli_wrong_secret_exits_2_naming_credentials(cli_s3, s3_server):
-    result = vigil("search", "gate", "--store", cli_s3, env=s3_server.env(AWS_SECRET_ACCESS_KEY="wrong-secret-Xy77"), check=False)
+    result = vigil(
+        "search", "gate", "--store", cli_s3, env=s3_server.env(AWS_SECRET_ACCESS_KEY="wrong-secret-Xy77"), check=False
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "credentials were rejected" in result.stderr and s3_server.endpoint in result.stderr
     assert "retry" not in result.stderr
@@ -343,7 +355,9 @@ def test_cli_survives_an_outage_and_reports_a_long_one(cli_s3, s3_env, scene_vid
         store.put(key, source.get(key))
     env = s3_env.env(VIGIL_S3_ENDPOINT=proxy.endpoint)
     patient = tmp_path / "patient.yaml"
-    patient.write_text("s3:\n  attempts: 100\n  backoff: 0.05\n  backoff_max: 0.25\n  deadline: 30\n  connect_timeout: 1\n")
+    patient.write_text(
+        "s3:\n  attempts: 100\n  backoff: 0.05\n  backoff_max: 0.25\n  deadline: 30\n  connect_timeout: 1\n"
+    )
     impatient = tmp_path / "impatient.yaml"
     impatient.write_text("s3:\n  attempts: 2\n  backoff: 0.1\n  connect_timeout: 1\n")
 
@@ -369,5 +383,7 @@ def test_cli_survives_an_outage_and_reports_a_long_one(cli_s3, s3_env, scene_vid
     assert run.returncode == 0, log
     assert "removed" in out and "10 clips" in out
     assert proxy.endpoint in log and s3_env.secret_key not in log
-    assert list(store.list("clips/")) == [] and list(store.list("keyframes/")) == [] and list(store.list("sources/")) == []
+    assert (
+        list(store.list("clips/")) == [] and list(store.list("keyframes/")) == [] and list(store.list("sources/")) == []
+    )
     assert len(ClipIndex.load(store)) == 0

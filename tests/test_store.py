@@ -70,7 +70,12 @@ def test_clip_roundtrip_and_deterministic_bytes(tmp_path):
     assert LocalStore(tmp_path / "other").get(key) == first
     back = read_clip(store, key)
     np.testing.assert_array_equal(back.siglip, clip.siglip)
-    assert (back.start, back.end, back.keyframe_key, back.models) == (clip.start, clip.end, clip.keyframe_key, clip.models)
+    assert (back.start, back.end, back.keyframe_key, back.models) == (
+        clip.start,
+        clip.end,
+        clip.keyframe_key,
+        clip.models,
+    )
 
 
 def test_open_store_rejects_unknown_scheme(tmp_path):

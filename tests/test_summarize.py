@@ -44,9 +44,11 @@ from pipeline.summaries import (
 
 # Five visually distinct scenes with lengths that do not fall on the 1 s sampling grid.
 LENGTHS = (4.6, 3.2, 6.4, 3.8, 5.0)
-EVENTS = [{"t_start": 5.1, "t_end": 6.0, "label": "person at the gate"},
-          {"t_start": 6.5, "t_end": 7.0, "label": "person at the gate"},
-          {"start": 15.0, "end": 16.5, "query": "a red car", "peak_score": 0.31, "id": "a1"}]  # Alert-shaped
+EVENTS = [
+    {"t_start": 5.1, "t_end": 6.0, "label": "person at the gate"},
+    {"t_start": 6.5, "t_end": 7.0, "label": "person at the gate"},
+    {"start": 15.0, "end": 16.5, "query": "a red car", "peak_score": 0.31, "id": "a1"},
+]  # Alert-shaped
 VIGIL = str(Path(sys.executable).parent / "vigil")
 
 
@@ -67,8 +69,9 @@ def config(vigil_cache):
 def first_run(tmp_path_factory, planted, config, tiny_encoders):
     path, _ = planted
     store = LocalStore(tmp_path_factory.mktemp("summarize-store"))
-    result = summarize_file(path, config, store, encoders=tiny_encoders, events=EVENTS,
-                            queries=["a red car", "一辆红色的汽车"])
+    result = summarize_file(
+        path, config, store, encoders=tiny_encoders, events=EVENTS, queries=["a red car", "一辆红色的汽车"]
+    )
     return store, result
 
 
@@ -136,8 +139,14 @@ def test_summary_json_follows_its_schema_and_says_untrained(first_run):
     assert re.search(r"00:0[45]-00:0\d \S.*: .*; 2 alerts 'person at the gate'", summary["text"]), summary["text"]
     assert "1 alert 'a red car'" in summary["text"]
     assert [e["label"] for e in summary["events"]] == ["person at the gate", "person at the gate", "a red car"]
-    assert summary["events"][2] == {"t_start": 15.0, "t_end": 16.5, "label": "a red car", "kind": "alert",
-                                    "score": 0.31, "id": "a1"}
+    assert summary["events"][2] == {
+        "t_start": 15.0,
+        "t_end": 16.5,
+        "label": "a red car",
+        "kind": "alert",
+        "score": 0.31,
+        "id": "a1",
+    }
     assert [q["text"] for q in summary["queries"]] == ["a red car", "一辆红色的汽车"]
     assert len(summary["queries"][0]["scores"]) == 23
     assert summary["vocabulary"]["size"] == len(builtin_concepts()) >= 300
@@ -162,15 +171,17 @@ def test_pictures_and_a_self_contained_report(first_run):
     assert "<link" not in report and "<script" not in report
 
 
-def test_a_second_run_reuses_the_stored_features_and_decodes_nothing(first_run, planted, config, tiny_encoders,
-                                                                     monkeypatch):
+def test_a_second_run_reuses_the_stored_features_and_decodes_nothing(
+    first_run, planted, config, tiny_encoders, monkeypatch
+):
     store, first = first_run
     path, _ = planted
     assert store.exists(summary_frames_key(source_id(str(path)))) and not first.reused
     before = _bytes(store, first)
     guard = _NoDecoding(monkeypatch)
-    again = summarize_file(path, config, store, encoders=tiny_encoders, events=EVENTS,
-                           queries=["a red car", "一辆红色的汽车"])
+    again = summarize_file(
+        path, config, store, encoders=tiny_encoders, events=EVENTS, queries=["a red car", "一辆红色的汽车"]
+    )
     assert guard.calls == 0 and again.reused
     assert _bytes(store, again) == before  # deterministic: the same bytes, nothing rewritten differently
     # without encoders, nothing is loaded either: the vocabulary's text embeddings are cached in the store
@@ -183,8 +194,9 @@ def test_a_time_range_reads_the_stored_features(first_run, planted, config, tiny
     store, _ = first_run
     path, bounds = planted
     guard = _NoDecoding(monkeypatch, allow_seek=True)  # features: stored; new keyframe pictures: may be sought
-    result = summarize_file(path, config, store, encoders=tiny_encoders, start=5.0, end=18.0,
-                            options=SummaryOptions(keyframes=2))
+    result = summarize_file(
+        path, config, store, encoders=tiny_encoders, start=5.0, end=18.0, options=SummaryOptions(keyframes=2)
+    )
     summary = result.summary
     assert summary["range"]["start"] == 5.0 and summary["range"]["end"] == 18.0
     assert "/range-000000005000-000000018000/" in result.keys["summary"]
@@ -197,8 +209,9 @@ def test_a_time_range_reads_the_stored_features(first_run, planted, config, tiny
 # ------------------------------------------------------------------------------------------ from stored clips
 
 
-def test_indexed_sources_and_cameras_are_summarized_from_their_clips(tmp_path, planted, config, tiny_encoders,
-                                                                     monkeypatch):
+def test_indexed_sources_and_cameras_are_summarized_from_their_clips(
+    tmp_path, planted, config, tiny_encoders, monkeypatch
+):
     from jobs.archive import index_paths
 
     path, bounds = planted
@@ -226,19 +239,37 @@ def test_indexed_sources_and_cameras_are_summarized_from_their_clips(tmp_path, p
         clip.keyframe_key = old_key.replace(sid, camera_sid)
         store.put(clip.keyframe_key, store.get(old_key))
         write_clip(store, clip)
-    stored_alert = {"id": "f00d", "status": "closed", "query_id": "q1", "query_text": "a van at the gate",
-                    "query_image": None, "camera": "gate-1", "start": 9.0, "end": 11.5, "peak_score": 0.4,
-                    "peak_pts": 10.0, "keyframe_key": "keyframes/x/000000010000.jpg", "untrained": True}
+    stored_alert = {
+        "id": "f00d",
+        "status": "closed",
+        "query_id": "q1",
+        "query_text": "a van at the gate",
+        "query_image": None,
+        "camera": "gate-1",
+        "start": 9.0,
+        "end": 11.5,
+        "peak_score": 0.4,
+        "peak_pts": 10.0,
+        "keyframe_key": "keyframes/x/000000010000.jpg",
+        "untrained": True,
+    }
     store.put_json(f"alerts/{source_id('gate-1')}/f00d.json", stored_alert)  # as the live monitor's sink writes it
-    rolling = summarize_stored(store, "gate-1", start=4.0, end=16.0, events=[EVENTS[0]],
-                               text_encoder=tiny_encoders.siglip)
+    rolling = summarize_stored(
+        store, "gate-1", start=4.0, end=16.0, events=[EVENTS[0]], text_encoder=tiny_encoders.siglip
+    )
     summary = rolling.summary
     assert summary["source"] == {"source": "gate-1", "source_id": source_id("gate-1"), "kind": "camera"}
     assert summary["range"]["start"] == 4.0 and summary["range"]["end"] == 16.0
     assert "1 alert 'person at the gate'" in summary["text"] and guard.calls == 0
     assert "1 alert 'a van at the gate'" in summary["text"]
-    assert {"t_start": 9.0, "t_end": 11.5, "label": "a van at the gate", "kind": "alert", "score": 0.4,
-            "id": "f00d"} in summary["events"]
+    assert {
+        "t_start": 9.0,
+        "t_end": 11.5,
+        "label": "a van at the gate",
+        "kind": "alert",
+        "score": 0.4,
+        "id": "f00d",
+    } in summary["events"]
     validate_summary(summary)
     with pytest.raises(SummarizeError, match="nothing stored for gate-2"):
         summarize_stored(store, "gate-2")
@@ -250,10 +281,21 @@ def test_rolling_summaries_wait_for_stored_windows_and_never_repeat(tmp_path, ti
     siglip, dinov2 = tiny_encoders.embed_images(np.zeros((1, 64, 64, 3), np.uint8))
     rng = np.random.default_rng(0)
     for start in (0, 2, 4, 12, 14):  # 2 s windows as the monitor stores them; the camera was off 6-12 s
-        write_clip(store, ClipEmbedding(
-            "gate", sid, float(start), start + 2.0, rng.normal(size=siglip.shape[1]).astype(np.float32),
-            rng.normal(size=dinov2.shape[1]).astype(np.float32), start + 1.0, f"keyframes/{sid}/x.jpg",
-            tiny_encoders.ids, frame_count=4))
+        write_clip(
+            store,
+            ClipEmbedding(
+                "gate",
+                sid,
+                float(start),
+                start + 2.0,
+                rng.normal(size=siglip.shape[1]).astype(np.float32),
+                rng.normal(size=dinov2.shape[1]).astype(np.float32),
+                start + 1.0,
+                f"keyframes/{sid}/x.jpg",
+                tiny_encoders.ids,
+                frame_count=4,
+            ),
+        )
 
     def ranges(results):
         return [(r.summary["range"]["start"], r.summary["range"]["end"]) for r in results]
@@ -270,7 +312,8 @@ def test_rolling_summaries_wait_for_stored_windows_and_never_repeat(tmp_path, ti
     assert store.exists(f"{first.period_prefix('gate', 2)}/summary.json")  # under the period's key: 12-18 s
     assert rolling().advance({"gate": 15.5}, ended=True) == []
     assert {key.split("/")[2] for key in store.list(f"summaries/{sid}/range-")} == {
-        first.period_prefix("gate", period).split("/")[2] for period in (0, 2)}
+        first.period_prefix("gate", period).split("/")[2] for period in (0, 2)
+    }
     # a period reads only its own windows and the one reaching into it, not the camera's whole history
     assert read_clip_track(store, sid, 12.0, 18.0).times.tolist() == [12.0, 14.0]
     assert read_clip_track(store, sid, 13.0, 18.0).times.tolist() == [12.0, 14.0]
@@ -316,8 +359,18 @@ def test_a_range_outside_the_video_is_an_error(first_run, planted, config, tiny_
 def _track(vectors: np.ndarray, interval: float = 1.0) -> FeatureTrack:
     n = len(vectors)
     times = np.arange(n) * interval
-    return FeatureTrack("x.mp4", "x-000000000000", "frames", times, vectors, vectors, interval, n * interval,
-                        ModelIds("s", "d", True), times.copy())
+    return FeatureTrack(
+        "x.mp4",
+        "x-000000000000",
+        "frames",
+        times,
+        vectors,
+        vectors,
+        interval,
+        n * interval,
+        ModelIds("s", "d", True),
+        times.copy(),
+    )
 
 
 def test_adaptive_cuts_ignore_steady_motion_and_find_every_cut():
@@ -342,7 +395,13 @@ def test_adaptive_cuts_ignore_steady_motion_and_find_every_cut():
 def test_events_accept_alert_records_and_json_lines(tmp_path):
     alert = TimelineEvent.from_mapping({"start": 3, "end": 4.5, "query": "fence", "peak_score": 0.4, "id": "x"})
     assert (alert.t_start, alert.t_end, alert.label, alert.kind, alert.score, alert.id) == (
-        3, 4.5, "fence", "alert", 0.4, "x")
+        3,
+        4.5,
+        "fence",
+        "alert",
+        0.4,
+        "x",
+    )
     lines = tmp_path / "events.jsonl"
     lines.write_text('{"t_start": 1, "t_end": 2, "label": "door", "kind": "track"}\n{"t_start": 5, "label": "gate"}\n')
     assert [(e.label, e.kind, e.t_end) for e in read_events(lines)] == [("door", "track", 2.0), ("gate", "alert", 5.0)]
@@ -357,8 +416,9 @@ def test_the_vocabulary_is_large_extensible_and_multilingual(tmp_path):
     assert len(concepts) >= 300 and {"place", "object", "activity", "person"} <= {c.category for c in concepts}
     assert any(not c.label.isascii() for c in concepts)
     extra = tmp_path / "site.txt"
-    extra.write_text("# our site\nplace: loading bay 3\nforklift = a photo of a yellow forklift\nplace: 停车场\n",
-                     encoding="utf-8")
+    extra.write_text(
+        "# our site\nplace: loading bay 3\nforklift = a photo of a yellow forklift\nplace: 停车场\n", encoding="utf-8"
+    )
     merged = load_vocabulary([extra])
     by_label = {c.label: c for c in merged}
     assert by_label["loading bay 3"].text == "a photo of loading bay 3"
@@ -411,20 +471,51 @@ def test_the_command_end_to_end(first_run, planted, tmp_path, vigil_cache):
     events.write_text(json.dumps({"events": EVENTS[:2]}))
     out = tmp_path / "for-people"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run([VIGIL, "summarize", str(path), "--store", str(store_dir), "--models", "tiny",
-                          "--out", str(out), "--events", str(events), "--query", "a red car",
-                          "--from", "0:00", "--to", "0:23"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [
+            VIGIL,
+            "summarize",
+            str(path),
+            "--store",
+            str(store_dir),
+            "--models",
+            "tiny",
+            "--out",
+            str(out),
+            "--events",
+            str(events),
+            "--query",
+            "a red car",
+            "--from",
+            "0:00",
+            "--to",
+            "0:23",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("UNTRAINED") and "2 alerts 'person at the gate'" in run.stdout
     assert "decoded once and stored" in run.stdout and "realtime" in run.stdout
     assert "video s" in run.stderr  # the progress bar
-    assert {p.name for p in out.iterdir()} == {"summary.json", "contact_sheet.png", "timeline.png", "report.html",
-                                               "keyframes"}
+    assert {p.name for p in out.iterdir()} == {
+        "summary.json",
+        "contact_sheet.png",
+        "timeline.png",
+        "report.html",
+        "keyframes",
+    }
     summary = json.loads((out / "summary.json").read_text())
     validate_summary(summary)
     assert len(list((out / "keyframes").glob("*.jpg"))) == len(summary["keyframes"])
-    camera = subprocess.run([VIGIL, "summarize", "--camera", "gate-7", "--store", str(store_dir)],
-                            capture_output=True, text=True, env=env, timeout=300)
+    camera = subprocess.run(
+        [VIGIL, "summarize", "--camera", "gate-7", "--store", str(store_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert camera.returncode == 2 and "not available until live monitoring lands" in camera.stderr
     assert "Traceback" not in camera.stderr

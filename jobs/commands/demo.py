@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(
         f"\nresults are in {store.url}: keyframes/ (JPEG), clips/ (embeddings), index/ (FAISS), sources/ (records)\n"
-        f"try: vigil search --store {store.url} \"your phrase\"   or   "
+        f'try: vigil search --store {store.url} "your phrase"   or   '
         f"vigil search --store {store.url} --image {example}"
     )
     if encoders.ids.untrained:

@@ -47,15 +47,20 @@ def register(subparsers) -> None:
     parser.add_argument("--max-frames", type=int, help="stop after sending this many frames")
     parser.add_argument("--duration", type=float, help="stop after this many seconds of media time")
     parser.add_argument(
-        "--max-reconnects", type=int,
+        "--max-reconnects",
+        type=int,
         help="live: give up after this many consecutive failed reconnections (default: never)",
     )
     parser.add_argument(
-        "--reconnect-backoff", type=float, default=0.5,
+        "--reconnect-backoff",
+        type=float,
+        default=0.5,
         help="live: seconds before the first reconnection, doubling up to 10 s",
     )
     parser.add_argument(
-        "--read-timeout", type=float, default=10.0,
+        "--read-timeout",
+        type=float,
+        default=10.0,
         help="live: seconds without data before the stream counts as dropped",
     )
     parser.add_argument("--rtsp-transport", choices=["tcp", "udp"], default="tcp")

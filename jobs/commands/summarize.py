@@ -42,29 +42,43 @@ def parse_time(text: str) -> float:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "summarize", help="summarize a video: shots, keyframes, tags, events and a one-page report",
+        "summarize",
+        help="summarize a video: shots, keyframes, tags, events and a one-page report",
         description="Summarize one video file (or a camera's stored clips): shot boundaries, diverse keyframes, "
-                    "zero-shot tags, alerts/events and a self-contained report.html, written to the store under "
-                    "summaries/{source_id}/.")
+        "zero-shot tags, alerts/events and a self-contained report.html, written to the store under "
+        "summaries/{source_id}/.",
+    )
     parser.add_argument("path", nargs="?", metavar="PATH", help="a video file")
     parser.add_argument("--camera", metavar="ID", help="a camera whose clips are in the store (instead of PATH)")
-    parser.add_argument(
-        "--from", dest="start", type=parse_time, metavar="T", help="start: seconds, MM:SS or HH:MM:SS"
-    )
+    parser.add_argument("--from", dest="start", type=parse_time, metavar="T", help="start: seconds, MM:SS or HH:MM:SS")
     parser.add_argument("--to", dest="end", type=parse_time, metavar="T", help="end: seconds, MM:SS or HH:MM:SS")
     parser.add_argument("--out", metavar="DIR", help="also copy the summary files to this folder")
     parser.add_argument(
         "--keyframes", type=int, metavar="K", help="exactly K keyframes (default: from duration and content)"
     )
-    parser.add_argument("--query", action="append", default=[], metavar="TEXT",
-                        help="plot this phrase's score over time (repeatable, any language)")
+    parser.add_argument(
+        "--query",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="plot this phrase's score over time (repeatable, any language)",
+    )
     parser.add_argument("--events", metavar="FILE", help="JSON (lines) of events/alerts: {t_start, t_end, label}")
-    parser.add_argument("--concepts", action="append", default=[], metavar="FILE",
-                        help="extra tagging concepts, one per line ('category: label [= prompt]'); repeatable")
+    parser.add_argument(
+        "--concepts",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="extra tagging concepts, one per line ('category: label [= prompt]'); repeatable",
+    )
     parser.add_argument("--only-concepts", action="store_true", help="tag with the --concepts files only")
-    parser.add_argument("--shots-from", choices=["auto", "frames", "clips"], default="auto",
-                        help="auto: stored per-frame features, else stored clips, else decode; frames: per-frame "
-                             "(decode if not stored); clips: stored clip windows only")
+    parser.add_argument(
+        "--shots-from",
+        choices=["auto", "frames", "clips"],
+        default="auto",
+        help="auto: stored per-frame features, else stored clips, else decode; frames: per-frame "
+        "(decode if not stored); clips: stored clip windows only",
+    )
     parser.add_argument(
         "--sensitivity", type=float, help="cut threshold in robust deviations above the local median (4)"
     )
@@ -94,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         queries=args.query,
         concepts=load_vocabulary(args.concepts, builtin=not args.only_concepts),
         captioner=TransformersCaptioner(args.captioner, device="cuda" if config.device == "cuda" else "cpu")
-        if args.captioner else None,
+        if args.captioner
+        else None,
         options=options,
         start=args.start,
         end=args.end,

@@ -372,12 +372,29 @@ class _Pair:
 
     @classmethod
     def from_json(cls, data: dict, history: int) -> "_Pair":
-        values = {k: data.get(k) for k in ("phase", "start", "end", "peak", "peak_pts", "peak_key", "below_since",
-                                           "last_pts", "cooldown_until", "verified")}
+        values = {
+            k: data.get(k)
+            for k in (
+                "phase",
+                "start",
+                "end",
+                "peak",
+                "peak_pts",
+                "peak_key",
+                "below_since",
+                "last_pts",
+                "cooldown_until",
+                "verified",
+            )
+        }
         if values["phase"] not in ("idle", "pending", "open"):
             raise ValueError(f"unknown event phase {values['phase']!r} in matcher state")
-        return cls(history=deque((float(x) for x in data.get("history", [])), maxlen=history),
-                   alerted=bool(data.get("alerted")), rejected=bool(data.get("rejected")), **values)
+        return cls(
+            history=deque((float(x) for x in data.get("history", [])), maxlen=history),
+            alerted=bool(data.get("alerted")),
+            rejected=bool(data.get("rejected")),
+            **values,
+        )
 
     def reset_event(self) -> None:
         self.phase = "idle"
@@ -453,12 +470,16 @@ class Matcher:
         else:
             encoded = query
         if encoded.models != self.models:
-            raise ValueError(f"query {encoded.id!r} was encoded with {encoded.models}, but the frames come from "
-                             f"{self.models}: encode it again with these models")
+            raise ValueError(
+                f"query {encoded.id!r} was encoded with {encoded.models}, but the frames come from "
+                f"{self.models}: encode it again with these models"
+            )
         if encoded.query.calibration in ("calibrated", "prompts") and encoded.query.kind == "text":
             if self.neutral is None:
-                raise ValueError(f"query {encoded.id!r} is calibrated against neutral prompts, but this matcher has "
-                                 "none: build it with Matcher.from_encoders or pass neutral=")
+                raise ValueError(
+                    f"query {encoded.id!r} is calibrated against neutral prompts, but this matcher has "
+                    "none: build it with Matcher.from_encoders or pass neutral="
+                )
             if self.neutral.shape[1] != encoded.siglip.shape[0]:
                 raise ValueError("neutral prompt vectors and the query's SigLIP vector differ in dimension")
         with self._lock:
@@ -549,12 +570,15 @@ class Matcher:
         camera = str(features.source)
         with self._lock:
             stage1 = self._stage1(features, camera)
-            return {qid: self._calibrated(self._queries[qid].query, self._pairs.get((qid, camera)), x)
-                    for qid, x in stage1.items()}
+            return {
+                qid: self._calibrated(self._queries[qid].query, self._pairs.get((qid, camera)), x)
+                for qid, x in stage1.items()
+            }
 
     # -- events --------------------------------------------------------------------------------
-    def process(self, features: FrameFeatures, *, keyframe_key: str | None = None,
-                image: np.ndarray | None = None) -> list[Alert]:
+    def process(
+        self, features: FrameFeatures, *, keyframe_key: str | None = None, image: np.ndarray | None = None
+    ) -> list[Alert]:
         """Feed one frame of one camera (pts order per camera). Returns the alerts it caused.
 
         `keyframe_key`: the store key of this frame's keyframe/thumbnail (default: the store layout's
@@ -613,11 +637,21 @@ class Matcher:
         """True when the frame at `pts` is the peak so far of an event of `camera`: its thumbnail may become
         an alert's keyframe, so the monitor stores it."""
         with self._lock:
-            return any(cam == camera and pair.phase != "idle" and pair.peak_pts == pts
-                       for (_, cam), pair in self._pairs.items())
+            return any(
+                cam == camera and pair.phase != "idle" and pair.peak_pts == pts
+                for (_, cam), pair in self._pairs.items()
+            )
 
-    def _step(self, query: StandingQuery, camera: str, pair: _Pair, pts: float, score: float | None,
-              key: str, image: np.ndarray | None) -> list[Alert]:
+    def _step(
+        self,
+        query: StandingQuery,
+        camera: str,
+        pair: _Pair,
+        pts: float,
+        score: float | None,
+        key: str,
+        image: np.ndarray | None,
+    ) -> list[Alert]:
         alerts: list[Alert] = []
         if pair.last_pts is not None and pts - pair.last_pts > query.max_gap and pair.phase != "idle":
             alerts.extend(self._end(query, camera, pair))  # the camera was silent too long
@@ -667,8 +701,13 @@ class Matcher:
             try:
                 ok = bool(self.verifier.confirm(alert, image))
             except Exception as exc:  # noqa: BLE001 - fail open: an alert is better than a silent miss
-                log.warning("verifier failed on %s (query %s, camera %s): %s; alerting unverified",
-                            alert.id, query.id, camera, exc)
+                log.warning(
+                    "verifier failed on %s (query %s, camera %s): %s; alerting unverified",
+                    alert.id,
+                    query.id,
+                    camera,
+                    exc,
+                )
             else:
                 if not ok:
                     pair.rejected = True
@@ -711,13 +750,17 @@ class Matcher:
         with self._lock:
             return {
                 "version": STATE_VERSION,
-                "models": {"siglip": self.models.siglip, "dinov2": self.models.dinov2,
-                           "untrained": self.models.untrained},
+                "models": {
+                    "siglip": self.models.siglip,
+                    "dinov2": self.models.dinov2,
+                    "untrained": self.models.untrained,
+                },
                 "neutral_prompts": list(self.neutral_prompts),
                 "queries": [encoded.to_json() for encoded in self._queries.values()],
                 "cameras": dict(sorted(self._last_pts.items())),
-                "pairs": [{"query": qid, "camera": cam, **pair.to_json()}
-                          for (qid, cam), pair in sorted(self._pairs.items())],
+                "pairs": [
+                    {"query": qid, "camera": cam, **pair.to_json()} for (qid, cam), pair in sorted(self._pairs.items())
+                ],
             }
 
     def load_state_dict(self, state: dict) -> None:
@@ -743,12 +786,24 @@ class Matcher:
 
 
 def _same(a: EncodedQuery, b: EncodedQuery) -> bool:
-    return (a.query == b.query and a.models == b.models and np.array_equal(a.siglip, b.siglip)
-            and ((a.dinov2 is None and b.dinov2 is None)
-                 or (a.dinov2 is not None and b.dinov2 is not None and np.array_equal(a.dinov2, b.dinov2))))
+    return (
+        a.query == b.query
+        and a.models == b.models
+        and np.array_equal(a.siglip, b.siglip)
+        and (
+            (a.dinov2 is None and b.dinov2 is None)
+            or (a.dinov2 is not None and b.dinov2 is not None and np.array_equal(a.dinov2, b.dinov2))
+        )
+    )
 
 
 __all__ = [
-    "NEUTRAL_PROMPTS", "StandingQuery", "EncodedQuery", "encode_query", "Matcher", "Verifier", "neutral_margin",
+    "NEUTRAL_PROMPTS",
+    "StandingQuery",
+    "EncodedQuery",
+    "encode_query",
+    "Matcher",
+    "Verifier",
+    "neutral_margin",
     "robust_z",
 ]

@@ -446,8 +446,9 @@ def _thumbnail(image: np.ndarray, size: int = _THUMB) -> np.ndarray:
 class StillFrameMarker:
     """Sets `frame.still = True` when a frame is a near-duplicate of the last non-still frame of its
     source (each source against its own, so interleaved cameras work): mean absolute difference of 32x32
-    grayscale area thumbnails below `threshold` (0..255 units). The first frame (of each source) is never still; comparing against the last
-    *non-still* frame makes slow drift accumulate until it triggers a fresh (non-still) frame.
+    grayscale area thumbnails below `threshold` (0..255 units). The first frame of each source is never
+    still; comparing against the last *non-still* frame makes slow drift accumulate until it triggers a
+    fresh (non-still) frame.
 
     Default 1.0: averaging ~100-900 pixels per thumbnail cell cancels codec and sensor noise, so a
     still H.264 camera measures 0.0-0.25 (keyframe re-encodes included), while an object covering

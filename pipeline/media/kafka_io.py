@@ -167,7 +167,9 @@ def _fmt_time(t: float) -> str:
     return repr(round(t, 6))
 
 
-def _headers(camera: str, pts: float, index: int, codec: str, width: int, height: int, **extra) -> list[tuple[str, bytes]]:
+def _headers(
+    camera: str, pts: float, index: int, codec: str, width: int, height: int, **extra
+) -> list[tuple[str, bytes]]:
     items = [
         (H_SCHEMA, SCHEMA_VERSION),
         (H_CAMERA, camera),
@@ -265,7 +267,12 @@ def segment_message(
         for packet in stream.encode(None):
             container.mux(packet)
     headers = _headers(
-        cam, first.pts, first.index, CODEC_SEGMENT, width, height,
+        cam,
+        first.pts,
+        first.index,
+        CODEC_SEGMENT,
+        width,
+        height,
         **{H_FRAMES: len(frames), H_DURATION: _fmt_time(duration)},
     )
     return _check_size(Message(cam.encode(), buf.getvalue(), headers), max_bytes)
@@ -400,7 +407,9 @@ def _decode_segment(value: bytes, h: FrameHeaders) -> list[Frame]:
     frames: list[Frame] = []
     t0 = None
     try:
-        with av.open(io.BytesIO(value), mode="r", format="mpegts", options={"probesize": str(max(32, len(value)))}) as c:
+        with av.open(
+            io.BytesIO(value), mode="r", format="mpegts", options={"probesize": str(max(32, len(value)))}
+        ) as c:
             if len(c.streams.video) != 1:
                 raise MalformedMessage(f"segment has {len(c.streams.video)} video streams, expected 1")
             stream = c.streams.video[0]
@@ -413,14 +422,19 @@ def _decode_segment(value: bytes, h: FrameHeaders) -> list[Frame]:
                 if len(frames) >= h.frames:
                     raise MalformedMessage(f"segment holds more than the {h.frames} frames its headers announce")
                 if (vf.width, vf.height) != (h.width, h.height):
-                    raise MalformedMessage(f"segment frame is {vf.width}x{vf.height} but headers say {h.width}x{h.height}")
+                    raise MalformedMessage(
+                        f"segment frame is {vf.width}x{vf.height} but headers say {h.width}x{h.height}"
+                    )
                 if vf.pts is None:
                     raise MalformedMessage("segment frame without a timestamp")
                 t = vf.pts * vf.time_base
                 t0 = t if t0 is None else t0
                 offset = float(t - t0)
                 if offset < 0 or offset > h.duration + 1e-3 or (frames and h.pts + offset <= frames[-1].pts):
-                    raise MalformedMessage(f"segment frame time {offset:.6f} s is outside the segment (duration {h.duration} s) or out of order")
+                    raise MalformedMessage(
+                        f"segment frame time {offset:.6f} s is outside the segment (duration {h.duration} s) "
+                        "or out of order"
+                    )
                 image = vf.to_ndarray(format="rgb24")
                 frames.append(Frame(h.camera, round(h.pts + offset, 6), h.index + len(frames), image, camera=h.camera))
     except MalformedMessage:
@@ -475,7 +489,9 @@ def _connect(settings: KafkaConfig, what: str, factory: Callable[[], Any]):
             last = exc
             if attempt < settings.connect_attempts:
                 delay = settings.delay(attempt)
-                log.warning("Kafka %s: brokers %s unreachable (%s); retrying in %.1f s", what, settings.brokers, exc, delay)
+                log.warning(
+                    "Kafka %s: brokers %s unreachable (%s); retrying in %.1f s", what, settings.brokers, exc, delay
+                )
                 time.sleep(delay)
     raise KafkaUnavailable(
         f"cannot reach Kafka brokers {settings.brokers} ({what}) after {settings.connect_attempts} attempt(s) "
@@ -541,7 +557,9 @@ class MessageProducer:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             log.error("Kafka delivery to %s failed: %s", topic, exc)
 
-        future = self._producer.send(topic, key=message.key, value=message.value, headers=message.headers, partition=partition)
+        future = self._producer.send(
+            topic, key=message.key, value=message.value, headers=message.headers, partition=partition
+        )
         future.add_callback(ok)
         future.add_errback(failed)
         return future
@@ -657,9 +675,7 @@ class FrameConsumer:
 
         if not self.group_id or not offsets:
             return
-        self._consumer.commit(
-            {TopicPartition(*tp): OffsetAndMetadata(int(off), "", -1) for tp, off in offsets.items()}
-        )
+        self._consumer.commit({TopicPartition(*tp): OffsetAndMetadata(int(off), "", -1) for tp, off in offsets.items()})
 
     def committed(self, topic: str, partition: int) -> int | None:
         from kafka import TopicPartition
@@ -701,7 +717,10 @@ class DeadLetters:
 
     def publish(self, record, reason: str) -> None:
         value = record.value if record.value is not None else b""
-        headers = [(str(k), v if isinstance(v, bytes) else (b"" if v is None else str(v).encode())) for k, v in (record.headers or [])]
+        headers = [
+            (str(k), v if isinstance(v, bytes) else (b"" if v is None else str(v).encode()))
+            for k, v in (record.headers or [])
+        ]
         headers += [
             (H_REASON, reason.encode("utf-8", "replace")),
             ("original-topic", str(record.topic).encode()),

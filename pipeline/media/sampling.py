@@ -12,8 +12,9 @@ from pipeline.media.streams import is_live, read_live
 from pipeline.records import Frame
 
 
-def decode_file(path: str | Path, decode: DecodeConfig, *, source: str | None = None,
-                camera: str | None = None) -> DecodeStream:
+def decode_file(
+    path: str | Path, decode: DecodeConfig, *, source: str | None = None, camera: str | None = None
+) -> DecodeStream:
     """A file's sampled frames: the section's rate, size, keyframe path ("auto": when keyframes are dense
     enough), threads and backend. The stream reports which keyframe path it took."""
     return decode_frames(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
-from pipeline.media.decode import check_fps, SamplingGrid, apply_rotation, output_size
+from pipeline.media.decode import SamplingGrid, apply_rotation, check_fps, output_size
 from pipeline.records import Frame
 
 __all__ = ["LIVE_SCHEMES", "is_live", "ReconnectPolicy", "LiveSourceLost", "LiveStats", "LiveStream", "read_live"]
@@ -111,7 +111,9 @@ class LiveStream(Iterator[Frame]):
                     )
                 self.stats.reconnects += 1
                 delay = self.policy.delay(failures)
-                log.warning("%s: %s; reconnecting in %.1f s (attempt %d)", self.url, self.stats.drops[-1], delay, failures)
+                log.warning(
+                    "%s: %s; reconnecting in %.1f s (attempt %d)", self.url, self.stats.drops[-1], delay, failures
+                )
                 if _sleep(delay, self._stopped):
                     return
             first = False

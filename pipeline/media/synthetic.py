@@ -128,9 +128,9 @@ def _fill_rect(img: np.ndarray, x0: int, y0: int, w: int, h: int, colour) -> Non
 
 # BT.601 limited range: what swscale assumes for untagged SD/HD frames in both directions, so the
 # decoder's RGB matches what we painted.
-_RGB2YUV = np.array(
-    [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], np.float32
-) / 255.0
+_RGB2YUV = (
+    np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], np.float32) / 255.0
+)
 _YUV_OFFSET = np.array([16.0, 128.0, 128.0], np.float32)
 
 

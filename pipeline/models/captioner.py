@@ -34,8 +34,15 @@ class CaptionerUnavailableError(ModelUnavailableError):
 class TransformersCaptioner:
     """A transformers image-text-to-text model (``AutoModelForImageTextToText``), loaded lazily by id or folder."""
 
-    def __init__(self, model_id: str, *, device: str = "cpu", prompt: str = DEFAULT_PROMPT,
-                 max_new_tokens: int = 40, batch_size: int = 4):
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        device: str = "cpu",
+        prompt: str = DEFAULT_PROMPT,
+        max_new_tokens: int = 40,
+        batch_size: int = 4,
+    ):
         self.model_id = model_id
         self.device = device
         self.prompt = prompt
@@ -55,8 +62,11 @@ class TransformersCaptioner:
                 break
             try:
                 self._processor = AutoProcessor.from_pretrained(self.model_id, local_files_only=local_only)
-                self._model = AutoModelForImageTextToText.from_pretrained(
-                    self.model_id, local_files_only=local_only).to(self.device).eval()
+                self._model = (
+                    AutoModelForImageTextToText.from_pretrained(self.model_id, local_files_only=local_only)
+                    .to(self.device)
+                    .eval()
+                )
                 return
             except Exception as exc:  # noqa: BLE001 - any failure means "cannot use this model"
                 last = exc
@@ -80,7 +90,7 @@ class TransformersCaptioner:
         self._load()
         captions: list[str] = []
         for i in range(0, len(images), self.batch_size):
-            chunk = [np.asarray(image) for image in images[i:i + self.batch_size]]
+            chunk = [np.asarray(image) for image in images[i : i + self.batch_size]]
             inputs = self._inputs(chunk).to(self.device)
             with torch.inference_mode():
                 out = self._model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)

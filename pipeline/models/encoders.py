@@ -60,8 +60,9 @@ class _Encoder:
     kind = ""
     with_tokenizer = False
 
-    def __init__(self, loaded: LoadedCheckpoint, *, device: str = "auto", precision: str = "auto",
-                 batch_size: int = 16):
+    def __init__(
+        self, loaded: LoadedCheckpoint, *, device: str = "auto", precision: str = "auto", batch_size: int = 16
+    ):
         import torch
 
         if precision not in PRECISIONS:
@@ -150,8 +151,9 @@ class _Encoder:
             ref, low = np.concatenate([ref, ref_text]), np.concatenate([low, low_text])
         self.calibration_cosine = min_cosine(ref, low)
         choice = choose_cpu_precision(ref, low)
-        self.precision_reason = f"{choice}: bf16 calibration min cosine {self.calibration_cosine:.5f} " \
-                                f"(threshold {BF16_MIN_COSINE})"
+        self.precision_reason = (
+            f"{choice}: bf16 calibration min cosine {self.calibration_cosine:.5f} (threshold {BF16_MIN_COSINE})"
+        )
         if choice == "fp32":
             self.model, self._weights_dtype = fp32_model, torch.float32
         return choice
@@ -170,7 +172,7 @@ class _Encoder:
     def _batched(self, items: list, fn: Callable[[list], np.ndarray]) -> np.ndarray:
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
-        chunks = [fn(items[i:i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
+        chunks = [fn(items[i : i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
         return np.concatenate(chunks, axis=0)
 
     def _embed_image_chunk(self, frames: list[np.ndarray]) -> np.ndarray:
@@ -219,8 +221,9 @@ class SiglipEncoder(_Encoder):
 
         if self.lowercase_text:
             texts = [t.lower() for t in texts]
-        tokens = self.tokenizer(texts, padding="max_length", max_length=self.text_max_length, truncation=True,
-                                return_tensors="pt")
+        tokens = self.tokenizer(
+            texts, padding="max_length", max_length=self.text_max_length, truncation=True, return_tensors="pt"
+        )
         # Only input_ids: SigLIP's text tower was trained without an attention mask over the padding.
         with torch.inference_mode():
             out = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device))
@@ -259,16 +262,22 @@ class Encoders:
 
     @property
     def ids(self) -> ModelIds:
-        return ModelIds(self.siglip.model_id, self.dinov2.model_id,
-                        untrained=bool(self.siglip.untrained or self.dinov2.untrained))
+        return ModelIds(
+            self.siglip.model_id, self.dinov2.model_id, untrained=bool(self.siglip.untrained or self.dinov2.untrained)
+        )
 
     def embed_images(self, images: "np.ndarray | Sequence[np.ndarray]") -> tuple[np.ndarray, np.ndarray]:
         """SigLIP2 and DINOv2 unit vectors of the same images."""
         return self.siglip.embed_images(images), self.dinov2.embed_images(images)
 
 
-def load_encoders(spec_or_source: "str | ModelSource | None" = None, *, device: str = "auto",
-                  precision: str = "auto", batch_size: int = 16) -> Encoders:
+def load_encoders(
+    spec_or_source: "str | ModelSource | None" = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 16,
+) -> Encoders:
     """Load both encoders from a ModelSource or a spec accepted by resolve_models."""
     source = resolve_models(spec_or_source)
     siglip = SiglipEncoder.from_pretrained(source.siglip, device=device, precision=precision, batch_size=batch_size)

@@ -215,5 +215,10 @@ def _hf_cache_dir() -> str:
 
 
 __all__ = [
-    "ModelUnavailableError", "weights_guidance", "LoadedCheckpoint", "load_checkpoint", "hub_offline", "hub_reachable",
+    "ModelUnavailableError",
+    "weights_guidance",
+    "LoadedCheckpoint",
+    "load_checkpoint",
+    "hub_offline",
+    "hub_reachable",
 ]

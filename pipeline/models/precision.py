@@ -34,8 +34,9 @@ def cpu_bf16_is_fast() -> bool:
         return False
 
 
-def choose_cpu_precision(fp32: np.ndarray, bf16: np.ndarray, threshold: float = BF16_MIN_COSINE,
-                         bf16_fast: bool = True) -> str:
+def choose_cpu_precision(
+    fp32: np.ndarray, bf16: np.ndarray, threshold: float = BF16_MIN_COSINE, bf16_fast: bool = True
+) -> str:
     """The "auto" rule on CPU: "bf16" if bf16 keeps every embedding within `threshold` cosine
     of fp32 (minimum over the calibration batch) and the CPU runs bf16 natively, else "fp32"."""
     return "bf16" if bf16_fast and min_cosine(fp32, bf16) >= threshold else "fp32"
@@ -72,9 +73,9 @@ def calibration_images(n: int = 4, size: int = 224) -> np.ndarray:
         else:  # blocks with diagonal stripes
             img = np.zeros((size, size, 3), dtype=np.float32)
             img[: size // 2, : size // 2] = [1.0, 0.9, 0.1]
-            img[size // 2:, size // 2:] = [0.1, 0.8, 0.3]
+            img[size // 2 :, size // 2 :] = [0.1, 0.8, 0.3]
             stripes = (((xx + yy) * 12).astype(int) % 2).astype(np.float32)
-            img[: size // 2, size // 2:] = stripes[: size // 2, size // 2:, None] * [0.8, 0.1, 0.9]
+            img[: size // 2, size // 2 :] = stripes[: size // 2, size // 2 :, None] * [0.8, 0.1, 0.9]
         imgs.append(np.clip(np.asarray(img, dtype=np.float32) * 255, 0, 255).astype(np.uint8))
     return np.stack(imgs)
 
@@ -83,6 +84,12 @@ CALIBRATION_TEXTS = ("a photo of a cat", "一辆红色的汽车", "una persona c
 
 
 __all__ = [
-    "PRECISIONS", "BF16_MIN_COSINE", "CALIBRATION_TEXTS", "min_cosine", "cpu_bf16_is_fast", "choose_cpu_precision",
-    "resolve_device", "calibration_images",
+    "PRECISIONS",
+    "BF16_MIN_COSINE",
+    "CALIBRATION_TEXTS",
+    "min_cosine",
+    "cpu_bf16_is_fast",
+    "choose_cpu_precision",
+    "resolve_device",
+    "calibration_images",
 ]

@@ -91,8 +91,12 @@ class TensorPreprocessor:
             std=std,
         )
         if _get(ip, "max_num_patches") is not None and _get(ip, "patch_size") is not None:
-            return cls(mode="naflex", patch_size=int(_get(ip, "patch_size")),
-                       max_num_patches=int(_get(ip, "max_num_patches")), **common)
+            return cls(
+                mode="naflex",
+                patch_size=int(_get(ip, "patch_size")),
+                max_num_patches=int(_get(ip, "max_num_patches")),
+                **common,
+            )
         size = _size_dict(_get(ip, "size"))
         crop = None
         if _get(ip, "do_center_crop", False):
@@ -103,8 +107,13 @@ class TensorPreprocessor:
         if "height" in size and "width" in size:
             return cls(mode="fixed", height=int(size["height"]), width=int(size["width"]), crop=crop, **common)
         if "shortest_edge" in size:
-            return cls(mode="shortest_edge", shortest_edge=int(size["shortest_edge"]),
-                       longest_edge=int(size.get("longest_edge", 0)), crop=crop, **common)
+            return cls(
+                mode="shortest_edge",
+                shortest_edge=int(size["shortest_edge"]),
+                longest_edge=int(size.get("longest_edge", 0)),
+                crop=crop,
+                **common,
+            )
         raise ValueError(f"unsupported image processor size {size!r}: expected height/width or shortest_edge")
 
     @property
@@ -150,7 +159,7 @@ class TensorPreprocessor:
                 x = F.pad(x, (left, pw - left, top, ph - top))
                 H, W = x.shape[-2:]
             top, left = (H - ch) // 2, (W - cw) // 2
-            x = x[..., top:top + ch, left:left + cw]
+            x = x[..., top : top + ch, left : left + cw]
         if self.do_rescale:
             x = x * self.rescale_factor
         if self.do_normalize:

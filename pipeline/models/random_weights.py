@@ -71,25 +71,45 @@ _SPECIALS = ["<pad>", "</s>", "<bos>", "<unk>"]
 
 _SIZES = {
     "tiny": {
-        "siglip_vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=224, patch_size=16),
+        "siglip_vision": dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=224,
+            patch_size=16,
+        ),
         "siglip_text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
         "vocab_size": 1000,
         # initializer_range 0.1 (real: 0.02): with the default, a tiny random DINOv2's CLS output is dominated
         # by the shared CLS token and distinct scenes land at cosine ~0.99; 0.1 keeps them apart (<= ~0.85).
-        "dinov2": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, image_size=56,
-                       patch_size=14, initializer_range=0.1),
+        "dinov2": dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            mlp_ratio=2,
+            image_size=56,
+            patch_size=14,
+            initializer_range=0.1,
+        ),
         "dinov2_crop": 56,
     },
     "base": {
         # google/siglip2-base-patch16-224 (published as model_type "siglip")
-        "siglip_vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                              image_size=224, patch_size=16),
+        "siglip_vision": dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            image_size=224,
+            patch_size=16,
+        ),
         "siglip_text": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
         "vocab_size": 2000,
         # facebook/dinov2-small: image_size 518 in its config, the processor crops 224
-        "dinov2": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, mlp_ratio=4, image_size=518,
-                       patch_size=14),
+        "dinov2": dict(
+            hidden_size=384, num_hidden_layers=12, num_attention_heads=6, mlp_ratio=4, image_size=518, patch_size=14
+        ),
         "dinov2_crop": 224,
     },
 }
@@ -129,19 +149,29 @@ def _build_siglip(folder: Path, spec: dict) -> None:
 
     tokenizer = _build_tokenizer(spec["vocab_size"])
     vocab = len(tokenizer)
-    text = dict(spec["siglip_text"], vocab_size=vocab, max_position_embeddings=TEXT_MAX_LENGTH,
-                projection_size=spec["siglip_vision"]["hidden_size"],
-                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id)
+    text = dict(
+        spec["siglip_text"],
+        vocab_size=vocab,
+        max_position_embeddings=TEXT_MAX_LENGTH,
+        projection_size=spec["siglip_vision"]["hidden_size"],
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     config = SiglipConfig(text_config=text, vision_config=dict(spec["siglip_vision"]))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = SiglipModel(config).eval()
     size = spec["siglip_vision"]["image_size"]
     image_processor = SiglipImageProcessorPil(
-        size={"height": size, "width": size}, resample=2,  # bilinear, as the published SigLIP 2 checkpoints
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], do_resize=True, do_rescale=True,
-        do_normalize=True, rescale_factor=1 / 255,
+        size={"height": size, "width": size},
+        resample=2,  # bilinear, as the published SigLIP 2 checkpoints
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+        do_resize=True,
+        do_rescale=True,
+        do_normalize=True,
+        rescale_factor=1 / 255,
     )
     processor = SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
     model.save_pretrained(folder)
@@ -160,9 +190,16 @@ def _build_dinov2(folder: Path, spec: dict) -> None:
     crop = spec["dinov2_crop"]
     # facebook/dinov2-small: shortest edge 256, center crop 224, ImageNet mean/std, bicubic
     image_processor = BitImageProcessorPil(
-        size={"shortest_edge": round(crop * 256 / 224)}, crop_size={"height": crop, "width": crop},
-        do_center_crop=True, do_resize=True, resample=3, do_rescale=True, rescale_factor=1 / 255,
-        do_normalize=True, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+        size={"shortest_edge": round(crop * 256 / 224)},
+        crop_size={"height": crop, "width": crop},
+        do_center_crop=True,
+        do_resize=True,
+        resample=3,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
         do_convert_rgb=True,
     )
     model.save_pretrained(folder)

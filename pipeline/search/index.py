@@ -137,7 +137,9 @@ class ClipIndex:
         self.replace_source(source_id, [])
         return before - len(self.rows)
 
-    def search(self, *, siglip: np.ndarray | None = None, dinov2: np.ndarray | None = None, k: int = 10) -> list[SearchHit]:
+    def search(
+        self, *, siglip: np.ndarray | None = None, dinov2: np.ndarray | None = None, k: int = 10
+    ) -> list[SearchHit]:
         """Rows nearest the query vectors; with both, the score is the mean of the two cosines."""
         if not self.rows or (siglip is None and dinov2 is None):
             return []

@@ -143,7 +143,15 @@ _REJECTED = frozenset(
 _MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"})
 # Answers of a service that is up but struggling: retried like an unreachable one.
 _TRANSIENT = frozenset(
-    {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "OperationAborted", "Throttling", "ThrottlingException"}
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "RequestTimeout",
+        "OperationAborted",
+        "Throttling",
+        "ThrottlingException",
+    }
 )
 
 
@@ -156,7 +164,10 @@ def _parse_endpoint(endpoint: str) -> tuple[str, str, bool]:
     """'http://host:port' -> (canonical endpoint, 'host:port', secure). No credentials or path allowed in it."""
     from urllib.parse import urlsplit
 
-    problem = f"S3 endpoint must look like http://host:port or https://host (no credentials, no path); got {_redact(endpoint)}"
+    problem = (
+        "S3 endpoint must look like http://host:port or https://host (no credentials, no path); "
+        f"got {_redact(endpoint)}"
+    )
     try:
         parts = urlsplit(endpoint.strip())
         parts.port  # noqa: B018  (raises on a malformed port)
@@ -209,7 +220,9 @@ class S3Store(ObjectStore):
             raise StoreError(f"invalid S3 bucket name{shown}: 3-63 lowercase letters, digits, dots and hyphens")
         prefix = prefix.strip("/")
         if prefix and (not _KEY.match(prefix) or any(part in (".", "..") for part in prefix.split("/"))):
-            raise StoreError(f"malformed prefix in store URL s3://{bucket}/...: letters, digits, '.', '_', '-' and '/' only")
+            raise StoreError(
+                f"malformed prefix in store URL s3://{bucket}/...: letters, digits, '.', '_', '-' and '/' only"
+            )
         self.bucket, self.prefix = bucket, prefix
         self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         self.endpoint, self._netloc, self._secure = _parse_endpoint(endpoint)
@@ -229,9 +242,14 @@ class S3Store(ObjectStore):
 
     @staticmethod
     def _credentials() -> tuple[str | None, str | None, str | None]:
-        access, secret, token = (os.environ.get(name) or None for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
+        access, secret, token = (
+            os.environ.get(name) or None for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+        )
         if (access is None) != (secret is None):
-            raise StoreError("incomplete S3 credentials: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or neither, for anonymous access)")
+            raise StoreError(
+                "incomplete S3 credentials: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(or neither, for anonymous access)"
+            )
         return access, secret, token
 
     def _minio(self):
@@ -300,11 +318,16 @@ class S3Store(ObjectStore):
             except InvalidResponseError as exc:
                 status = getattr(exc, "_code", None)
                 if isinstance(status, int) and status < 500:
-                    raise StoreError(f"S3 {what} in {self.url} at {self.endpoint} failed: unexpected HTTP {status} answer") from None
+                    raise StoreError(
+                        f"S3 {what} in {self.url} at {self.endpoint} failed: unexpected HTTP {status} answer"
+                    ) from None
                 reason = f"HTTP {status}"
             except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
                 if isinstance(getattr(exc, "reason", exc), urllib3.exceptions.SSLError):  # retrying cannot fix TLS
-                    raise StoreError(f"S3 {what} in {self.url}: TLS with endpoint {self.endpoint} failed: {getattr(exc, 'reason', exc)}") from None
+                    raise StoreError(
+                        f"S3 {what} in {self.url}: TLS with endpoint {self.endpoint} failed: "
+                        f"{getattr(exc, 'reason', exc)}"
+                    ) from None
                 reason = _reason(exc)
             elapsed = time.monotonic() - started
             delay = self.settings.delay(attempt)
@@ -313,7 +336,16 @@ class S3Store(ObjectStore):
                     f"S3 endpoint {self.endpoint} is unreachable or failing: {what} in {self.url} "
                     f"gave up after {attempt} attempt(s) in {elapsed:.1f} s ({reason})"
                 )
-            log.warning("S3 %s in %s at %s failed (%s); retry %d of %d in %.1f s", what, self.url, self.endpoint, reason, attempt, self.settings.attempts - 1, delay)
+            log.warning(
+                "S3 %s in %s at %s failed (%s); retry %d of %d in %.1f s",
+                what,
+                self.url,
+                self.endpoint,
+                reason,
+                attempt,
+                self.settings.attempts - 1,
+                delay,
+            )
             time.sleep(delay)
 
     def _ensure_bucket(self) -> None:
@@ -326,7 +358,9 @@ class S3Store(ObjectStore):
             if client.bucket_exists(self.bucket):
                 return
             if not self.settings.create_bucket:
-                raise StoreError(f"S3 bucket {self.bucket!r} does not exist at {self.endpoint} (and s3.create_bucket is false)")
+                raise StoreError(
+                    f"S3 bucket {self.bucket!r} does not exist at {self.endpoint} (and s3.create_bucket is false)"
+                )
             try:
                 client.make_bucket(self.bucket, location=self.region)
             except S3Error as exc:
@@ -344,7 +378,11 @@ class S3Store(ObjectStore):
         self._ensure_bucket()
         # One whole-object PUT (multipart above the part size, completed atomically): readers see the old
         # object or the new one, never a part. A fresh stream per attempt, so a retry sends every byte.
-        self._call("put", lambda client: client.put_object(self.bucket, name, io.BytesIO(data), len(data), content_type=kind), key)
+        self._call(
+            "put",
+            lambda client: client.put_object(self.bucket, name, io.BytesIO(data), len(data), content_type=kind),
+            key,
+        )
 
     def get(self, key: str) -> bytes:
         name = self._name(key)
@@ -364,7 +402,9 @@ class S3Store(ObjectStore):
 
     def exists(self, key: str) -> bool:
         name = self._name(key)
-        return self._call("exists", lambda client: client.stat_object(self.bucket, name) is not None, key, lambda code: False)
+        return self._call(
+            "exists", lambda client: client.stat_object(self.bucket, name) is not None, key, lambda code: False
+        )
 
     def list(self, prefix: str = "") -> Iterator[str]:
         base = f"{self.prefix}/" if self.prefix else ""
@@ -388,11 +428,18 @@ class S3Store(ObjectStore):
         def remove(client) -> list:
             return list(client.remove_objects(self.bucket, [DeleteObject(self._name(key)) for key in keys]))
 
-        errors = [error for error in self._call("delete", remove, prefix or None, lambda code: []) if error.code not in _MISSING]
+        errors = [
+            error
+            for error in self._call("delete", remove, prefix or None, lambda code: [])
+            if error.code not in _MISSING
+        ]
         if errors:
             if errors[0].code in _REJECTED:
                 raise StoreError(self._rejected(errors[0].code, f"delete {prefix!r}"))
-            raise StoreError(f"S3 delete of {len(errors)} object(s) under {prefix!r} in {self.url} failed: {errors[0].code}: {errors[0].message}")
+            raise StoreError(
+                f"S3 delete of {len(errors)} object(s) under {prefix!r} in {self.url} failed: "
+                f"{errors[0].code}: {errors[0].message}"
+            )
         return len(keys)
 
 
@@ -409,7 +456,8 @@ def open_store(url: str, s3: S3Config | None = None) -> ObjectStore:
         endpoint = s3.endpoint or os.environ.get("VIGIL_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
         if not endpoint:
             raise StoreError(
-                f"store {_redact(url)} needs an S3 endpoint: set VIGIL_S3_ENDPOINT (e.g. http://127.0.0.1:9000) or s3.endpoint in the config"
+                f"store {_redact(url)} needs an S3 endpoint: set VIGIL_S3_ENDPOINT (e.g. http://127.0.0.1:9000) "
+                "or s3.endpoint in the config"
             )
         return S3Store(
             bucket,
@@ -420,7 +468,9 @@ def open_store(url: str, s3: S3Config | None = None) -> ObjectStore:
         )
     if "://" in url and not url.startswith("file://"):
         scheme = url.split("://", 1)[0]
-        raise StoreError(f"unsupported store URL {_redact(url)!r}: scheme {scheme}:// is not available; use a folder path or s3://bucket/prefix")
+        raise StoreError(
+            f"unsupported store URL {_redact(url)!r}: scheme {scheme}:// is not available; use a folder path or s3://bucket/prefix"
+        )
     return LocalStore(url.removeprefix("file://"))
 
 
@@ -458,17 +508,17 @@ def read_clip(store: ObjectStore, key: str) -> ClipEmbedding:
     data = decode_npz(store.get(key))
     meta = json.loads(data["meta"].tobytes())
     return ClipEmbedding(
-            source=meta["source"],
-            source_id=meta["source_id"],
-            start=meta["start"],
-            end=meta["end"],
-            siglip=data["siglip"],
-            dinov2=data["dinov2"],
-            keyframe_pts=meta["keyframe_pts"],
-            keyframe_key=meta["keyframe_key"],
-            models=ModelIds(**meta["models"]),
-            frame_count=meta["frame_count"],
-        )
+        source=meta["source"],
+        source_id=meta["source_id"],
+        start=meta["start"],
+        end=meta["end"],
+        siglip=data["siglip"],
+        dinov2=data["dinov2"],
+        keyframe_pts=meta["keyframe_pts"],
+        keyframe_key=meta["keyframe_key"],
+        models=ModelIds(**meta["models"]),
+        frame_count=meta["frame_count"],
+    )
 
 
 def write_keyframe(store: ObjectStore, key: str, image: np.ndarray, quality: int = 88) -> None:

@@ -59,9 +59,15 @@ class ShotSummary:
     tags: list[Tag]
 
     def to_json(self) -> dict:
-        return {"index": self.index, "start": self.start, "end": self.end, "scene": self.scene,
-                "change": self.change, "tags": [t.label for t in self.tags],
-                "tag_scores": [t.to_json() for t in self.tags]}
+        return {
+            "index": self.index,
+            "start": self.start,
+            "end": self.end,
+            "scene": self.scene,
+            "change": self.change,
+            "tags": [t.label for t in self.tags],
+            "tag_scores": [t.to_json() for t in self.tags],
+        }
 
 
 @dataclass
@@ -89,9 +95,14 @@ class SegmentSummary:
     event_counts: dict[tuple[str, str], int]  # (kind, label) -> count
 
     def to_json(self) -> dict:
-        return {"start": self.start, "end": self.end, "shots": [self.first, self.last], "heading": self.heading,
-                "tags": self.tags,
-                "events": [{"kind": k, "label": lab, "count": c} for (k, lab), c in self.event_counts.items()]}
+        return {
+            "start": self.start,
+            "end": self.end,
+            "shots": [self.first, self.last],
+            "heading": self.heading,
+            "tags": self.tags,
+            "events": [{"kind": k, "label": lab, "count": c} for (k, lab), c in self.event_counts.items()],
+        }
 
 
 @dataclass(frozen=True)
@@ -157,8 +168,9 @@ def build_segments(shots: Sequence[ShotSummary], shot_embeddings: np.ndarray, ma
             seg.end, seg.last = shot.end, i
             seg.embedding_sum = seg.embedding_sum + shot_embeddings[i] * (shot.end - shot.start)
         else:
-            segments.append(Segment(shot.start, shot.end, i, i, shot.scene,
-                                    shot_embeddings[i] * max(shot.end - shot.start, 1e-3)))
+            segments.append(
+                Segment(shot.start, shot.end, i, i, shot.scene, shot_embeddings[i] * max(shot.end - shot.start, 1e-3))
+            )
     while len(segments) > max_lines:
         lengths = np.array([s.end - s.start for s in segments])
         i = int(np.argmin(lengths))
@@ -170,8 +182,14 @@ def build_segments(shots: Sequence[ShotSummary], shot_embeddings: np.ndarray, ma
 
         j = max(neighbours, key=closeness)
         a, b = sorted((i, j))
-        segments[a] = Segment(segments[a].start, segments[b].end, segments[a].first, segments[b].last,
-                              segments[a].scene, segments[a].embedding_sum + segments[b].embedding_sum)
+        segments[a] = Segment(
+            segments[a].start,
+            segments[b].end,
+            segments[a].first,
+            segments[b].last,
+            segments[a].scene,
+            segments[a].embedding_sum + segments[b].embedding_sum,
+        )
         del segments[b]
     return segments
 
@@ -245,8 +263,9 @@ def summarize_track(
         if not encoder_cache:
             if text_encoder is None:
                 raise SummarizeError("a text encoder is needed (vocabulary not cached, or queries given)")
-            encoder_cache.append(text_encoder() if callable(text_encoder) and not hasattr(text_encoder, "embed_texts")
-                                 else text_encoder)
+            encoder_cache.append(
+                text_encoder() if callable(text_encoder) and not hasattr(text_encoder, "embed_texts") else text_encoder
+            )
         return encoder_cache[0]
 
     stages = _Stages(progress)
@@ -256,8 +275,9 @@ def summarize_track(
 
         x = joint_embedding(sub)
         budget = keyframe_budget(hi - lo, options.max_keyframes)
-        rows, labels, _ = choose_keyframes(x, shots, budget=budget, exact=options.keyframes,
-                                           stored=stored_pictures(store, sub))
+        rows, labels, _ = choose_keyframes(
+            x, shots, budget=budget, exact=options.keyframes, stored=stored_pictures(store, sub)
+        )
         scene_of_row = {row: j for j, row in enumerate(rows)}
         stages.step("keyframes")
 
@@ -266,11 +286,17 @@ def summarize_track(
         shot_tags = tag_rows(shot_embeddings, bank, options.tags_per_shot)
         shot_summaries = []
         for i, (shot, tags) in enumerate(zip(shots, shot_tags)):
-            votes = np.bincount(labels[shot.first:shot.last + 1], minlength=len(rows))
-            shot_summaries.append(ShotSummary(
-                i, round(shot.start, 3), round(shot.end, 3), int(np.argmax(votes)),
-                None if shot.change is None else round(shot.change, 4), tags,
-            ))
+            votes = np.bincount(labels[shot.first : shot.last + 1], minlength=len(rows))
+            shot_summaries.append(
+                ShotSummary(
+                    i,
+                    round(shot.start, 3),
+                    round(shot.end, 3),
+                    int(np.argmax(votes)),
+                    None if shot.change is None else round(shot.change, 4),
+                    tags,
+                )
+            )
         timeline_events = sorted(
             (e if isinstance(e, TimelineEvent) else TimelineEvent.from_mapping(e) for e in events),
             key=lambda e: (e.t_start, e.t_end, e.label),
@@ -286,8 +312,15 @@ def summarize_track(
             at = max(0, bisect.bisect_right(seg_starts, max(e.t_start, lo)) - 1)
             counts[at][(e.kind, e.label)] = counts[at].get((e.kind, e.label), 0) + 1
         segment_summaries = [
-            SegmentSummary(round(seg.start, 3), round(seg.end, 3), seg.first, seg.last,
-                           head[0].label if head else None, [t.label for t in tags], count)
+            SegmentSummary(
+                round(seg.start, 3),
+                round(seg.end, 3),
+                seg.first,
+                seg.last,
+                head[0].label if head else None,
+                [t.label for t in tags],
+                count,
+            )
             for seg, head, tags, count in zip(segments, headings, seg_tags, counts)
         ]
         query_scores = []
@@ -304,16 +337,28 @@ def summarize_track(
             ordered = [row for row in rows if row in pictures]
             captions = dict(zip(ordered, captioner.caption([pictures[row][1] for row in ordered])))
         shot_index = np.searchsorted([s.first for s in shots], rows, side="right") - 1
-        keyframe_summaries = [KeyframeSummary(
-            round(float(sub.image_times[row]), 3), pictures[row][0] if row in pictures else None,
-            int(shot_index[j]), scene_of_row[row], captions.get(row),
-        ) for j, row in enumerate(rows)]
+        keyframe_summaries = [
+            KeyframeSummary(
+                round(float(sub.image_times[row]), 3),
+                pictures[row][0] if row in pictures else None,
+                int(shot_index[j]),
+                scene_of_row[row],
+                captions.get(row),
+            )
+            for j, row in enumerate(rows)
+        ]
         stages.step("images")
 
         prefix = summary_prefix(track.source_id, start, end)
-        keys = {name: check_key(f"{prefix}/{file}") for name, file in (
-            ("summary", "summary.json"), ("contact_sheet", "contact_sheet.png"), ("timeline", "timeline.png"),
-            ("report", "report.html"))}
+        keys = {
+            name: check_key(f"{prefix}/{file}")
+            for name, file in (
+                ("summary", "summary.json"),
+                ("contact_sheet", "contact_sheet.png"),
+                ("timeline", "timeline.png"),
+                ("report", "report.html"),
+            )
+        }
         summary = {
             "schema_version": SCHEMA_VERSION,
             "source": {"source": track.source, "source_id": track.source_id, "kind": track.source_kind},
@@ -322,9 +367,14 @@ def summarize_track(
             "untrained": bool(track.models.untrained),
             "captioner": getattr(captioner, "model_id", None) if captioner is not None else None,
             "features": {"kind": sub.kind, "interval": round(sub.interval, 6), "count": len(sub)},
-            "settings": {"sensitivity": options.sensitivity, "min_change": options.min_change,
-                         "min_shot": options.min_shot, "keyframes_requested": options.keyframes,
-                         "max_keyframes": options.max_keyframes, "tags_per_shot": options.tags_per_shot},
+            "settings": {
+                "sensitivity": options.sensitivity,
+                "min_change": options.min_change,
+                "min_shot": options.min_shot,
+                "keyframes_requested": options.keyframes,
+                "max_keyframes": options.max_keyframes,
+                "tags_per_shot": options.tags_per_shot,
+            },
             "vocabulary": {"size": len(concepts), "digest": bank.digest, "template": TEMPLATE},
             "shots": [s.to_json() for s in shot_summaries],
             "keyframes": [k.to_json() for k in keyframe_summaries],
@@ -350,8 +400,15 @@ def summarize_track(
         stages.step("write")
     finally:
         stages.close()
-    return SummaryResult(summary, keys, reused, sub.kind, hi - lo, time.perf_counter() - began,
-                         {str(r): pictures[r][0] for r in pictures})
+    return SummaryResult(
+        summary,
+        keys,
+        reused,
+        sub.kind,
+        hi - lo,
+        time.perf_counter() - began,
+        {str(r): pictures[r][0] for r in pictures},
+    )
 
 
 # ----------------------------------------------------------------------------------------------- entry points
@@ -373,8 +430,9 @@ def expected_model_ids(spec) -> tuple[str, str]:
 def _load_text_encoder(model_id: str, config) -> Any:
     from pipeline.models import SiglipEncoder
 
-    return SiglipEncoder.from_pretrained(model_id, device=config.device, precision=config.precision,
-                                         batch_size=config.batch_size)
+    return SiglipEncoder.from_pretrained(
+        model_id, device=config.device, precision=config.precision, batch_size=config.batch_size
+    )
 
 
 def summarize_file(
@@ -412,18 +470,22 @@ def summarize_file(
         wanted = expected_model_ids(config.models)
     else:
         wanted = None
-    track = stored_track(store, sid, shots_from=options.shots_from, wanted=wanted, file=path,
-                         settings=config.decode.sampling())
+    track = stored_track(
+        store, sid, shots_from=options.shots_from, wanted=wanted, file=path, settings=config.decode.sampling()
+    )
     reused = track is not None
     if track is None:
         if options.shots_from == "clips":
-            raise SummarizeError(f"{path} has no stored clips in {store.url} (made with these models): "
-                                 "run `vigil index` first, or summarize with shots from frames")
+            raise SummarizeError(
+                f"{path} has no stored clips in {store.url} (made with these models): "
+                "run `vigil index` first, or summarize with shots from frames"
+            )
         if encoders is None:
             from pipeline.models import load_encoders
 
-            encoders = load_encoders(config.models, device=config.device, precision=config.precision,
-                                     batch_size=config.batch_size)
+            encoders = load_encoders(
+                config.models, device=config.device, precision=config.precision, batch_size=config.batch_size
+            )
         track = extract_and_store_frame_track(path, config, store, encoders, progress)
     if encoders is not None and (
         (encoders.ids.siglip, encoders.ids.dinov2) == (track.models.siglip, track.models.dinov2)
@@ -431,9 +493,19 @@ def summarize_file(
         text_encoder: Any = encoders.siglip
     else:
         text_encoder = lambda: _load_text_encoder(track.models.siglip, config)  # noqa: E731 - lazy: often unused
-    result = summarize_track(track, store, start=start, end=end, options=options, text_encoder=text_encoder,
-                             video=path, short_side=config.decode.short_side or None, progress=progress, reused=reused,
-                             **kwargs)
+    result = summarize_track(
+        track,
+        store,
+        start=start,
+        end=end,
+        options=options,
+        text_encoder=text_encoder,
+        video=path,
+        short_side=config.decode.short_side or None,
+        progress=progress,
+        reused=reused,
+        **kwargs,
+    )
     result.elapsed = time.perf_counter() - began  # decoding and model loading included
     return result
 
@@ -470,8 +542,15 @@ def summarize_stored(
         kwargs["text_encoder"] = lambda: _load_text_encoder(track.models.siglip, config)
     video = Path(track.source) if track.source_kind == "file" and Path(track.source).is_file() else None
     kwargs["events"] = [*kwargs.get("events", ()), *alert_events(store, track.source_id)]
-    return summarize_track(track, store, start=start, end=end, video=video,
-                           options=kwargs.pop("options", None) or SummaryOptions(shots_from=shots_from), **kwargs)
+    return summarize_track(
+        track,
+        store,
+        start=start,
+        end=end,
+        video=video,
+        options=kwargs.pop("options", None) or SummaryOptions(shots_from=shots_from),
+        **kwargs,
+    )
 
 
 def export_summary(store: ObjectStore, result: SummaryResult, folder: str | Path) -> list[Path]:

@@ -213,6 +213,12 @@ def vocabulary_digest(concepts: Sequence[Concept], model_id: str) -> str:
 
 
 __all__ = [
-    "CATEGORIES", "TEMPLATE", "Concept", "VocabularyError", "builtin_concepts", "parse_vocabulary",
-    "load_vocabulary", "vocabulary_digest",
+    "CATEGORIES",
+    "TEMPLATE",
+    "Concept",
+    "VocabularyError",
+    "builtin_concepts",
+    "parse_vocabulary",
+    "load_vocabulary",
+    "vocabulary_digest",
 ]

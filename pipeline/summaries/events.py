@@ -51,12 +51,24 @@ class TimelineEvent:
             raise SummarizeError(f"an event needs 0 <= t_start <= t_end, got {start} .. {end}")
         score = first("score", "peak_score")
         ident = first("id", "alert_id")
-        return cls(start, end, str(label).strip(), str(first("kind", default="alert")),
-                   None if score is None else float(score), None if ident is None else str(ident))
+        return cls(
+            start,
+            end,
+            str(label).strip(),
+            str(first("kind", default="alert")),
+            None if score is None else float(score),
+            None if ident is None else str(ident),
+        )
 
     def to_json(self) -> dict:
-        return {"t_start": round(self.t_start, 3), "t_end": round(self.t_end, 3), "label": self.label,
-                "kind": self.kind, "score": None if self.score is None else round(self.score, 4), "id": self.id}
+        return {
+            "t_start": round(self.t_start, 3),
+            "t_end": round(self.t_end, 3),
+            "label": self.label,
+            "kind": self.kind,
+            "score": None if self.score is None else round(self.score, 4),
+            "id": self.id,
+        }
 
 
 def alert_events(store: ObjectStore, sid: str) -> list[TimelineEvent]:

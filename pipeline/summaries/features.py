@@ -27,9 +27,9 @@ import av
 import numpy as np
 
 from pipeline.media import decode as _decode
-from pipeline.records import ModelIds
 from pipeline.media.decode import probe
 from pipeline.media.sampling import sampled_frames
+from pipeline.records import ModelIds
 from pipeline.search.embed import FeatureCarry, extract_features, model_batches
 from pipeline.storage.codecs import decode_npz, encode_npz
 from pipeline.storage.layout import clip_start_ms, clips_prefix, ms, source_id, source_key, summary_frames_key
@@ -63,12 +63,16 @@ class FeatureTrack:
     def select(self, start: float, end: float) -> "FeatureTrack":
         """Rows inside [start, end): frames whose pts is inside, clip windows that overlap it."""
         lead = self.interval if self.kind == "clips" else 0.0
-        keep = np.flatnonzero((self.times > start - lead + 1e-9 * bool(lead) - 1e-9 * (not lead))
-                              & (self.times < end - 1e-9))
+        keep = np.flatnonzero(
+            (self.times > start - lead + 1e-9 * bool(lead) - 1e-9 * (not lead)) & (self.times < end - 1e-9)
+        )
         if self.kind == "frames":
             keep = keep[self.times[keep] >= start - 1e-9]
         return replace(
-            self, times=self.times[keep], siglip=self.siglip[keep], dinov2=self.dinov2[keep],
+            self,
+            times=self.times[keep],
+            siglip=self.siglip[keep],
+            dinov2=self.dinov2[keep],
             image_times=self.image_times[keep],
             image_keys=None if self.image_keys is None else [self.image_keys[i] for i in keep],
         )
@@ -87,15 +91,26 @@ def _file_identity(path: Path) -> dict:
 
 
 def write_frame_track(store: ObjectStore, track: FeatureTrack) -> str:
-    meta = {**track.meta, "source": track.source, "source_id": track.source_id, "interval": track.interval,
-            "duration": track.duration, "models": asdict(track.models)}
+    meta = {
+        **track.meta,
+        "source": track.source,
+        "source_id": track.source_id,
+        "interval": track.interval,
+        "duration": track.duration,
+        "models": asdict(track.models),
+    }
     key = summary_frames_key(track.source_id)
-    store.put(key, encode_npz({
-        "times": track.times.astype(np.float64),
-        "siglip": track.siglip.astype(np.float16),
-        "dinov2": track.dinov2.astype(np.float16),
-        "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8),
-    }))
+    store.put(
+        key,
+        encode_npz(
+            {
+                "times": track.times.astype(np.float64),
+                "siglip": track.siglip.astype(np.float16),
+                "dinov2": track.dinov2.astype(np.float16),
+                "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8),
+            }
+        ),
+    )
     return key
 
 
@@ -107,15 +122,23 @@ def read_frame_track(store: ObjectStore, sid: str) -> FeatureTrack | None:
     meta = json.loads(data["meta"].tobytes())
     times = data["times"]
     return FeatureTrack(
-        source=meta["source"], source_id=meta["source_id"], kind="frames", times=times,
-        siglip=unit_rows(data["siglip"]), dinov2=unit_rows(data["dinov2"]),
-        interval=float(meta["interval"]), duration=float(meta["duration"]),
-        models=ModelIds(**meta["models"]), image_times=times.copy(), meta=meta,
+        source=meta["source"],
+        source_id=meta["source_id"],
+        kind="frames",
+        times=times,
+        siglip=unit_rows(data["siglip"]),
+        dinov2=unit_rows(data["dinov2"]),
+        interval=float(meta["interval"]),
+        duration=float(meta["duration"]),
+        models=ModelIds(**meta["models"]),
+        image_times=times.copy(),
+        meta=meta,
     )
 
 
-def read_clip_track(store: ObjectStore, sid: str, start: float | None = None,
-                    end: float | None = None) -> FeatureTrack | None:
+def read_clip_track(
+    store: ObjectStore, sid: str, start: float | None = None, end: float | None = None
+) -> FeatureTrack | None:
     """The stored clip windows of a source (indexed file or camera) as a coarse track. With `start`/`end`,
     only the windows starting in [start, end) and the one before (it may reach into the range) are read,
     so a camera's rolling summaries cost the same however long it has been recorded."""
@@ -124,7 +147,7 @@ def read_clip_track(store: ObjectStore, sid: str, start: float | None = None,
         starts = [clip_start_ms(key) for key in keys]
         first = max(0, bisect.bisect_right(starts, ms(start or 0.0)) - 1)
         last = bisect.bisect_left(starts, ms(end)) if end is not None else len(keys)
-        keys = keys[first:max(last, first + 1)]
+        keys = keys[first : max(last, first + 1)]
     if not keys:
         return None
     clips = sorted((read_clip(store, key) for key in keys), key=lambda c: c.start)
@@ -134,13 +157,18 @@ def read_clip_track(store: ObjectStore, sid: str, start: float | None = None,
     if len(models) != 1:
         raise SummarizeError(f"the stored clips of {sid} were made with different models: re-index the source")
     return FeatureTrack(
-        source=clips[0].source, source_id=sid, kind="clips",
+        source=clips[0].source,
+        source_id=sid,
+        kind="clips",
         times=np.array([c.start for c in clips], dtype=np.float64),
         siglip=unit_rows(np.stack([c.siglip for c in clips])),
         dinov2=unit_rows(np.stack([c.dinov2 for c in clips])),
-        interval=float(np.median([c.end - c.start for c in clips])), duration=duration,
-        models=clips[0].models, image_times=np.array([c.keyframe_pts for c in clips], dtype=np.float64),
-        image_keys=[c.keyframe_key for c in clips], source_kind="file" if record else "camera",
+        interval=float(np.median([c.end - c.start for c in clips])),
+        duration=duration,
+        models=clips[0].models,
+        image_times=np.array([c.keyframe_pts for c in clips], dtype=np.float64),
+        image_keys=[c.keyframe_key for c in clips],
+        source_kind="file" if record else "camera",
         meta={"record": record},
     )
 
@@ -178,10 +206,17 @@ def extract_frame_track(
     stamp = np.asarray(times, dtype=np.float64)
     meta = {"file": _file_identity(path), "settings": config.decode.sampling()}
     return FeatureTrack(
-        source=str(path), source_id=source_id(str(path)), kind="frames", times=stamp,
-        siglip=unit_rows(np.concatenate(siglip_parts)), dinov2=unit_rows(np.concatenate(dinov2_parts)),
-        interval=1.0 / d.fps, duration=max(info.duration, float(stamp[-1])),
-        models=encoders.ids, image_times=stamp.copy(), meta=meta,
+        source=str(path),
+        source_id=source_id(str(path)),
+        kind="frames",
+        times=stamp,
+        siglip=unit_rows(np.concatenate(siglip_parts)),
+        dinov2=unit_rows(np.concatenate(dinov2_parts)),
+        interval=1.0 / d.fps,
+        duration=max(info.duration, float(stamp[-1])),
+        models=encoders.ids,
+        image_times=stamp.copy(),
+        meta=meta,
     )
 
 
@@ -191,9 +226,13 @@ def extract_and_store_frame_track(path: Path, config, store: ObjectStore, encode
 
     duration = probe(path).duration
     started = time.perf_counter()
-    bar = tqdm(total=round(duration, 1), unit="s", desc="decoding + features", disable=not progress,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} video s "
-                          "[{elapsed}<{remaining}{postfix}]")
+    bar = tqdm(
+        total=round(duration, 1),
+        unit="s",
+        desc="decoding + features",
+        disable=not progress,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} video s [{elapsed}<{remaining}{postfix}]",
+    )
     done = [0.0]
 
     def advance(position: float) -> None:
@@ -215,9 +254,17 @@ def _same_models(models: ModelIds, wanted: tuple[str, str] | None) -> bool:
     return wanted is None or (models.siglip, models.dinov2) == wanted
 
 
-def stored_track(store: ObjectStore, sid: str, *, shots_from: str = "auto", wanted: tuple[str, str] | None = None,
-                 file: Path | None = None, settings: dict | None = None, start: float | None = None,
-                 end: float | None = None) -> FeatureTrack | None:
+def stored_track(
+    store: ObjectStore,
+    sid: str,
+    *,
+    shots_from: str = "auto",
+    wanted: tuple[str, str] | None = None,
+    file: Path | None = None,
+    settings: dict | None = None,
+    start: float | None = None,
+    end: float | None = None,
+) -> FeatureTrack | None:
     """The features of a source already in the store, or None: per-frame features (summaries/.../frames.npz)
     when fresh, else (auto or clips) the archive's clip windows. Fresh means: made with the `wanted` models
     (any when None), from the file as it is now (size and mtime) and, for frames, with these decode settings."""
@@ -231,8 +278,9 @@ def stored_track(store: ObjectStore, sid: str, *, shots_from: str = "auto", want
         track = read_clip_track(store, sid, start, end)
         if track is not None and _same_models(track.models, wanted):
             record = track.meta.get("record")
-            if file is None or (record and (record["size"], record["mtime_ns"])
-                                == tuple(_file_identity(file).values())):
+            if file is None or (
+                record and (record["size"], record["mtime_ns"]) == tuple(_file_identity(file).values())
+            ):
                 return track
     return None
 

@@ -50,8 +50,15 @@ def scene_radius(x: np.ndarray, shots: Sequence[Shot], floor: float = 0.05) -> f
     return max(min(3.0 * float(np.percentile(spread, 90)), 4.0 * float(np.percentile(steps, 25))), floor)
 
 
-def choose_keyframes(x: np.ndarray, shots: Sequence[Shot], *, budget: int, exact: int | None = None,
-                     iterations: int = 15, stored: np.ndarray | None = None) -> tuple[list[int], np.ndarray, float]:
+def choose_keyframes(
+    x: np.ndarray,
+    shots: Sequence[Shot],
+    *,
+    budget: int,
+    exact: int | None = None,
+    iterations: int = 15,
+    stored: np.ndarray | None = None,
+) -> tuple[list[int], np.ndarray, float]:
     """(keyframe rows in time order, scene label of every row, scene radius).
 
     Seeds by farthest-point traversal from the row nearest the overall mean, while the farthest row is
@@ -122,12 +129,14 @@ def stored_pictures(store: ObjectStore, track: FeatureTrack) -> np.ndarray:
         return np.array([key is not None for key in track.image_keys], dtype=bool)
     sid = track.source_id
     held = {key for prefix in (keyframes_prefix(sid), summary_keyframes_prefix(sid)) for key in store.list(prefix)}
-    return np.array([keyframe_key(sid, t) in held or summary_keyframe_key(sid, t) in held for t in track.image_times],
-                    dtype=bool)
+    return np.array(
+        [keyframe_key(sid, t) in held or summary_keyframe_key(sid, t) in held for t in track.image_times], dtype=bool
+    )
 
 
-def fetch_keyframe_images(store: ObjectStore, track: FeatureTrack, rows: Sequence[int], *,
-                          video: Path | None, short_side: int | None) -> dict[int, tuple[str, np.ndarray]]:
+def fetch_keyframe_images(
+    store: ObjectStore, track: FeatureTrack, rows: Sequence[int], *, video: Path | None, short_side: int | None
+) -> dict[int, tuple[str, np.ndarray]]:
     """(store key, RGB image) per keyframe row: from the store when it holds the picture (the archive's
     clip keyframes, or one stored by an earlier summary), else decoded from the file by seeking and stored
     under `summaries/{source_id}/keyframes/`. Rows with no picture to be had are left out."""

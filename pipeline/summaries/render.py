@@ -98,8 +98,10 @@ def contact_sheet_png(summary: dict, thumbs: dict[int, np.ndarray], width: int =
     title, small = _font(16), _font(12)
     hours = _hours(summary)
     r = summary["range"]
-    heading = (f"{_name(summary)}  {format_time(r['start'], hours)}-{format_time(r['end'], hours)}  "
-               f"{len(summary['shots'])} shots, {len(keyframes)} keyframes")
+    heading = (
+        f"{_name(summary)}  {format_time(r['start'], hours)}-{format_time(r['end'], hours)}  "
+        f"{len(summary['shots'])} shots, {len(keyframes)} keyframes"
+    )
     draw.text((pad, 7), _fit(heading, title, sheet_w - 2 * pad, draw), fill=_INK, font=title)
     if summary["untrained"]:
         draw.text((pad, 28), _fit(UNTRAINED_NOTE, small, sheet_w - 2 * pad, draw), fill=_WARN, font=small)
@@ -116,8 +118,12 @@ def contact_sheet_png(summary: dict, thumbs: dict[int, np.ndarray], width: int =
             draw.rectangle((x, y, x + width - 1, y + cell_h - 1), fill=(210, 210, 210))
             draw.text((x + 8, y + cell_h // 2 - 6), "no picture stored", fill=_MUTED, font=small)
         shot = shots[keyframe["shot"]]
-        draw.text((x, y + cell_h + 3), f"{format_time(keyframe['t'], hours)}   shot {keyframe['shot'] + 1}",
-                  fill=_INK, font=small)
+        draw.text(
+            (x, y + cell_h + 3),
+            f"{format_time(keyframe['t'], hours)}   shot {keyframe['shot'] + 1}",
+            fill=_INK,
+            font=small,
+        )
         tags = ", ".join(shot["tags"][:3]) or "-"
         draw.text((x, y + cell_h + 18), _fit(tags, small, width, draw), fill=_MUTED, font=small)
     buffer = io.BytesIO()
@@ -140,8 +146,9 @@ def timeline_png(summary: dict, width_inches: float = 12.0) -> bytes:
     height = 1.1 + sum(h for _, h in lanes)
     fig = Figure(figsize=(width_inches, height), dpi=100)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(lanes), 1, sharex=True, squeeze=False,
-                        gridspec_kw={"height_ratios": [h for _, h in lanes]})[:, 0]
+    axes = fig.subplots(
+        len(lanes), 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [h for _, h in lanes]}
+    )[:, 0]
     r = summary["range"]
     hours = _hours(summary)
     span = max(r["end"] - r["start"], 1e-6)
@@ -151,13 +158,24 @@ def timeline_png(summary: dict, width_inches: float = 12.0) -> bytes:
         for (lane, _), ax in zip(lanes, axes):
             ax.set_facecolor("#fafafa")
             if lane == "shots":
-                ax.broken_barh([(shot["start"], shot["end"] - shot["start"]) for shot in summary["shots"]], (0.1, 0.8),
-                               facecolors=[colours[shot["scene"] % 20] for shot in summary["shots"]],
-                               edgecolors="white", linewidth=0.6)
+                ax.broken_barh(
+                    [(shot["start"], shot["end"] - shot["start"]) for shot in summary["shots"]],
+                    (0.1, 0.8),
+                    facecolors=[colours[shot["scene"] % 20] for shot in summary["shots"]],
+                    edgecolors="white",
+                    linewidth=0.6,
+                )
                 for shot in summary["shots"]:
                     if shot["tags"] and (shot["end"] - shot["start"]) / span > 0.07:
-                        ax.text((shot["start"] + shot["end"]) / 2, 0.5, shot["tags"][0], ha="center", va="center",
-                                fontsize=7, clip_on=True)
+                        ax.text(
+                            (shot["start"] + shot["end"]) / 2,
+                            0.5,
+                            shot["tags"][0],
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            clip_on=True,
+                        )
                 t = [k["t"] for k in summary["keyframes"]]
                 ax.plot(t, [0.97] * len(t), "v", color="#222", markersize=5, clip_on=False)
                 ax.set_ylim(0, 1)
@@ -231,13 +249,15 @@ def report_html(summary: dict, contact_sheet: bytes, timeline: bytes, thumbs: di
     models = summary["models"]
     features = summary["features"]
     parts = [
-        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>Summary: {e(_name(summary))}</title><style>{_CSS}</style></head><body>",
         f"<h1>Summary of {e(_name(summary))}</h1>",
         f'<div class="meta">{e(summary["source"]["source"])} &middot; {span(r["start"], r["end"])} '
         f"of {format_time(r['duration'], hours)} &middot; features: {e(features['kind'])} every "
         f"{features['interval']:g} s ({features['count']}) &middot; models: {e(models['siglip'])}, "
-        f"{e(models['dinov2'])}" + (f" &middot; captions: {e(summary['captioner'])}" if summary["captioner"] else "")
+        f"{e(models['dinov2'])}"
+        + (f" &middot; captions: {e(summary['captioner'])}" if summary["captioner"] else "")
         + f" &middot; schema_version {summary['schema_version']}</div>",
     ]
     if summary["untrained"]:
@@ -246,41 +266,55 @@ def report_html(summary: dict, contact_sheet: bytes, timeline: bytes, thumbs: di
         f"<h2>What happened when</h2><pre>{e(summary['text'])}</pre>",
         f'<h2>Timeline</h2><img class="wide" alt="timeline" src="{_data_uri(timeline, "image/png")}">',
         f'<h2>Contact sheet</h2><img class="wide" alt="contact sheet" src="{_data_uri(contact_sheet, "image/png")}">',
-        "<h2>Keyframes</h2><div class=\"grid\">",
+        '<h2>Keyframes</h2><div class="grid">',
     ]
     for i, keyframe in enumerate(summary["keyframes"]):
         shot = summary["shots"][keyframe["shot"]]
         image = thumbs.get(i)
-        img = (f'<img alt="keyframe at {format_time(keyframe["t"], hours)}" '
-               f'src="{_data_uri(_thumb_jpeg(image), "image/jpeg")}">'
-               if image is not None else "<div>(no picture)</div>")
+        img = (
+            f'<img alt="keyframe at {format_time(keyframe["t"], hours)}" '
+            f'src="{_data_uri(_thumb_jpeg(image), "image/jpeg")}">'
+            if image is not None
+            else "<div>(no picture)</div>"
+        )
         caption = f"<br><em>{e(keyframe['caption'])}</em>" if keyframe["caption"] else ""
-        parts.append(f"<figure>{img}<figcaption><b>{format_time(keyframe['t'], hours)}</b> "
-                     f"shot {keyframe['shot'] + 1}: {e(', '.join(shot['tags'][:3]))}{caption}</figcaption></figure>")
-    parts.append("</div><h2>Shots</h2><table>"
-                 "<tr><th>#</th><th>time</th><th>scene</th><th>change</th><th>tags (cosine)</th></tr>")
+        parts.append(
+            f"<figure>{img}<figcaption><b>{format_time(keyframe['t'], hours)}</b> "
+            f"shot {keyframe['shot'] + 1}: {e(', '.join(shot['tags'][:3]))}{caption}</figcaption></figure>"
+        )
+    parts.append(
+        "</div><h2>Shots</h2><table><tr><th>#</th><th>time</th><th>scene</th><th>change</th><th>tags (cosine)</th></tr>"
+    )
     for shot in summary["shots"]:
         tags = ", ".join(f"{e(t['label'])} ({t['score']:.3f})" for t in shot["tag_scores"])
         change = "" if shot["change"] is None else f"{shot['change']:.3f}"
-        parts.append(f"<tr><td>{shot['index'] + 1}</td><td>{span(shot['start'], shot['end'])}</td>"
-                     f"<td>{shot['scene'] + 1}</td><td>{change}</td><td>{tags}</td></tr>")
+        parts.append(
+            f"<tr><td>{shot['index'] + 1}</td><td>{span(shot['start'], shot['end'])}</td>"
+            f"<td>{shot['scene'] + 1}</td><td>{change}</td><td>{tags}</td></tr>"
+        )
     parts.append("</table>")
     if summary["events"]:
         parts.append("<h2>Events</h2><table><tr><th>time</th><th>kind</th><th>label</th><th>score</th></tr>")
         for event in summary["events"]:
             score = "" if event["score"] is None else f"{event['score']:.3f}"
-            parts.append(f"<tr><td>{span(event['t_start'], event['t_end'])}</td><td>{e(event['kind'])}</td>"
-                         f"<td>{e(event['label'])}</td><td>{score}</td></tr>")
+            parts.append(
+                f"<tr><td>{span(event['t_start'], event['t_end'])}</td><td>{e(event['kind'])}</td>"
+                f"<td>{e(event['label'])}</td><td>{score}</td></tr>"
+            )
         parts.append("</table>")
     if summary["queries"]:
         parts.append("<h2>Queries</h2><ul>")
         for query in summary["queries"]:
             best = int(np.argmax(query["scores"])) if query["scores"] else None
-            peak = (f" (peak {query['scores'][best]:.3f} at {format_time(query['times'][best], hours)})"
-                    if best is not None else "")
+            peak = (
+                f" (peak {query['scores'][best]:.3f} at {format_time(query['times'][best], hours)})"
+                if best is not None
+                else ""
+            )
             parts.append(f"<li>{e(query['text'])}{peak}</li>")
         parts.append("</ul>")
-    parts.append('<p class="meta">Made by <code>vigil summarize</code>; '
-                 'the data is in summary.json beside this file.</p>')
+    parts.append(
+        '<p class="meta">Made by <code>vigil summarize</code>; the data is in summary.json beside this file.</p>'
+    )
     parts.append("</body></html>\n")
     return "\n".join(parts)

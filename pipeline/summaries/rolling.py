@@ -69,8 +69,9 @@ class RollingSummaries:
             for period in range(self._first_unsettled(camera), due):
                 start, end = period * self.every, (period + 1) * self.every
                 try:
-                    written.append(summarize_stored(self.store, camera, start=start, end=end, shots_from="clips",
-                                                    **self.options))
+                    written.append(
+                        summarize_stored(self.store, camera, start=start, end=end, shots_from="clips", **self.options)
+                    )
                 except NotEnoughFootage as exc:  # the camera was off, or a short tail: nothing to show
                     log.warning("no rolling summary of %s %s-%s: %s", camera, format_time(start), format_time(end), exc)
                 self._next_period[camera] = period + 1

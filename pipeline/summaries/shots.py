@@ -42,8 +42,9 @@ def frame_changes(vectors: np.ndarray, *, bridge_blends: bool = False) -> np.nda
     return d
 
 
-def adaptive_threshold(changes: np.ndarray, half_window: int, sensitivity: float, min_change: float,
-                       ratio: float = 8.0, chunk: int = 4096) -> np.ndarray:
+def adaptive_threshold(
+    changes: np.ndarray, half_window: int, sensitivity: float, min_change: float, ratio: float = 8.0, chunk: int = 4096
+) -> np.ndarray:
     """Per row i >= 1, from the changes within +-half_window rows of it (mirrored at the ends): the lower of
     median + sensitivity * 1.4826 * MAD (robust while cuts are under half the changes) and `ratio` times
     the 25th percentile (still right when cuts crowd the window: short shots, coarse clip windows); never
@@ -57,12 +58,12 @@ def adaptive_threshold(changes: np.ndarray, half_window: int, sensitivity: float
     padded = np.pad(c, (w, w), mode="reflect" if len(c) > 1 else "edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * w + 1)
     for a in range(0, len(c), chunk):
-        block = windows[a:a + chunk]
+        block = windows[a : a + chunk]
         median = np.median(block, axis=1)
         mad = np.median(np.abs(block - median[:, None]), axis=1)
         low = np.percentile(block, 25, axis=1)
         level = np.minimum(median + sensitivity * 1.4826 * mad, ratio * low)
-        out[1 + a:1 + a + len(block)] = np.maximum(level, min_change)
+        out[1 + a : 1 + a + len(block)] = np.maximum(level, min_change)
     return out
 
 
@@ -91,8 +92,15 @@ def detect_shots(track: FeatureTrack, start: float, end: float, options: Summary
     bounds = [0, *accepted, n]
     shots = []
     for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
-        shots.append(Shot(a, b - 1, float(track.times[a]) if k else start,
-                          float(track.times[b]) if b < n else end, float(changes[a]) if k else None))
+        shots.append(
+            Shot(
+                a,
+                b - 1,
+                float(track.times[a]) if k else start,
+                float(track.times[b]) if b < n else end,
+                float(changes[a]) if k else None,
+            )
+        )
     return shots
 
 

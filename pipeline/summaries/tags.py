@@ -70,8 +70,9 @@ def _embed_many_texts(encoder, texts: list[str], batch: int = 128) -> np.ndarray
 _BANK_BYTES: dict[str, bytes] = {}  # the last few vocabularies' embeddings in this process (small: ~0.8 MB each)
 
 
-def concept_bank(store: ObjectStore, concepts: Sequence[Concept], model_id: str,
-                 text_encoder: Callable[[], Any]) -> ConceptBank:
+def concept_bank(
+    store: ObjectStore, concepts: Sequence[Concept], model_id: str, text_encoder: Callable[[], Any]
+) -> ConceptBank:
     """Text embeddings of the vocabulary, cached in the store per text model and vocabulary
     (`summaries/_vocabulary/{digest}.npz`), so repeated summaries never run the text tower."""
     digest = vocabulary_digest(concepts, model_id)
@@ -81,8 +82,9 @@ def concept_bank(store: ObjectStore, concepts: Sequence[Concept], model_id: str,
         encoder = text_encoder()
         embeddings = unit_rows(_embed_many_texts(encoder, [c.text for c in concepts]))
         scale, bias = _logit_params(encoder)
-        data = encode_npz({"embeddings": embeddings.astype(np.float16),
-                           "params": np.array([scale, bias], dtype=np.float64)})
+        data = encode_npz(
+            {"embeddings": embeddings.astype(np.float16), "params": np.array([scale, bias], dtype=np.float64)}
+        )
     if not store.exists(key):
         store.put(key, data)
     if len(_BANK_BYTES) >= 4:
@@ -93,8 +95,9 @@ def concept_bank(store: ObjectStore, concepts: Sequence[Concept], model_id: str,
     return ConceptBank(list(concepts), unit_rows(arrays["embeddings"]), float(params[0]), float(params[1]), digest)
 
 
-def tag_rows(means: np.ndarray, bank: ConceptBank, top: int, *, exclude: Sequence[str] = (),
-             only: Sequence[str] = ()) -> list[list[Tag]]:
+def tag_rows(
+    means: np.ndarray, bank: ConceptBank, top: int, *, exclude: Sequence[str] = (), only: Sequence[str] = ()
+) -> list[list[Tag]]:
     """Top concepts per row of unit SigLIP2 image embeddings, optionally limited to some categories."""
     if top <= 0 or len(means) == 0:
         return [[] for _ in range(len(means))]
@@ -110,8 +113,15 @@ def tag_rows(means: np.ndarray, bank: ConceptBank, top: int, *, exclude: Sequenc
     order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
     tags = []
     for row, picks in zip(scores, order):
-        tags.append([Tag(
-            bank.concepts[j].label, bank.concepts[j].category, round(float(row[j]), 4),
-            round(float(1.0 / (1.0 + math.exp(-(bank.scale * float(row[j]) + bank.bias)))), 4),
-        ) for j in picks])
+        tags.append(
+            [
+                Tag(
+                    bank.concepts[j].label,
+                    bank.concepts[j].category,
+                    round(float(row[j]), 4),
+                    round(float(1.0 / (1.0 + math.exp(-(bank.scale * float(row[j]) + bank.bias)))), 4),
+                )
+                for j in picks
+            ]
+        )
     return tags
