@@ -176,7 +176,7 @@ def test_open_store_settings_and_their_errors(s3_env, monkeypatch):
     with pytest.raises(StoreError, match="VIGIL_S3_ENDPOINT"):
         open_store(f"s3://{BUCKET}/x")
     store = open_store(f"s3://{BUCKET}/x", s3=S3Config(endpoint=s3_env.endpoint, region="us-east-1", attempts=2))
-    assert (store.endpoint, store.region, store.attempts) == (s3_env.endpoint, "us-east-1", 2)
+    assert (store.endpoint, store.region, store.settings.attempts) == (s3_env.endpoint, "us-east-1", 2)
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)  # the AWS SDKs' variable works too
     assert open_store(f"s3://{BUCKET}/x").endpoint == s3_env.endpoint
     with pytest.raises(StoreError, match="no credentials, no path") as bad:
