@@ -28,7 +28,7 @@ class SinkActor:
         return len(out.alerts)
 
     def checkpoint(self, name: str, analyzer: dict, offsets: dict[str, int], *writes: int) -> None:
-        """`analyzer` (the matcher's state_dict call) and `writes` (the write calls the checkpoint covers)
+        """`analyzer` (the analyzer's state_dict call) and `writes` (the write calls the checkpoint covers)
         are arguments of their own so that Ray resolves them first: a failed one fails the checkpoint."""
         self.sink.checkpoint(name, {"analyzer": analyzer, "offsets": offsets})
 

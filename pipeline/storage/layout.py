@@ -87,6 +87,20 @@ def summary_prefix(sid: str, start: float | None = None, end: float | None = Non
     return f"{summary_ranges_prefix(sid)}{ms(start or 0.0):012d}-{to}"
 
 
+SUMMARY_FILES = {
+    "summary": "summary.json",
+    "contact_sheet": "contact_sheet.png",
+    "timeline": "timeline.png",
+    "report": "report.html",
+}
+
+
+def summary_file_keys(sid: str, start: float | None = None, end: float | None = None) -> dict[str, str]:
+    """The key of each file of a summary (summary, contact_sheet, timeline, report)."""
+    prefix = summary_prefix(sid, start, end)
+    return {name: f"{prefix}/{file}" for name, file in SUMMARY_FILES.items()}
+
+
 def summary_ranges_prefix(sid: str) -> str:
     """The prefix every time-range summary of a source starts with."""
     return f"summaries/{sid}/range-"

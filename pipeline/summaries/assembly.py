@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.storage.layout import source_id, summary_prefix
-from pipeline.storage.store import ObjectStore, check_key
+from pipeline.storage.layout import source_id, summary_file_keys
+from pipeline.storage.store import ObjectStore
 from pipeline.summaries import render
 from pipeline.summaries.concepts import TEMPLATE, Concept, load_vocabulary
 from pipeline.summaries.errors import NotEnoughFootage, SummarizeError
@@ -349,16 +349,7 @@ def summarize_track(
         ]
         stages.step("images")
 
-        prefix = summary_prefix(track.source_id, start, end)
-        keys = {
-            name: check_key(f"{prefix}/{file}")
-            for name, file in (
-                ("summary", "summary.json"),
-                ("contact_sheet", "contact_sheet.png"),
-                ("timeline", "timeline.png"),
-                ("report", "report.html"),
-            )
-        }
+        keys = summary_file_keys(track.source_id, start, end)
         summary = {
             "schema_version": SCHEMA_VERSION,
             "source": {"source": track.source, "source_id": track.source_id, "kind": track.source_kind},
