@@ -15,9 +15,7 @@ from pipeline.storage.store import open_configured_store
 class SinkActor:
     def __init__(self, config: VigilConfig, publish_alerts: bool):
         store = open_configured_store(config)
-        index = ClipIndex.load(
-            store, kind=config.index.kind, exact_max=config.index.exact_max, hnsw_m=config.index.hnsw_m
-        )
+        index = ClipIndex.load(store, config.index)
         publish = None
         if publish_alerts:
             publish = AlertPublisher(config.kafka, config.kafka.topics.alerts)

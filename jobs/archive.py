@@ -157,7 +157,7 @@ def index_paths(
     started = time.perf_counter()
     report = IndexReport()
     files, report.failed = find_videos(paths)
-    index = ClipIndex.load(store, kind=config.index.kind, exact_max=config.index.exact_max, hnsw_m=config.index.hnsw_m)
+    index = ClipIndex.load(store, config.index)
     sync_index(store, index)
 
     durations: dict[Path, float] = {}

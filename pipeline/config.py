@@ -37,9 +37,11 @@ class EmbedConfig(_Section):
 
 
 class IndexConfig(_Section):
-    kind: Literal["auto", "flat", "hnsw"]
-    exact_max: int = Field(ge=1)
-    hnsw_m: int = Field(ge=4, le=256)
+    """The clip index: exact search up to `exact_max` clips, HNSW (with `hnsw_m` links) above ("auto")."""
+
+    kind: Literal["auto", "flat", "hnsw"] = "auto"
+    exact_max: int = Field(default=50000, ge=1)
+    hnsw_m: int = Field(default=32, ge=4, le=256)
 
 
 class SearchConfig(_Section):

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from pipeline.config import IndexConfig
 from pipeline.records import ClipEmbedding, ModelIds, SearchHit
 from pipeline.search.index import ClipIndex, IndexMismatchError, choose_kind, merge_hits
 from pipeline.storage.store import LocalStore
@@ -53,7 +54,7 @@ def test_image_query_scores_average_both_towers(vectors):
 def test_kind_is_chosen_by_size_and_recorded(tmp_path, vectors):
     assert choose_kind(10, "auto", exact_max=100) == "flat"
     assert choose_kind(101, "auto", exact_max=100) == "hnsw"
-    index = ClipIndex(exact_max=10)
+    index = ClipIndex(settings=IndexConfig(exact_max=10))
     index.replace_source("a", _clips("a", vectors))
     assert index.kind == "hnsw"
     store = LocalStore(tmp_path)

@@ -45,7 +45,7 @@ def config_from(args: argparse.Namespace) -> VigilConfig:
 
 
 def load_index(config: VigilConfig, store: ObjectStore) -> ClipIndex:
-    return ClipIndex.load(store, kind=config.index.kind, exact_max=config.index.exact_max, hnsw_m=config.index.hnsw_m)
+    return ClipIndex.load(store, config.index)
 
 
 def read_image(path: str) -> np.ndarray:

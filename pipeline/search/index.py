@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import faiss
 import numpy as np
 
+from pipeline.config import IndexConfig
 from pipeline.records import ClipEmbedding, Event, ModelIds, SearchHit
 from pipeline.storage.layout import INDEX, MANIFEST_KEY, index_version_prefix
 from pipeline.storage.store import ObjectStore, StoreError
@@ -68,9 +69,9 @@ def _stack(old: np.ndarray | None, keep: list[int], new: list[np.ndarray]) -> np
 class ClipIndex:
     """Clip rows with their SigLIP2 and DINOv2 vectors, searchable by either."""
 
-    def __init__(self, models: ModelIds | None = None, *, kind: str = "auto", exact_max: int = 50000, hnsw_m: int = 32):
+    def __init__(self, models: ModelIds | None = None, *, settings: IndexConfig | None = None):
         self.models = models
-        self.policy = (kind, exact_max, hnsw_m)
+        self.settings = settings or IndexConfig()
         self.rows: list[IndexRow] = []
         self.kind = "flat"
         self._siglip: faiss.Index | None = None
@@ -91,11 +92,11 @@ class ClipIndex:
             )
 
     def _rebuild(self, rows: list[IndexRow], siglip: np.ndarray | None, dinov2: np.ndarray | None) -> None:
-        kind, exact_max, hnsw_m = self.policy
-        self.kind = choose_kind(len(rows), kind, exact_max)
+        s = self.settings
+        self.kind = choose_kind(len(rows), s.kind, s.exact_max)
         self.rows = rows
-        self._siglip = None if siglip is None else _build(siglip, self.kind, hnsw_m)
-        self._dinov2 = None if dinov2 is None else _build(dinov2, self.kind, hnsw_m)
+        self._siglip = None if siglip is None else _build(siglip, self.kind, s.hnsw_m)
+        self._dinov2 = None if dinov2 is None else _build(dinov2, self.kind, s.hnsw_m)
 
     def replace_source(self, source_id: str, clips: Sequence[ClipEmbedding]) -> None:
         """Drop every row of `source_id`, then add `clips`: re-indexing a source."""
@@ -185,9 +186,9 @@ class ClipIndex:
         return version
 
     @classmethod
-    def load(cls, store: ObjectStore, *, kind: str = "auto", exact_max: int = 50000, hnsw_m: int = 32) -> ClipIndex:
+    def load(cls, store: ObjectStore, settings: IndexConfig | None = None) -> ClipIndex:
         """The current index in `store`, or an empty one when none was saved yet."""
-        index = cls(kind=kind, exact_max=exact_max, hnsw_m=hnsw_m)
+        index = cls(settings=settings)
         if not store.exists(MANIFEST_KEY):
             return index
         manifest = store.get_json(MANIFEST_KEY)
