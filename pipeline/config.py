@@ -42,6 +42,7 @@ class IndexConfig(_Section):
     kind: Literal["auto", "flat", "hnsw"] = "auto"
     exact_max: int = Field(default=50000, ge=1)
     hnsw_m: int = Field(default=32, ge=4, le=256)
+    seal_rows: int = Field(default=10000, ge=1)  # growing segments holding this many rows are sealed
 
 
 class SearchConfig(_Section):

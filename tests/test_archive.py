@@ -9,12 +9,15 @@ from jobs.archive import index_paths
 from pipeline.config import load_config
 from pipeline.media.decode import decode_frames
 from pipeline.search.index import ClipIndex, find_moments
+from pipeline.search.manifest import read_newest
 from pipeline.storage.layout import source_id
 from pipeline.storage.store import LocalStore, read_clip
 
 
 def _snapshot(store):
-    return {key: store.get(key) for key in store.list()}
+    """Every object but the index's, and the index's rows (a save adds a generation, append-only)."""
+    objects = {key: store.get(key) for key in store.list() if not key.startswith("index/")}
+    return objects, ClipIndex.load(store).rows
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +44,8 @@ def test_every_window_is_stored_with_its_keyframe(indexed, scene_video):
     for clip in clips:
         assert clip.start <= clip.keyframe_pts < clip.end
         assert store.get(clip.keyframe_key)[:3] == b"\xff\xd8\xff"  # a JPEG
-    manifest = store.get_json("index/MANIFEST.json")
-    assert manifest["count"] == 10 and manifest["kind"] == "flat" and manifest["models"]["untrained"]
+    manifest = read_newest(store)
+    assert sum(entry.rows for entry in manifest.segments) == 10 and manifest.models.untrained
 
 
 @pytest.mark.parametrize("moment", [1.3, 5.5, 9.3, 13.9, 18.7])
@@ -76,9 +79,10 @@ def test_reindexing_changes_nothing(tmp_path, scene_video, config, tiny_encoders
     store = LocalStore(tmp_path)
     index_paths([path], config, store, progress=False, encoders=tiny_encoders)
     before = _snapshot(store)
+    generations = list(store.list("index/generations/"))
     again = index_paths([path], config, store, progress=False, encoders=tiny_encoders)
     assert again.unchanged == [str(path.resolve())] and not again.indexed
-    assert _snapshot(store) == before
+    assert _snapshot(store) == before and list(store.list("index/generations/")) == generations
     forced = index_paths([path], config, store, progress=False, encoders=tiny_encoders, force=True)
     assert forced.indexed == [str(path.resolve())]
     assert _snapshot(store) == before

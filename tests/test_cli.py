@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 from pipeline.media.decode import decode_frames
+from pipeline.search.index import ClipIndex
+from pipeline.storage.store import LocalStore
 
 VIGIL = str(Path(sys.executable).parent / "vigil")
 
@@ -81,6 +83,6 @@ def test_remove_then_reindex(tmp_path, scene_video, vigil_cache):
     vigil("index", path, "--store", store, "--models", "tiny", "--no-progress")
     assert "removed" in vigil("remove", path, "--store", store).stdout
     assert not list((store / "clips").glob("*/*.npz")) and not list((store / "keyframes").glob("*/*"))
-    assert json.loads((store / "index" / "MANIFEST.json").read_text())["count"] == 0
+    assert len(ClipIndex.load(LocalStore(store))) == 0
     again = vigil("index", path, "--store", store, "--models", "tiny", "--no-progress")
     assert "10 clips" in again.stdout

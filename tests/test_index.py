@@ -3,7 +3,9 @@ import pytest
 
 from pipeline.config import IndexConfig
 from pipeline.records import ClipEmbedding, ModelIds, SearchHit
-from pipeline.search.index import ClipIndex, IndexMismatchError, choose_kind, merge_hits
+from pipeline.search.index import ClipIndex, IndexMismatchError, merge_hits
+from pipeline.search.manifest import read_newest
+from pipeline.search.segments import choose_kind
 from pipeline.storage.store import LocalStore
 
 MODELS = ModelIds("siglip-x", "dino-x")
@@ -54,28 +56,33 @@ def test_image_query_scores_average_both_towers(vectors):
 def test_kind_is_chosen_by_size_and_recorded(tmp_path, vectors):
     assert choose_kind(10, "auto", exact_max=100) == "flat"
     assert choose_kind(101, "auto", exact_max=100) == "hnsw"
-    index = ClipIndex(settings=IndexConfig(exact_max=10))
+    index = ClipIndex(settings=IndexConfig(exact_max=10, seal_rows=5))
     index.replace_source("a", _clips("a", vectors))
-    assert index.kind == "hnsw"
+    assert index.kind == "growing"  # new rows: exact search until sealed
     store = LocalStore(tmp_path)
-    index.save(store)
-    assert store.get_json("index/MANIFEST.json")["kind"] == "hnsw"
+    index.save(store)  # 20 rows >= seal_rows: sealed, and 20 > exact_max: HNSW
+    assert index.kind == "hnsw"
+    assert [(e.kind, e.rows) for e in read_newest(store).segments] == [("hnsw", 20)]
     loaded = ClipIndex.load(store)
     assert loaded.search(siglip=_unit(vectors[7]), k=1)[0].start == 14.0
 
 
-def test_save_is_idempotent_and_atomic(tmp_path, vectors):
+def test_a_save_writes_only_what_is_new(tmp_path, vectors):
     store = LocalStore(tmp_path)
     index = ClipIndex()
     index.replace_source("a", _clips("a", vectors))
-    version = index.save(store)
+    generation = index.save(store)
     files = {k: store.get(k) for k in store.list()}
-    assert ClipIndex.load(store).save(store) == version
+    assert ClipIndex.load(store).save(store) == generation  # nothing new: nothing written
     assert {k: store.get(k) for k in store.list()} == files
     index.replace_source("b", _clips("b", vectors[:3]))
-    new = index.save(store)
-    assert new != version
-    assert not [k for k in store.list("index/") if version in k], "old versions are dropped after the manifest swap"
+    assert index.save(store) == generation + 1
+    after = {k: store.get(k) for k in store.list()}
+    assert {k: after[k] for k in files} == files  # append-only: every earlier object is untouched
+    added = sorted(set(after) - set(files))
+    assert len(added) == 3 and added[0].startswith("index/generations/")  # the generation, rows, vectors
+    assert {k.rsplit("/", 1)[1] for k in added[1:]} == {"rows.parquet", "vectors.npz"}
+    assert ClipIndex.load(store).sources == {"a", "b"}
 
 
 def test_replace_and_remove_source(vectors):
@@ -131,7 +138,9 @@ def test_the_same_content_gives_the_same_index_in_any_order(tmp_path, vectors):
     second.replace_source("b", _clips("b", vectors[4:8])[::-1])
     second.replace_source("a", _clips("a", vectors[:4]))
     assert first.rows == second.rows
-    assert first.save(LocalStore(tmp_path / "1")) == second.save(LocalStore(tmp_path / "2"))
+    first.save(LocalStore(tmp_path / "1"))
+    second.save(LocalStore(tmp_path / "2"))
+    assert ClipIndex.load(LocalStore(tmp_path / "1")).rows == ClipIndex.load(LocalStore(tmp_path / "2")).rows
 
 
 def test_upsert_replaces_windows_by_source_and_start(vectors):
@@ -140,3 +149,132 @@ def test_upsert_replaces_windows_by_source_and_start(vectors):
     index.upsert(_clips("cam", vectors[3:7]))  # windows 0..3: the first three are replaced
     assert len(index) == 4
     assert index.search(siglip=_unit(vectors[4]), k=1)[0].start == 2.0
+
+
+# ------------------------------------------------------------------------------------------ segments
+
+
+def _brute_force(reference: dict, query: np.ndarray, k: int) -> list[tuple[str, float]]:
+    scored = sorted(((-float(vector @ query), key) for key, vector in reference.items()))
+    return [key for _, key in scored[:k]]
+
+
+def test_interleaved_adds_removes_and_searches_match_brute_force(tmp_path):
+    """Small segments sealed and compacted many times over (exact kinds): the same top-k as brute force."""
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((5, 12))
+    store = LocalStore(tmp_path)
+    settings = IndexConfig(seal_rows=6)
+    index = ClipIndex(settings=settings)
+    reference: dict[tuple[str, float], np.ndarray] = {}
+    for step in range(40):
+        sid = f"s{step % 7}"
+        if step % 9 == 8:
+            index.remove_source(sid)
+            reference = {key: v for key, v in reference.items() if key[0] != sid}
+        else:
+            starts = rng.choice(12, size=3, replace=False)
+            raw = centres[rng.integers(5, size=3)] + 0.3 * rng.standard_normal((3, 12))
+            clips = [_clips(sid, raw[i : i + 1])[0] for i in range(3)]
+            for clip, start in zip(clips, starts, strict=True):
+                clip.start, clip.end = float(start) * 2, float(start) * 2 + 2
+                reference[(sid, clip.start)] = clip.siglip
+            index.upsert(clips)
+        if step % 3 == 2:
+            index.save(store)
+            index = ClipIndex.load(store, settings)
+        query = _unit(centres[step % 5] + 0.1 * rng.standard_normal(12))
+        got = [(hit.source_id, hit.start) for hit in index.search(siglip=query, k=5)]
+        assert got == _brute_force(reference, query, 5), step
+        assert len(index) == len(reference) and index.sources == {key[0] for key in reference}
+    index.save(store)
+    newest = read_newest(store)
+    assert sum(e.kind != "growing" for e in newest.segments) >= 1  # sealing happened
+    assert len(newest.segments) <= 9 + 1  # compaction keeps the segment count bounded
+
+
+def test_a_removed_source_is_hidden_at_once_and_dropped_at_compaction(tmp_path, vectors):
+    store = LocalStore(tmp_path)
+    index = ClipIndex(settings=IndexConfig(seal_rows=4))
+    index.replace_source("a", _clips("a", vectors[:4]))
+    index.replace_source("b", _clips("b", vectors[4:8]))
+    index.save(store)  # 8 rows: sealed into one segment
+    assert [e.rows for e in read_newest(store).segments] == [8]
+    index = ClipIndex.load(store, IndexConfig(seal_rows=4))
+    index.remove_source("a")
+    index.save(store)
+    loaded = ClipIndex.load(store)
+    assert loaded.sources == {"b"} and all(hit.source_id == "b" for hit in loaded.search(siglip=_unit(vectors[0])))
+    assert "a" in read_newest(store).removed
+    for number in range(10):  # enough sealed segments to compact the one holding a's rows
+        extra = ClipIndex.load(store, IndexConfig(seal_rows=4))
+        extra.upsert(_clips(f"c{number}", vectors[:4]))
+        extra.save(store)
+    segments = read_newest(store).segments
+    assert sum(e.rows for e in segments) == len(ClipIndex.load(store)), "compaction dropped the removed rows"
+
+
+def test_writers_racing_keep_everything(tmp_path, vectors):
+    """Several writers (one index each, as separate `vigil index` runs and a monitor are) commit at once,
+    many times over: every source each one wrote is in the index."""
+    import threading
+
+    store = LocalStore(tmp_path)
+    settings = IndexConfig(seal_rows=10)
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def writer(number: int) -> None:
+        try:
+            for round_number in range(6):
+                index = ClipIndex.load(store, settings)
+                barrier.wait()
+                index.replace_source(f"w{number}-{round_number}", _clips(f"w{number}-{round_number}", vectors[:3]))
+                index.save(store)
+        except Exception as exc:  # reported below: a thread's failure must fail the test
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    index = ClipIndex.load(store)
+    assert index.sources == {f"w{n}-{r}" for n in range(4) for r in range(6)}
+    assert len(index) == 4 * 6 * 3
+
+
+def test_an_index_of_an_earlier_release_is_taken_over(tmp_path, vectors):
+    """The single-version layout (index/MANIFEST.json naming index/{version}/) is read, then replaced."""
+    import json
+
+    import faiss
+
+    store = LocalStore(tmp_path)
+    clips = _clips("a", vectors[:5])
+    rows = [
+        {"source": c.source, "source_id": c.source_id, "start": c.start, "end": c.end, "keyframe_key": c.keyframe_key}
+        for c in clips
+    ]
+    store.put("index/v1/rows.json", json.dumps(rows).encode())
+    for tower in ("siglip", "dinov2"):
+        flat = faiss.IndexFlatIP(getattr(clips[0], tower).shape[0])
+        flat.add(np.stack([getattr(c, tower) for c in clips]))
+        store.put(f"index/v1/{tower}.faiss", faiss.serialize_index(flat).tobytes())
+    store.put_json(
+        "index/MANIFEST.json",
+        {
+            "version": "v1",
+            "kind": "flat",
+            "count": 5,
+            "sources": 1,
+            "models": {"siglip": "siglip-x", "dinov2": "dino-x", "untrained": False},
+        },
+    )
+    index = ClipIndex.load(store)
+    assert index.search(siglip=_unit(vectors[2]), k=1)[0].start == 4.0 and index.models == MODELS
+    index.save(store)
+    assert not store.exists("index/MANIFEST.json") and not list(store.list("index/v1/"))
+    assert ClipIndex.load(store).search(siglip=_unit(vectors[2]), k=1)[0].start == 4.0

@@ -17,6 +17,7 @@ import pytest
 
 from pipeline.config import ConfigError, S3Config, load_config
 from pipeline.search.index import ClipIndex
+from pipeline.search.manifest import read_newest
 from pipeline.storage.store import LocalStore, S3Store, StoreError, open_store, read_clip, write_clip
 from tests.servers import TcpProxy, wait_until
 from tests.test_store import _clip
@@ -109,7 +110,83 @@ def test_malformed_keys_are_refused(store, key):
         store.get(key)
 
 
+def test_create_writes_once(store):
+    assert store.create("locks/a.json", b"first") is True
+    assert store.create("locks/a.json", b"second") is False
+    assert store.create("locks/a.json", b"first") is False  # the same bytes again: still not this call's object
+    assert store.get("locks/a.json") == b"first" and list(store.list()) == ["locks/a.json"]
+    store.put("p.bin", b"put")
+    assert store.create("p.bin", b"other") is False and store.get("p.bin") == b"put"
+    store.delete("locks/a.json")
+    assert store.create("locks/a.json", b"again") is True and store.get("locks/a.json") == b"again"
+    with pytest.raises(StoreError, match="malformed"):
+        store.create("a//b", b"x")
+
+
+def test_racing_creates_have_exactly_one_winner(store):
+    threads, rounds = 8, 4
+    barrier = threading.Barrier(threads)
+    results: dict[tuple[int, int], bool | BaseException] = {}
+
+    def creator(writer: int) -> None:
+        for round_ in range(rounds):
+            barrier.wait(timeout=60)
+            try:
+                results[round_, writer] = store.create(f"race/{round_}.bin", f"writer-{writer}".encode() * 500)
+            except BaseException as exc:  # reported below, not lost in the thread
+                results[round_, writer] = exc
+
+    workers = [threading.Thread(target=creator, args=(writer,)) for writer in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert len(results) == threads * rounds
+    assert all(isinstance(won, bool) for won in results.values()), results
+    for round_ in range(rounds):
+        winners = [writer for writer in range(threads) if results[round_, writer]]
+        assert len(winners) == 1, f"round {round_}: winners {winners}"
+        assert store.get(f"race/{round_}.bin") == f"writer-{winners[0]}".encode() * 500
+    assert list(store.list()) == [f"race/{round_}.bin" for round_ in range(rounds)]
+
+
 # ---------------------------------------------------------------- S3 specifics
+
+
+def test_create_sends_a_condition_not_metadata(s3_env):
+    bucket = _unique("vigil-create")
+    store = open_store(f"s3://{bucket}/p")
+    assert store.create("a/b.json", b"{}") is True  # the first write creates the bucket, as put does
+    assert store.create("a/b.json", b"[]") is False
+    stat = s3_env.client().stat_object(bucket, "p/a/b.json")
+    assert stat.content_type == "application/json"
+    assert not any("none-match" in name.lower() for name in stat.metadata)  # a real If-None-Match, not x-amz-meta
+
+
+def test_create_retried_after_a_lost_answer(s3_env, monkeypatch):
+    """The PUT succeeds but its answer is lost: the retry meets a 412 for its own object and still wins;
+    a 412 for another writer's object, met on a retry, stays a loss."""
+    import urllib3
+
+    store = open_store(f"s3://{BUCKET}/{_unique('lost')}", s3=PATIENT)
+    client = store._minio()
+    real_put, calls = client._put_object, []
+
+    def lost_answer(bucket, name, data, headers=None, **kwargs):
+        calls.append(name)
+        if len(calls) == 1:  # our write lands, its answer does not
+            real_put(bucket, name, data, headers=headers, **kwargs)
+            raise urllib3.exceptions.ProtocolError("connection reset before the answer")
+        if len(calls) == 3:  # another writer gets in before our first attempt, whose answer is lost
+            real_put(bucket, name, b"theirs", headers=headers, **kwargs)
+            raise urllib3.exceptions.ProtocolError("connection reset before the answer")
+        return real_put(bucket, name, data, headers=headers, **kwargs)
+
+    monkeypatch.setattr(client, "_put_object", lost_answer)
+    assert store.create("mine.bin", b"token-1") is True and store.get("mine.bin") == b"token-1"
+    assert len(calls) == 2  # the retry really met the 412
+    assert store.create("theirs.bin", b"token-2") is False and store.get("theirs.bin") == b"theirs"
+    assert len(calls) == 4
 
 
 def test_url_locate_and_layout(s3_env):
@@ -327,10 +404,10 @@ def test_cli_index_and_search_on_s3(cli_s3, s3_env):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert 1 <= len(lines) <= 3 and all(line["untrained"] for line in lines)
     assert all(line["keyframe"].startswith(f"{cli_s3}/keyframes/") for line in lines)
-    # everything the search used is in the bucket: manifest, index version, clips, keyframes, source record
+    # everything the search used is in the bucket: manifest, index segments, clips, keyframes, source record
     store = open_store(cli_s3)
-    manifest = store.get_json("index/MANIFEST.json")
-    assert store.exists(f"index/{manifest['version']}/rows.json")
+    manifest = read_newest(store)
+    assert all(store.exists(f"index/segments/{entry.id}/rows.parquet") for entry in manifest.segments)
     assert len(ClipIndex.load(store)) == 10 and len(list(store.list("clips/"))) == 10
     assert store.exists(lines[0]["keyframe"].removeprefix(cli_s3 + "/"))
     (record,) = store.list("sources/")

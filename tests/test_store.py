@@ -1,3 +1,6 @@
+import multiprocessing
+import threading
+
 import numpy as np
 import pytest
 
@@ -82,3 +85,87 @@ def test_open_store_rejects_unknown_scheme(tmp_path):
     assert isinstance(open_store(str(tmp_path)), LocalStore)
     with pytest.raises(StoreError, match="ftp://"):
         open_store("ftp://host/bucket")
+
+
+# ---------------------------------------------------------------- create: write-once
+
+
+def _leftovers(root) -> list:
+    return [path for path in root.rglob("*") if path.name.startswith(".tmp-")]
+
+
+def test_create_writes_once(tmp_path):
+    store = LocalStore(tmp_path)
+    assert store.create("locks/a.json", b"first") is True
+    assert store.create("locks/a.json", b"second") is False
+    assert store.create("locks/a.json", b"first") is False  # the same bytes again: still not this call's object
+    assert store.get("locks/a.json") == b"first" and list(store.list()) == ["locks/a.json"]
+    store.put("p.bin", b"put")
+    assert store.create("p.bin", b"other") is False and store.get("p.bin") == b"put"  # a put object counts too
+    store.delete("locks/a.json")
+    assert store.create("locks/a.json", b"again") is True and store.get("locks/a.json") == b"again"
+    assert store.create("empty.bin", b"") is True and store.get("empty.bin") == b""
+    assert not _leftovers(tmp_path)
+    with pytest.raises(StoreError, match="malformed"):
+        store.create("../escape", b"x")
+    assert not (tmp_path.parent / "escape").exists()
+
+
+def test_create_refuses_a_folder_of_that_name(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put("a/b.bin", b"x")
+    with pytest.raises(StoreError, match="folder"):
+        store.create("a", b"y")
+    assert not _leftovers(tmp_path)
+
+
+def test_racing_threads_create_exactly_once(tmp_path):
+    store, threads, rounds = LocalStore(tmp_path), 8, 25
+    barrier = threading.Barrier(threads)
+    results: dict[tuple[int, int], bool] = {}
+
+    def creator(writer: int) -> None:
+        for round_ in range(rounds):
+            barrier.wait()
+            results[round_, writer] = store.create(f"race/{round_}.bin", f"writer-{writer}".encode() * 1000)
+
+    workers = [threading.Thread(target=creator, args=(writer,)) for writer in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len(results) == threads * rounds
+    for round_ in range(rounds):
+        winners = [writer for writer in range(threads) if results[round_, writer]]
+        assert len(winners) == 1, f"round {round_}: winners {winners}"
+        assert store.get(f"race/{round_}.bin") == f"writer-{winners[0]}".encode() * 1000
+    assert not _leftovers(tmp_path)
+
+
+def _create_in_process(root: str, writer: int, rounds: int, barrier, results) -> None:
+    store = LocalStore(root)
+    for round_ in range(rounds):
+        barrier.wait(timeout=60)
+        results.put((round_, writer, store.create(f"race/{round_}.bin", f"process-{writer}".encode())))
+
+
+def test_racing_processes_create_exactly_once(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    processes, rounds = 4, 10
+    barrier, results = context.Barrier(processes), context.Queue()
+    workers = [
+        context.Process(target=_create_in_process, args=(str(tmp_path), writer, rounds, barrier, results))
+        for writer in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=120) for _ in range(processes * rounds)]
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    store = LocalStore(tmp_path)
+    for round_ in range(rounds):
+        winners = [writer for r, writer, won in outcomes if r == round_ and won]
+        assert len(winners) == 1, f"round {round_}: winners {winners}"
+        assert store.get(f"race/{round_}.bin") == f"process-{winners[0]}".encode()
+    assert not _leftovers(tmp_path)

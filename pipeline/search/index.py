@@ -1,208 +1,335 @@
-"""FAISS search index over clip embeddings, persisted in the object store, and merging of hits into events.
+"""The clip index: a segmented FAISS index in the object store, and merging of hits into events.
 
-Two inner-product indexes over unit vectors (so scores are cosines): SigLIP2 (text and image queries) and
-DINOv2 (image queries). Exact search up to `exact_max` clips, HNSW above; the choice is recorded in the
-manifest. A save writes a new version folder, then swaps `index/MANIFEST.json`, then drops old versions,
-so a reader always finds a complete index. The version is a hash of the content: saving the same content
-twice changes nothing.
+Two inner-product searches over unit vectors (so scores are cosines): SigLIP2 (text and image queries) and
+DINOv2 (image queries). Rows live in immutable segments (`pipeline.search.segments`); a manifest generation
+(`pipeline.search.manifest`) names the live ones. A save writes only what is new: the new rows as a small
+growing segment and the next manifest generation. Once the growing segments hold `index.seal_rows` rows (or
+there are more than `MAX_GROWING` of them) they are sealed into one segment with a FAISS index (exact up to `index.exact_max` rows, HNSW above); when more than
+`MAX_SEALED` sealed segments exist the smallest are compacted into one, dropping removed and replaced rows. A
+removed source is hidden at once: the manifest records the generation it was removed at. Two writers never
+lose each other's work: a save that loses the race for the next generation puts its changes on the newest
+one and tries again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
 
 import faiss
 import numpy as np
 
 from pipeline.config import IndexConfig
 from pipeline.records import ClipEmbedding, Event, ModelIds, SearchHit
+from pipeline.search.manifest import Manifest, SegmentEntry, collect, read_newest, try_commit
+from pipeline.search.segments import TOWERS, IndexRow, Segment, choose_kind
 from pipeline.storage.layout import INDEX, MANIFEST_KEY, index_version_prefix
 from pipeline.storage.store import ObjectStore, StoreError
+
+# Sealed segments beyond this many are compacted, the smallest first.
+MAX_SEALED = 8
+# Growing segments (one a save) beyond this many are sealed however few rows they hold: each costs a search
+# a matrix product and an open two reads.
+MAX_GROWING = 32
 
 
 class IndexMismatchError(RuntimeError):
     """The index was built with other models than the ones used to query or extend it."""
 
 
-@dataclass(frozen=True)
-class IndexRow:
-    source: str
-    source_id: str
-    start: float
-    end: float
-    keyframe_key: str
-
-
-def choose_kind(count: int, kind: str = "auto", exact_max: int = 50000) -> str:
-    if kind != "auto":
-        return kind
-    return "flat" if count <= exact_max else "hnsw"
-
-
-def _build(vectors: np.ndarray, kind: str, hnsw_m: int) -> faiss.Index:
-    dim = vectors.shape[1]
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
-        index.hnsw.efSearch = 128
-    else:
-        raise ValueError(f"unknown index kind {kind!r} (flat or hnsw)")
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
-
-
-def _vectors(index: faiss.Index | None) -> np.ndarray | None:
-    return None if index is None else index.reconstruct_n(0, index.ntotal)
-
-
-def _stack(old: np.ndarray | None, keep: list[int], new: list[np.ndarray]) -> np.ndarray | None:
-    parts = ([old[keep]] if old is not None and keep else []) + [vector[None] for vector in new]
-    return np.concatenate(parts).astype(np.float32) if parts else None
-
-
 class ClipIndex:
-    """Clip rows with their SigLIP2 and DINOv2 vectors, searchable by either."""
+    """Clip rows with their SigLIP2 and DINOv2 vectors, searchable by either.
+
+    The state is a committed manifest (the generation it was loaded from or last saved as) plus changes made
+    since: new growing segments and removed sources, which `save` commits."""
 
     def __init__(self, models: ModelIds | None = None, *, settings: IndexConfig | None = None):
         self.models = models
         self.settings = settings or IndexConfig()
-        self.rows: list[IndexRow] = []
-        self.kind = "flat"
-        self._siglip: faiss.Index | None = None
-        self._dinov2: faiss.Index | None = None
+        self.manifest = Manifest()
+        self.segments: dict[str, Segment] = {}  # committed and new, by id
+        self._new: list[Segment] = []  # not yet committed, oldest first
+        self._removed: set[str] = set()  # sources removed since the last commit
+        self._legacy: list[str] = []  # keys of a single-version index of earlier releases, dropped once saved
+        self._alive: dict[str, np.ndarray] = {}
+        self._owner: dict[tuple[str, float], tuple[str, int]] = {}  # (source_id, start) -> its live row
+        self._by_source: dict[str, set[tuple[str, float]]] = {}
+
+    # ------------------------------------------------------------------------------------------ visibility
+
+    def _ordered(self) -> list[tuple[Segment, int]]:
+        """Every segment with its data generation, oldest first; new ones count as the next generation."""
+        committed = [(self.segments[e.id], e.data_generation) for e in self.manifest.segments]
+        return committed + [(segment, self.manifest.generation + 1) for segment in self._new]
+
+    def _reindex(self) -> None:
+        """Which rows are alive, from scratch: not removed after their segment, not replaced by a newer row."""
+        self._alive, self._owner, self._by_source = {}, {}, {}
+        for segment, _ in self._ordered():
+            self._alive[segment.id] = np.zeros(len(segment), bool)
+        removed, committed = self.manifest.removed, self.manifest.generation
+        for segment, generation in self._ordered():
+            for row_number, row in enumerate(segment.rows):
+                if removed.get(row.source_id, -1) > generation:
+                    continue
+                if generation <= committed and row.source_id in self._removed:
+                    continue  # removed since the last commit
+                self._adopt(segment, row_number, row)
+
+    def _adopt(self, segment: Segment, row_number: int, row: IndexRow) -> None:
+        """Make a row alive, retiring the row of the same window it replaces."""
+        key = (row.source_id, row.start)
+        if key in self._owner:
+            old_segment, old_row = self._owner[key]
+            self._alive[old_segment][old_row] = False
+        self._owner[key] = (segment.id, row_number)
+        self._alive[segment.id][row_number] = True
+        self._by_source.setdefault(row.source_id, set()).add(key)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self._owner)
 
     @property
     def sources(self) -> set[str]:
-        return {row.source_id for row in self.rows}
+        return set(self._by_source)
+
+    @property
+    def rows(self) -> list[IndexRow]:
+        """The live rows in (source, start) order."""
+        return [self.segments[s].rows[r] for _, (s, r) in sorted(self._owner.items())]
 
     def check_models(self, models: ModelIds) -> None:
-        if self.models is not None and self.rows and self.models != models:
+        if self.models is not None and len(self) and self.models != models:
             raise IndexMismatchError(
                 f"the index was built with models {self.models.siglip} + {self.models.dinov2}; "
                 f"these are {models.siglip} + {models.dinov2}. Use the same --models, or index into another --store."
             )
 
-    def _rebuild(self, rows: list[IndexRow], siglip: np.ndarray | None, dinov2: np.ndarray | None) -> None:
-        s = self.settings
-        self.kind = choose_kind(len(rows), s.kind, s.exact_max)
-        self.rows = rows
-        self._siglip = None if siglip is None else _build(siglip, self.kind, s.hnsw_m)
-        self._dinov2 = None if dinov2 is None else _build(dinov2, self.kind, s.hnsw_m)
-
-    def replace_source(self, source_id: str, clips: Sequence[ClipEmbedding]) -> None:
-        """Drop every row of `source_id`, then add `clips`: re-indexing a source."""
-        if any(clip.source_id != source_id for clip in clips):
-            raise ValueError(f"clips of other sources given for {source_id}")
-        self._adopt_models(clips)
-        keep = [i for i, row in enumerate(self.rows) if row.source_id != source_id]
-        self._reorder(keep, clips)
+    # ------------------------------------------------------------------------------------------ changes
 
     def _adopt_models(self, clips: Sequence[ClipEmbedding]) -> None:
         for clip in clips:
             self.check_models(clip.models)
             self.models = clip.models
 
-    def _reorder(self, keep: list[int], clips: Sequence[ClipEmbedding]) -> None:
-        """Rebuild from the kept rows plus `clips`."""
-        rows = [self.rows[i] for i in keep] + [
-            IndexRow(c.source, c.source_id, c.start, c.end, c.keyframe_key) for c in clips
-        ]
-        siglip = _stack(_vectors(self._siglip), keep, [c.siglip for c in clips])
-        dinov2 = _stack(_vectors(self._dinov2), keep, [c.dinov2 for c in clips])
-        # Rows in (source, start) order whatever order sources arrive in: the same content is the same index.
-        order = sorted(range(len(rows)), key=lambda i: (rows[i].source_id, rows[i].start))
-        self._rebuild(
-            [rows[i] for i in order],
-            None if siglip is None else siglip[order],
-            None if dinov2 is None else dinov2[order],
-        )
-
     def upsert(self, clips: Sequence[ClipEmbedding]) -> None:
         """Add clips, replacing rows with the same source and start: live streams grow window by window."""
+        if not clips:
+            return
         self._adopt_models(clips)
-        fresh = {(c.source_id, c.start) for c in clips}
-        keep = [i for i, row in enumerate(self.rows) if (row.source_id, row.start) not in fresh]
-        self._reorder(keep, clips)
+        segment = Segment.from_clips(clips)
+        self._new.append(segment)
+        self.segments[segment.id] = segment
+        self._alive[segment.id] = np.zeros(len(segment), bool)
+        for row_number, row in enumerate(segment.rows):
+            self._adopt(segment, row_number, row)
 
     def remove_source(self, source_id: str) -> int:
-        before = len(self.rows)
-        self.replace_source(source_id, [])
-        return before - len(self.rows)
+        """Hide every row of a source at once (dropped physically at the next compaction); the rows hidden."""
+        keys = self._by_source.pop(source_id, set())
+        for key in keys:
+            segment_id, row_number = self._owner.pop(key)
+            self._alive[segment_id][row_number] = False
+        self._removed.add(source_id)
+        # New rows of the source made before its removal go with it: only committed rows need the record.
+        self._new = [self._without(segment, source_id) for segment in self._new]
+        return len(keys)
+
+    def _without(self, segment: Segment, source_id: str) -> Segment:
+        keep = [i for i, row in enumerate(segment.rows) if row.source_id != source_id]
+        if len(keep) == len(segment):
+            return segment
+        rows = [segment.rows[i] for i in keep]
+        vectors = {tower: segment.vectors[tower][keep] for tower in TOWERS}
+        trimmed = Segment(segment.id, rows, vectors)
+        self.segments[segment.id] = trimmed
+        alive = self._alive[segment.id][keep]
+        self._alive[segment.id] = alive
+        for new_number, row in enumerate(rows):
+            if alive[new_number]:
+                self._owner[(row.source_id, row.start)] = (segment.id, new_number)
+        return trimmed
+
+    def replace_source(self, source_id: str, clips: Sequence[ClipEmbedding]) -> None:
+        """Drop every row of `source_id`, then add `clips`: re-indexing a source."""
+        if any(clip.source_id != source_id for clip in clips):
+            raise ValueError(f"clips of other sources given for {source_id}")
+        self._adopt_models(clips)
+        self.remove_source(source_id)
+        self.upsert(clips)
+
+    # ------------------------------------------------------------------------------------------ search
 
     def search(
         self, *, siglip: np.ndarray | None = None, dinov2: np.ndarray | None = None, k: int = 10
     ) -> list[SearchHit]:
         """Rows nearest the query vectors; with both, the score is the mean of the two cosines."""
-        if not self.rows or (siglip is None and dinov2 is None):
+        queries = {tower: q for tower, q in (("siglip", siglip), ("dinov2", dinov2)) if q is not None}
+        if not len(self) or not queries:
             return []
-        k = min(k, len(self.rows))
-        queries = [(q, idx) for q, idx in ((siglip, self._siglip), (dinov2, self._dinov2)) if q is not None]
-        candidates: set[int] = set()
-        for query, index in queries:
-            _, ids = index.search(np.ascontiguousarray(query[None], dtype=np.float32), k)
-            candidates.update(int(i) for i in ids[0] if i >= 0)
-        scored = []
-        for i in candidates:
-            score = float(np.mean([float(index.reconstruct(i) @ query) for query, index in queries]))
-            row = self.rows[i]
-            scored.append(SearchHit(row.source, row.source_id, row.start, row.end, score, row.keyframe_key))
-        scored.sort(key=lambda hit: (-hit.score, hit.source_id, hit.start))
-        return scored[:k]
+        k = min(k, len(self))
+        candidates: set[tuple[str, int]] = set()
+        for segment, _ in self._ordered():
+            alive = self._alive[segment.id]
+            for tower, query in queries.items():
+                candidates.update((segment.id, row) for row in segment.nearest(tower, query, k, alive))
+        hits = []
+        for segment_id, row_number in candidates:
+            segment = self.segments[segment_id]
+            score = float(np.mean([float(segment.vectors[t][row_number] @ q) for t, q in queries.items()]))
+            row = segment.rows[row_number]
+            hits.append(SearchHit(row.source, row.source_id, row.start, row.end, score, row.keyframe_key))
+        hits.sort(key=lambda hit: (-hit.score, hit.source_id, hit.start))
+        return hits[:k]
 
-    def save(self, store: ObjectStore) -> str:
-        rows = json.dumps([asdict(row) for row in self.rows], sort_keys=True).encode()
-        digest = hashlib.sha256(rows + self.kind.encode())
-        for vectors in (_vectors(self._siglip), _vectors(self._dinov2)):
-            if vectors is not None:
-                digest.update(vectors.tobytes())
-        version = digest.hexdigest()[:16]
-        prefix = index_version_prefix(version)
-        if self._siglip is not None:
-            store.put(f"{prefix}/siglip.faiss", faiss.serialize_index(self._siglip).tobytes())
-            store.put(f"{prefix}/dinov2.faiss", faiss.serialize_index(self._dinov2).tobytes())
-        store.put(f"{prefix}/rows.json", rows)
-        store.put_json(
-            MANIFEST_KEY,
-            {
-                "version": version,
-                "kind": self.kind,
-                "count": len(self.rows),
-                "sources": len(self.sources),
-                "models": asdict(self.models) if self.models else None,
-            },
-        )
-        for key in store.list(INDEX):
-            if key != MANIFEST_KEY and not key.startswith(prefix + "/"):
+    # ------------------------------------------------------------------------------------------ persistence
+
+    def save(self, store: ObjectStore) -> int:
+        """Commit the changes since the last commit (new rows, removed sources), then seal and compact when
+        due; returns the committed generation. Nothing to commit writes nothing."""
+        new, removed = [segment for segment in self._new if len(segment)], self._removed
+        if new or removed or self._legacy:
+            for segment in new:
+                segment.write(store)
+            self._new, self._removed = [], set()  # from here on part of the commit
+
+            def with_changes(base: Manifest) -> Manifest:
+                """`base` with the new segments and removed sources, as the next generation."""
+                generation = base.generation + 1
+                entries = [SegmentEntry(s.id, s.kind, len(s), generation) for s in new]
+                gone = dict(base.removed) | {source_id: generation for source_id in removed}
+                return Manifest(generation, self.models or base.models, [*base.segments, *entries], gone)
+
+            self._commit(store, with_changes)
+            for key in self._legacy:
                 store.delete(key)
-        return version
+            self._legacy = []
+        self._seal(store)
+        self._compact(store)
+        collect(store)
+        return self.manifest.generation
+
+    def _commit(self, store: ObjectStore, change) -> bool:
+        """Commit `change(manifest)` on the newest generation, putting it on each newer one that another
+        writer committed first; False when `change` gives up (returns None)."""
+        base = self.manifest
+        while True:
+            manifest = change(base)
+            if manifest is None:
+                self._follow(store, base)
+                return False
+            if try_commit(store, manifest):
+                self._follow(store, manifest)
+                return True
+            base = read_newest(store) or Manifest()
+            if base.models is not None and self.models is not None and base.models != self.models:
+                raise IndexMismatchError(
+                    f"another writer built the index with models {base.models.siglip} + {base.models.dinov2}; "
+                    f"these are {self.models.siglip} + {self.models.dinov2}"
+                )
+
+    def _follow(self, store: ObjectStore, manifest: Manifest) -> None:
+        """Take `manifest` as the committed state (changes not yet committed stay on top)."""
+        named = {entry.id for entry in manifest.segments}
+        fresh = {segment.id for segment in self._new}
+        for entry in manifest.segments:
+            if entry.id not in self.segments or self.segments[entry.id].kind != entry.kind:
+                self.segments[entry.id] = Segment.read(store, entry.id, entry.kind)
+        self.segments = {i: s for i, s in self.segments.items() if i in named or i in fresh}
+        self.manifest = manifest
+        self.models = self.models or manifest.models
+        self._new = [segment for segment in self._new if segment.id not in named]
+        self._reindex()
+
+    def _alive_rows(self, entries: list[SegmentEntry]) -> tuple[list[IndexRow], dict[str, np.ndarray]]:
+        rows, parts = [], {tower: [] for tower in TOWERS}
+        for entry in entries:
+            segment, alive = self.segments[entry.id], self._alive[entry.id]
+            rows += [row for row, keep in zip(segment.rows, alive, strict=True) if keep]
+            for tower in TOWERS:
+                parts[tower].append(segment.vectors[tower][alive])
+        return rows, {tower: np.concatenate(parts[tower]).astype(np.float32) for tower in TOWERS}
+
+    def _merge(self, store: ObjectStore, entries: list[SegmentEntry]) -> None:
+        """Replace `entries` by one sealed segment of their live rows (none: by nothing), in one commit; given
+        up when another writer changed them meanwhile."""
+        rows, vectors = self._alive_rows(entries)
+        merged = None
+        if rows:
+            kind = choose_kind(len(rows), self.settings.kind, self.settings.exact_max)
+            merged = Segment.sealed_from(rows, vectors, kind, self.settings.hnsw_m)
+            merged.write(store)
+        inputs = {entry.id for entry in entries}
+        data_generation = max(entry.data_generation for entry in entries)
+
+        def replace(base: Manifest) -> Manifest | None:
+            if not inputs <= {entry.id for entry in base.segments}:
+                return None  # another writer merged them first
+            kept = [entry for entry in base.segments if entry.id not in inputs]
+            if merged is not None:
+                kept.append(SegmentEntry(merged.id, merged.kind, len(merged), data_generation))
+            # Rows of a sealed segment keep their data generation: a newer row still replaces them.
+            kept.sort(key=lambda entry: entry.data_generation)
+            return Manifest(base.generation + 1, base.models, kept, base.removed)
+
+        if merged is not None:
+            self.segments[merged.id] = merged
+        if not self._commit(store, replace) and merged is not None:
+            store.delete_prefix(merged.prefix)
+
+    def _seal(self, store: ObjectStore) -> None:
+        growing = [entry for entry in self.manifest.segments if entry.kind == "growing"]
+        if sum(entry.rows for entry in growing) >= self.settings.seal_rows or len(growing) > MAX_GROWING:
+            self._merge(store, growing)
+
+    def _compact(self, store: ObjectStore) -> None:
+        sealed = [entry for entry in self.manifest.segments if entry.kind != "growing"]
+        empty = [entry for entry in sealed if not self._alive[entry.id].any()]
+        if len(sealed) > MAX_SEALED:
+            smallest = sorted(sealed, key=lambda entry: int(self._alive[entry.id].sum()))
+            self._merge(store, smallest[: len(sealed) - MAX_SEALED + 1])
+        elif empty:
+            self._merge(store, empty)
+
+    @property
+    def kind(self) -> str:
+        """The kind of the largest segment ("growing" before the first seal)."""
+        entries = self.manifest.segments
+        return max(entries, key=lambda entry: entry.rows).kind if entries else "growing"
 
     @classmethod
     def load(cls, store: ObjectStore, settings: IndexConfig | None = None) -> ClipIndex:
-        """The current index in `store`, or an empty one when none was saved yet."""
+        """The newest committed index in `store` (an index of an earlier release is taken over at the next
+        save), or an empty one when none was saved yet."""
         index = cls(settings=settings)
-        if not store.exists(MANIFEST_KEY):
-            return index
+        manifest = read_newest(store)
+        if manifest is not None:
+            index._follow(store, manifest)
+        elif store.exists(MANIFEST_KEY):
+            index._take_over_legacy(store)
+        return index
+
+    def _take_over_legacy(self, store: ObjectStore) -> None:
+        """Read the single-version index of an earlier release as new rows: the next save commits them as a
+        segment and then deletes the old files."""
         manifest = store.get_json(MANIFEST_KEY)
         prefix = index_version_prefix(manifest["version"])
         try:
-            index.rows = [IndexRow(**row) for row in json.loads(store.get(f"{prefix}/rows.json"))]
-            if index.rows:
-                index._siglip = faiss.deserialize_index(np.frombuffer(store.get(f"{prefix}/siglip.faiss"), np.uint8))
-                index._dinov2 = faiss.deserialize_index(np.frombuffer(store.get(f"{prefix}/dinov2.faiss"), np.uint8))
+            rows = [IndexRow(**row) for row in json.loads(store.get(f"{prefix}/rows.json"))]
+            vectors = {}
+            if rows:
+                for tower in TOWERS:
+                    faiss_index = faiss.deserialize_index(np.frombuffer(store.get(f"{prefix}/{tower}.faiss"), np.uint8))
+                    vectors[tower] = faiss_index.reconstruct_n(0, faiss_index.ntotal)
         except StoreError as exc:
             raise StoreError(f"index version {manifest['version']} named by the manifest is incomplete: {exc}") from exc
-        index.kind = manifest["kind"]
-        index.models = ModelIds(**manifest["models"]) if manifest.get("models") else None
-        return index
+        self.models = ModelIds(**manifest["models"]) if manifest.get("models") else None
+        if rows:
+            segment = Segment(Segment.new_id(), rows, vectors)
+            self._new.append(segment)
+            self.segments[segment.id] = segment
+            self._reindex()
+        self._legacy = [key for key in store.list(INDEX) if key == MANIFEST_KEY or key.startswith(prefix + "/")]
 
 
 def merge_hits(hits: Iterable[SearchHit], *, merge_drop: float = 0.15, untrained: bool = False) -> list[Event]:

@@ -5,8 +5,10 @@ Keys are relative to the store root (an S3 store uses the same keys under its pr
     sources/{source_id}.json                          what was indexed: source, size and mtime, settings, clips
     clips/{source_id}/{start_ms:012d}.npz             one ClipEmbedding: SigLIP2 and DINOv2 vectors, metadata
     keyframes/{source_id}/{pts_ms:012d}.jpg           the representative frame of a clip window (or an alert's)
-    index/MANIFEST.json                               names the current index version
-    index/{version}/...                               FAISS files and row metadata of that version
+    index/generations/{generation:012d}.json          write-once index manifests: the newest names the live
+                                                      segments and the removed sources
+    index/segments/{segment_id}/                      rows.parquet, vectors.npz, sealed: {tower}.faiss
+    index/MANIFEST.json, index/{version}/             the single-version index of earlier releases (read once)
     summaries/{source_id}/                            summary.json, contact sheet, timeline, report.html
     summaries/{source_id}/frames.npz                  per-frame features kept by the first summary of a file
     summaries/{source_id}/keyframes/{pts_ms:012d}.jpg pictures a summary picked that no clip keyframe covers
@@ -72,7 +74,24 @@ def keyframe_key(sid: str, pts: float) -> str:
 
 
 def index_version_prefix(version: str) -> str:
+    """A single-version index of earlier releases (named by MANIFEST_KEY)."""
     return f"{INDEX}{version}"
+
+
+INDEX_GENERATIONS = f"{INDEX}generations/"
+
+
+def index_generation_key(generation: int) -> str:
+    return f"{INDEX_GENERATIONS}{generation:012d}.json"
+
+
+def index_generation_of(key: str) -> int:
+    """The generation an index manifest key names."""
+    return int(key.rsplit("/", 1)[-1].split(".", 1)[0])
+
+
+def index_segment_prefix(segment_id: str) -> str:
+    return f"{INDEX}segments/{segment_id}/"
 
 
 def summaries_prefix(sid: str) -> str:

@@ -2,7 +2,8 @@
 
 Every key comes from `pipeline.storage.layout` (the layout every store shares). Every write is a whole
 object put atomically (write then rename, or one S3 PUT), keyed deterministically: writing the same thing
-twice changes nothing.
+twice changes nothing. `create` is the write-once variant: it writes only if no object has the key, and
+exactly one of several racing creators wins.
 
 Stores: `LocalStore` (a folder) and `S3Store` (`s3://bucket/prefix` through the minio client, imported
 lazily); `open_store(url, s3=config.s3)` picks one.
@@ -48,6 +49,12 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def put(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Write `key` only if no object has that key: True when this call created it, False when it
+        existed already (whoever wrote it). Atomic against concurrent creators: exactly one of several
+        racing creates of one key returns True."""
 
     @abstractmethod
     def get(self, key: str) -> bytes: ...
@@ -106,6 +113,26 @@ class LocalStore(ObjectStore):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write-once `key`: the bytes go to a temp file in the target folder, then `os.link` gives it the
+        key's name, atomically, failing if that name exists (the O_EXCL a rename lacks). Readers never see
+        a partial object; the temp file is removed whatever happens."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                if path.is_dir() and not path.is_symlink():
+                    raise StoreError(f"cannot create {key!r} in store {self.url}: a folder has that name") from None
+                return False
+            return True
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def get(self, key: str) -> bytes:
         try:
@@ -384,16 +411,66 @@ class S3Store(ObjectStore):
             key,
         )
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Write-once `key`: one PutObject with `If-None-Match: *`, which the service refuses (HTTP 412
+        PreconditionFailed) when an object has the key, so exactly one of racing creates wins.
+
+        Contract: `data` must be unique to the caller (e.g. carry a random token). A create retried after
+        a lost response can get a 412 caused by its own earlier, successful attempt; then the object is read
+        back and the create counts as ours (True) when its bytes equal `data`. A 412 on the first attempt
+        is always False, whatever the bytes.
+        """
+        import mimetypes
+
+        from minio.error import InvalidResponseError, S3Error, ServerError
+
+        name = self._name(key)
+        headers = {"If-None-Match": "*", "Content-Type": mimetypes.guess_type(name)[0] or "application/octet-stream"}
+        self._ensure_bucket()
+        attempts = 0
+
+        def write(client) -> bool:
+            nonlocal attempts
+            attempts += 1
+            try:
+                # `_put_object` is a private method of minio 7.2 (one PutObject with exactly these headers):
+                # the public `put_object` would send If-None-Match as `x-amz-meta-if-none-match` user metadata.
+                client._put_object(self.bucket, name, data, headers=headers)
+            except S3Error as exc:  # how SeaweedFS and MinIO answer: an XML error, code PreconditionFailed
+                if exc.code == "PreconditionFailed" or getattr(exc.response, "status", None) == 412:
+                    return False
+                raise
+            except InvalidResponseError as exc:  # a 412 without an XML body
+                if getattr(exc, "_code", None) == 412:
+                    return False
+                raise
+            except ServerError as exc:
+                if exc.status_code == 412:
+                    return False
+                raise
+            return True
+
+        if self._call("create", write, key):
+            return True
+        if attempts == 1:
+            return False
+        # A 412 on a retry: the attempt whose answer was lost may have written the object; it did if the
+        # bytes are ours (the caller's data is unique to it). Gone again by now: not ours to claim.
+        return self._call("create check", lambda client: self._read(client, name), key, lambda code: None) == data
+
+    def _read(self, client, name: str) -> bytes:
+        response = client.get_object(self.bucket, name)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
     def get(self, key: str) -> bytes:
         name = self._name(key)
 
         def read(client) -> bytes:
-            response = client.get_object(self.bucket, name)
-            try:
-                return response.read()
-            finally:
-                response.close()
-                response.release_conn()
+            return self._read(client, name)
 
         def missing(code: str) -> bytes:
             raise StoreError(f"no object {key!r} in store {self.url}")

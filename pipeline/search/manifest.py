@@ -1,0 +1,98 @@
+"""Index manifests: write-once generations, so concurrent writers never lose each other's work.
+
+Generation g is the object `index/generations/{g:012d}.json`, created with the store's write-once `create`
+(S3 `If-None-Match: *`, a hard link locally): of two writers that both read generation g, exactly one
+creates g + 1; the other re-reads the newest generation, puts its own changes on top and tries g + 2. A
+reader takes the newest generation, which names only segments whose files were written before it, so it
+always sees a complete index. Old generations are collected in batches, each with the segments no newer
+generation still names; a segment no generation ever named (a writer that died before committing) is left
+alone, since a live writer's segments look the same until it commits.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+
+from pipeline.records import ModelIds
+from pipeline.storage.layout import INDEX_GENERATIONS, index_generation_key, index_generation_of, index_segment_prefix
+from pipeline.storage.store import ObjectStore
+
+# Generations kept after a collection; a collection runs once twice as many exist.
+KEEP_GENERATIONS = 16
+
+
+@dataclass(frozen=True)
+class SegmentEntry:
+    """A live segment as the manifest names it. Its rows count from `data_generation` on: a source removed
+    at a later generation hides them, and a row of the same window in a newer segment replaces them."""
+
+    id: str
+    kind: str  # "growing", or the sealed FAISS kind
+    rows: int
+    data_generation: int
+
+
+@dataclass
+class Manifest:
+    generation: int = 0
+    models: ModelIds | None = None
+    segments: list[SegmentEntry] = field(default_factory=list)
+    removed: dict[str, int] = field(default_factory=dict)  # source_id -> generation it was removed at
+
+    def to_json(self) -> bytes:
+        body = {
+            "generation": self.generation,
+            "models": asdict(self.models) if self.models else None,
+            "segments": [asdict(entry) for entry in self.segments],
+            "removed": self.removed,
+            # Distinguishes this writer's commit from another with the same content (see ObjectStore.create).
+            "writer": uuid.uuid4().hex,
+        }
+        return json.dumps(body, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        body = json.loads(data)
+        models = ModelIds(**body["models"]) if body.get("models") else None
+        segments = [SegmentEntry(**entry) for entry in body["segments"]]
+        return cls(body["generation"], models, segments, {k: int(v) for k, v in body["removed"].items()})
+
+
+def generation_keys(store: ObjectStore) -> list[str]:
+    return [key for key in store.list(INDEX_GENERATIONS) if key.endswith(".json")]
+
+
+def read_newest(store: ObjectStore) -> Manifest | None:
+    keys = generation_keys(store)
+    return Manifest.from_json(store.get(keys[-1])) if keys else None
+
+
+def try_commit(store: ObjectStore, manifest: Manifest) -> bool:
+    """Create `manifest` as its generation: False when another writer created that generation first."""
+    key = index_generation_key(manifest.generation)
+    if not store.create(key, manifest.to_json()):
+        return False
+    # A writer whose base generation was collected long ago could create a number below the newest: such a
+    # commit would never be read, so it counts as lost (its changes are put on the newest and tried again).
+    newest = generation_keys(store)[-1]
+    if index_generation_of(newest) != manifest.generation:
+        store.delete(key)
+        return False
+    return True
+
+
+def collect(store: ObjectStore) -> None:
+    """Delete the oldest generations, beyond KEEP_GENERATIONS, and the segments only they name."""
+    keys = generation_keys(store)
+    if len(keys) < 2 * KEEP_GENERATIONS:
+        return
+    old, kept = keys[:-KEEP_GENERATIONS], keys[-KEEP_GENERATIONS:]
+    named = {entry.id for key in kept for entry in Manifest.from_json(store.get(key)).segments}
+    for key in old:
+        for entry in Manifest.from_json(store.get(key)).segments:
+            if entry.id not in named:
+                store.delete_prefix(index_segment_prefix(entry.id))
+                named.add(entry.id)  # deleted once, though several old generations name it
+        store.delete(key)
