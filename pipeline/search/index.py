@@ -4,9 +4,10 @@ Two inner-product searches over unit vectors (so scores are cosines): SigLIP2 (t
 DINOv2 (image queries). Rows live in immutable segments (`pipeline.search.segments`); a manifest generation
 (`pipeline.search.manifest`) names the live ones. A save writes only what is new: the new rows as a small
 growing segment and the next manifest generation. Once the growing segments hold `index.seal_rows` rows (or
-there are more than `MAX_GROWING` of them) they are sealed into one segment with a FAISS index (exact up to `index.exact_max` rows, HNSW above); when more than
-`MAX_SEALED` sealed segments exist the smallest are compacted into one, dropping removed and replaced rows. A
-removed source is hidden at once: the manifest records the generation it was removed at. Two writers never
+there are more than `MAX_GROWING` of them) they are sealed into one segment with a FAISS index (exact up to
+`index.exact_max` rows, HNSW above); when more than `MAX_SEALED` sealed segments exist the smallest are
+compacted into one, dropping removed and replaced rows. Sealing and compaction run at the end of a save, in
+the writer's process. A removed source is hidden at once: the manifest records the generation it was removed at. Two writers never
 lose each other's work: a save that loses the race for the next generation puts its changes on the newest
 one and tries again.
 """
