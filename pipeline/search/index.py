@@ -7,9 +7,9 @@ growing segment and the next manifest generation. Once the growing segments hold
 there are more than `MAX_GROWING` of them) they are sealed into one segment with a FAISS index (exact up to
 `index.exact_max` rows, HNSW above); when more than `MAX_SEALED` sealed segments exist the smallest are
 compacted into one, dropping removed and replaced rows. Sealing and compaction run at the end of a save, in
-the writer's process. A removed source is hidden at once: the manifest records the generation it was removed at. Two writers never
-lose each other's work: a save that loses the race for the next generation puts its changes on the newest
-one and tries again.
+the writer's process. A removed source is hidden at once: the manifest records the generation it was
+removed at. Two writers never lose each other's work: a save that loses the race for the next generation
+puts its changes on the newest one and tries again.
 """
 
 from __future__ import annotations
