@@ -21,7 +21,7 @@ from pipeline.models import Encoders, load_encoders
 from pipeline.records import ClipEmbedding, FrameBatch, ModelIds
 from pipeline.search.embed import Batches, clip_embeddings, extract_features, sampled_batches
 from pipeline.search.index import ClipIndex
-from pipeline.storage.layout import SOURCES, clip_key, clips_prefix, keyframes_prefix, source_id, source_key
+from pipeline.storage.layout import SOURCES, clip_key, clips_prefix, file_source_id, keyframes_prefix, source_key
 from pipeline.storage.store import ObjectStore, read_clip, write_clip, write_keyframe
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
@@ -64,7 +64,8 @@ def _source_record(
     stat = path.stat()
     return {
         "source": str(path),
-        "source_id": source_id(str(path)),
+        "source_id": file_source_id(path),
+        "kind": "file",
         "size": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
         "duration": duration,
@@ -76,7 +77,7 @@ def _source_record(
 
 def is_unchanged(store: ObjectStore, index: ClipIndex, path: Path, config: VigilConfig, models: ModelIds) -> bool:
     """True when this file, with these settings and models, is already in the store and the index."""
-    sid = source_id(str(path))
+    sid = file_source_id(path)
     if sid not in index.sources or not store.exists(source_key(sid)):
         return False
     record = store.get_json(source_key(sid))
@@ -100,7 +101,7 @@ def index_file(
     on_progress: Callable[[float], None] = lambda seconds: None,
 ) -> list[ClipEmbedding]:
     """Pool one file's extracted frames into clips and write them; on failure remove its partial outputs."""
-    sid = source_id(str(path))
+    sid = file_source_id(path)
     clips: list[ClipEmbedding] = []
 
     try:
@@ -212,7 +213,7 @@ def index_paths(
 
     def settle(path: Path, outcome: Callable[[], list[ClipEmbedding]]) -> None:
         """Fold one file's result into the index (main thread only: the index is not thread-safe)."""
-        sid = source_id(str(path))
+        sid = file_source_id(path)
         try:
             clips = outcome()
         except VideoDecodeError as exc:

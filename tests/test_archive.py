@@ -158,3 +158,34 @@ def test_a_source_that_turns_corrupt_leaves_store_and_index_consistent(
     assert index.sources == stored == {key.split("/")[1].removesuffix(".json") for key in store.list("sources/")}
     for row in index.rows:
         assert store.exists(row.keyframe_key)
+
+
+def test_a_camera_named_like_a_file_never_touches_its_objects(tmp_path, scene_video, config, tiny_encoders):
+    """Cameras and files are separate namespaces: a camera whose id is an indexed file's path gets its own
+    clips, keyframes, record and index rows, and the file stays indexed and unchanged."""
+    from pipeline.live.analyzer import StreamAnalyzer
+    from pipeline.live.match import Matcher
+    from pipeline.live.sink import Sink
+    from pipeline.records import FrameBatch
+    from pipeline.search.embed import extract_features
+
+    path, _ = scene_video
+    store = LocalStore(tmp_path)
+    index_paths([path], config, store, progress=False, encoders=tiny_encoders)
+    file_objects, _ = _snapshot(store)
+    camera = str(path.resolve())  # `vigil monitor --source ... --camera PATH`, or a Kafka key equal to it
+    frames = [f for f in decode_frames(path, fps=1, short_side=64, source=camera, camera=camera)][:6]
+    analyzer = StreamAnalyzer(Matcher(tiny_encoders.ids), window=2.0, models=tiny_encoders.ids)
+    sink = Sink(store, ClipIndex.load(store), None)
+    sink.write(analyzer.process(extract_features(FrameBatch(frames), tiny_encoders)))
+    sink.write(analyzer.flush())
+    sink.checkpoint("monitor", {})
+    objects, rows = _snapshot(store)
+    assert {key: objects[key] for key in file_objects} == file_objects  # nothing of the file's was rewritten
+    camera_keys = set(objects) - set(file_objects)
+    assert len([k for k in camera_keys if k.startswith("clips/")]) == 3  # the camera's own windows
+    (record_key,) = [k for k in camera_keys if k.startswith("sources/")]
+    assert store.get_json(record_key)["kind"] == "camera"  # the record its rows can be rebuilt from
+    assert len({row.source_id for row in rows}) == 2 and len(rows) == 10 + 3
+    again = index_paths([path], config, store, progress=False, encoders=tiny_encoders)
+    assert again.unchanged == [camera] and len(ClipIndex.load(store)) == 13

@@ -19,7 +19,7 @@ from pipeline.live.queries import save_query
 from pipeline.live.sink import alert_records
 from pipeline.media.decode import decode_frames
 from pipeline.search.index import ClipIndex
-from pipeline.storage.layout import monitor_checkpoint_key, source_id, summary_prefix
+from pipeline.storage.layout import camera_source_id, monitor_checkpoint_key, summary_prefix
 from pipeline.storage.store import LocalStore
 from pipeline.summaries import validate_summary
 
@@ -116,13 +116,13 @@ def test_rolling_summaries_cover_each_period_once(tmp_path, ray_local, scene_vid
     first = run_monitor(config)
     assert first.frames == 40 and first.summaries == 2
     for start, end in ((0, 10), (10, 20)):  # the second period ends with the file: summarized when it ends
-        summary = store.get_json(f"{summary_prefix(source_id('door'), start, end)}/summary.json")
+        summary = store.get_json(f"{summary_prefix(camera_source_id('door'), start, end)}/summary.json")
         validate_summary(summary)
         assert summary["source"]["kind"] == "camera" and summary["features"]["kind"] == "clips"
         assert (summary["range"]["start"], summary["range"]["end"]) == (start, end)
     written = {key: (tmp_path / key).stat().st_mtime_ns for key in store.list("summaries/")}
     assert {key.split("/")[2] for key in written if "/range-" in key} == {
-        summary_prefix(source_id("door"), start, end).split("/")[2] for start, end in ((0, 10), (10, 20))
+        summary_prefix(camera_source_id("door"), start, end).split("/")[2] for start, end in ((0, 10), (10, 20))
     }
 
     second = run_monitor(config)  # a replay of the whole file: every period is already summarized

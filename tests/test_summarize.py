@@ -20,7 +20,7 @@ from pipeline.media.decode import VideoDecodeError
 from pipeline.media.synthetic import Scene, write_corrupt_video, write_scene_video
 from pipeline.models import Captioner, CaptionerUnavailableError, TransformersCaptioner
 from pipeline.records import ClipEmbedding, ModelIds
-from pipeline.storage.layout import source_id, summary_frames_key
+from pipeline.storage.layout import camera_source_id, source_id, summary_frames_key
 from pipeline.storage.store import LocalStore, read_clip, write_clip
 from pipeline.summaries import (
     FeatureTrack,
@@ -233,7 +233,7 @@ def test_indexed_sources_and_cameras_are_summarized_from_their_clips(
     sid = source_id(str(video.resolve()))
     for key in store.list(f"clips/{sid}/"):
         clip = read_clip(store, key)
-        camera_sid = source_id("gate-1")
+        camera_sid = camera_source_id("gate-1")
         clip.source, clip.source_id = "gate-1", camera_sid
         old_key = clip.keyframe_key
         clip.keyframe_key = old_key.replace(sid, camera_sid)
@@ -253,12 +253,14 @@ def test_indexed_sources_and_cameras_are_summarized_from_their_clips(
         "keyframe_key": "keyframes/x/000000010000.jpg",
         "untrained": True,
     }
-    store.put_json(f"alerts/{source_id('gate-1')}/f00d.json", stored_alert)  # as the live monitor's sink writes it
+    store.put_json(
+        f"alerts/{camera_source_id('gate-1')}/f00d.json", stored_alert
+    )  # as the live monitor's sink writes it
     rolling = summarize_stored(
         store, "gate-1", start=4.0, end=16.0, events=[EVENTS[0]], text_encoder=tiny_encoders.siglip
     )
     summary = rolling.summary
-    assert summary["source"] == {"source": "gate-1", "source_id": source_id("gate-1"), "kind": "camera"}
+    assert summary["source"] == {"source": "gate-1", "source_id": camera_source_id("gate-1"), "kind": "camera"}
     assert summary["range"]["start"] == 4.0 and summary["range"]["end"] == 16.0
     assert "1 alert 'person at the gate'" in summary["text"] and guard.calls == 0
     assert "1 alert 'a van at the gate'" in summary["text"]
@@ -277,7 +279,7 @@ def test_indexed_sources_and_cameras_are_summarized_from_their_clips(
 
 def test_rolling_summaries_wait_for_stored_windows_and_never_repeat(tmp_path, tiny_encoders):
     store = LocalStore(tmp_path)
-    sid = source_id("gate")
+    sid = camera_source_id("gate")
     siglip, dinov2 = tiny_encoders.embed_images(np.zeros((1, 64, 64, 3), np.uint8))
     rng = np.random.default_rng(0)
     for start in (0, 2, 4, 12, 14):  # 2 s windows as the monitor stores them; the camera was off 6-12 s

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from jobs.commands.common import UsageError, add_common_options, config_from, load_index
-from pipeline.storage.layout import source_id, source_key, source_prefixes
+from pipeline.storage.layout import file_source_id, source_key, source_prefixes
 from pipeline.storage.store import open_configured_store
 
 
@@ -22,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     store = open_configured_store(config)
     index = load_index(config, store)
     for source in args.sources:
-        sid = source if source in index.sources else source_id(str(Path(source).resolve()))
+        sid = source if source in index.sources else file_source_id(source)
         if sid not in index.sources and not store.exists(source_key(sid)):
             raise UsageError(f"{source} is not in the store {store.url}")
         removed = index.remove_source(sid)

@@ -16,7 +16,7 @@ import re
 
 from jobs.commands.common import UsageError, add_common_options, config_from
 from pipeline.models import TransformersCaptioner
-from pipeline.storage.layout import clips_prefix, source_id, summary_frames_key
+from pipeline.storage.layout import camera_source_id, clips_prefix, summary_frames_key
 from pipeline.storage.store import open_configured_store
 from pipeline.summaries import (
     SummaryOptions,
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         explicit = args.models is not None or config.models != "default"
         result = summarize_file(args.path, config, store, models_explicit=explicit, **common)
     else:
-        sid = source_id(args.camera)
+        sid = camera_source_id(args.camera)
         if not any(True for _ in store.list(clips_prefix(sid))) and not store.exists(summary_frames_key(sid)):
             raise UsageError(
                 f"summaries of live cameras are not available until live monitoring lands: the store {store.url} "

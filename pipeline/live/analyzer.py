@@ -25,7 +25,7 @@ from pipeline.records import (
 )
 from pipeline.search.embed import ClipWindow, ClipWindower, FeatureCarry
 from pipeline.storage.codecs import decode_image, encode_jpeg
-from pipeline.storage.layout import keyframe_key, source_id
+from pipeline.storage.layout import camera_source_id, keyframe_key
 
 STATE_VERSION = 1
 
@@ -63,7 +63,8 @@ class StreamAnalyzer:
 
     def _windower(self, camera: str) -> ClipWindower:
         if camera not in self._windowers:
-            self._windowers[camera] = ClipWindower(window=self.window, source_id=source_id(camera), models=self.models)
+            sid = camera_source_id(camera)
+            self._windowers[camera] = ClipWindower(window=self.window, source_id=sid, models=self.models)
         return self._windowers[camera]
 
     def process(self, batch: FrameBatch) -> StreamOutput:
@@ -79,7 +80,7 @@ class StreamAnalyzer:
             out.clips += self._windower(camera).push(frame, feats)
             out.alerts += self.matcher.process(feats, image=frame.image)
             if self.matcher.is_peak(camera, frame.pts):
-                out.thumbnails.append((keyframe_key(source_id(camera), frame.pts), frame.image))
+                out.thumbnails.append((keyframe_key(camera_source_id(camera), frame.pts), frame.image))
         return out
 
     def sync_queries(self, stored: list[tuple[StandingQuery, np.ndarray | None]]) -> StreamOutput:

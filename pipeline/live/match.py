@@ -85,8 +85,8 @@ from pydantic import (
 
 from pipeline.config import MatchConfig
 from pipeline.records import Alert, FrameFeatures, ModelIds
+from pipeline.storage.layout import camera_source_id
 from pipeline.storage.layout import keyframe_key as default_keyframe_key
-from pipeline.storage.layout import source_id
 
 log = logging.getLogger(__name__)
 
@@ -582,7 +582,7 @@ class Matcher:
         """Feed one frame of one camera (pts order per camera). Returns the alerts it caused.
 
         `keyframe_key`: the store key of this frame's keyframe/thumbnail (default: the store layout's
-        `keyframes/{source_id(camera)}/{pts_ms}.jpg`). `image`: the frame's pixels, kept only while the
+        `keyframes/{camera_source_id(camera)}/{pts_ms}.jpg`). `image`: the frame's pixels, kept only while the
         frame is the peak of an unconfirmed event and only when a verifier is set."""
         camera = str(features.source)
         pts = float(features.pts)
@@ -594,7 +594,7 @@ class Matcher:
                 self.ignored += 1
                 return []
             self._last_pts[camera] = pts
-            key = keyframe_key or default_keyframe_key(source_id(camera), pts)
+            key = keyframe_key or default_keyframe_key(camera_source_id(camera), pts)
             alerts: list[Alert] = []
             for qid, x in self._stage1(features, camera).items():
                 query = self._queries[qid].query

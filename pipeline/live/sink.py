@@ -14,7 +14,14 @@ from collections.abc import Callable
 from pipeline.live.analyzer import StreamOutput
 from pipeline.records import Alert, ClipEmbedding
 from pipeline.search.index import ClipIndex
-from pipeline.storage.layout import ALERTS, alert_key, monitor_checkpoint_key, source_id
+from pipeline.storage.layout import (
+    ALERTS,
+    alert_key,
+    camera_record,
+    camera_source_id,
+    monitor_checkpoint_key,
+    source_key,
+)
 from pipeline.storage.store import ObjectStore, write_clip, write_keyframe
 
 
@@ -46,17 +53,21 @@ class Sink:
         self.index = index
         self.publish = publish
         self._unindexed: list[ClipEmbedding] = []
+        self._recorded: set[str] = set()  # cameras whose source record is in the store
         self.published = 0
 
     def write(self, out: StreamOutput) -> None:
         for key, image in out.thumbnails:
             write_keyframe(self.store, key, image)
         for clip, keyframe in out.clips:
+            if clip.source not in self._recorded:  # the record from which the camera's rows can be rebuilt
+                self.store.put_json(source_key(clip.source_id), camera_record(clip.source))
+                self._recorded.add(clip.source)
             write_keyframe(self.store, clip.keyframe_key, keyframe.image)
             write_clip(self.store, clip)
             self._unindexed.append(clip)
         for alert in out.alerts:
-            key, body = alert_key(source_id(alert.camera), alert.id), alert.to_json()
+            key, body = alert_key(camera_source_id(alert.camera), alert.id), alert.to_json()
             if self.store.exists(key) and self.store.get_json(key) == body:
                 continue  # a replay of an alert already published and stored
             if self.publish is not None:

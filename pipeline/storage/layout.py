@@ -18,8 +18,9 @@ Keys are relative to the store root (an S3 store uses the same keys under its pr
     queries/{query_id}.json, queries/{query_id}.jpg   standing queries and their example images
     monitor/{name_source_id}/checkpoint.json          a monitor's analyzer state and the offsets it covers
 
-`source_id` is a path-safe slug plus a hash of the source (a path or a camera id), so user input never
-becomes a raw key.
+`source_id` is a path-safe slug plus a hash of the source, so user input never becomes a raw key. Files and
+live cameras are separate namespaces: a file's id hashes its absolute path (`file_source_id`), a camera's
+hashes "camera:" and its id (`camera_source_id`), so a camera named like a file never shares its objects.
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ def source_id(source: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:40] or "source"
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     return f"{slug}-{digest}"
+
+
+def file_source_id(path: str) -> str:
+    """A file's id, from its absolute path."""
+    return source_id(str(Path(path).expanduser().resolve()))
+
+
+def camera_source_id(camera: str) -> str:
+    """A live camera's id: never equal to a file's (an absolute path never starts with "camera:")."""
+    return source_id(f"camera:{camera}")
 
 
 def ms(seconds: float) -> int:
@@ -144,6 +155,11 @@ def summary_keyframe_key(sid: str, pts: float) -> str:
 
 def vocabulary_key(digest: str) -> str:
     return f"summaries/_vocabulary/{digest}.npz"
+
+
+def camera_record(camera: str) -> dict:
+    """What `sources/{camera_source_id}.json` holds: the camera's clips are rebuilt from its clips/ folder."""
+    return {"source": camera, "source_id": camera_source_id(camera), "kind": "camera"}
 
 
 def alerts_prefix(sid: str) -> str:

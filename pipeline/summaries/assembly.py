@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.storage.layout import source_id, summary_file_keys
+from pipeline.storage.layout import camera_source_id, file_source_id, summary_file_keys
 from pipeline.storage.store import ObjectStore
 from pipeline.summaries import render
 from pipeline.summaries.concepts import TEMPLATE, Concept, load_vocabulary
@@ -454,7 +454,7 @@ def summarize_file(
     if path.stat().st_size == 0:
         raise SummarizeError(f"{path} is empty (0 bytes): nothing to summarize")
     path = path.resolve()
-    sid = source_id(str(path))
+    sid = file_source_id(path)
     if encoders is not None:
         wanted = (encoders.ids.siglip, encoders.ids.dinov2)
     elif models_explicit:
@@ -519,9 +519,9 @@ def summarize_stored(
     alerts for the source join the given `events`. This is what the rolling summarizer actor of the live
     monitor calls for each camera and period."""
     candidates = [source] if _SOURCE_ID.match(source) else []
-    candidates.append(source_id(source))
+    candidates.append(camera_source_id(source))
     if Path(source).expanduser().exists():
-        candidates.append(source_id(str(Path(source).expanduser().resolve())))
+        candidates.append(file_source_id(source))
     track = None
     for sid in dict.fromkeys(candidates):
         track = stored_track(store, sid, shots_from=shots_from, start=start, end=end)

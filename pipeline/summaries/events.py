@@ -72,7 +72,7 @@ class TimelineEvent:
 
 
 def alert_events(store: ObjectStore, sid: str) -> list[TimelineEvent]:
-    """The live monitor's alerts for a camera (`alerts/{source_id(camera)}/{alert_id}.json`, Alert.to_json)
+    """The live monitor's alerts for a camera (`alerts/{camera_source_id(camera)}/{alert_id}.json`, Alert.to_json)
     as timeline events; an unreadable one is skipped rather than failing the summary."""
     events = []
     for key in store.list(alerts_prefix(sid)):

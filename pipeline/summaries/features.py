@@ -32,7 +32,14 @@ from pipeline.media.sampling import sampled_frames
 from pipeline.records import ModelIds
 from pipeline.search.embed import FeatureCarry, extract_features, model_batches
 from pipeline.storage.codecs import decode_npz, encode_npz
-from pipeline.storage.layout import clip_start_ms, clips_prefix, ms, source_id, source_key, summary_frames_key
+from pipeline.storage.layout import (
+    clip_start_ms,
+    clips_prefix,
+    file_source_id,
+    ms,
+    source_key,
+    summary_frames_key,
+)
 from pipeline.storage.store import ObjectStore, read_clip
 from pipeline.summaries.errors import SummarizeError
 
@@ -168,7 +175,7 @@ def read_clip_track(
         models=clips[0].models,
         image_times=np.array([c.keyframe_pts for c in clips], dtype=np.float64),
         image_keys=[c.keyframe_key for c in clips],
-        source_kind="file" if record else "camera",
+        source_kind=record.get("kind", "file") if record else "camera",  # older file records have no kind
         meta={"record": record},
     )
 
@@ -207,7 +214,7 @@ def extract_frame_track(
     meta = {"file": _file_identity(path), "settings": config.decode.sampling()}
     return FeatureTrack(
         source=str(path),
-        source_id=source_id(str(path)),
+        source_id=file_source_id(path),
         kind="frames",
         times=stamp,
         siglip=unit_rows(np.concatenate(siglip_parts)),

@@ -6,7 +6,7 @@ import logging
 import math
 from collections.abc import Mapping
 
-from pipeline.storage.layout import source_id, summary_prefix, summary_range_start_ms, summary_ranges_prefix
+from pipeline.storage.layout import camera_source_id, summary_prefix, summary_range_start_ms, summary_ranges_prefix
 from pipeline.storage.store import ObjectStore
 from pipeline.summaries.assembly import SummaryResult, summarize_stored
 from pipeline.summaries.errors import NotEnoughFootage
@@ -37,12 +37,12 @@ class RollingSummaries:
         self._next_period: dict[str, int] = {}  # camera -> its first period not settled yet
 
     def period_prefix(self, camera: str, period: int) -> str:
-        return summary_prefix(source_id(camera), period * self.every, (period + 1) * self.every)
+        return summary_prefix(camera_source_id(camera), period * self.every, (period + 1) * self.every)
 
     def _first_unsettled(self, camera: str) -> int:
         if camera not in self._next_period:
             latest = -1
-            for key in self.store.list(summary_ranges_prefix(source_id(camera))):
+            for key in self.store.list(summary_ranges_prefix(camera_source_id(camera))):
                 if not key.endswith("/summary.json"):
                     continue
                 prefix = key.rsplit("/", 1)[0]
