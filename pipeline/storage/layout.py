@@ -2,7 +2,7 @@
 
 Keys are relative to the store root (an S3 store uses the same keys under its prefix):
 
-    sources/{source_id}.json                          what was indexed: source, size and mtime, settings, clips
+    sources/{source_id}.json                          a file's record (size, mtime, settings, clips) or a camera's
     clips/{source_id}/{start_ms:012d}.npz             one ClipEmbedding: SigLIP2 and DINOv2 vectors, metadata
     keyframes/{source_id}/{pts_ms:012d}.jpg           the representative frame of a clip window (or an alert's)
     index/generations/{generation:012d}.json          write-once index manifests: the newest names the live
