@@ -100,30 +100,46 @@ def index_file(
     duration: float,
     on_progress: Callable[[float], None] = lambda seconds: None,
 ) -> list[ClipEmbedding]:
-    """Pool one file's extracted frames into clips and write them; on failure remove its partial outputs."""
+    """Pool one file's extracted frames into clips and write them beside the version the index and the source
+    record name (`switch_source` makes the new one current). A key both versions use is rewritten in place
+    (with the same bytes when the settings are the same: indexing is deterministic), so every object the old
+    version's index rows name stays readable. On failure, or an interruption, the keys only this run wrote
+    are removed and the old version stays complete."""
     sid = file_source_id(path)
+    before = _source_objects(store, sid)
+    written: set[str] = set()
     clips: list[ClipEmbedding] = []
-
     try:
         for clip, keyframe in clip_embeddings(extracted, window=config.embed.window, source_id=sid, models=models):
             write_keyframe(store, clip.keyframe_key, keyframe.image)
-            write_clip(store, clip)
+            written.add(clip.keyframe_key)
+            written.add(write_clip(store, clip))
             clips.append(clip)
             on_progress(min(clip.end, duration))
         if not clips:
             raise VideoDecodeError(str(path), 0.0, "no frames could be decoded")
-        # A re-index with other settings may leave windows the new run no longer produces.
-        current = {clip_key(sid, c.start) for c in clips} | {c.keyframe_key for c in clips}
-        for prefix in (clips_prefix(sid), keyframes_prefix(sid)):
-            for stale in set(store.list(prefix)) - current:
-                store.delete(stale)
-        store.put_json(source_key(sid), _source_record(path, config, models, duration, clips))
     except BaseException:
-        for prefix in (clips_prefix(sid), keyframes_prefix(sid)):
-            store.delete_prefix(prefix)
-        store.delete(source_key(sid))
+        for key in written - before:
+            store.delete(key)
         raise
     return clips
+
+
+def _source_objects(store: ObjectStore, sid: str) -> set[str]:
+    return set(store.list(clips_prefix(sid))) | set(store.list(keyframes_prefix(sid)))
+
+
+def switch_source(store: ObjectStore, index: ClipIndex, path: Path, clips: list[ClipEmbedding], record: dict) -> None:
+    """Make a file's new clips current: the index first (one commit), then its record, then drop the windows
+    of the old version the new one does not have. An interruption between any two steps leaves a version that
+    is searchable and complete; a record older than the index makes the next run index the file again."""
+    sid = file_source_id(path)
+    index.replace_source(sid, clips)
+    index.save(store)
+    store.put_json(source_key(sid), record)
+    current = {clip_key(sid, c.start) for c in clips} | {c.keyframe_key for c in clips}
+    for stale in _source_objects(store, sid) - current:
+        store.delete(stale)
 
 
 def _extract_locally(batches: Batches, encoders: Encoders) -> Extracted:
@@ -212,16 +228,14 @@ def index_paths(
         )
 
     def settle(path: Path, outcome: Callable[[], list[ClipEmbedding]]) -> None:
-        """Fold one file's result into the index (main thread only: the index is not thread-safe)."""
-        sid = file_source_id(path)
+        """Make one file's result current (main thread only: the index is not thread-safe); a file that
+        fails keeps the version indexed before, if any."""
         try:
             clips = outcome()
         except VideoDecodeError as exc:
             report.failed.append((str(path), str(exc)))
-            if sid in index.sources:  # its stored outputs were removed with the failure
-                index.remove_source(sid)
             return
-        index.replace_source(sid, clips)
+        switch_source(store, index, path, clips, _source_record(path, config, models, durations[path], clips))
         report.indexed.append(str(path))
         report.clips += len(clips)
         report.video_seconds += durations[path]

@@ -189,3 +189,44 @@ def test_a_camera_named_like_a_file_never_touches_its_objects(tmp_path, scene_vi
     assert len({row.source_id for row in rows}) == 2 and len(rows) == 10 + 3
     again = index_paths([path], config, store, progress=False, encoders=tiny_encoders)
     assert again.unchanged == [camera] and len(ClipIndex.load(store)) == 13
+
+
+@pytest.mark.parametrize("change", ["force", "wider windows"])
+def test_an_interrupted_reindex_leaves_the_old_version_searchable_and_complete(
+    tmp_path, scene_video, config, tiny_encoders, monkeypatch, change
+):
+    """Ctrl-C in the middle of `vigil index --force` (or of a re-index with other settings): the index, the
+    source record and every object the index names are those of the old version."""
+    import jobs.archive
+
+    path, _ = scene_video
+    store = LocalStore(tmp_path)
+    index_paths([path], config, store, progress=False, encoders=tiny_encoders)
+    before, rows = _snapshot(store)
+    real_write_clip, written = jobs.archive.write_clip, []
+
+    def interrupted_after_three(target_store, clip):
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        written.append(clip)
+        return real_write_clip(target_store, clip)
+
+    monkeypatch.setattr(jobs.archive, "write_clip", interrupted_after_three)
+    again = config
+    if change == "wider windows":
+        again = config.model_copy(update={"embed": config.embed.model_copy(update={"window": 5.0})})
+    with pytest.raises(KeyboardInterrupt):
+        index_paths([path], again, store, progress=False, encoders=tiny_encoders, force=True)
+    assert len(written) == 3  # the interruption came mid-file
+    index = ClipIndex.load(store)
+    assert index.rows == rows and len(index) == 10
+    for row in index.rows:  # every keyframe a search returns exists
+        assert store.exists(row.keyframe_key)
+    after, _ = _snapshot(store)
+    sid = source_id(str(path.resolve()))
+    assert after[f"sources/{sid}.json"] == before[f"sources/{sid}.json"]
+    assert {k for k in after if k.startswith("clips/")} == {k for k in before if k.startswith("clips/")}
+    monkeypatch.undo()
+    done = index_paths([path], again, store, progress=False, encoders=tiny_encoders, force=True)
+    assert done.indexed == [str(path.resolve())]  # the re-run completes it
+    assert len(ClipIndex.load(store)) == (10 if change == "force" else 4)
