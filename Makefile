@@ -50,6 +50,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m bench.archive
 	HF_HUB_OFFLINE=1 $(PY) -m bench.stream
 	HF_HUB_OFFLINE=1 $(PY) -m bench.summarize
+	$(PY) -m bench.search
 
 clean:
 	rm -rf $(VENV) vigil-demo build *.egg-info

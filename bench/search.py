@@ -11,7 +11,8 @@ camera sees a few scenes, a scene is a cluster centre in both towers), through t
 - **saves**: "making 100 new clips durable and searchable", `upsert(100 clips); save(store)` repeated on
   top of the base (long enough to include the index's own sealing and compaction), p50/p95/max;
 - **search**: a SigLIP2 vector query, k=10, over the live rows (encoding excluded: there is no model),
-  p50/p99, and recall@10 against exact brute force over the same live rows;
+  p50/p99 (again with faiss on one OpenMP thread, for reference), and recall@10 against exact brute force
+  over the same live rows;
 - **memory**: RSS growth of the writer process per million clips (psutil);
 - **layout**: the segment count and kinds of the newest manifest;
 
@@ -320,7 +321,7 @@ def measure_size(clips: int, folder: str, settings: dict, saves: int, queries: i
                 "clips": clips,
                 "live_rows": len(index),
                 "expected_rows": rows,
-                "base_chunk": chunk,
+                "base_chunk": min(chunk, clips),
                 "base_seconds": load_seconds,
                 "base_layout": base_layout,
                 "rss_start": rss_start,
@@ -524,7 +525,11 @@ def target_lines(run: dict) -> list[str]:
     big, small = 1_000_000, 10_000
 
     def absent(size: int) -> str:
-        return f"not measured ({missing[size]})" if size in missing else "not measured (size not requested)"
+        return (
+            f"not measured ({size:,} did not fit: see Not measured)"
+            if size in missing
+            else "not measured (size not requested)"
+        )
 
     if big in measured:
         p95 = measured[big]["save_p95"]

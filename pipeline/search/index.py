@@ -197,11 +197,12 @@ class ClipIndex:
             def with_changes(base: Manifest) -> Manifest:
                 """`base` with the new segments and removed sources, as the next generation."""
                 generation = base.generation + 1
-                entries = [SegmentEntry(s.id, s.kind, len(s), generation) for s in new]
+                present = {entry.id for entry in base.segments}  # a commit counted as lost may still be read
+                entries = [SegmentEntry(s.id, s.kind, len(s), generation) for s in new if s.id not in present]
                 gone = dict(base.removed) | {source_id: generation for source_id in removed}
                 return Manifest(generation, self.models or base.models, [*base.segments, *entries], gone)
 
-            self._commit(store, with_changes)
+            self._commit(store, with_changes, adopt=lambda manifest: setattr(self, "manifest", manifest))
             for key in self._legacy:
                 store.delete(key)
             self._legacy = []
@@ -210,9 +211,11 @@ class ClipIndex:
         collect(store)
         return self.manifest.generation
 
-    def _commit(self, store: ObjectStore, change) -> bool:
+    def _commit(self, store: ObjectStore, change, adopt) -> bool:
         """Commit `change(manifest)` on the newest generation, putting it on each newer one that another
-        writer committed first; False when `change` gives up (returns None)."""
+        writer committed first; False when `change` gives up (returns None). When nobody committed in between,
+        `adopt(manifest)` brings the state in memory up to it at the cost of the change alone; otherwise the
+        other writers' segments are read and the live rows worked out again."""
         base = self.manifest
         while True:
             manifest = change(base)
@@ -220,7 +223,10 @@ class ClipIndex:
                 self._follow(store, base)
                 return False
             if try_commit(store, manifest):
-                self._follow(store, manifest)
+                if base is self.manifest:
+                    adopt(manifest)
+                else:
+                    self._follow(store, manifest)
                 return True
             base = read_newest(store) or Manifest()
             if base.models is not None and self.models is not None and base.models != self.models:
@@ -273,9 +279,18 @@ class ClipIndex:
             kept.sort(key=lambda entry: entry.data_generation)
             return Manifest(base.generation + 1, base.models, kept, base.removed)
 
-        if merged is not None:
-            self.segments[merged.id] = merged
-        if not self._commit(store, replace) and merged is not None:
+        def adopt(manifest: Manifest) -> None:
+            """The merged segment's rows are the inputs' live ones, in order: they take over their windows."""
+            for entry in entries:
+                del self.segments[entry.id], self._alive[entry.id]
+            if merged is not None:
+                self.segments[merged.id] = merged
+                self._alive[merged.id] = np.ones(len(merged), bool)
+                for row_number, row in enumerate(merged.rows):
+                    self._owner[(row.source_id, row.start)] = (merged.id, row_number)
+            self.manifest = manifest
+
+        if not self._commit(store, replace, adopt) and merged is not None:
             store.delete_prefix(merged.prefix)
 
     def _seal(self, store: ObjectStore) -> None:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from pipeline.records import ModelIds
 from pipeline.storage.layout import INDEX_GENERATIONS, index_generation_key, index_generation_of, index_segment_prefix
-from pipeline.storage.store import ObjectStore
+from pipeline.storage.store import ObjectStore, StoreError
 
 # Generations kept after a collection; a collection runs once twice as many exist.
 KEEP_GENERATIONS = 16
@@ -71,28 +71,52 @@ def read_newest(store: ObjectStore) -> Manifest | None:
 
 def try_commit(store: ObjectStore, manifest: Manifest) -> bool:
     """Create `manifest` as its generation: False when another writer created that generation first."""
+    base = manifest.generation - 1
+    if base and not store.exists(index_generation_key(base)):
+        return False  # the base was collected: the newest generation is far ahead, go on from there
     key = index_generation_key(manifest.generation)
     if not store.create(key, manifest.to_json()):
         return False
-    # A writer whose base generation was collected long ago could create a number below the newest: such a
-    # commit would never be read, so it counts as lost (its changes are put on the newest and tried again).
-    newest = generation_keys(store)[-1]
-    if index_generation_of(newest) != manifest.generation:
+    # A writer whose base generation was collected long ago creates again a number far below the newest:
+    # such a commit is never read, so it counts as lost (its changes go on the newest and are tried again).
+    # Only numbers at least KEEP_GENERATIONS below the newest are ever collected; a newer one that exists
+    # was built on this commit.
+    newest = index_generation_of(generation_keys(store)[-1])
+    if newest - manifest.generation >= KEEP_GENERATIONS:
         store.delete(key)
         return False
     return True
 
 
 def collect(store: ObjectStore) -> None:
-    """Delete the oldest generations, beyond KEEP_GENERATIONS, and the segments only they name."""
+    """Delete the oldest generations, beyond KEEP_GENERATIONS, and the segments only they name.
+
+    Only the run of generations just below the kept ones is collected: a lone older number is a commit of a
+    writer whose base was collected, which that writer deletes itself (its segments are about to be named by
+    its next commit). Several writers may collect at once: a generation another one deleted is skipped."""
     keys = generation_keys(store)
     if len(keys) < 2 * KEEP_GENERATIONS:
         return
-    old, kept = keys[:-KEEP_GENERATIONS], keys[-KEEP_GENERATIONS:]
-    named = {entry.id for key in kept for entry in Manifest.from_json(store.get(key)).segments}
+    kept = keys[-KEEP_GENERATIONS:]
+    old = []
+    expected = index_generation_of(kept[0]) - 1
+    for key in reversed(keys[:-KEEP_GENERATIONS]):
+        if index_generation_of(key) != expected:
+            break
+        old.append(key)
+        expected -= 1
+    named = {entry.id for key in kept for entry in _segments_of(store, key)}
     for key in old:
-        for entry in Manifest.from_json(store.get(key)).segments:
+        for entry in _segments_of(store, key):
             if entry.id not in named:
                 store.delete_prefix(index_segment_prefix(entry.id))
                 named.add(entry.id)  # deleted once, though several old generations name it
         store.delete(key)
+
+
+def _segments_of(store: ObjectStore, key: str) -> list[SegmentEntry]:
+    """The segments a generation names; none when another writer's collection deleted it meanwhile."""
+    try:
+        return Manifest.from_json(store.get(key)).segments
+    except StoreError:
+        return []
