@@ -46,6 +46,14 @@ def test_search_text_json_lines(cli_store):
     assert [line["score"] for line in lines] == sorted((line["score"] for line in lines), reverse=True)
 
 
+def test_search_only_the_sources_asked_for(cli_store, scene_video):
+    path, _ = scene_video
+    mine = vigil("search", "a red car at night", "--store", cli_store, "--source", path, "--json").stdout
+    assert mine and all(json.loads(line)["source"] == str(path.resolve()) for line in mine.splitlines())
+    other = vigil("search", "a red car at night", "--store", cli_store, "--camera", "gate", "--json").stdout
+    assert other == ""  # no clip of that camera is indexed
+
+
 def test_search_by_example_image_uses_the_index_models(cli_store, scene_video, tmp_path):
     path, bounds = scene_video
     frame = next(f for f in decode_frames(path, fps=25, short_side=None, keyframes_only=False) if f.pts >= 10.5)

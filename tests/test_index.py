@@ -278,3 +278,22 @@ def test_an_index_of_an_earlier_release_is_taken_over(tmp_path, vectors):
     index.save(store)
     assert not store.exists("index/MANIFEST.json") and not list(store.list("index/v1/"))
     assert ClipIndex.load(store).search(siglip=_unit(vectors[2]), k=1)[0].start == 4.0
+
+
+def test_a_source_filter_searches_only_those_sources_in_every_kind_of_segment(tmp_path, vectors):
+    store = LocalStore(tmp_path)
+    index = ClipIndex(settings=IndexConfig(seal_rows=11, exact_max=1000))
+    for number, sid in enumerate("abcd"):
+        index.replace_source(sid, _clips(sid, vectors[number * 5 : number * 5 + 5]))
+        index.save(store)  # a, b and c sealed together at 15 rows, d growing
+    index = ClipIndex.load(store)
+    assert {e.kind for e in read_newest(store).segments} == {"flat", "growing"}
+    for query in vectors:
+        hits = index.search(siglip=_unit(query), k=4, sources={"b", "d"})
+        reference = {
+            (sid, i * 2.0): _unit(v)
+            for sid, base in (("b", 5), ("d", 15))
+            for i, v in enumerate(vectors[base : base + 5])
+        }
+        assert [(h.source_id, h.start) for h in hits] == _brute_force(reference, _unit(query), 4)
+    assert index.search(siglip=_unit(vectors[0]), sources=set()) == []

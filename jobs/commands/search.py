@@ -7,6 +7,7 @@ import argparse
 from jobs.commands.common import UsageError, add_common_options, config_from, load_index, print_events, read_image
 from pipeline.models import load_encoders
 from pipeline.search.index import find_moments
+from pipeline.storage.layout import camera_source_id, file_source_id
 from pipeline.storage.store import open_configured_store
 
 
@@ -16,6 +17,10 @@ def register(subparsers) -> None:
     parser.add_argument("--image", help="an example image file instead of a phrase")
     parser.add_argument("--top-k", type=int)
     parser.add_argument("--json", action="store_true", help="JSON lines: source, start, end, score, keyframe")
+    parser.add_argument("--camera", action="append", default=[], metavar="ID", help="only this camera (repeatable)")
+    parser.add_argument(
+        "--source", action="append", default=[], metavar="PATH", help="only this file or source id (repeatable)"
+    )
     add_common_options(parser)
     parser.set_defaults(run=run)
 
@@ -34,8 +39,18 @@ def run(args: argparse.Namespace) -> int:
     if args.models is None and config.models == "default" and index.models is not None:
         spec = f"{index.models.siglip},{index.models.dinov2}"
     encoders = load_encoders(spec, device=config.device, precision=config.precision, batch_size=config.batch_size)
+    sources = None
+    if args.camera or args.source:
+        sources = {camera_source_id(camera) for camera in args.camera}
+        sources |= {source if source in index.sources else file_source_id(source) for source in args.source}
     events = find_moments(
-        index, encoders, text=args.text, image=image, top_k=config.search.top_k, merge_drop=config.search.merge_drop
+        index,
+        encoders,
+        text=args.text,
+        image=image,
+        top_k=config.search.top_k,
+        merge_drop=config.search.merge_drop,
+        sources=sources,
     )
     print_events(events, store, args.json)
     return 0

@@ -15,7 +15,7 @@ puts its changes on the newest one and tries again.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import faiss
 import numpy as np
@@ -162,16 +162,25 @@ class ClipIndex:
     # ------------------------------------------------------------------------------------------ search
 
     def search(
-        self, *, siglip: np.ndarray | None = None, dinov2: np.ndarray | None = None, k: int = 10
+        self,
+        *,
+        siglip: np.ndarray | None = None,
+        dinov2: np.ndarray | None = None,
+        k: int = 10,
+        sources: Collection[str] | None = None,
     ) -> list[SearchHit]:
-        """Rows nearest the query vectors; with both, the score is the mean of the two cosines."""
+        """Rows nearest the query vectors, of the given sources only (ids; None: all); with both vectors, the
+        score is the mean of the two cosines."""
         queries = {tower: q for tower, q in (("siglip", siglip), ("dinov2", dinov2)) if q is not None}
         if not len(self) or not queries:
             return []
         k = min(k, len(self))
+        wanted = None if sources is None else np.array(sorted(sources), dtype=object)
         candidates: set[tuple[str, int]] = set()
         for segment, _ in self._ordered():
             alive = self._alive[segment.id]
+            if wanted is not None:
+                alive = alive & np.isin(segment.source_ids, wanted)
             for tower, query in queries.items():
                 candidates.update((segment.id, row) for row in segment.nearest(tower, query, k, alive))
         hits = []
@@ -408,8 +417,10 @@ def find_moments(
     image: np.ndarray | None = None,
     top_k: int = 10,
     merge_drop: float = 0.15,
+    sources: Collection[str] | None = None,
 ) -> list[Event]:
-    """Moments matching a phrase (SigLIP2 text tower) or an example image (SigLIP2 and DINOv2), best first."""
+    """Moments matching a phrase (SigLIP2 text tower) or an example image (SigLIP2 and DINOv2), best first;
+    of the given sources only (ids; None: all)."""
     if (text is None) == (image is None):
         raise ValueError("search needs exactly one of a text query or an example image")
     index.check_models(encoders.ids)
@@ -417,8 +428,8 @@ def find_moments(
     if text is not None:
         if not text.strip():
             raise ValueError("the text query is empty")
-        hits = index.search(siglip=encoders.siglip.embed_texts([text])[0], k=candidates)
+        hits = index.search(siglip=encoders.siglip.embed_texts([text])[0], k=candidates, sources=sources)
     else:
         siglip, dinov2 = encoders.embed_images(image[None])
-        hits = index.search(siglip=siglip[0], dinov2=dinov2[0], k=candidates)
+        hits = index.search(siglip=siglip[0], dinov2=dinov2[0], k=candidates, sources=sources)
     return merge_hits(hits, merge_drop=merge_drop, untrained=encoders.ids.untrained)[:top_k]

@@ -14,6 +14,7 @@ import io
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import faiss
 import numpy as np
@@ -74,6 +75,11 @@ class Segment:
     @property
     def sealed(self) -> bool:
         return self.kind != "growing"
+
+    @cached_property
+    def source_ids(self) -> np.ndarray:
+        """Each row's source id, for filters."""
+        return np.array([row.source_id for row in self.rows], dtype=object)
 
     @property
     def prefix(self) -> str:
