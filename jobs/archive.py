@@ -82,7 +82,8 @@ def is_unchanged(store: ObjectStore, index: ClipIndex, path: Path, config: Vigil
         return False
     record = store.get_json(source_key(sid))
     stat = path.stat()
-    return (record["size"], record["mtime_ns"], record["settings"], record["models"]) == (
+    # An imported source's record has none of these: indexing the file itself replaces its clips.
+    return (record.get("size"), record.get("mtime_ns"), record.get("settings"), record.get("models")) == (
         stat.st_size,
         stat.st_mtime_ns,
         decode_settings(config),

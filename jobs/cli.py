@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.commands import alerts, demo, index, ingest, monitor, query, remove, search, summarize
+from jobs.commands import alerts, demo, import_clips, index, ingest, monitor, query, remove, search, summarize
 from jobs.commands.common import UsageError
 from pipeline.config import ConfigError
 from pipeline.media.decode import VideoDecodeError
@@ -13,7 +13,18 @@ from pipeline.models import ModelUnavailableError
 from pipeline.search.index import IndexMismatchError
 from pipeline.storage.store import StoreError
 
-COMMANDS = (index, search, remove, demo, ingest, summarize, monitor, query, alerts)  # the order `vigil --help` lists
+COMMANDS = (
+    index,
+    search,
+    remove,
+    import_clips,
+    demo,
+    ingest,
+    summarize,
+    monitor,
+    query,
+    alerts,
+)  # the order `vigil --help` lists
 
 
 def build_parser() -> argparse.ArgumentParser:

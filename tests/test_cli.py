@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -94,3 +95,55 @@ def test_remove_then_reindex(tmp_path, scene_video, vigil_cache):
     assert len(ClipIndex.load(LocalStore(store))) == 0
     again = vigil("index", path, "--store", store, "--models", "tiny", "--no-progress")
     assert "10 clips" in again.stdout
+
+
+def _clip_file(path, models, rows, dims, **metadata_overrides):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    table = pa.table(
+        {
+            "source": ["dock"] * rows,
+            "kind": ["camera"] * rows,
+            "start": [2.0 * i for i in range(rows)],
+            "end": [2.0 * i + 2 for i in range(rows)],
+            "siglip": [list(rng.standard_normal(dims[0])) for _ in range(rows)],
+            "dinov2": [list(rng.standard_normal(dims[1])) for _ in range(rows)],
+        }
+    )
+    metadata = {"vigil.siglip": models.siglip, "vigil.dinov2": models.dinov2, "vigil.untrained": "true"}
+    metadata |= metadata_overrides
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+    return path
+
+
+def test_import_clips_joins_the_index_and_refuses_what_does_not_fit(cli_store, tmp_path):
+    import shutil
+
+    store_dir = tmp_path / "store"
+    shutil.copytree(cli_store, store_dir)
+    index = ClipIndex.load(LocalStore(store_dir))
+    segment = next(iter(index.segments.values()))
+    dims = (segment.vectors["siglip"].shape[1], segment.vectors["dinov2"].shape[1])
+    before = sorted(p.relative_to(store_dir) for p in store_dir.rglob("*") if p.is_file())
+
+    wrong_dims = vigil(
+        "import-clips",
+        _clip_file(tmp_path / "d.parquet", index.models, 3, (dims[0] + 1, dims[1])),
+        "--store",
+        store_dir,
+        check=False,
+    )
+    assert wrong_dims.returncode == 2 and "dimensions" in wrong_dims.stderr and "Traceback" not in wrong_dims.stderr
+    other = _clip_file(tmp_path / "m.parquet", index.models, 3, dims, **{"vigil.siglip": "someone/else"})
+    wrong_models = vigil("import-clips", other, "--store", store_dir, check=False)
+    assert wrong_models.returncode == 2 and "someone/else" in wrong_models.stderr
+    assert sorted(p.relative_to(store_dir) for p in store_dir.rglob("*") if p.is_file()) == before  # nothing written
+
+    done = vigil("import-clips", _clip_file(tmp_path / "ok.parquet", index.models, 3, dims), "--store", store_dir)
+    assert "imported 3 clips of 1 source(s)" in done.stdout
+    found = vigil("search", "a dock", "--store", store_dir, "--camera", "dock", "--json").stdout.splitlines()
+    assert len(found) >= 1 and {json.loads(line)["source"] for line in found} == {"dock"}
+    assert all(json.loads(line)["keyframe"] is None for line in found)  # imported without keyframes
+    assert len(ClipIndex.load(LocalStore(store_dir))) == len(index) + 3

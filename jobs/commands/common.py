@@ -59,9 +59,12 @@ def read_image(path: str) -> np.ndarray:
 
 
 def print_events(events: list[Event], store: ObjectStore, as_json: bool) -> None:
+    def keyframe(event: Event) -> str | None:  # imported clips may come without one
+        return store.locate(event.keyframe_key) if event.keyframe_key else None
+
     if as_json:
         for event in events:
-            print(json.dumps(event.to_json() | {"keyframe": store.locate(event.keyframe_key)}))
+            print(json.dumps(event.to_json() | {"keyframe": keyframe(event)}))
         return
     if events and events[0].untrained:
         print(UNTRAINED_NOTE)
@@ -70,5 +73,5 @@ def print_events(events: list[Event], store: ObjectStore, as_json: bool) -> None
     for rank, event in enumerate(events, 1):
         print(
             f"{rank:>3}. {event.score:.4f}  {event.start:8.2f}s - {event.end:8.2f}s  {event.source}\n"
-            f"     keyframe: {store.locate(event.keyframe_key)}"
+            f"     keyframe: {keyframe(event) or 'none'}"
         )

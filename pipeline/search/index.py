@@ -119,6 +119,12 @@ class ClipIndex:
             return
         self._adopt_models(clips)
         segment = Segment.from_clips(clips)
+        for tower in TOWERS:
+            have = next((s.vectors[tower].shape[1] for s in self.segments.values() if len(s)), None)
+            if have is not None and segment.vectors[tower].shape[1] != have:
+                raise IndexMismatchError(
+                    f"{tower} vectors of {segment.vectors[tower].shape[1]} dimensions; the index holds {have}"
+                )
         self._new.append(segment)
         self.segments[segment.id] = segment
         self._alive[segment.id] = np.zeros(len(segment), bool)
