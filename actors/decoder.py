@@ -14,14 +14,8 @@ import ray
 
 from pipeline.config import VigilConfig
 from pipeline.media.decode import StillFrameMarker
-from pipeline.media.kafka_io import (
-    DeadLetters,
-    FrameConsumer,
-    MalformedMessage,
-    MessageProducer,
-    decode_message,
-    next_offsets,
-)
+from pipeline.media.kafka_clients import DeadLetters, FrameConsumer, MessageProducer, next_offsets
+from pipeline.media.kafka_messages import MalformedMessage, decode_message
 from pipeline.media.sampling import sampled_frames
 from pipeline.records import Frame
 from pipeline.search.embed import sampled_batches

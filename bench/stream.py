@@ -220,7 +220,7 @@ class Scenes:
     """The camera pictures as `vigil.frames` messages (encoded once: only the headers change per frame),
     and the standing query that matches the planted one."""
 
-    backgrounds: list  # pipeline.media.kafka_io.Message templates
+    backgrounds: list  # pipeline.media.kafka_messages.Message templates
     planted: object
     query_image: np.ndarray  # as the matcher reads it back from the store
     threshold: float
@@ -235,7 +235,7 @@ class Scenes:
 
 
 def _template(index: int):
-    from pipeline.media.kafka_io import frame_message
+    from pipeline.media.kafka_messages import frame_message
     from pipeline.media.synthetic import scene_image
 
     image = scene_image(index, FRAME_SIZE)
@@ -243,7 +243,7 @@ def _template(index: int):
 
 
 def _as_received(message) -> np.ndarray:
-    from pipeline.media.kafka_io import decode_message
+    from pipeline.media.kafka_messages import decode_message
 
     return np.array(decode_message(message.key, message.value, message.headers)[0].image)  # writable, for torch
 
@@ -256,8 +256,7 @@ def _pictures(scenes: Scenes) -> list[np.ndarray]:
 def prepare_scenes(encoders) -> Scenes:
     """Choose backgrounds and the query's threshold from what these encoders make of the exact pixels the
     monitor will see (frames after the JPEG round trip; the query image after the store's own)."""
-    from pipeline.live.match import StandingQuery
-    from pipeline.live.queries import load_queries, save_query
+    from pipeline.live.queries import StandingQuery, load_queries, save_query
     from pipeline.storage.store import LocalStore
 
     planted = _template(PLANTED_SCENE)
@@ -295,7 +294,7 @@ def prepare_scenes(encoders) -> Scenes:
 
 
 def standing_query(scenes: Scenes):
-    from pipeline.live.match import StandingQuery
+    from pipeline.live.queries import StandingQuery
 
     return StandingQuery(
         id=QUERY_ID,
@@ -315,7 +314,7 @@ def _ms(pts: float) -> int:
 
 def retag(template, camera: str, pts: float, index: int):
     """A template message as another frame: the same JPEG bytes, this camera's key, pts and index."""
-    from pipeline.media.kafka_io import H_CAMERA, H_INDEX, H_PTS, Message
+    from pipeline.media.kafka_messages import H_CAMERA, H_INDEX, H_PTS, Message
 
     values = {H_CAMERA: camera.encode(), H_PTS: repr(round(pts, 6)).encode(), H_INDEX: str(index).encode()}
     return Message(camera.encode(), template.value, [(k, values.get(k, v)) for k, v in template.headers])
@@ -564,7 +563,7 @@ class Bench:
         seconds to catch up (so the alerts of the last planted frames arrive) before it is stopped."""
         from pipeline.config import KafkaConfig
         from pipeline.live.queries import save_query
-        from pipeline.media.kafka_io import MessageProducer
+        from pipeline.media.kafka_clients import MessageProducer
         from pipeline.storage.layout import monitor_checkpoint_key
         from pipeline.storage.store import LocalStore
         from tests.servers import ManagedProcess

@@ -2,7 +2,7 @@
 
 Frames are sampled at config decode.fps and resized to config decode.short_side (0 keeps the source size),
 then sent either one JPEG per frame (payload "jpeg") or as self-contained H.264 MPEG-TS segments of `segment_seconds`
-of sampled frames, each starting on a keyframe (payload "segment"). See pipeline/media/kafka_io.py for the
+of sampled frames, each starting on a keyframe (payload "segment"). See pipeline/media/kafka_messages.py for the
 message format.
 
 A file ends when it is read. A live source (rtsp://, http://, ...) runs until stopped (SIGINT or SIGTERM:
@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from pipeline.config import VigilConfig
 from pipeline.media.decode import VideoDecodeError
-from pipeline.media.kafka_io import MAX_SEGMENT_FRAMES, MessageProducer, frame_message, segment_message
+from pipeline.media.kafka_clients import MessageProducer
+from pipeline.media.kafka_messages import MAX_SEGMENT_FRAMES, frame_message, segment_message
 from pipeline.media.sampling import decode_file
 from pipeline.media.streams import LiveSourceLost, ReconnectPolicy, is_live, read_live
 from pipeline.records import Frame

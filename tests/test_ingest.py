@@ -16,7 +16,8 @@ import pytest
 from jobs.cli import main
 from pipeline.config import KafkaConfig
 from pipeline.media.decode import decode_frames
-from pipeline.media.kafka_io import FrameConsumer, decode_message
+from pipeline.media.kafka_clients import FrameConsumer
+from pipeline.media.kafka_messages import decode_message
 from tests.servers import free_port, start_rtsp_camera
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning")

@@ -16,18 +16,8 @@ from PIL import Image
 
 from pipeline.config import ConfigError, KafkaConfig, load_config
 from pipeline.media.decode import decode_frames
-from pipeline.media.kafka_io import (
-    DeadLetters,
-    FrameConsumer,
-    KafkaUnavailable,
-    MalformedMessage,
-    Message,
-    MessageProducer,
-    consume_frames,
-    decode_message,
-    frame_message,
-    segment_message,
-)
+from pipeline.media.kafka_clients import DeadLetters, FrameConsumer, KafkaUnavailable, MessageProducer, consume_frames
+from pipeline.media.kafka_messages import MalformedMessage, Message, decode_message, frame_message, segment_message
 from pipeline.records import Frame
 from tests.servers import free_port
 
@@ -346,7 +336,7 @@ def test_kafka_config_section(monkeypatch, tmp_path):
 
 def test_pipeline_modules_import_no_kafka_client():
     code = (
-        "import sys, pipeline.media.kafka_io, pipeline.media.streams; "
+        "import sys, pipeline.media.kafka_messages, pipeline.media.kafka_clients, pipeline.media.streams; "
         "assert 'kafka' not in sys.modules, 'kafka imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

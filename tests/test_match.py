@@ -10,15 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import MatchConfig
-from pipeline.live.match import (
-    NEUTRAL_PROMPTS,
-    EncodedQuery,
-    Matcher,
-    StandingQuery,
-    Verifier,
-    neutral_margin,
-    robust_z,
-)
+from pipeline.live.match import NEUTRAL_PROMPTS, Matcher, Verifier, neutral_margin, robust_z
+from pipeline.live.queries import EncodedQuery, StandingQuery
 from pipeline.records import Alert, FrameBatch, FrameFeatures, ModelIds
 
 DIM = 16

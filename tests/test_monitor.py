@@ -14,8 +14,7 @@ from actors.stages import cpu_shortfall, threads_per_extractor
 from jobs.cli import main
 from jobs.monitor import run_monitor
 from pipeline.config import load_config
-from pipeline.live.match import StandingQuery
-from pipeline.live.queries import save_query
+from pipeline.live.queries import StandingQuery, save_query
 from pipeline.live.sink import alert_records
 from pipeline.media.decode import decode_frames
 from pipeline.search.index import ClipIndex

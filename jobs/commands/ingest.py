@@ -21,7 +21,8 @@ from pathlib import Path
 from jobs.commands.common import UsageError
 from jobs.ingest import ingest_source
 from pipeline.config import load_config
-from pipeline.media.kafka_io import KafkaUnavailable, check_camera
+from pipeline.media.kafka_clients import KafkaUnavailable
+from pipeline.media.kafka_messages import check_camera
 from pipeline.media.streams import ReconnectPolicy, is_live
 
 MAX_ERRORS_SHOWN = 20

@@ -6,8 +6,7 @@ import argparse
 import json
 
 from jobs.commands.common import UsageError, add_common_options, config_from, read_image
-from pipeline.live.match import StandingQuery
-from pipeline.live.queries import delete_query, load_queries, save_query
+from pipeline.live.queries import StandingQuery, delete_query, load_queries, save_query
 from pipeline.storage.store import open_configured_store
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.live.match import Matcher, StandingQuery
+from pipeline.live.match import Matcher
+from pipeline.live.queries import StandingQuery
 from pipeline.records import (
     Alert,
     ClipEmbedding,

@@ -29,13 +29,13 @@ class AlertPublisher:
     """Publishes alerts to `vigil.alerts` (key = camera id, value = the alert as JSON), waiting for the ack."""
 
     def __init__(self, settings, topic: str = "vigil.alerts"):
-        from pipeline.media.kafka_io import MessageProducer
+        from pipeline.media.kafka_clients import MessageProducer
 
         self.producer = MessageProducer(settings)
         self.topic = topic
 
     def __call__(self, alert: Alert) -> None:
-        from pipeline.media.kafka_io import Message
+        from pipeline.media.kafka_messages import Message
 
         body = json.dumps(alert.to_json(), sort_keys=True).encode()
         self.producer.send(self.topic, Message(alert.camera.encode(), body, [("vigil-schema", b"1")])).get(timeout=60)

@@ -1,4 +1,4 @@
-"""Kafka I/O for live monitoring: the `vigil.frames` wire format, producer, consumer and dead letters.
+"""The `vigil.frames` wire format of live monitoring: messages made from frames, and frames from messages.
 
 Wire format, schema version 1 (no pickle, nothing executable: bytes a JPEG or H.264 decoder reads):
 
@@ -18,26 +18,17 @@ Wire format, schema version 1 (no pickle, nothing executable: bytes a JPEG or H.
 A segment's frame i has pts = header pts + (its MPEG-TS time - the first frame's MPEG-TS time); the
 90 kHz MPEG-TS clock represents 25, 30 and 29.97 fps frame times exactly.
 
-`decode_message` checks all of it (and a size limit) and raises `MalformedMessage(reason)`;
-`consume_frames` sends such messages to `vigil.dlq` (original key, value and headers plus `reason`)
-and goes on. Offsets are committed only after the caller's outputs are durable (ARCHITECTURE.md, delivery
-invariant 2).
-
-kafka-python is imported inside the functions and classes that need it (ARCHITECTURE.md, layering).
+`decode_message` checks all of it (and a size limit) and raises `MalformedMessage(reason)`; the clients
+(`pipeline.media.kafka_clients`) send such messages to `vigil.dlq`. Nothing here talks to a broker.
 """
 
 from __future__ import annotations
 
 import io
-import logging
 import math
-import os
 import re
-import threading
-import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -49,40 +40,11 @@ from pipeline.config import KafkaConfig
 from pipeline.records import Frame
 from pipeline.storage.codecs import encode_jpeg
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "CODEC_JPEG",
-    "CODEC_SEGMENT",
-    "CODECS",
-    "DEFAULT_BROKERS",
-    "DEFAULT_MAX_MESSAGE_BYTES",
-    "MAX_SEGMENT_FRAMES",
-    "MalformedMessage",
-    "KafkaUnavailable",
-    "Message",
-    "frame_message",
-    "segment_message",
-    "decode_message",
-    "parse_headers",
-    "check_camera",
-    "resolve_brokers",
-    "MessageProducer",
-    "FrameConsumer",
-    "DeadLetters",
-    "ConsumeStats",
-    "next_offsets",
-    "consume_frames",
-]
-
-log = logging.getLogger(__name__)
-
 SCHEMA_VERSION = "1"
 CODEC_JPEG = "jpeg"
 CODEC_SEGMENT = "h264/mpegts"
 CODECS = (CODEC_JPEG, CODEC_SEGMENT)
 
-DEFAULT_BROKERS = KafkaConfig.model_fields["brokers"].default
-BROKERS_ENV = "VIGIL_KAFKA_BROKERS"
 # Kafka's own default limit (message.max.bytes): a message we build always fits a default broker.
 DEFAULT_MAX_MESSAGE_BYTES = KafkaConfig.model_fields["max_message_bytes"].default
 MAX_KEY_BYTES = 256
@@ -91,8 +53,6 @@ MAX_PIXELS = 8192 * 4320
 MAX_SEGMENT_FRAMES = 1000
 MAX_SEGMENT_SECONDS = 600.0
 MAX_PTS = 1e10  # seconds (> 300 years): anything beyond is garbage
-# Room for headers and record framing on top of the value.
-_OVERHEAD = 64 * 1024
 
 H_SCHEMA = "vigil-schema"
 H_CAMERA = "camera"
@@ -119,10 +79,6 @@ class MalformedMessage(ValueError):
     def __init__(self, reason: str):
         self.reason = reason
         super().__init__(reason)
-
-
-class KafkaUnavailable(ConnectionError):
-    """The brokers could not be reached after the configured attempts."""
 
 
 # --------------------------------------------------------------------------------------------- schema
@@ -461,349 +417,3 @@ def decode_message(key, value, headers, *, max_bytes: int = DEFAULT_MAX_MESSAGE_
         raise MalformedMessage(f"camera header {h.camera[:60]!r} differs from the key {camera[:60]!r}")
     value = bytes(value)
     return _decode_jpeg(value, h) if h.codec == CODEC_JPEG else _decode_segment(value, h)
-
-
-# --------------------------------------------------------------------------------------------- clients
-
-
-def resolve_brokers(brokers: str | None = None) -> str:
-    """`brokers` if given, else env VIGIL_KAFKA_BROKERS, else 127.0.0.1:9092. (load_config applies the
-    same order to `kafka.brokers`: flags > environment > config file > defaults.)"""
-    return brokers or os.environ.get(BROKERS_ENV) or DEFAULT_BROKERS
-
-
-def _connect(settings: KafkaConfig, what: str, factory: Callable[[], Any]):
-    """`factory()` until it reaches the brokers, with exponential backoff between attempts."""
-    from kafka import errors
-
-    # kafka-python 3 raises KafkaTimeoutError("Unable to bootstrap ..."); 2.x raised NoBrokersAvailable.
-    unreachable = (errors.KafkaTimeoutError, errors.KafkaConnectionError, OSError) + tuple(
-        getattr(errors, name) for name in ("NoBrokersAvailable",) if hasattr(errors, name)
-    )
-    started = time.monotonic()
-    last: Exception | None = None
-    for attempt in range(1, settings.connect_attempts + 1):
-        try:
-            return factory()
-        except unreachable as exc:
-            last = exc
-            if attempt < settings.connect_attempts:
-                delay = settings.delay(attempt)
-                log.warning(
-                    "Kafka %s: brokers %s unreachable (%s); retrying in %.1f s", what, settings.brokers, exc, delay
-                )
-                time.sleep(delay)
-    raise KafkaUnavailable(
-        f"cannot reach Kafka brokers {settings.brokers} ({what}) after {settings.connect_attempts} attempt(s) "
-        f"over {time.monotonic() - started:.1f} s: {last}"
-    )
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(round(seconds * 1000)))
-
-
-class MessageProducer:
-    """A KafkaProducer with acks=all (idempotent where the broker supports it: kafka-python enables it
-    by default and turns it off, with a warning, for brokers too old for it), bounded blocking, and
-    delivery accounting: `sent`/`bytes` count acknowledged messages, `errors` failed deliveries."""
-
-    def __init__(self, settings: KafkaConfig | None = None, *, client_id: str = "vigil"):
-        from kafka import KafkaProducer
-
-        self.settings = settings = settings or KafkaConfig(brokers=resolve_brokers())
-        delivery = _ms(settings.delivery_timeout)
-        linger = 5
-        self._producer = _connect(
-            settings,
-            "producer",
-            lambda: KafkaProducer(
-                bootstrap_servers=settings.servers,
-                client_id=client_id,
-                acks="all",
-                linger_ms=linger,
-                max_request_size=settings.max_message_bytes + _OVERHEAD,
-                bootstrap_timeout_ms=_ms(settings.connect_timeout),
-                request_timeout_ms=max(1, min(30000, delivery - linger)),
-                delivery_timeout_ms=delivery,
-                max_block_ms=delivery,
-                retry_backoff_ms=_ms(min(settings.backoff, 1.0)),
-                reconnect_backoff_max_ms=_ms(max(settings.backoff_max, 0.05)),
-            ),
-        )
-        self._lock = threading.Lock()
-        self.sent = 0
-        self.bytes = 0
-        self.errors = 0
-        self.last_error: str | None = None
-
-    @property
-    def idempotent(self) -> bool:
-        return bool(self._producer.config.get("enable_idempotence"))
-
-    def send(self, topic: str, message: Message, *, partition: int | None = None):
-        """Queue one message (to the key's partition unless `partition` is given); returns
-        kafka-python's future. Delivery is counted when acknowledged."""
-        size = message.size
-
-        def ok(_metadata):
-            with self._lock:
-                self.sent += 1
-                self.bytes += size
-
-        def failed(exc):
-            with self._lock:
-                self.errors += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-            log.error("Kafka delivery to %s failed: %s", topic, exc)
-
-        future = self._producer.send(
-            topic, key=message.key, value=message.value, headers=message.headers, partition=partition
-        )
-        future.add_callback(ok)
-        future.add_errback(failed)
-        return future
-
-    def flush(self, timeout: float | None = None) -> None:
-        """Block until every queued message is acknowledged or has failed."""
-        self._producer.flush(timeout=timeout)
-
-    def close(self, timeout: float | None = None) -> None:
-        self._producer.close(timeout=timeout)
-
-    def __enter__(self) -> MessageProducer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class FrameConsumer:
-    """A KafkaConsumer with manual commits only.
-
-    With `assign=False` it joins `group_id` (subscribe; fast joins: session 6 s, heartbeat 1 s, max
-    poll interval 10 s). With `assign=True` it takes every partition of `topics` itself (no group
-    join, so no rebalance wait); offsets are still committed under `group_id` when one is given.
-    Where there is no committed offset it starts from the earliest message (`from_beginning`) or
-    the end. `commit(offsets)` is for the caller to call once everything derived from the messages
-    before those offsets is durable."""
-
-    def __init__(
-        self,
-        settings: KafkaConfig | None,
-        topics: str | Sequence[str],
-        *,
-        group_id: str | None = None,
-        assign: bool = False,
-        from_beginning: bool = True,
-        client_id: str = "vigil",
-        max_poll_records: int = 100,
-    ):
-        from kafka import KafkaConsumer, TopicPartition
-
-        self.settings = settings = settings or KafkaConfig(brokers=resolve_brokers())
-        self.topics = [topics] if isinstance(topics, str) else list(topics)
-        if not assign and not group_id:
-            raise ValueError("a subscribing consumer needs a group_id (or use assign=True)")
-        self.group_id = group_id
-        self._consumer = _connect(
-            settings,
-            "consumer",
-            lambda: KafkaConsumer(
-                bootstrap_servers=settings.servers,
-                client_id=client_id,
-                group_id=group_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest" if from_beginning else "latest",
-                session_timeout_ms=6000,
-                heartbeat_interval_ms=1000,
-                max_poll_interval_ms=10000,
-                max_poll_records=max_poll_records,
-                # a message at our size limit must always be fetchable
-                max_partition_fetch_bytes=max(1024 * 1024, settings.max_message_bytes + _OVERHEAD),
-                bootstrap_timeout_ms=_ms(settings.connect_timeout),
-                retry_backoff_ms=_ms(min(settings.backoff, 1.0)),
-                reconnect_backoff_max_ms=_ms(max(settings.backoff_max, 0.05)),
-            ),
-        )
-        if assign:
-            partitions = []
-            deadline = time.monotonic() + settings.connect_timeout
-            for topic in self.topics:
-                ids = self._consumer.partitions_for_topic(topic)
-                while not ids and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                    ids = self._consumer.partitions_for_topic(topic)
-                if not ids:
-                    self._consumer.close()
-                    raise KafkaUnavailable(f"topic {topic!r} not found on Kafka brokers {settings.brokers}")
-                partitions += [TopicPartition(topic, p) for p in sorted(ids)]
-            self._consumer.assign(partitions)
-        else:
-            self._consumer.subscribe(self.topics)
-
-    @property
-    def kafka(self):
-        """The underlying kafka-python KafkaConsumer."""
-        return self._consumer
-
-    def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list:
-        """Records fetched within `timeout` seconds, partition by partition, offsets increasing."""
-        batches = self._consumer.poll(timeout_ms=_ms(timeout), max_records=max_records)
-        return [r for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition)) for r in batches[tp]]
-
-    def gather(self, max_records: int, timeout: float, refetch: float = 0.05) -> list:
-        """Every record on hand, up to `max_records`: waits up to `timeout` seconds for the first ones, then
-        fetches again (waiting up to `refetch` seconds each time) while more keep coming. The consumer
-        prefetches in the background, so what the first poll hands over can be an old, small response
-        while the broker holds far more: the refetches take the backlog. A caller that gathers when it is
-        ready for more gets batches that grow with the load (adaptive batching). Partition by partition,
-        offsets increasing."""
-        records = self.poll(timeout, max_records)
-        while records and len(records) < max_records:
-            more = self.poll(min(refetch, timeout), max_records - len(records))
-            if not more:
-                break
-            records += more
-        return sorted(records, key=lambda r: (r.topic, r.partition))  # stable: offsets stay in order
-
-    def commit(self, offsets: Mapping[Any, int]) -> None:
-        """Commit `{TopicPartition or (topic, partition): next offset to read}`. Without a group_id
-        there is nowhere to commit and this does nothing."""
-        from kafka import TopicPartition
-        from kafka.structs import OffsetAndMetadata
-
-        if not self.group_id or not offsets:
-            return
-        self._consumer.commit({TopicPartition(*tp): OffsetAndMetadata(int(off), "", -1) for tp, off in offsets.items()})
-
-    def committed(self, topic: str, partition: int) -> int | None:
-        from kafka import TopicPartition
-
-        return self._consumer.committed(TopicPartition(topic, partition))
-
-    def close(self) -> None:
-        self._consumer.close(autocommit=False)
-
-    def __enter__(self) -> FrameConsumer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def next_offsets(records: Iterable) -> dict[tuple[str, int], int]:
-    """{(topic, partition): last offset + 1} over `records`: what to commit once they are done."""
-    out: dict[tuple[str, int], int] = {}
-    for r in records:
-        key = (r.topic, r.partition)
-        out[key] = max(out.get(key, 0), r.offset + 1)
-    return out
-
-
-class DeadLetters:
-    """Publishes malformed messages to the DLQ topic: the original key, value and headers, plus
-    `reason`, `original-topic`, `original-partition` and `original-offset` headers. A value larger
-    than the size limit is cut to it, with an `original-size` header. `count` and `reasons` (a
-    Counter) say what went there; `flush()` raises if a dead letter could not be delivered (then
-    the consumer must not commit past it)."""
-
-    def __init__(self, producer: MessageProducer, topic: str = "vigil.dlq"):
-        self.producer = producer
-        self.topic = topic
-        self.count = 0
-        self.reasons: Counter[str] = Counter()
-        self._futures: list = []
-
-    def publish(self, record, reason: str) -> None:
-        value = record.value if record.value is not None else b""
-        headers = [
-            (str(k), v if isinstance(v, bytes) else (b"" if v is None else str(v).encode()))
-            for k, v in (record.headers or [])
-        ]
-        headers += [
-            (H_REASON, reason.encode("utf-8", "replace")),
-            ("original-topic", str(record.topic).encode()),
-            ("original-partition", str(record.partition).encode()),
-            ("original-offset", str(record.offset).encode()),
-        ]
-        limit = self.producer.settings.max_message_bytes
-        if len(value) > limit:
-            headers.append(("original-size", str(len(value)).encode()))
-            value = value[:limit]
-        key = record.key if record.key is None or isinstance(record.key, bytes) else bytes(record.key)
-        self._futures.append(self.producer.send(self.topic, Message(key, bytes(value), headers)))
-        self.count += 1
-        self.reasons[reason] += 1
-        log.warning("dead letter %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason)
-
-    def flush(self, timeout: float | None = None) -> None:
-        if not self._futures:
-            return
-        self.producer.flush(timeout)
-        futures, self._futures = self._futures, []
-        for future in futures:
-            future.get(timeout=0)  # raises the delivery error, if any
-
-
-@dataclass
-class ConsumeStats:
-    messages: int = 0  # records read
-    frames: int = 0  # frames handed to `handle`
-    malformed: int = 0  # records sent to the DLQ
-    commits: int = 0
-    reasons: Counter = field(default_factory=Counter)
-
-
-def consume_frames(
-    consumer: FrameConsumer,
-    dlq: DeadLetters,
-    handle: Callable[[list[Frame], Any], None],
-    *,
-    flush: Callable[[], None] | None = None,
-    max_messages: int | None = None,
-    idle_timeout: float | None = None,
-    stop: Callable[[], bool] | None = None,
-    poll_timeout: float = 0.5,
-    max_bytes: int | None = None,
-) -> ConsumeStats:
-    """Read `vigil.frames` records and call `handle(frames, record)` for each valid one, in order.
-
-    Malformed records go to the DLQ and are counted; they never stop the loop (exceptions from
-    `handle`, `flush` or the brokers do: they are not the message's fault). After each polled batch:
-    `flush()` (which must make everything handed to `handle` so far durable; omit it when `handle`
-    is durable on return), then the DLQ is flushed, then the batch's offsets are committed. So no
-    offset is committed ahead of the outputs it covers, and a restart replays from the last commit.
-
-    Stops after `max_messages` records, after `idle_timeout` seconds without a record, or when
-    `stop()` returns True."""
-    stats = ConsumeStats()
-    limit = max_bytes if max_bytes is not None else consumer.settings.max_message_bytes
-    last_record = time.monotonic()
-    while max_messages is None or stats.messages < max_messages:
-        if stop is not None and stop():
-            break
-        remaining = None if max_messages is None else max_messages - stats.messages
-        records = consumer.poll(poll_timeout, max_records=remaining)
-        if not records:
-            if idle_timeout is not None and time.monotonic() - last_record >= idle_timeout:
-                break
-            continue
-        last_record = time.monotonic()
-        for record in records:
-            stats.messages += 1
-            try:
-                frames = decode_message(record.key, record.value, record.headers, max_bytes=limit)
-            except MalformedMessage as exc:
-                dlq.publish(record, exc.reason)
-                stats.malformed += 1
-                stats.reasons[exc.reason] += 1
-                continue
-            handle(frames, record)
-            stats.frames += len(frames)
-        if flush is not None:
-            flush()
-        dlq.flush()
-        consumer.commit(next_offsets(records))
-        stats.commits += 1
-    return stats
