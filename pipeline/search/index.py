@@ -108,16 +108,11 @@ class ClipIndex:
 
     # ------------------------------------------------------------------------------------------ changes
 
-    def _adopt_models(self, clips: Sequence[ClipEmbedding]) -> None:
+    def _accept(self, clips: Sequence[ClipEmbedding]) -> Segment:
+        """The clips as a new segment, once their models and dimensions are the index's (checked before any
+        change, so a refused call changes nothing)."""
         for clip in clips:
             self.check_models(clip.models)
-            self.models = clip.models
-
-    def upsert(self, clips: Sequence[ClipEmbedding]) -> None:
-        """Add clips, replacing rows with the same source and start: live streams grow window by window."""
-        if not clips:
-            return
-        self._adopt_models(clips)
         segment = Segment.from_clips(clips)
         for tower in TOWERS:
             have = next((s.vectors[tower].shape[1] for s in self.segments.values() if len(s)), None)
@@ -125,11 +120,20 @@ class ClipIndex:
                 raise IndexMismatchError(
                     f"{tower} vectors of {segment.vectors[tower].shape[1]} dimensions; the index holds {have}"
                 )
+        self.models = clips[0].models
+        return segment
+
+    def _add(self, segment: Segment) -> None:
         self._new.append(segment)
         self.segments[segment.id] = segment
         self._alive[segment.id] = np.zeros(len(segment), bool)
         for row_number, row in enumerate(segment.rows):
             self._adopt(segment, row_number, row)
+
+    def upsert(self, clips: Sequence[ClipEmbedding]) -> None:
+        """Add clips, replacing rows with the same source and start: live streams grow window by window."""
+        if clips:
+            self._add(self._accept(clips))
 
     def remove_source(self, source_id: str) -> int:
         """Hide every row of a source at once (dropped physically at the next compaction); the rows hidden."""
@@ -161,9 +165,10 @@ class ClipIndex:
         """Drop every row of `source_id`, then add `clips`: re-indexing a source."""
         if any(clip.source_id != source_id for clip in clips):
             raise ValueError(f"clips of other sources given for {source_id}")
-        self._adopt_models(clips)
+        segment = self._accept(clips) if clips else None
         self.remove_source(source_id)
-        self.upsert(clips)
+        if segment is not None:
+            self._add(segment)
 
     # ------------------------------------------------------------------------------------------ search
 
