@@ -13,10 +13,9 @@ from itertools import islice
 import ray
 
 from pipeline.config import VigilConfig
-from pipeline.media.decode import StillFrameMarker
 from pipeline.media.kafka_clients import DeadLetters, FrameConsumer, MessageProducer, next_offsets
 from pipeline.media.kafka_messages import MalformedMessage, decode_message
-from pipeline.media.sampling import sampled_frames
+from pipeline.media.sampling import sampled_frames, still_marker
 from pipeline.records import Frame
 from pipeline.search.embed import sampled_batches
 
@@ -40,8 +39,7 @@ class KafkaDecoderActor:
         self.consumer = FrameConsumer(settings, self.topic, group_id=config.kafka.group, assign=True)
         self.dead_letters = DeadLetters(MessageProducer(settings), config.kafka.topics.dlq)
         self.max_bytes = config.kafka.max_message_bytes
-        threshold = config.decode.still_threshold
-        self.still = StillFrameMarker(threshold) if threshold > 0 else None  # per camera, across polls
+        self.still = still_marker(config.decode)  # per camera, across polls
 
     def seek(self, offsets: dict[str, int]) -> None:
         """Resume from a checkpoint's offsets ({"topic:partition": next offset})."""

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.config import DecodeConfig
-from pipeline.media.decode import DecodeStream, decode_frames, mark_still_frames
+from pipeline.media.decode import DecodeStream, StillFrameMarker, decode_frames
 from pipeline.media.streams import is_live, read_live
 from pipeline.records import Frame
 
@@ -29,9 +29,15 @@ def decode_file(
     )
 
 
+def still_marker(decode: DecodeConfig) -> StillFrameMarker | None:
+    """The marker of still frames the section asks for; None when `still_threshold` is 0 (marking off)."""
+    return StillFrameMarker(decode.still_threshold) if decode.still_threshold > 0 else None
+
+
 def mark_still(frames: Iterator[Frame], decode: DecodeConfig) -> Iterator[Frame]:
     """`frames` with near-duplicates of their source's previous frame marked still (`still_threshold` > 0)."""
-    return mark_still_frames(frames, decode.still_threshold) if decode.still_threshold > 0 else frames
+    marker = still_marker(decode)
+    return frames if marker is None else map(marker.mark, frames)
 
 
 def sampled_frames(
