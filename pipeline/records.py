@@ -33,6 +33,9 @@ class Frame:
     # True when the frame is a near-duplicate of the previous sampled frame (a still camera):
     # extraction can reuse the previous features instead of running the models again.
     still: bool = False
+    # Wall-clock time the camera took the frame (Unix seconds); None for files, whose clips take their
+    # recording start plus media time instead.
+    wallclock: float | None = None
 
 
 @dataclass
@@ -94,6 +97,7 @@ class ClipEmbedding:
     keyframe_key: str
     models: ModelIds
     frame_count: int = 0
+    recorded_at: float | None = None  # wall-clock time of `start` (Unix seconds); None when unknown
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ class SearchHit:
     end: float
     score: float
     keyframe_key: str
+    recorded_at: float | None = None  # wall-clock time of `start` (Unix seconds); None when unknown
 
 
 @dataclass(frozen=True)

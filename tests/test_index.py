@@ -3,6 +3,7 @@ import pytest
 
 from pipeline.config import IndexConfig
 from pipeline.records import ClipEmbedding, ModelIds, SearchHit
+from pipeline.search.filters import ClipFilter
 from pipeline.search.index import ClipIndex, IndexMismatchError, merge_hits
 from pipeline.search.manifest import read_newest
 from pipeline.search.segments import choose_kind
@@ -289,11 +290,11 @@ def test_a_source_filter_searches_only_those_sources_in_every_kind_of_segment(tm
     index = ClipIndex.load(store)
     assert {e.kind for e in read_newest(store).segments} == {"flat", "growing"}
     for query in vectors:
-        hits = index.search(siglip=_unit(query), k=4, sources={"b", "d"})
+        hits = index.search(siglip=_unit(query), k=4, where=ClipFilter.of({"b", "d"}))
         reference = {
             (sid, i * 2.0): _unit(v)
             for sid, base in (("b", 5), ("d", 15))
             for i, v in enumerate(vectors[base : base + 5])
         }
         assert [(h.source_id, h.start) for h in hits] == _brute_force(reference, _unit(query), 4)
-    assert index.search(siglip=_unit(vectors[0]), sources=set()) == []
+    assert index.search(siglip=_unit(vectors[0]), where=ClipFilter.of(set())) == []

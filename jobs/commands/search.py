@@ -6,6 +6,7 @@ import argparse
 
 from jobs.commands.common import UsageError, add_common_options, config_from, load_index, print_events, read_image
 from pipeline.models import load_encoders
+from pipeline.search.filters import ClipFilter
 from pipeline.search.index import find_moments
 from pipeline.storage.layout import camera_source_id, file_source_id
 from pipeline.storage.store import open_configured_store
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         image=image,
         top_k=config.search.top_k,
         merge_drop=config.search.merge_drop,
-        sources=sources,
+        where=ClipFilter.of(sources),
     )
     print_events(events, store, args.json)
     return 0

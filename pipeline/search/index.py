@@ -15,13 +15,14 @@ puts its changes on the newest one and tries again.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import faiss
 import numpy as np
 
 from pipeline.config import IndexConfig
 from pipeline.records import ClipEmbedding, Event, ModelIds, SearchHit
+from pipeline.search.filters import ClipFilter
 from pipeline.search.manifest import Manifest, SegmentEntry, collect, read_newest, try_commit
 from pipeline.search.segments import TOWERS, IndexRow, Segment, choose_kind
 from pipeline.storage.layout import INDEX, MANIFEST_KEY, index_version_prefix
@@ -178,20 +179,19 @@ class ClipIndex:
         siglip: np.ndarray | None = None,
         dinov2: np.ndarray | None = None,
         k: int = 10,
-        sources: Collection[str] | None = None,
+        where: ClipFilter | None = None,
     ) -> list[SearchHit]:
-        """Rows nearest the query vectors, of the given sources only (ids; None: all); with both vectors, the
+        """Rows nearest the query vectors, of those `where` lets through (None: all); with both vectors, the
         score is the mean of the two cosines."""
         queries = {tower: q for tower, q in (("siglip", siglip), ("dinov2", dinov2)) if q is not None}
         if not len(self) or not queries:
             return []
         k = min(k, len(self))
-        wanted = None if sources is None else np.array(sorted(sources), dtype=object)
         candidates: set[tuple[str, int]] = set()
         for segment, _ in self._ordered():
             alive = self._alive[segment.id]
-            if wanted is not None:
-                alive = alive & np.isin(segment.source_ids, wanted)
+            if where is not None:
+                alive = alive & where.mask(*segment.columns)
             for tower, query in queries.items():
                 candidates.update((segment.id, row) for row in segment.nearest(tower, query, k, alive))
         hits = []
@@ -199,7 +199,7 @@ class ClipIndex:
             segment = self.segments[segment_id]
             score = float(np.mean([float(segment.vectors[t][row_number] @ q) for t, q in queries.items()]))
             row = segment.rows[row_number]
-            hits.append(SearchHit(row.source, row.source_id, row.start, row.end, score, row.keyframe_key))
+            hits.append(SearchHit(row.source, row.source_id, row.start, row.end, score, row.keyframe_key, row.recorded))
         hits.sort(key=lambda hit: (-hit.score, hit.source_id, hit.start))
         return hits[:k]
 
@@ -428,10 +428,10 @@ def find_moments(
     image: np.ndarray | None = None,
     top_k: int = 10,
     merge_drop: float = 0.15,
-    sources: Collection[str] | None = None,
+    where: ClipFilter | None = None,
 ) -> list[Event]:
     """Moments matching a phrase (SigLIP2 text tower) or an example image (SigLIP2 and DINOv2), best first;
-    of the given sources only (ids; None: all)."""
+    of the rows `where` lets through (None: all)."""
     if (text is None) == (image is None):
         raise ValueError("search needs exactly one of a text query or an example image")
     index.check_models(encoders.ids)
@@ -439,8 +439,8 @@ def find_moments(
     if text is not None:
         if not text.strip():
             raise ValueError("the text query is empty")
-        hits = index.search(siglip=encoders.siglip.embed_texts([text])[0], k=candidates, sources=sources)
+        hits = index.search(siglip=encoders.siglip.embed_texts([text])[0], k=candidates, where=where)
     else:
         siglip, dinov2 = encoders.embed_images(image[None])
-        hits = index.search(siglip=siglip[0], dinov2=dinov2[0], k=candidates, sources=sources)
+        hits = index.search(siglip=siglip[0], dinov2=dinov2[0], k=candidates, where=where)
     return merge_hits(hits, merge_drop=merge_drop, untrained=encoders.ids.untrained)[:top_k]

@@ -1,7 +1,7 @@
 """Index segments: immutable sets of clip rows with their SigLIP2 and DINOv2 vectors.
 
 A segment is written once under `index/segments/{id}/` and never changed: its rows as Parquet (`rows.parquet`:
-source, source_id, start, end, keyframe_key), its vectors (`vectors.npz`), and once sealed its FAISS indexes
+source, source_id, start, end, keyframe_key, recorded), its vectors (`vectors.npz`), and once sealed its FAISS indexes
 (`siglip.faiss`, `dinov2.faiss`). New clips go to small growing segments, searched exactly with a matrix
 product; sealing merges them into one segment with an ANN index (exact below `index.exact_max` rows, HNSW
 above). Which rows of a segment are alive (not removed, not replaced by a newer row of the same window) is the
@@ -26,8 +26,18 @@ from pipeline.storage.codecs import decode_npz, encode_npz
 from pipeline.storage.layout import index_segment_prefix
 from pipeline.storage.store import ObjectStore
 
-COLUMNS = ("source", "source_id", "start", "end", "keyframe_key")
+COLUMNS = ("source", "source_id", "start", "end", "keyframe_key", "recorded")
 TOWERS = ("siglip", "dinov2")
+ROW_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("source_id", pa.string()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("keyframe_key", pa.string()),
+        ("recorded", pa.float64()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,7 @@ class IndexRow:
     start: float
     end: float
     keyframe_key: str
+    recorded: float | None = None  # wall-clock time of `start` (Unix seconds); None when unknown
 
 
 def choose_kind(count: int, kind: str = "auto", exact_max: int = 50000) -> str:
@@ -77,9 +88,15 @@ class Segment:
         return self.kind != "growing"
 
     @cached_property
-    def source_ids(self) -> np.ndarray:
-        """Each row's source id, for filters."""
-        return np.array([row.source_id for row in self.rows], dtype=object)
+    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's source id, start, end and recorded time (NaN: unknown), for filters."""
+        rows = self.rows
+        return (
+            np.array([row.source_id for row in rows], dtype=object),
+            np.array([row.start for row in rows], dtype=np.float64),
+            np.array([row.end for row in rows], dtype=np.float64),
+            np.array([np.nan if row.recorded is None else row.recorded for row in rows], dtype=np.float64),
+        )
 
     @property
     def prefix(self) -> str:
@@ -91,7 +108,7 @@ class Segment:
 
     @classmethod
     def from_clips(cls, clips: Sequence[ClipEmbedding]) -> Segment:
-        rows = [IndexRow(c.source, c.source_id, c.start, c.end, c.keyframe_key) for c in clips]
+        rows = [IndexRow(c.source, c.source_id, c.start, c.end, c.keyframe_key, c.recorded_at) for c in clips]
         vectors = {tower: np.stack([getattr(c, tower) for c in clips]).astype(np.float32) for tower in TOWERS}
         return cls(cls.new_id(), rows, vectors)
 
@@ -103,7 +120,10 @@ class Segment:
     def write(self, store: ObjectStore) -> None:
         """Every file of the segment; the manifest that names it is written after (readers never see part)."""
         prefix = self.prefix
-        table = pa.table({name: [getattr(row, name) for row in self.rows] for name in COLUMNS})
+        table = pa.table(
+            {name: [getattr(row, name) for row in self.rows] for name in COLUMNS},
+            schema=ROW_SCHEMA,
+        )
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
         store.put(f"{prefix}rows.parquet", buffer.getvalue())
@@ -115,7 +135,10 @@ class Segment:
     def read(cls, store: ObjectStore, segment_id: str, kind: str) -> Segment:
         prefix = index_segment_prefix(segment_id)
         table = pq.read_table(pa.BufferReader(store.get(f"{prefix}rows.parquet"))).to_pydict()
-        rows = [IndexRow(*values) for values in zip(*(table[name] for name in COLUMNS), strict=True)]
+        count = len(table["source_id"])
+        # Segments written before recorded times existed lack the column: unknown.
+        columns = [table.get(name, [None] * count) for name in COLUMNS]
+        rows = [IndexRow(*values) for values in zip(*columns, strict=True)]
         vectors = decode_npz(store.get(f"{prefix}vectors.npz"))
         indexes = {}
         if kind != "growing":
