@@ -2,6 +2,9 @@
 
 Both paths run the same pipeline functions in the same order (decode -> still marking -> batches ->
 extraction -> clip windows -> sink); Ray only decides where decoding and extraction run.
+
+A file's clips are dated from its recording start: the container's creation time, or the one the caller
+gives instead. The start is part of the source's record, so a different one re-indexes the file.
 """
 
 from __future__ import annotations
@@ -59,7 +62,12 @@ def decode_settings(config: VigilConfig) -> dict:
 
 
 def _source_record(
-    path: Path, config: VigilConfig, models: ModelIds, duration: float, clips: list[ClipEmbedding]
+    path: Path,
+    config: VigilConfig,
+    models: ModelIds,
+    duration: float,
+    recording_start: float | None,
+    clips: list[ClipEmbedding],
 ) -> dict:
     stat = path.stat()
     return {
@@ -71,23 +79,35 @@ def _source_record(
         "duration": duration,
         "settings": decode_settings(config),
         "models": asdict(models),
+        "recording_start": recording_start,
         "clips": [c.start for c in clips],
     }
 
 
-def is_unchanged(store: ObjectStore, index: ClipIndex, path: Path, config: VigilConfig, models: ModelIds) -> bool:
-    """True when this file, with these settings and models, is already in the store and the index."""
+def is_unchanged(
+    store: ObjectStore,
+    index: ClipIndex,
+    path: Path,
+    config: VigilConfig,
+    models: ModelIds,
+    recording_start: float | None,
+) -> bool:
+    """True when this file, with these settings, models and recording start, is already in the store and the
+    index."""
     sid = file_source_id(path)
     if sid not in index.sources or not store.exists(source_key(sid)):
         return False
     record = store.get_json(source_key(sid))
     stat = path.stat()
     # An imported source's record has none of these: indexing the file itself replaces its clips.
-    return (record.get("size"), record.get("mtime_ns"), record.get("settings"), record.get("models")) == (
+    # A record from before recording starts were kept has none: right for a file without a creation time.
+    held = ("size", "mtime_ns", "settings", "models", "recording_start")
+    return tuple(record.get(name) for name in held) == (
         stat.st_size,
         stat.st_mtime_ns,
         decode_settings(config),
         asdict(models),
+        recording_start,
     )
 
 
@@ -99,19 +119,23 @@ def index_file(
     config: VigilConfig,
     models: ModelIds,
     duration: float,
+    recording_start: float | None = None,
     on_progress: Callable[[float], None] = lambda seconds: None,
 ) -> list[ClipEmbedding]:
-    """Pool one file's extracted frames into clips and write them beside the version the index and the source
-    record name (`switch_source` makes the new one current). A key both versions use is rewritten in place
-    (with the same bytes when the settings are the same: indexing is deterministic), so every object the old
-    version's index rows name stays readable. On failure, or an interruption, the keys only this run wrote
-    are removed and the old version stays complete."""
+    """Pool one file's extracted frames into clips (dated from `recording_start`, Unix seconds, when known) and
+    write them beside the version the index and the source record name (`switch_source` makes the new one
+    current). A key both versions use is rewritten in place (with the same bytes when the settings are the
+    same: indexing is deterministic), so every object the old version's index rows name stays readable. On
+    failure, or an interruption, the keys only this run wrote are removed and the old version stays complete."""
     sid = file_source_id(path)
     before = _source_objects(store, sid)
     written: set[str] = set()
     clips: list[ClipEmbedding] = []
     try:
-        for clip, keyframe in clip_embeddings(extracted, window=config.embed.window, source_id=sid, models=models):
+        windows = clip_embeddings(
+            extracted, window=config.embed.window, source_id=sid, models=models, recording_start=recording_start
+        )
+        for clip, keyframe in windows:
             write_keyframe(store, clip.keyframe_key, keyframe.image)
             written.add(clip.keyframe_key)
             written.add(write_clip(store, clip))
@@ -170,8 +194,10 @@ def index_paths(
     force: bool = False,
     progress: bool = True,
     encoders: Encoders | None = None,
+    recording_start: float | None = None,
 ) -> IndexReport:
-    """Index video files and folders into `store`; corrupt files are reported and skipped, the rest go on."""
+    """Index video files and folders into `store`; corrupt files are reported and skipped, the rest go on.
+    `recording_start` (Unix seconds) dates the files' clips instead of their containers' creation times."""
     started = time.perf_counter()
     report = IndexReport()
     files, report.failed = find_videos(paths)
@@ -179,11 +205,15 @@ def index_paths(
     sync_index(store, index)
 
     durations: dict[Path, float] = {}
+    starts: dict[Path, float | None] = {}  # each file's recording start
     for path in files:
         try:
-            durations[path] = probe(path).duration
+            info = probe(path)
         except VideoDecodeError as exc:
             report.failed.append((str(path), str(exc)))
+            continue
+        durations[path] = info.duration
+        starts[path] = info.creation_time if recording_start is None else recording_start
 
     if use_ray:
         runner = RayArchive(config)
@@ -196,7 +226,7 @@ def index_paths(
     index.check_models(models)
     report.untrained = models.untrained
 
-    todo = [p for p in durations if force or not is_unchanged(store, index, p, config, models)]
+    todo = [p for p in durations if force or not is_unchanged(store, index, p, config, models, starts[p])]
     report.unchanged = [str(p) for p in durations if p not in todo]
     bar = tqdm(
         total=round(sum(durations[p] for p in todo), 1),
@@ -225,6 +255,7 @@ def index_paths(
             config=config,
             models=models,
             duration=durations[path],
+            recording_start=starts[path],
             on_progress=progress_of(path),
         )
 
@@ -236,7 +267,8 @@ def index_paths(
         except VideoDecodeError as exc:
             report.failed.append((str(path), str(exc)))
             return
-        switch_source(store, index, path, clips, _source_record(path, config, models, durations[path], clips))
+        record = _source_record(path, config, models, durations[path], starts[path], clips)
+        switch_source(store, index, path, clips, record)
         report.indexed.append(str(path))
         report.clips += len(clips)
         report.video_seconds += durations[path]

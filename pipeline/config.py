@@ -37,12 +37,19 @@ class EmbedConfig(_Section):
 
 
 class IndexConfig(_Section):
-    """The clip index: exact search up to `exact_max` clips, HNSW (with `hnsw_m` links) above ("auto")."""
+    """The clip index. A sealed segment is exact up to `exact_max` rows, HNSW (`hnsw_m` links) up to `hnsw_max`,
+    IVF (`ivf_nprobe` lists searched) above, with kind "auto"; "ivf_sq8" stores vectors in 8 bits (a quarter of
+    the memory, approximate scores)."""
 
-    kind: Literal["auto", "flat", "hnsw"] = "auto"
+    kind: Literal["auto", "flat", "hnsw", "ivf", "ivf_sq8"] = "auto"
     exact_max: int = Field(default=50000, ge=1)
+    hnsw_max: int = Field(default=250000, ge=1)
     hnsw_m: int = Field(default=32, ge=4, le=256)
+    ivf_nprobe: int = Field(default=32, ge=1, le=65536)
     seal_rows: int = Field(default=10000, ge=1)  # growing segments holding this many rows are sealed
+    background: bool = True  # seal and compact in a background thread of the writer (False: during its save)
+    shards: int = Field(default=1, ge=1, le=256)  # Ray actors a search fans out over (1: in the process)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # sealed segments on the GPU where faiss-gpu sees one
 
 
 class SearchConfig(_Section):

@@ -55,13 +55,15 @@ def test_image_query_scores_average_both_towers(vectors):
 
 
 def test_kind_is_chosen_by_size_and_recorded(tmp_path, vectors):
-    assert choose_kind(10, "auto", exact_max=100) == "flat"
-    assert choose_kind(101, "auto", exact_max=100) == "hnsw"
+    sizes = IndexConfig(exact_max=100, hnsw_max=1000)
+    assert [choose_kind(n, sizes) for n in (10, 100, 101, 1000, 1001)] == ["flat", "flat", "hnsw", "hnsw", "ivf"]
+    assert choose_kind(10, IndexConfig(kind="ivf_sq8")) == "ivf_sq8"
     index = ClipIndex(settings=IndexConfig(exact_max=10, seal_rows=5))
     index.replace_source("a", _clips("a", vectors))
     assert index.kind == "growing"  # new rows: exact search until sealed
     store = LocalStore(tmp_path)
-    index.save(store)  # 20 rows >= seal_rows: sealed, and 20 > exact_max: HNSW
+    index.save(store)  # 20 rows >= seal_rows: sealed in the background, and 20 > exact_max: HNSW
+    index.wait_for_maintenance()
     assert index.kind == "hnsw"
     assert [(e.kind, e.rows) for e in read_newest(store).segments] == [("hnsw", 20)]
     loaded = ClipIndex.load(store)
@@ -200,6 +202,7 @@ def test_a_removed_source_is_hidden_at_once_and_dropped_at_compaction(tmp_path, 
     index.replace_source("a", _clips("a", vectors[:4]))
     index.replace_source("b", _clips("b", vectors[4:8]))
     index.save(store)  # 8 rows: sealed into one segment
+    index.wait_for_maintenance()
     assert [e.rows for e in read_newest(store).segments] == [8]
     index = ClipIndex.load(store, IndexConfig(seal_rows=4))
     index.remove_source("a")
@@ -211,8 +214,10 @@ def test_a_removed_source_is_hidden_at_once_and_dropped_at_compaction(tmp_path, 
         extra = ClipIndex.load(store, IndexConfig(seal_rows=4))
         extra.upsert(_clips(f"c{number}", vectors[:4]))
         extra.save(store)
-    segments = read_newest(store).segments
-    assert sum(e.rows for e in segments) == len(ClipIndex.load(store)), "compaction dropped the removed rows"
+        extra.wait_for_maintenance()
+    newest = read_newest(store)
+    assert sum(e.rows for e in newest.segments) == len(ClipIndex.load(store)), "compaction dropped the removed rows"
+    assert "a" not in newest.removed, "the removal is forgotten once no segment holds the source's rows"
 
 
 def test_writers_racing_keep_everything(tmp_path, vectors):

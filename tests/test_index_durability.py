@@ -27,7 +27,8 @@ from pipeline.storage.store import LocalStore, ObjectStore, S3Store
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ModelIds("siglip-x", "dino-x")
-SETTINGS = IndexConfig(seal_rows=2, exact_max=1000)  # every save seals; the ninth sealed segment compacts
+# Every save seals; the ninth sealed segment compacts. In the foreground, so each phase has a known place.
+SETTINGS = IndexConfig(seal_rows=2, exact_max=1000, background=False)
 BUCKET = "vigil-test"
 S3_SETTINGS = S3Config(attempts=20, backoff=0.05, backoff_max=0.5, deadline=30, connect_timeout=2, read_timeout=10)
 
@@ -127,7 +128,7 @@ class PausingStore:
 
 write, try_commit, merge = Segment.write, index_module.try_commit, ClipIndex._merge
 if phase == "add":
-    Segment.write = lambda self, store: write(self, PausingStore(store) if armed else store)
+    Segment.write = lambda self, store, *vectors: write(self, PausingStore(store) if armed else store, *vectors)
 elif phase == "commit":
     index_module.try_commit = lambda store, manifest: pause() if armed else try_commit(store, manifest)
 else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime, timezone
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -58,20 +59,30 @@ def read_image(path: str) -> np.ndarray:
         raise UsageError(f"cannot read example image {path}: {exc}") from None
 
 
+def recorded_start(event: Event) -> str | None:
+    """When the event's first clip was recorded, as ISO 8601 UTC; None when unknown."""
+    recorded = event.hits[0].recorded_at if event.hits else None
+    if recorded is None:
+        return None
+    return datetime.fromtimestamp(recorded, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def print_events(events: list[Event], store: ObjectStore, as_json: bool) -> None:
     def keyframe(event: Event) -> str | None:  # imported clips may come without one
         return store.locate(event.keyframe_key) if event.keyframe_key else None
 
     if as_json:
         for event in events:
-            print(json.dumps(event.to_json() | {"keyframe": keyframe(event)}))
+            print(json.dumps(event.to_json() | {"keyframe": keyframe(event), "recorded": recorded_start(event)}))
         return
     if events and events[0].untrained:
         print(UNTRAINED_NOTE)
     if not events:
         print("no matches")
     for rank, event in enumerate(events, 1):
+        recorded = recorded_start(event)
         print(
             f"{rank:>3}. {event.score:.4f}  {event.start:8.2f}s - {event.end:8.2f}s  {event.source}\n"
-            f"     keyframe: {keyframe(event) or 'none'}"
+            + (f"     recorded: {recorded}\n" if recorded else "")
+            + f"     keyframe: {keyframe(event) or 'none'}"
         )

@@ -16,7 +16,8 @@ def register(subparsers) -> None:
         "import-clips",
         help="add clip embeddings computed elsewhere (Parquet) to the index",
         description="Add clip windows embedded elsewhere to the store and the index. Columns: source, kind "
-        "(file|camera, optional), start, end, siglip, dinov2 (float lists), keyframe_key (optional); the file's "
+        "(file|camera, optional), start, end, siglip, dinov2 (float lists), keyframe_key (optional), recorded (the "
+        "wall-clock time of start in Unix seconds, optional); the file's "
         "metadata names the models as vigil.siglip and vigil.dinov2 (and vigil.untrained: true for random "
         "weights).",
     )

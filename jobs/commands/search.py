@@ -6,7 +6,7 @@ import argparse
 
 from jobs.commands.common import UsageError, add_common_options, config_from, load_index, print_events, read_image
 from pipeline.models import load_encoders
-from pipeline.search.filters import ClipFilter
+from pipeline.search.filters import ClipFilter, FilterError, TimeRange
 from pipeline.search.index import find_moments
 from pipeline.storage.layout import camera_source_id, file_source_id
 from pipeline.storage.store import open_configured_store
@@ -17,16 +17,23 @@ def register(subparsers) -> None:
     parser.add_argument("text", nargs="?", help="what to look for, in any language")
     parser.add_argument("--image", help="an example image file instead of a phrase")
     parser.add_argument("--top-k", type=int)
-    parser.add_argument("--json", action="store_true", help="JSON lines: source, start, end, score, keyframe")
+    parser.add_argument("--json", action="store_true", help="JSON lines: source, start, end, score, keyframe, recorded")
     parser.add_argument("--camera", action="append", default=[], metavar="ID", help="only this camera (repeatable)")
     parser.add_argument(
         "--source", action="append", default=[], metavar="PATH", help="only this file or source id (repeatable)"
     )
+    clocks = "ISO 8601 (when recorded; clips of unknown recording time are left out) or seconds into each source"
+    parser.add_argument("--from", dest="time_from", metavar="TIME", help=f"only clips ending after TIME: {clocks}")
+    parser.add_argument("--to", dest="time_to", metavar="TIME", help=f"only clips starting before TIME: {clocks}")
     add_common_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        time_range = TimeRange.parse(args.time_from, args.time_to)
+    except FilterError as exc:
+        raise UsageError(str(exc)) from None
     config = config_from(args)
     store = open_configured_store(config)
     index = load_index(config, store)
@@ -51,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         image=image,
         top_k=config.search.top_k,
         merge_drop=config.search.merge_drop,
-        where=ClipFilter.of(sources),
+        where=ClipFilter.of(sources, time_range),
     )
     print_events(events, store, args.json)
     return 0

@@ -119,6 +119,7 @@ class StreamAnalyzer:
                     {
                         "pts": frame.pts,
                         "index": frame.index,
+                        "wallclock": frame.wallclock,  # dates the window's clip
                         "siglip": feats.siglip.tolist(),
                         "dinov2": feats.dinov2.tolist(),
                         "jpeg": _jpeg(frame.image),
@@ -142,7 +143,15 @@ class StreamAnalyzer:
         for camera, saved in state["windows"].items():
             window = ClipWindow(start=saved["start"], end=saved["end"])
             for item in saved["frames"]:
-                frame = Frame(camera, item["pts"], item["index"], _pixels(item["jpeg"]), camera=camera)
+                # Checkpoints from before frames kept their wall clock have none: the window's later frames date it.
+                frame = Frame(
+                    camera,
+                    item["pts"],
+                    item["index"],
+                    _pixels(item["jpeg"]),
+                    camera=camera,
+                    wallclock=item.get("wallclock"),
+                )
                 window.add(
                     frame,
                     FrameFeatures(

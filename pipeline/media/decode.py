@@ -18,6 +18,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import av
 import numpy as np
@@ -75,6 +76,7 @@ class VideoInfo:
     rotation: int  # counter-clockwise degrees to turn the stored picture upright: 0, 90, 180 or 270
     keyframe_interval: float | None  # largest gap between keyframes (s), the stream end included
     frame_count: int = 0  # video packets demuxed
+    creation_time: float | None = None  # when the recording started (Unix seconds), if the container says
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -180,13 +182,31 @@ def _truncation(declared: float | None, start: float | None, end: float | None, 
     return None
 
 
+def _creation_time(path: str, container, stream) -> float | None:
+    """The container's `creation_time` (else the video stream's) as Unix seconds; None when there is none or
+    it is not a time after 1970 (muxers write 0, read back as 1970 or 1904, for "unset")."""
+    for metadata in (container.metadata, stream.metadata):
+        text = (metadata.get("creation_time") or "").strip()
+        if not text:
+            continue
+        try:  # ISO 8601 as FFmpeg writes it; "Z" spelled out for Python 3.10, no zone taken as UTC
+            moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            log.warning("%s: creation_time %r is not ISO 8601; its recording start is unknown", path, text[:40])
+            continue
+        seconds = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+        if seconds > 0:
+            return seconds
+    return None
+
+
 # --------------------------------------------------------------------------------------------- probe
 
 
 def probe(path) -> VideoInfo:
     """Demux every video packet (decoding only the first frame, for the rotation) to measure the
-    duration, frame rate, size and the largest keyframe gap. Raises VideoDecodeError on input that
-    cannot be read, has no video stream, or is truncated/corrupt."""
+    duration, frame rate, size and the largest keyframe gap, and read when the recording started. Raises
+    VideoDecodeError on input that cannot be read, has no video stream, or is truncated/corrupt."""
     path = str(path)
     container = _open(path)
     with container:
@@ -241,7 +261,7 @@ def probe(path) -> VideoInfo:
         w, h = ctx.width, ctx.height
         if rot in (90, 270):
             w, h = h, w
-        return VideoInfo(path, duration, fps, w, h, rot, gap, count)
+        return VideoInfo(path, duration, fps, w, h, rot, gap, count, _creation_time(path, container, stream))
 
 
 # --------------------------------------------------------------------------------------------- decode

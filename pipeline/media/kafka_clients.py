@@ -1,6 +1,7 @@
 """Kafka clients of live monitoring: producer, consumer and dead letters, for the messages of
 `pipeline.media.kafka_messages`.
 
+`decode_record` reads one consumed record's frames, dated by its `wallclock` header or else its CreateTime;
 `consume_frames` sends malformed messages to `vigil.dlq` (original key, value and headers plus `reason`) and
 goes on. Offsets are committed only after the caller's outputs are durable (ARCHITECTURE.md, delivery
 invariant 2). kafka-python is imported inside the functions and classes that need it (ARCHITECTURE.md,
@@ -260,6 +261,18 @@ class FrameConsumer:
         self.close()
 
 
+# kafka-python's ConsumerRecord.timestamp_type for a timestamp the producer set. The other kind, LogAppendTime,
+# is when the broker stored the record, which can be long after the camera took the frame.
+CREATE_TIME = 0
+
+
+def decode_record(record, *, max_bytes: int) -> list[Frame]:
+    """The frames of one consumed `vigil.frames` record (see `decode_message`), dated by its `wallclock`
+    header, else by its CreateTime timestamp; raises `MalformedMessage`."""
+    created = record.timestamp if record.timestamp_type == CREATE_TIME else None
+    return decode_message(record.key, record.value, record.headers, max_bytes=max_bytes, timestamp_ms=created)
+
+
 def next_offsets(records: Iterable) -> dict[tuple[str, int], int]:
     """{(topic, partition): last offset + 1} over `records`: what to commit once they are done."""
     out: dict[tuple[str, int], int] = {}
@@ -361,7 +374,7 @@ def consume_frames(
         for record in records:
             stats.messages += 1
             try:
-                frames = decode_message(record.key, record.value, record.headers, max_bytes=limit)
+                frames = decode_record(record, max_bytes=limit)
             except MalformedMessage as exc:
                 dlq.publish(record, exc.reason)
                 stats.malformed += 1

@@ -14,9 +14,12 @@ Wire format, schema version 1 (no pickle, nothing executable: bytes a JPEG or H.
              width,height  picture size in pixels (every frame of a segment has it)
              frames        segments: number of frames (1..MAX_SEGMENT_FRAMES); jpeg: absent or "1"
              duration      segments: seconds from the first frame's pts to the end of the segment
+             wallclock     optional: when the camera took the (first) frame, Unix seconds as decimal text
+                           ("1796025600.25"); absent, the record's CreateTime timestamp stands in for it
 
-A segment's frame i has pts = header pts + (its MPEG-TS time - the first frame's MPEG-TS time); the
-90 kHz MPEG-TS clock represents 25, 30 and 29.97 fps frame times exactly.
+A segment's frame i has pts = header pts + (its MPEG-TS time - the first frame's MPEG-TS time), and wall
+clock = header wallclock + (its pts - the first frame's pts); the 90 kHz MPEG-TS clock represents 25, 30
+and 29.97 fps frame times exactly.
 
 `decode_message` checks all of it (and a size limit) and raises `MalformedMessage(reason)`; the clients
 (`pipeline.media.kafka_clients`) send such messages to `vigil.dlq`. Nothing here talks to a broker.
@@ -28,7 +31,7 @@ import io
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -63,8 +66,9 @@ H_WIDTH = "width"
 H_HEIGHT = "height"
 H_FRAMES = "frames"
 H_DURATION = "duration"
+H_WALLCLOCK = "wallclock"
 H_REASON = "reason"
-_KNOWN = (H_SCHEMA, H_CAMERA, H_PTS, H_INDEX, H_CODEC, H_WIDTH, H_HEIGHT, H_FRAMES, H_DURATION)
+_KNOWN = (H_SCHEMA, H_CAMERA, H_PTS, H_INDEX, H_CODEC, H_WIDTH, H_HEIGHT, H_FRAMES, H_DURATION, H_WALLCLOCK)
 
 _DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$")
 _INTEGER = re.compile(r"^[0-9]{1,19}$")
@@ -124,8 +128,10 @@ def _fmt_time(t: float) -> str:
 
 
 def _headers(
-    camera: str, pts: float, index: int, codec: str, width: int, height: int, **extra
+    camera: str, pts: float, index: int, codec: str, width: int, height: int, wallclock: float | None, **extra
 ) -> list[tuple[str, bytes]]:
+    if wallclock is not None:
+        extra[H_WALLCLOCK] = _fmt_time(wallclock)
     items = [
         (H_SCHEMA, SCHEMA_VERSION),
         (H_CAMERA, camera),
@@ -148,13 +154,14 @@ def _check_size(message: Message, max_bytes: int) -> Message:
 def frame_message(
     frame: Frame, camera: str | None = None, *, quality: int = 90, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 ) -> Message:
-    """One frame as a JPEG message. `camera` defaults to `frame.camera`, then `frame.source`."""
+    """One frame as a JPEG message. `camera` defaults to `frame.camera`, then `frame.source`; the frame's
+    wall clock, when it has one, goes in the `wallclock` header."""
     cam = _camera_of(frame, camera)
     image = np.ascontiguousarray(frame.image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"frame image must be RGB uint8 (H, W, 3), got {image.dtype} {image.shape}")
     height, width = image.shape[:2]
-    headers = _headers(cam, frame.pts, frame.index, CODEC_JPEG, width, height)
+    headers = _headers(cam, frame.pts, frame.index, CODEC_JPEG, width, height, frame.wallclock)
     return _check_size(Message(cam.encode(), encode_jpeg(image, quality), headers), max_bytes)
 
 
@@ -169,7 +176,8 @@ def segment_message(
     """Frames (increasing pts, one size) as one self-contained H.264 MPEG-TS segment message.
 
     The first frame is an IDR keyframe and no frame refers outside the segment, so any consumer can
-    decode it alone. Frame times are kept relative to the first frame on the 90 kHz MPEG-TS clock.
+    decode it alone. Frame times are kept relative to the first frame on the 90 kHz MPEG-TS clock; the
+    first frame's wall clock, when it has one, goes in the `wallclock` header.
     `period` is the sampling interval, used for the segment's duration (last - first + period);
     None takes the mean gap between frames. Odd sizes are cropped by one pixel (yuv420p)."""
     if not frames:
@@ -229,6 +237,7 @@ def segment_message(
         CODEC_SEGMENT,
         width,
         height,
+        first.wallclock,
         **{H_FRAMES: len(frames), H_DURATION: _fmt_time(duration)},
     )
     return _check_size(Message(cam.encode(), buf.getvalue(), headers), max_bytes)
@@ -281,6 +290,7 @@ class FrameHeaders:
     height: int
     frames: int
     duration: float
+    wallclock: float | None = None  # of the (first) frame, Unix seconds; None when the header is absent
 
 
 def parse_headers(headers: Iterable[tuple[str, Any]] | None) -> FrameHeaders:
@@ -322,7 +332,8 @@ def parse_headers(headers: Iterable[tuple[str, Any]] | None) -> FrameHeaders:
         duration = _decimal(values, H_DURATION, 0, MAX_SEGMENT_SECONDS)
         if width % 2 or height % 2:
             raise MalformedMessage(f"H.264 segment size {width}x{height} is not even")
-    return FrameHeaders(camera, pts, index, codec, width, height, frames, duration)
+    wallclock = _decimal(values, H_WALLCLOCK, 0, MAX_PTS) if H_WALLCLOCK in values else None
+    return FrameHeaders(camera, pts, index, codec, width, height, frames, duration, wallclock)
 
 
 def _check_key(key) -> str:
@@ -356,7 +367,7 @@ def _decode_jpeg(value: bytes, h: FrameHeaders) -> list[Frame]:
         raise
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... on bad data
         raise MalformedMessage(f"undecodable JPEG: {exc}") from None
-    return [Frame(h.camera, h.pts, h.index, np.ascontiguousarray(image), camera=h.camera)]
+    return [Frame(h.camera, h.pts, h.index, np.ascontiguousarray(image), camera=h.camera, wallclock=h.wallclock)]
 
 
 def _decode_segment(value: bytes, h: FrameHeaders) -> list[Frame]:
@@ -392,7 +403,17 @@ def _decode_segment(value: bytes, h: FrameHeaders) -> list[Frame]:
                         "or out of order"
                     )
                 image = vf.to_ndarray(format="rgb24")
-                frames.append(Frame(h.camera, round(h.pts + offset, 6), h.index + len(frames), image, camera=h.camera))
+                wallclock = None if h.wallclock is None else round(h.wallclock + offset, 6)
+                frames.append(
+                    Frame(
+                        h.camera,
+                        round(h.pts + offset, 6),
+                        h.index + len(frames),
+                        image,
+                        camera=h.camera,
+                        wallclock=wallclock,
+                    )
+                )
     except MalformedMessage:
         raise
     except Exception as exc:  # av.FFmpegError and friends on garbage
@@ -402,17 +423,22 @@ def _decode_segment(value: bytes, h: FrameHeaders) -> list[Frame]:
     return frames
 
 
-def decode_message(key, value, headers, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[Frame]:
+def decode_message(
+    key, value, headers, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timestamp_ms: int | None = None
+) -> list[Frame]:
     """The frames of a `vigil.frames` message (one for JPEG, every frame of a segment, in order), as
-    `Frame(source=camera, pts, index, RGB image, camera=camera)`. Raises `MalformedMessage` for
+    `Frame(source=camera, pts, index, RGB image, camera=camera, wallclock)`. Raises `MalformedMessage` for
     anything wrong: key, headers, schema version, size limit, or a payload that does not decode to
-    exactly what the headers announce."""
+    exactly what the headers announce. `timestamp_ms` (the record's CreateTime) dates the first frame when
+    the message has no `wallclock` header."""
     camera = _check_key(key)
     if value is None or len(value) == 0:
         raise MalformedMessage("empty value")
     if len(value) > max_bytes:
         raise MalformedMessage(f"value of {len(value)} bytes exceeds the limit of {max_bytes} bytes")
     h = parse_headers(headers)
+    if h.wallclock is None and timestamp_ms is not None and timestamp_ms > 0:
+        h = replace(h, wallclock=timestamp_ms / 1000)
     if h.camera != camera:
         raise MalformedMessage(f"camera header {h.camera[:60]!r} differs from the key {camera[:60]!r}")
     value = bytes(value)

@@ -8,7 +8,8 @@ Times are one camera timeline per stream: the first frame is at 0, and every rec
 after the last frame sent, so pts never go backwards however the server restarts its own clock.
 The gap across a reconnection is the outage measured on the wall clock (at least one frame period), so
 an event seen before and after an outage is not glued together. A frame without pts (RTSP's first
-frame can have none) takes the previous one's plus a frame period.
+frame can have none) takes the previous one's plus a frame period. Every frame carries the wall-clock time
+it was decoded (`Frame.wallclock`), which dates its clips.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ class LiveStream(Iterator[Frame]):
                         w, h = output_size(vf.width, vf.height, self.short_side)
                         rgb = vf.reformat(width=w, height=h, format="rgb24").to_ndarray()
                         image = np.ascontiguousarray(apply_rotation(rgb, getattr(vf, "rotation", 0)))
-                        yield Frame(self.camera, pts, index, image, camera=self.camera)
+                        yield Frame(self.camera, pts, index, image, camera=self.camera, wallclock=time.time())
                         index += 1
                         if self._stopped():
                             return

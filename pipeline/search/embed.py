@@ -1,7 +1,9 @@
 """Frames to clip embeddings: batched feature extraction and fixed-length clip windows.
 
 A window [k*w, (k+1)*w) mean-pools the unit SigLIP2 and DINOv2 vectors of its frames and re-normalises
-them; its keyframe is the frame whose SigLIP2 vector is nearest the pooled one (the most typical frame).
+them; its keyframe is the frame whose SigLIP2 vector is nearest the pooled one (the most typical frame), and
+its recording time (`ClipEmbedding.recorded_at`) is the wall clock of its start: from a camera's frames
+(`Frame.wallclock`), else from the source's recording start plus the window's media time.
 Frames marked `still` (near-duplicates of the previous sampled frame) skip the models and reuse the last
 computed features: on a still camera most of the work disappears while the windows stay complete.
 """
@@ -112,7 +114,17 @@ class ClipWindow:
         self.frames.append(frame)
         self.features.append(features)
 
-    def pool(self, source_id: str, models: ModelIds) -> tuple[ClipEmbedding, Keyframe]:
+    def recorded_at(self, recording_start: float | None = None) -> float | None:
+        """The wall-clock time of the window's start: a camera frame's clock less its distance from the
+        start, else `recording_start` (the source's, for files) plus the start; None when neither is known."""
+        timed = next((frame for frame in self.frames if frame.wallclock is not None), None)
+        if timed is not None:
+            return timed.wallclock - (timed.pts - self.start)
+        return None if recording_start is None else recording_start + self.start
+
+    def pool(
+        self, source_id: str, models: ModelIds, recording_start: float | None = None
+    ) -> tuple[ClipEmbedding, Keyframe]:
         siglip = _unit(np.mean([f.siglip for f in self.features], axis=0))
         dinov2 = _unit(np.mean([f.dinov2 for f in self.features], axis=0))
         best = int(np.argmax([float(f.siglip @ siglip) for f in self.features]))
@@ -128,17 +140,20 @@ class ClipWindow:
             keyframe_key=keyframe_key(source_id, frame.pts),
             models=models,
             frame_count=len(self.frames),
+            recorded_at=self.recorded_at(recording_start),
         )
         return clip, Keyframe(frame.source, frame.pts, frame.image)
 
 
 class ClipWindower:
-    """Windows one source's time-ordered frames: `push` returns the windows a frame closes."""
+    """Windows one source's time-ordered frames: `push` returns the windows a frame closes.
+    `recording_start`: the wall-clock time of the source's media time 0 (a file's), when known."""
 
-    def __init__(self, *, window: float, source_id: str, models: ModelIds):
+    def __init__(self, *, window: float, source_id: str, models: ModelIds, recording_start: float | None = None):
         self.window = window
         self.source_id = source_id
         self.models = models
+        self.recording_start = recording_start
         self.current: ClipWindow | None = None
 
     def push(self, frame: Frame, features: FrameFeatures) -> list[tuple[ClipEmbedding, Keyframe]]:
@@ -155,7 +170,7 @@ class ClipWindower:
         if self.current is None:
             return []
         closed, self.current = self.current, None
-        return [closed.pool(self.source_id, self.models)]
+        return [closed.pool(self.source_id, self.models, self.recording_start)]
 
 
 def clip_embeddings(
@@ -164,10 +179,12 @@ def clip_embeddings(
     window: float,
     source_id: str,
     models: ModelIds,
+    recording_start: float | None = None,
 ) -> Iterator[tuple[ClipEmbedding, Keyframe]]:
     """Group one source's time-ordered, extracted frames into windows of `window` seconds and pool each;
-    yields as windows close."""
-    windower = ClipWindower(window=window, source_id=source_id, models=models)
+    yields as windows close. `recording_start` (a file's, Unix seconds) dates the clips of frames without
+    a wall clock of their own."""
+    windower = ClipWindower(window=window, source_id=source_id, models=models, recording_start=recording_start)
     carry = FeatureCarry()
     for batch in batches:
         for frame, features in carry.per_frame(batch):

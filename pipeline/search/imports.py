@@ -8,6 +8,8 @@ Schema of the file (one row per clip window; Parquet as any Arrow writer makes i
     siglip        list<float>       the SigLIP2 image embedding of the window (normalised on import)
     dinov2        list<float>       the DINOv2 embedding of the window (normalised on import)
     keyframe_key  string, optional  the store key of the window's keyframe JPEG, when one was stored
+    recorded      double, optional  the wall-clock time of `start` (Unix seconds); null when unknown, and the
+                                   clip then never matches a wall-clock search (`vigil search --from ISO`)
 
 and in the file's key-value metadata `vigil.siglip` and `vigil.dinov2`: the checkpoints that made the
 vectors (Hugging Face ids), compared with the index's models; `vigil.untrained: "true"` when they were
@@ -16,6 +18,7 @@ random-weight checkpoints.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +55,7 @@ def read_clip_table(path: str | Path) -> list[ClipEmbedding]:
     columns = table.to_pydict()
     kinds = columns.get("kind") or ["file"] * table.num_rows
     keyframes = columns.get("keyframe_key") or [""] * table.num_rows
+    recorded = columns.get("recorded") or [None] * table.num_rows
     vectors = {tower: _matrix(path, tower, columns[tower]) for tower in ("siglip", "dinov2")}
     clips = []
     for row, (source, kind, start, end) in enumerate(zip(columns["source"], kinds, columns["start"], columns["end"])):
@@ -71,9 +75,21 @@ def read_clip_table(path: str | Path) -> list[ClipEmbedding]:
                 keyframe_pts=float(start),
                 keyframe_key=keyframes[row] or "",
                 models=models,
+                recorded_at=_recorded(path, row, recorded[row]),
             )
         )
     return clips
+
+
+def _recorded(path, row: int, value) -> float | None:
+    """A row's recording time: finite Unix seconds, or None (null: unknown)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ClipImportError(
+            f"{path}: row {row}: recorded must be Unix seconds (a finite number) or null, got {value!r}"
+        )
+    return float(value)
 
 
 def _matrix(path, tower: str, values: list) -> np.ndarray:

@@ -4,18 +4,26 @@ Two inner-product searches over unit vectors (so scores are cosines): SigLIP2 (t
 DINOv2 (image queries). Rows live in immutable segments (`pipeline.search.segments`); a manifest generation
 (`pipeline.search.manifest`) names the live ones. A save writes only what is new: the new rows as a small
 growing segment and the next manifest generation. Once the growing segments hold `index.seal_rows` rows (or
-there are more than `MAX_GROWING` of them) they are sealed into one segment with a FAISS index (exact up to
-`index.exact_max` rows, HNSW above); when more than `MAX_SEALED` sealed segments exist the smallest are
-compacted into one, dropping removed and replaced rows. Sealing and compaction run at the end of a save, in
-the writer's process. A removed source is hidden at once: the manifest records the generation it was
-removed at. Two writers never lose each other's work: a save that loses the race for the next generation
-puts its changes on the newest one and tries again.
+there are more than `MAX_GROWING` of them) they are sealed into one segment with a FAISS index
+(`pipeline.search.segments.choose_kind`); when more than `MAX_SEALED` sealed segments exist the smallest are
+compacted into one, dropping removed and replaced rows. Sealing and compaction run in a background thread of
+the writer, on a snapshot of the index (`index.background`), and commit like any writer; the index takes
+their result up at its next save. A removed source is hidden at once: the manifest records the generation it
+was removed at, until no segment older than that holds its rows. Two writers never lose each other's work: a
+save that loses the race for the next generation puts its changes on the newest one and tries again.
+
+A search over many segments can be spread over Ray actors (`actors.index_shards`): each loads the rows of
+every segment (which rows are alive depends on all of them) and the vectors of its share of the segments.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import logging
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -24,9 +32,11 @@ from pipeline.config import IndexConfig
 from pipeline.records import ClipEmbedding, Event, ModelIds, SearchHit
 from pipeline.search.filters import ClipFilter
 from pipeline.search.manifest import Manifest, SegmentEntry, collect, read_newest, try_commit
-from pipeline.search.segments import TOWERS, IndexRow, Segment, choose_kind
+from pipeline.search.segments import TOWERS, IndexRow, Segment, gpu_available
 from pipeline.storage.layout import INDEX, MANIFEST_KEY, index_version_prefix
 from pipeline.storage.store import ObjectStore, StoreError
+
+log = logging.getLogger(__name__)
 
 # Sealed segments beyond this many are compacted, the smallest first.
 MAX_SEALED = 8
@@ -39,15 +49,44 @@ class IndexMismatchError(RuntimeError):
     """The index was built with other models than the ones used to query or extend it."""
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Shard `number` of `count`: it searches the segments whose id hashes to it."""
+
+    number: int
+    count: int
+
+    def owns(self, segment_id: str) -> bool:
+        return zlib.crc32(segment_id.encode()) % self.count == self.number
+
+
+@dataclass(frozen=True)
+class Merge:
+    """A committed merge: `inputs` replaced by `merged` (None: their rows were all dead) on top of `base`."""
+
+    base: int  # the generation it was committed on
+    inputs: frozenset[str]
+    merged: Segment | None
+    manifest: Manifest
+
+
+def best_hits(hits: Iterable[SearchHit], k: int) -> list[SearchHit]:
+    """The `k` best hits, ties broken by source and start: any split of the candidates merges to the same list."""
+    return sorted(hits, key=lambda hit: (-hit.score, hit.source_id, hit.start))[:k]
+
+
 class ClipIndex:
     """Clip rows with their SigLIP2 and DINOv2 vectors, searchable by either.
 
     The state is a committed manifest (the generation it was loaded from or last saved as) plus changes made
     since: new growing segments and removed sources, which `save` commits."""
 
-    def __init__(self, models: ModelIds | None = None, *, settings: IndexConfig | None = None):
+    def __init__(
+        self, models: ModelIds | None = None, *, settings: IndexConfig | None = None, shard: Shard | None = None
+    ):
         self.models = models
         self.settings = settings or IndexConfig()
+        self.shard = shard
         self.manifest = Manifest()
         self.segments: dict[str, Segment] = {}  # committed and new, by id
         self._new: list[Segment] = []  # not yet committed, oldest first
@@ -56,6 +95,13 @@ class ClipIndex:
         self._alive: dict[str, np.ndarray] = {}
         self._owner: dict[tuple[str, float], tuple[str, int]] = {}  # (source_id, start) -> its live row
         self._by_source: dict[str, set[tuple[str, float]]] = {}
+        self._merges: list[Merge] = []  # committed by this object (a background snapshot hands them over)
+        self._maintenance: threading.Thread | None = None
+        self._maintained: ClipIndex | None = None  # the snapshot the thread works on
+        self._known: dict[str, Segment] = {}  # merged segments in memory, not yet named by this state
+        self._use_gpu = self.settings.device != "cpu" and gpu_available()
+        if self.settings.device == "cuda" and not self._use_gpu:
+            log.warning("index.device is cuda but faiss sees no GPU (faiss-cpu installed?): searching on the CPU")
 
     # ------------------------------------------------------------------------------------------ visibility
 
@@ -112,14 +158,16 @@ class ClipIndex:
     def _accept(self, clips: Sequence[ClipEmbedding]) -> Segment:
         """The clips as a new segment, once their models and dimensions are the index's (checked before any
         change, so a refused call changes nothing)."""
+        if self.shard is not None:
+            raise RuntimeError("an index shard only searches; change the index through a whole one")
         for clip in clips:
             self.check_models(clip.models)
         segment = Segment.from_clips(clips)
         for tower in TOWERS:
-            have = next((s.vectors[tower].shape[1] for s in self.segments.values() if len(s)), None)
-            if have is not None and segment.vectors[tower].shape[1] != have:
+            have = next((s.dimension(tower) for s in self.segments.values() if len(s) and s.has_data), None)
+            if have is not None and segment.dimension(tower) != have:
                 raise IndexMismatchError(
-                    f"{tower} vectors of {segment.vectors[tower].shape[1]} dimensions; the index holds {have}"
+                    f"{tower} vectors of {segment.dimension(tower)} dimensions; the index holds {have}"
                 )
         self.models = clips[0].models
         return segment
@@ -182,32 +230,43 @@ class ClipIndex:
         where: ClipFilter | None = None,
     ) -> list[SearchHit]:
         """Rows nearest the query vectors, of those `where` lets through (None: all); with both vectors, the
-        score is the mean of the two cosines."""
+        score is the mean of the two cosines. A shard searches its own segments only."""
         queries = {tower: q for tower, q in (("siglip", siglip), ("dinov2", dinov2)) if q is not None}
         if not len(self) or not queries:
             return []
         k = min(k, len(self))
-        candidates: set[tuple[str, int]] = set()
+        hits = []
         for segment, _ in self._ordered():
+            if not segment.has_data:
+                continue
             alive = self._alive[segment.id]
             if where is not None:
                 alive = alive & where.mask(*segment.columns)
+            candidates = set()
             for tower, query in queries.items():
-                candidates.update((segment.id, row) for row in segment.nearest(tower, query, k, alive))
-        hits = []
-        for segment_id, row_number in candidates:
-            segment = self.segments[segment_id]
-            score = float(np.mean([float(segment.vectors[t][row_number] @ q) for t, q in queries.items()]))
-            row = segment.rows[row_number]
-            hits.append(SearchHit(row.source, row.source_id, row.start, row.end, score, row.keyframe_key, row.recorded))
-        hits.sort(key=lambda hit: (-hit.score, hit.source_id, hit.start))
-        return hits[:k]
+                candidates.update(segment.nearest(tower, query, k, alive, self.settings))
+            if not candidates:
+                continue
+            row_numbers = np.array(sorted(candidates))
+            scores = np.mean([segment.vectors_of(t, row_numbers) @ q for t, q in queries.items()], axis=0)
+            for row_number, score in zip(row_numbers, scores, strict=True):
+                row = segment.rows[row_number]
+                hits.append(
+                    SearchHit(
+                        row.source, row.source_id, row.start, row.end, float(score), row.keyframe_key, row.recorded
+                    )
+                )
+        return best_hits(hits, k)
 
     # ------------------------------------------------------------------------------------------ persistence
 
     def save(self, store: ObjectStore) -> int:
         """Commit the changes since the last commit (new rows, removed sources), then seal and compact when
-        due; returns the committed generation. Nothing to commit writes nothing."""
+        due (in the background with `index.background`); returns the committed generation. Nothing to commit
+        writes nothing."""
+        if self.shard is not None:
+            raise RuntimeError("an index shard only searches; save the whole index")
+        self._take_up_maintenance(wait=False)
         new, removed = [segment for segment in self._new if len(segment)], self._removed
         if new or removed or self._legacy:
             for segment in new:
@@ -226,12 +285,68 @@ class ClipIndex:
             for key in self._legacy:
                 store.delete(key)
             self._legacy = []
-        self._seal(store)
-        self._compact(store)
+        if self._maintenance_due():
+            if self.settings.background:
+                self._start_maintenance(store)
+            else:
+                self.maintain(store)
         collect(store)
         return self.manifest.generation
 
-    def _commit(self, store: ObjectStore, change, adopt) -> bool:
+    def maintain(self, store: ObjectStore) -> None:
+        """Seal the growing segments and compact the sealed ones, as far as due, in this thread."""
+        self._seal(store)
+        self._compact(store)
+
+    def wait_for_maintenance(self) -> None:
+        """Let background sealing and compaction finish and take their result up (before a writer exits)."""
+        self._take_up_maintenance(wait=True)
+
+    def _maintenance_due(self) -> bool:
+        growing = [entry for entry in self.manifest.segments if entry.kind == "growing"]
+        sealed = [entry for entry in self.manifest.segments if entry.kind != "growing"]
+        return (
+            sum(entry.rows for entry in growing) >= self.settings.seal_rows
+            or len(growing) > MAX_GROWING
+            or len(sealed) > MAX_SEALED
+            or any(not self._alive[entry.id].any() for entry in sealed)
+        )
+
+    def _start_maintenance(self, store: ObjectStore) -> None:
+        """Seal and compact a snapshot of the committed state in a thread (unless one is still at it)."""
+        if self._maintenance is not None:
+            return
+        snapshot = ClipIndex(self.models, settings=self.settings.model_copy(update={"device": "cpu"}))
+        snapshot.manifest = self.manifest
+        snapshot.segments = {entry.id: self.segments[entry.id] for entry in self.manifest.segments}
+        snapshot._alive = {segment_id: self._alive[segment_id].copy() for segment_id in snapshot.segments}
+        snapshot._owner = {key: owner for key, owner in self._owner.items() if owner[0] in snapshot.segments}
+
+        def run() -> None:
+            try:
+                snapshot.maintain(store)
+            except Exception:  # noqa: BLE001 - a failed merge changes nothing; the next save tries again
+                log.exception("index sealing/compaction failed; it is tried again at the next save")
+
+        self._maintained = snapshot
+        self._maintenance = threading.Thread(target=run, name="index-maintenance", daemon=True)
+        self._maintenance.start()
+
+    def _take_up_maintenance(self, *, wait: bool) -> None:
+        """Adopt the merges a finished background run committed on top of this state; the merged segments of
+        the others are kept for when this state follows the newest generation."""
+        thread = self._maintenance
+        if thread is None or (thread.is_alive() and not wait):
+            return
+        thread.join()
+        merges, self._maintenance, self._maintained = self._maintained._merges, None, None
+        for merge in merges:
+            if merge.base == self.manifest.generation:
+                self._adopt_merge(merge)
+            elif merge.merged is not None:
+                self._known[merge.merged.id] = merge.merged
+
+    def _commit(self, store: ObjectStore, change: Callable[[Manifest], Manifest | None], adopt) -> bool:
         """Commit `change(manifest)` on the newest generation, putting it on each newer one that another
         writer committed first; False when `change` gives up (returns None). When nobody committed in between,
         `adopt(manifest)` brings the state in memory up to it at the cost of the change alone; otherwise the
@@ -261,32 +376,69 @@ class ClipIndex:
         fresh = {segment.id for segment in self._new}
         for entry in manifest.segments:
             if entry.id not in self.segments or self.segments[entry.id].kind != entry.kind:
-                self.segments[entry.id] = Segment.read(store, entry.id, entry.kind)
+                self.segments[entry.id] = self._known.pop(entry.id, None) or self._read_segment(store, entry)
         self.segments = {i: s for i, s in self.segments.items() if i in named or i in fresh}
+        self._known = {i: s for i, s in self._known.items() if i not in named}
         self.manifest = manifest
         self.models = self.models or manifest.models
         self._new = [segment for segment in self._new if segment.id not in named]
         self._reindex()
 
-    def _alive_rows(self, entries: list[SegmentEntry]) -> tuple[list[IndexRow], dict[str, np.ndarray]]:
+    def _read_segment(self, store: ObjectStore, entry: SegmentEntry) -> Segment:
+        segment = Segment.read(store, entry.id, entry.kind, data=self.shard is None or self.shard.owns(entry.id))
+        if self._use_gpu and segment.has_data:
+            segment.to_gpu(self.settings)
+        return segment
+
+    def refresh(self, store: ObjectStore) -> bool:
+        """Follow the newest committed generation when another writer made one; whether anything changed."""
+        newest = read_newest(store)
+        if newest is None or newest.generation == self.manifest.generation:
+            return False
+        self._follow(store, newest)
+        return True
+
+    def _alive_rows(self, store: ObjectStore, entries: list[SegmentEntry]):
         rows, parts = [], {tower: [] for tower in TOWERS}
         for entry in entries:
             segment, alive = self.segments[entry.id], self._alive[entry.id]
+            if not alive.any():
+                continue
             rows += [row for row, keep in zip(segment.rows, alive, strict=True) if keep]
+            vectors = segment.exact_vectors(store)
             for tower in TOWERS:
-                parts[tower].append(segment.vectors[tower][alive])
-        return rows, {tower: np.concatenate(parts[tower]).astype(np.float32) for tower in TOWERS}
+                parts[tower].append(vectors[tower][alive])
+        return rows, {tower: np.concatenate(parts[tower]).astype(np.float32) for tower in TOWERS if parts[tower]}
+
+    def _adopt_merge(self, merge: Merge) -> None:
+        """Bring the state up to `merge`, committed on top of it: the merged rows take over the windows their
+        inputs still own (a newer row or a removal since then keeps its effect)."""
+        for segment_id in merge.inputs:
+            del self.segments[segment_id], self._alive[segment_id]
+        merged = merge.merged
+        if merged is not None:
+            alive = np.zeros(len(merged), bool)
+            for row_number, row in enumerate(merged.rows):
+                key = (row.source_id, row.start)
+                owner = self._owner.get(key)
+                if owner is not None and owner[0] in merge.inputs:
+                    self._owner[key] = (merged.id, row_number)
+                    alive[row_number] = True
+            if self._use_gpu:
+                merged.to_gpu(self.settings)
+            self.segments[merged.id] = merged
+            self._alive[merged.id] = alive
+        self.manifest = merge.manifest
 
     def _merge(self, store: ObjectStore, entries: list[SegmentEntry]) -> None:
         """Replace `entries` by one sealed segment of their live rows (none: by nothing), in one commit; given
         up when another writer changed them meanwhile."""
-        rows, vectors = self._alive_rows(entries)
+        rows, vectors = self._alive_rows(store, entries)
         merged = None
         if rows:
-            kind = choose_kind(len(rows), self.settings.kind, self.settings.exact_max)
-            merged = Segment.sealed_from(rows, vectors, kind, self.settings.hnsw_m)
-            merged.write(store)
-        inputs = {entry.id for entry in entries}
+            merged, exact = Segment.sealed_from(rows, vectors, self.settings)
+            merged.write(store, exact)
+        inputs = frozenset(entry.id for entry in entries)
         data_generation = max(entry.data_generation for entry in entries)
 
         def replace(base: Manifest) -> Manifest | None:
@@ -297,21 +449,32 @@ class ClipIndex:
                 kept.append(SegmentEntry(merged.id, merged.kind, len(merged), data_generation))
             # Rows of a sealed segment keep their data generation: a newer row still replaces them.
             kept.sort(key=lambda entry: entry.data_generation)
-            return Manifest(base.generation + 1, base.models, kept, base.removed)
+            removed = self._tombstones_needed(base.removed, kept, merged)
+            return Manifest(base.generation + 1, base.models, kept, removed)
 
         def adopt(manifest: Manifest) -> None:
-            """The merged segment's rows are the inputs' live ones, in order: they take over their windows."""
-            for entry in entries:
-                del self.segments[entry.id], self._alive[entry.id]
-            if merged is not None:
-                self.segments[merged.id] = merged
-                self._alive[merged.id] = np.ones(len(merged), bool)
-                for row_number, row in enumerate(merged.rows):
-                    self._owner[(row.source_id, row.start)] = (merged.id, row_number)
-            self.manifest = manifest
+            self._adopt_merge(Merge(manifest.generation - 1, inputs, merged, manifest))
 
-        if not self._commit(store, replace, adopt) and merged is not None:
+        if merged is not None:
+            self._known[merged.id] = merged  # a commit on another writer's generation need not read it back
+        if self._commit(store, replace, adopt):
+            self._merges.append(Merge(self.manifest.generation - 1, inputs, merged, self.manifest))
+        elif merged is not None:
+            self._known.pop(merged.id, None)
             store.delete_prefix(merged.prefix)
+
+    def _tombstones_needed(
+        self, removed: dict[str, int], entries: list[SegmentEntry], merged: Segment | None
+    ) -> dict[str, int]:
+        """The removals that still hide rows: a source's removal goes once no segment older than it holds
+        rows of the source (segments this state has not read are assumed to)."""
+        known = {**self.segments, **({merged.id: merged} if merged is not None else {})}
+        needed = {}
+        for source_id, generation in removed.items():
+            older = [entry for entry in entries if entry.data_generation < generation]
+            if any(entry.id not in known or source_id in known[entry.id].source_set for entry in older):
+                needed[source_id] = generation
+        return needed
 
     def _seal(self, store: ObjectStore) -> None:
         growing = [entry for entry in self.manifest.segments if entry.kind == "growing"]
@@ -334,10 +497,10 @@ class ClipIndex:
         return max(entries, key=lambda entry: entry.rows).kind if entries else "growing"
 
     @classmethod
-    def load(cls, store: ObjectStore, settings: IndexConfig | None = None) -> ClipIndex:
+    def load(cls, store: ObjectStore, settings: IndexConfig | None = None, *, shard: Shard | None = None) -> ClipIndex:
         """The newest committed index in `store` (an index of an earlier release is taken over at the next
-        save), or an empty one when none was saved yet."""
-        index = cls(settings=settings)
+        save), or an empty one when none was saved yet; a shard holds the vectors of its segments only."""
+        index = cls(settings=settings, shard=shard)
         manifest = read_newest(store)
         if manifest is not None:
             index._follow(store, manifest)

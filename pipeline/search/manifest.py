@@ -5,22 +5,33 @@ Generation g is the object `index/generations/{g:012d}.json`, created with the s
 creates g + 1; the other re-reads the newest generation, puts its own changes on top and tries g + 2. A
 reader takes the newest generation, which names only segments whose files were written before it, so it
 always sees a complete index. Old generations are collected in batches, each with the segments no newer
-generation still names; a segment no generation ever named (a writer that died before committing) is left
-alone, since a live writer's segments look the same until it commits.
+generation still names. A segment no generation names (a writer that died before committing) is collected
+once it is `ORPHAN_AGE` old: a live writer's segments look the same until it commits, which it does within
+seconds of writing them.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
 from pipeline.records import ModelIds
-from pipeline.storage.layout import INDEX_GENERATIONS, index_generation_key, index_generation_of, index_segment_prefix
+from pipeline.search.segments import segment_created_at
+from pipeline.storage.layout import (
+    INDEX_GENERATIONS,
+    INDEX_SEGMENTS,
+    index_generation_key,
+    index_generation_of,
+    index_segment_prefix,
+)
 from pipeline.storage.store import ObjectStore, StoreError
 
 # Generations kept after a collection; a collection runs once twice as many exist.
 KEEP_GENERATIONS = 16
+# Unnamed segments younger than this may belong to a writer about to commit them (hours, for clock skew).
+ORPHAN_AGE = 6 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,20 @@ def collect(store: ObjectStore) -> None:
                 store.delete_prefix(index_segment_prefix(entry.id))
                 named.add(entry.id)  # deleted once, though several old generations name it
         store.delete(key)
+    collect_orphans(store, now=time.time())
+
+
+def collect_orphans(store: ObjectStore, *, now: float) -> list[str]:
+    """Delete the segments no generation names that are older than ORPHAN_AGE; their ids."""
+    named = {entry.id for key in generation_keys(store) for entry in _segments_of(store, key)}
+    stored = {key[len(INDEX_SEGMENTS) :].split("/", 1)[0] for key in store.list(INDEX_SEGMENTS)}
+    orphans = []
+    for segment_id in sorted(stored - named):
+        created = segment_created_at(segment_id)
+        if created is not None and now - created > ORPHAN_AGE:
+            store.delete_prefix(index_segment_prefix(segment_id))
+            orphans.append(segment_id)
+    return orphans
 
 
 def _segments_of(store: ObjectStore, key: str) -> list[SegmentEntry]:

@@ -1,16 +1,20 @@
 """Index segments: immutable sets of clip rows with their SigLIP2 and DINOv2 vectors.
 
 A segment is written once under `index/segments/{id}/` and never changed: its rows as Parquet (`rows.parquet`:
-source, source_id, start, end, keyframe_key, recorded), its vectors (`vectors.npz`), and once sealed its FAISS indexes
-(`siglip.faiss`, `dinov2.faiss`). New clips go to small growing segments, searched exactly with a matrix
-product; sealing merges them into one segment with an ANN index (exact below `index.exact_max` rows, HNSW
-above). Which rows of a segment are alive (not removed, not replaced by a newer row of the same window) is the
-index's business, given to `search` as a mask.
+source, source_id, start, end, keyframe_key, recorded), its vectors (`vectors.npz`), and once sealed its FAISS
+indexes (`siglip.faiss`, `dinov2.faiss`). New clips go to small growing segments, searched exactly with a
+matrix product; sealing merges them into one segment with an ANN index (`choose_kind`). A sealed segment in
+memory is its FAISS indexes alone: the vectors are read back from them (flat and HNSW hold them as they are;
+the IVF kinds through their direct map, SQ8 approximately), and a merge reads the exact ones from the store.
+Which rows of a segment are alive (not removed, not replaced by a newer row of the same window) is the
+index's business, given to `nearest` as a mask.
 """
 
 from __future__ import annotations
 
 import io
+import math
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,13 +25,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.config import IndexConfig
 from pipeline.records import ClipEmbedding
 from pipeline.storage.codecs import decode_npz, encode_npz
 from pipeline.storage.layout import index_segment_prefix
 from pipeline.storage.store import ObjectStore
 
 COLUMNS = ("source", "source_id", "start", "end", "keyframe_key", "recorded")
-TOWERS = ("siglip", "dinov2")
 ROW_SCHEMA = pa.schema(
     [
         ("source", pa.string()),
@@ -38,6 +42,14 @@ ROW_SCHEMA = pa.schema(
         ("recorded", pa.float64()),
     ]
 )
+TOWERS = ("siglip", "dinov2")
+KINDS = ("flat", "hnsw", "ivf", "ivf_sq8")
+# A filter leaving at most this many rows of a sealed segment is answered exactly from those rows: an ANN
+# graph or inverted lists filtered that hard would miss most of them.
+EXACT_FILTERED_MAX = 8192
+# Search effort never grows beyond these, however selective the filter (beyond that it is exact anyway).
+HNSW_EF_MAX = 1024
+_ID_TIME = "%Y%m%dT%H%M%SZ"
 
 
 @dataclass(frozen=True)
@@ -50,35 +62,117 @@ class IndexRow:
     recorded: float | None = None  # wall-clock time of `start` (Unix seconds); None when unknown
 
 
-def choose_kind(count: int, kind: str = "auto", exact_max: int = 50000) -> str:
-    if kind != "auto":
-        return kind
-    return "flat" if count <= exact_max else "hnsw"
+def choose_kind(count: int, settings: IndexConfig) -> str:
+    """The FAISS kind for a sealed segment of `count` rows: exact up to `exact_max`, HNSW up to `hnsw_max`
+    (fast to search, slow to build), IVF above (fast to build; `ivf_nprobe` of its lists searched)."""
+    if settings.kind != "auto":
+        return settings.kind
+    if count <= settings.exact_max:
+        return "flat"
+    return "hnsw" if count <= settings.hnsw_max else "ivf"
 
 
-def _build(vectors: np.ndarray, kind: str, hnsw_m: int) -> faiss.Index:
-    dim = vectors.shape[1]
+def ivf_lists(count: int) -> int:
+    """Inverted lists for `count` rows: about 2 sqrt(count), so a list holds about sqrt(count) / 2 rows."""
+    return max(1, min(65536, int(2 * math.sqrt(count))))
+
+
+def _build(vectors: np.ndarray, kind: str, settings: IndexConfig) -> faiss.Index:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    count, dim = vectors.shape
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
         index.hnsw.efSearch = 128
+    elif kind in ("ivf", "ivf_sq8"):
+        lists = ivf_lists(count)
+        quantizer = faiss.IndexFlatIP(dim)
+        if kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer, dim, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            )
+        index.cp.niter = 10
+        # k-means on a sample: 32 points a list is plenty for the centroids and keeps training cheap.
+        sample = min(count, 32 * lists)
+        chosen = np.random.default_rng(0).choice(count, sample, replace=False) if sample < count else slice(None)
+        index.train(vectors[chosen])
+        index.own_fields = True
+        quantizer.this.disown()
     else:
-        raise ValueError(f"unknown index kind {kind!r} (flat or hnsw)")
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        raise ValueError(f"unknown index kind {kind!r} (one of {', '.join(KINDS)})")
+    index.add(vectors)
+    _prepare(index)
     return index
+
+
+def _prepare(index: faiss.Index) -> None:
+    """What a loaded or built index needs before use: IVF kinds keep a direct map to read vectors back."""
+    if isinstance(index, faiss.IndexIVF):
+        index.make_direct_map()
+
+
+def _stored_vectors(index: faiss.Index) -> np.ndarray | None:
+    """The vectors a flat or HNSW index holds, as a view (no copy); None for the IVF kinds."""
+    flat = faiss.downcast_index(index.storage) if isinstance(index, faiss.IndexHNSW) else index
+    if not isinstance(flat, faiss.IndexFlat):
+        return None
+    return faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
+
+
+def _search_parameters(index: faiss.Index, kind: str, k: int, selected: int, selector, settings: IndexConfig):
+    """Search parameters with the row selector; the search widens as the selector gets stricter, so a filtered
+    search still finds `k` rows."""
+    widen = max(1.0, index.ntotal / max(selected, 1))
+    if kind == "hnsw":
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=int(min(HNSW_EF_MAX, max(128, k) * widen)))
+    if kind in ("ivf", "ivf_sq8"):
+        probes = int(min(index.nlist, settings.ivf_nprobe * widen))
+        return faiss.SearchParametersIVF(sel=selector, nprobe=probes)
+    return faiss.SearchParameters(sel=selector) if selector is not None else None
+
+
+def gpu_available() -> bool:
+    """Whether faiss was built with CUDA (faiss-gpu) and sees a GPU."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+_gpu_resources = []  # one set of GPU resources (streams, scratch memory) for the process, made on first use
+
+
+def _to_gpu(index: faiss.Index, settings: IndexConfig) -> faiss.Index:
+    if not _gpu_resources:
+        _gpu_resources.append(faiss.StandardGpuResources())
+    gpu_index = faiss.index_cpu_to_gpu(_gpu_resources[0], 0, index)
+    if isinstance(index, faiss.IndexIVF):
+        faiss.GpuParameterSpace().set_index_parameter(gpu_index, "nprobe", settings.ivf_nprobe)
+    return gpu_index
+
+
+def segment_created_at(segment_id: str) -> float | None:
+    """When a segment was made (Unix seconds, from its id); None for ids of earlier releases."""
+    stamp = segment_id.split("-", 1)[0]
+    try:
+        return time.mktime(time.strptime(stamp, _ID_TIME)) - time.timezone
+    except ValueError:
+        return None
 
 
 @dataclass
 class Segment:
-    """Rows and vectors; `kind` is "growing" (exact matrix search) or the sealed FAISS kind."""
+    """Rows with their vectors: `kind` "growing" (vectors in memory, exact search), or a sealed FAISS kind
+    (`faiss_indexes` hold the vectors). Rows only (`has_data` False) for a shard that searches other segments."""
 
     id: str
     rows: list[IndexRow]
-    vectors: dict[str, np.ndarray]  # tower -> (rows, dim) unit float32
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)  # growing: tower -> (rows, dim) unit float32
     kind: str = "growing"
     faiss_indexes: dict[str, faiss.Index] = field(default_factory=dict)
+    has_data: bool = True
+    gpu_indexes: dict[str, faiss.Index] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -98,13 +192,18 @@ class Segment:
             np.array([np.nan if row.recorded is None else row.recorded for row in rows], dtype=np.float64),
         )
 
+    @cached_property
+    def source_set(self) -> frozenset[str]:
+        return frozenset(row.source_id for row in self.rows)
+
     @property
     def prefix(self) -> str:
         return index_segment_prefix(self.id)
 
     @staticmethod
     def new_id() -> str:
-        return uuid.uuid4().hex
+        """Unique, and tells when it was made (orphaned segments are collected by age)."""
+        return f"{time.strftime(_ID_TIME, time.gmtime())}-{uuid.uuid4().hex[:20]}"
 
     @classmethod
     def from_clips(cls, clips: Sequence[ClipEmbedding]) -> Segment:
@@ -113,60 +212,93 @@ class Segment:
         return cls(cls.new_id(), rows, vectors)
 
     @classmethod
-    def sealed_from(cls, rows: list[IndexRow], vectors: dict[str, np.ndarray], kind: str, hnsw_m: int) -> Segment:
-        indexes = {tower: _build(vectors[tower], kind, hnsw_m) for tower in TOWERS}
-        return cls(cls.new_id(), rows, vectors, kind, indexes)
+    def sealed_from(
+        cls, rows: list[IndexRow], vectors: dict[str, np.ndarray], settings: IndexConfig
+    ) -> tuple[Segment, dict[str, np.ndarray]]:
+        """A sealed segment of the rows, and the vectors to write beside it (its FAISS indexes hold them)."""
+        kind = choose_kind(len(rows), settings)
+        indexes = {tower: _build(vectors[tower], kind, settings) for tower in TOWERS}
+        return cls(cls.new_id(), rows, {}, kind, indexes), vectors
 
-    def write(self, store: ObjectStore) -> None:
-        """Every file of the segment; the manifest that names it is written after (readers never see part)."""
+    def dimension(self, tower: str) -> int:
+        return self.faiss_indexes[tower].d if self.sealed else self.vectors[tower].shape[1]
+
+    def write(self, store: ObjectStore, vectors: dict[str, np.ndarray] | None = None) -> None:
+        """Every file of the segment; the manifest that names it is written after (readers never see part).
+        A sealed segment is given its exact vectors, kept for merges."""
         prefix = self.prefix
-        table = pa.table(
-            {name: [getattr(row, name) for row in self.rows] for name in COLUMNS},
-            schema=ROW_SCHEMA,
-        )
+        table = pa.table({name: [getattr(row, name) for row in self.rows] for name in COLUMNS}, schema=ROW_SCHEMA)
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
         store.put(f"{prefix}rows.parquet", buffer.getvalue())
-        store.put(f"{prefix}vectors.npz", encode_npz(self.vectors))
+        store.put(f"{prefix}vectors.npz", encode_npz(vectors if vectors is not None else self.vectors))
         for tower, index in self.faiss_indexes.items():
             store.put(f"{prefix}{tower}.faiss", faiss.serialize_index(index).tobytes())
 
     @classmethod
-    def read(cls, store: ObjectStore, segment_id: str, kind: str) -> Segment:
+    def read(cls, store: ObjectStore, segment_id: str, kind: str, *, data: bool = True) -> Segment:
+        """A stored segment; its rows alone when not `data`."""
         prefix = index_segment_prefix(segment_id)
         table = pq.read_table(pa.BufferReader(store.get(f"{prefix}rows.parquet"))).to_pydict()
         count = len(table["source_id"])
         # Segments written before recorded times existed lack the column: unknown.
         columns = [table.get(name, [None] * count) for name in COLUMNS]
         rows = [IndexRow(*values) for values in zip(*columns, strict=True)]
-        vectors = decode_npz(store.get(f"{prefix}vectors.npz"))
-        indexes = {}
-        if kind != "growing":
+        segment = cls(segment_id, rows, kind=kind, has_data=data)
+        if not data:
+            return segment
+        if kind == "growing":
+            vectors = decode_npz(store.get(f"{prefix}vectors.npz"))
+            segment.vectors = {tower: vectors[tower] for tower in TOWERS}
+        else:
             for tower in TOWERS:
-                data = np.frombuffer(store.get(f"{prefix}{tower}.faiss"), np.uint8)
-                indexes[tower] = faiss.deserialize_index(data)
-        return cls(segment_id, rows, {tower: vectors[tower] for tower in TOWERS}, kind, indexes)
+                index = faiss.deserialize_index(np.frombuffer(store.get(f"{prefix}{tower}.faiss"), np.uint8))
+                _prepare(index)
+                segment.faiss_indexes[tower] = index
+        return segment
 
-    def nearest(self, tower: str, query: np.ndarray, k: int, alive: np.ndarray) -> list[int]:
+    def exact_vectors(self, store: ObjectStore) -> dict[str, np.ndarray]:
+        """Every row's exact vectors (a merge's input): from memory, or the store for a sealed segment."""
+        if not self.sealed:
+            return self.vectors
+        stored = decode_npz(store.get(f"{self.prefix}vectors.npz"))
+        return {tower: stored[tower] for tower in TOWERS}
+
+    def vectors_of(self, tower: str, row_numbers: np.ndarray) -> np.ndarray:
+        """The tower's vectors of the given rows (approximate for `ivf_sq8`)."""
+        if not self.sealed:
+            return self.vectors[tower][row_numbers]
+        index = self.faiss_indexes[tower]
+        stored = _stored_vectors(index)
+        if stored is not None:
+            return stored[row_numbers]
+        return index.reconstruct_batch(np.asarray(row_numbers, dtype=np.int64))
+
+    def nearest(self, tower: str, query: np.ndarray, k: int, alive: np.ndarray, settings: IndexConfig) -> list[int]:
         """Up to `k` alive rows nearest `query` by the tower's vectors."""
         count = int(alive.sum())
         if not count:
             return []
         k = min(k, count)
-        if not self.sealed:
-            scores = self.vectors[tower] @ query
-            scores = np.where(alive, scores, -np.inf)
-            best = np.argpartition(-scores, k - 1)[:k]
-            return [int(i) for i in best]
-        params = None
-        dead = np.flatnonzero(~alive).astype(np.int64)
-        if len(dead):
-            excluded = faiss.IDSelectorBatch(len(dead), faiss.swig_ptr(dead))
-            selector = faiss.IDSelectorNot(excluded)
-            params = (
-                faiss.SearchParametersHNSW(sel=selector)
-                if self.kind == "hnsw"
-                else faiss.SearchParameters(sel=selector)
-            )
-        _, ids = self.faiss_indexes[tower].search(np.ascontiguousarray(query[None], np.float32), k, params=params)
+        if not self.sealed or count <= min(EXACT_FILTERED_MAX, len(self) - 1):
+            rows = np.flatnonzero(alive)
+            scores = self.vectors_of(tower, rows) @ query
+            return [int(rows[i]) for i in np.argpartition(-scores, k - 1)[:k]]
+        query = np.ascontiguousarray(query[None], np.float32)
+        if count == len(self) and self.gpu_indexes:
+            return [int(i) for i in self.gpu_indexes[tower].search(query, k)[1][0] if i >= 0]
+        index = self.faiss_indexes[tower]
+        selector, bitmap = None, None
+        if count < len(self):
+            bitmap = np.packbits(alive, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(alive), faiss.swig_ptr(bitmap))
+        params = _search_parameters(index, self.kind, k, count, selector, settings)
+        _, ids = index.search(query, k, params=params)
+        del bitmap  # the selector read it during the search
         return [int(i) for i in ids[0] if i >= 0]
+
+    def to_gpu(self, settings: IndexConfig) -> None:
+        """Search copies on the GPU for the kinds faiss-gpu has (flat and IVF; HNSW stays on the CPU). Searches
+        that need a row selector stay on the CPU: faiss-gpu has none."""
+        if self.sealed and self.kind != "hnsw" and not self.gpu_indexes:
+            self.gpu_indexes = {tower: _to_gpu(index, settings) for tower, index in self.faiss_indexes.items()}

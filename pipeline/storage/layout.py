@@ -101,8 +101,11 @@ def index_generation_of(key: str) -> int:
     return int(key.rsplit("/", 1)[-1].split(".", 1)[0])
 
 
+INDEX_SEGMENTS = f"{INDEX}segments/"
+
+
 def index_segment_prefix(segment_id: str) -> str:
-    return f"{INDEX}segments/{segment_id}/"
+    return f"{INDEX_SEGMENTS}{segment_id}/"
 
 
 def summaries_prefix(sid: str) -> str:

@@ -565,6 +565,7 @@ def write_clip(store: ObjectStore, clip: ClipEmbedding) -> str:
         "keyframe_pts": clip.keyframe_pts,
         "keyframe_key": clip.keyframe_key,
         "frame_count": clip.frame_count,
+        "recorded_at": clip.recorded_at,
         "models": {"siglip": clip.models.siglip, "dinov2": clip.models.dinov2, "untrained": clip.models.untrained},
     }
     key = clip_key(clip.source_id, clip.start)
@@ -595,6 +596,7 @@ def read_clip(store: ObjectStore, key: str) -> ClipEmbedding:
         keyframe_key=meta["keyframe_key"],
         models=ModelIds(**meta["models"]),
         frame_count=meta["frame_count"],
+        recorded_at=meta.get("recorded_at"),  # clips written before recording times were kept: unknown
     )
 
 
