@@ -18,6 +18,7 @@ every segment (which rows are alive depends on all of them) and the vectors of i
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import threading
@@ -43,6 +44,17 @@ MAX_SEALED = 8
 # Growing segments (one a save) beyond this many are sealed however few rows they hold: each costs a search
 # a matrix product and an open two reads.
 MAX_GROWING = 32
+
+
+# Background maintenance threads of this process: joined at exit, so a short-lived writer (a CLI run) finishes
+# the sealing it started instead of leaving it for the next writer to redo (a killed one leaves it safely).
+_running: set[threading.Thread] = set()
+
+
+@atexit.register
+def _finish_maintenance() -> None:
+    for thread in list(_running):
+        thread.join()
 
 
 class IndexMismatchError(RuntimeError):
@@ -327,9 +339,12 @@ class ClipIndex:
                 snapshot.maintain(store)
             except Exception:  # noqa: BLE001 - a failed merge changes nothing; the next save tries again
                 log.exception("index sealing/compaction failed; it is tried again at the next save")
+            finally:
+                _running.discard(threading.current_thread())
 
         self._maintained = snapshot
         self._maintenance = threading.Thread(target=run, name="index-maintenance", daemon=True)
+        _running.add(self._maintenance)
         self._maintenance.start()
 
     def _take_up_maintenance(self, *, wait: bool) -> None:

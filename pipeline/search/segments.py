@@ -96,6 +96,7 @@ def _build(vectors: np.ndarray, kind: str, settings: IndexConfig) -> faiss.Index
                 quantizer, dim, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
             )
         index.cp.niter = 10
+        index.cp.min_points_per_centroid = 1  # small segments train on what they have, without faiss's warning
         # k-means on a sample: 32 points a list is plenty for the centroids and keeps training cheap.
         sample = min(count, 32 * lists)
         chosen = np.random.default_rng(0).choice(count, sample, replace=False) if sample < count else slice(None)
