@@ -13,8 +13,8 @@ from itertools import islice
 import ray
 
 from pipeline.config import VigilConfig
-from pipeline.media.kafka_clients import DeadLetters, FrameConsumer, MessageProducer, next_offsets
-from pipeline.media.kafka_messages import MalformedMessage, decode_message
+from pipeline.media.kafka_clients import DeadLetters, FrameConsumer, MessageProducer, decode_record, next_offsets
+from pipeline.media.kafka_messages import MalformedMessage
 from pipeline.media.sampling import sampled_frames, still_marker
 from pipeline.records import Frame
 from pipeline.search.embed import sampled_batches
@@ -54,7 +54,7 @@ class KafkaDecoderActor:
         frames = []
         for record in records:
             try:
-                frames += decode_message(record.key, record.value, record.headers, max_bytes=self.max_bytes)
+                frames += decode_record(record, max_bytes=self.max_bytes)
             except MalformedMessage as exc:
                 self.dead_letters.publish(record, exc.reason)
         self.dead_letters.flush()  # dead letters are durable before their offsets can be committed

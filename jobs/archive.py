@@ -68,6 +68,7 @@ def _source_record(
     duration: float,
     recording_start: float | None,
     clips: list[ClipEmbedding],
+    recording_start_given: bool = False,
 ) -> dict:
     stat = path.stat()
     return {
@@ -80,6 +81,7 @@ def _source_record(
         "settings": decode_settings(config),
         "models": asdict(models),
         "recording_start": recording_start,
+        "recording_start_given": recording_start_given,  # by --recorded-at: kept by later runs without it
         "clips": [c.start for c in clips],
     }
 
@@ -109,6 +111,13 @@ def is_unchanged(
         asdict(models),
         recording_start,
     )
+
+
+def given_start(store: ObjectStore, path: Path) -> float | None:
+    """The recording start `--recorded-at` gave this file in an earlier run (None: none given)."""
+    key = source_key(file_source_id(path))
+    record = store.get_json(key) if store.exists(key) else {}
+    return record.get("recording_start") if record.get("recording_start_given") else None
 
 
 def index_file(
@@ -206,6 +215,7 @@ def index_paths(
 
     durations: dict[Path, float] = {}
     starts: dict[Path, float | None] = {}  # each file's recording start
+    given: set[Path] = set()  # the files whose recording start --recorded-at gave, now or in an earlier run
     for path in files:
         try:
             info = probe(path)
@@ -213,7 +223,11 @@ def index_paths(
             report.failed.append((str(path), str(exc)))
             continue
         durations[path] = info.duration
-        starts[path] = info.creation_time if recording_start is None else recording_start
+        starts[path] = recording_start if recording_start is not None else given_start(store, path)
+        if starts[path] is not None:
+            given.add(path)
+        else:
+            starts[path] = info.creation_time
 
     if use_ray:
         runner = RayArchive(config)
@@ -267,7 +281,7 @@ def index_paths(
         except VideoDecodeError as exc:
             report.failed.append((str(path), str(exc)))
             return
-        record = _source_record(path, config, models, durations[path], starts[path], clips)
+        record = _source_record(path, config, models, durations[path], starts[path], clips, path in given)
         switch_source(store, index, path, clips, record)
         report.indexed.append(str(path))
         report.clips += len(clips)

@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections import namedtuple
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from itertools import islice
 from pathlib import Path
 
 import av
@@ -24,6 +29,7 @@ from pipeline.live.match import Matcher
 from pipeline.media.decode import probe
 from pipeline.media.kafka_clients import CREATE_TIME, decode_record
 from pipeline.media.kafka_messages import MalformedMessage, decode_message, frame_message, segment_message
+from pipeline.media.streams import ReconnectPolicy, read_live
 from pipeline.records import ClipEmbedding, Frame, FrameBatch, FrameFeatures, ModelIds
 from pipeline.search.embed import ClipWindower
 from pipeline.search.imports import ClipImportError, read_clip_table
@@ -60,7 +66,8 @@ def config(vigil_cache):
 @pytest.fixture(scope="module")
 def dated_video(tmp_path_factory, scene_video):
     path, _ = scene_video
-    return with_creation_time(path, tmp_path_factory.mktemp("dated") / "dated.mp4", "2026-11-30T08:00:00Z")
+    target = tmp_path_factory.mktemp("dated").resolve() / "dated.mp4"
+    return with_creation_time(path, target, "2026-11-30T08:00:00Z")
 
 
 def stored_clips(store, path) -> list[ClipEmbedding]:
@@ -105,29 +112,31 @@ def test_recorded_at_overrides_and_a_changed_one_reindexes(tmp_path, dated_video
     assert changed.indexed == [str(dated_video)]
     assert [c.recorded_at for c in stored_clips(store, dated_video)] == [T0 + 7200 + 2 * k for k in range(10)]
     assert recorded_rows(store, dated_video) == [T0 + 7200 + 2 * k for k in range(10)]
-    # without the override the container's own time comes back, and that is a change too
-    assert index(None).indexed == [str(dated_video)]
-    assert recorded_rows(store, dated_video) == [T0 + 2 * k for k in range(10)]
+    # a later run without the override keeps the time given, not the container's
+    assert index(None).unchanged == [str(dated_video)]
+    assert recorded_rows(store, dated_video) == [T0 + 7200 + 2 * k for k in range(10)]
 
 
 def test_recorded_at_on_the_command_line(tmp_path, dated_video, scene_video, capsys):
     path, _ = scene_video
     common = ["--store", str(tmp_path / "store"), "--models", "tiny", "--no-progress"]
-    for args, fragment in (
-        ([str(tmp_path)], "not a folder or several"),
-        ([str(dated_video), str(path)], "not a folder or several"),
-        ([str(dated_video)], "is not an ISO 8601 time"),
+    for paths, value, fragment in (
+        ([tmp_path], "2026-11-30T09:00:00Z", "give exactly one file, not a folder or several"),
+        ([dated_video, path], "2026-11-30T09:00:00Z", "give exactly one file, not a folder or several"),
+        ([dated_video], "60", "is not an ISO 8601 time"),
+        ([dated_video], "tomorrow", "is not an ISO 8601 time"),
     ):
-        value = "60" if fragment.startswith("is not") else "2026-11-30T09:00:00Z"
-        assert main(["index", *args, "--recorded-at", value, *common]) == 2
+        assert main(["index", *map(str, paths), "--recorded-at", value, *common]) == 2
         err = capsys.readouterr().err
         assert err.startswith("vigil index: error: --recorded-at") and fragment in err and err.count("\n") == 1
-    assert main(["index", str(dated_video), "--recorded-at", "2026-11-30T09:00:00+01:00", *common]) == 0
+    assert main(["index", str(dated_video), "--recorded-at", "2026-11-30T10:00:00+01:00", *common]) == 0
     assert "indexed 1 file(s)" in capsys.readouterr().out
-    assert main(["index", str(dated_video), "--recorded-at", "2026-11-30T08:00:00Z", *common]) == 0
-    assert "0 file(s)" in capsys.readouterr().out and "1 unchanged" not in ""  # same instant, other zone
-    clips = stored_clips(LocalStore(tmp_path / "store"), dated_video)
-    assert clips[0].recorded_at == T0
+    assert main(["index", str(dated_video), "--recorded-at", "2026-11-30T09:00:00Z", *common]) == 0
+    out = capsys.readouterr().out  # the same instant in another zone
+    assert "indexed 0 file(s)" in out and "1 unchanged" in out
+    assert main(["index", str(dated_video), *common]) == 0  # a later run without it keeps the time given
+    assert "1 unchanged" in capsys.readouterr().out
+    assert stored_clips(LocalStore(tmp_path / "store"), dated_video)[0].recorded_at == T0 + 3600
 
 
 # --------------------------------------------------------------------------------------------- search
@@ -137,11 +146,11 @@ def test_recorded_at_on_the_command_line(tmp_path, dated_video, scene_video, cap
 def two_files(tmp_path_factory, scene_video, dated_video, config, tiny_encoders):
     """A store holding the dated video and an undated copy of the same footage."""
     path, _ = scene_video
-    folder = tmp_path_factory.mktemp("search")
+    folder = tmp_path_factory.mktemp("search").resolve()
     undated = shutil.copy(path, folder / "undated.mp4")
     store = folder / "store"
     index_paths([dated_video, undated], config, LocalStore(store), progress=False, encoders=tiny_encoders)
-    return store, Path(undated).resolve()
+    return store, Path(undated)
 
 
 def search(store, capsys, *args) -> list[dict]:
@@ -221,13 +230,33 @@ def features(f: Frame) -> FrameFeatures:
     return FrameFeatures(f.source, f.pts, unit, unit)
 
 
+def test_a_live_source_stamps_each_frame_with_the_wall_clock(tmp_path):
+    # An MPEG-TS file over HTTP is a live source read with no seeking: the live reader's path, no camera needed.
+    segment = segment_message([frame(float(k), side=32) for k in range(5)], "gate", period=1.0)
+    (tmp_path / "live.ts").write_bytes(segment.value)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler, directory=tmp_path))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        before = time.time()
+        url = f"http://127.0.0.1:{server.server_address[1]}/live.ts"
+        stream = read_live(url, camera="gate", fps=1, policy=ReconnectPolicy(max_reconnects=0))
+        frames = list(islice(stream, 3))
+        stream.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    stamps = [f.wallclock for f in frames]
+    assert before <= stamps[0] <= stamps[1] <= stamps[2] <= time.time()
+
+
 def test_live_clips_are_dated_by_the_first_frame_s_clock():
     windower = ClipWindower(window=2.0, source_id="gate", models=MODELS)
     frames = [frame(0.5, T0 + 0.5), frame(1.5, T0 + 1.7), frame(2.5, T0 + 2.6), frame(5.0, None), frame(5.5, T0 + 6)]
     clips = [clip for f in frames for clip, _ in windower.push(f, features(f))] + [c for c, _ in windower.flush()]
     # each window: its first frame's clock less that frame's distance from the window start; a frame
     # without a clock leaves the dating to the next one that has
-    assert [(c.start, c.recorded_at) for c in clips] == [(0.0, T0), (2.0, T0 + 2.1), (4.0, T0 + 4.5)]
+    assert [c.start for c in clips] == [0.0, 2.0, 4.0]
+    assert [c.recorded_at for c in clips] == pytest.approx([T0, T0 + 2.1, T0 + 4.5], abs=1e-6)
 
 
 def test_windows_without_frame_clocks_take_the_recording_start():
