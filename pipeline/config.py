@@ -98,6 +98,10 @@ class KafkaConfig(Backoff):
         ge=1024,
         le=64 * 1024 * 1024,
     )
+    # Decoded pixels (frames x width x height) one message, and one poll of the decoder, may ask for: a small
+    # H.264 message can decode to gigabytes. Messages over the first go to the DLQ; a poll stops at the second.
+    max_message_pixels: int = Field(default=100_000_000, ge=1, le=10_000_000_000)
+    max_poll_pixels: int = Field(default=400_000_000, ge=1, le=100_000_000_000)
     connect_attempts: int = Field(default=5, ge=1, le=1000)
     connect_timeout: float = Field(default=5.0, gt=0, le=600)
     delivery_timeout: float = Field(default=60.0, gt=0, le=3600)
