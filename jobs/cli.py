@@ -38,9 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command: its exit status, with a one-line message instead of a traceback for bad input, a
+    store or file system that fails (2), or Ctrl-C (130, the shell's code for SIGINT)."""
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except KeyboardInterrupt:
+        print(f"vigil {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (
         UsageError,
         ConfigError,
@@ -49,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         IndexMismatchError,
         VideoDecodeError,
         ValueError,
+        OSError,  # a file named on the command line, or an output folder, that cannot be read or written
     ) as exc:
         print(f"vigil {args.command}: error: {exc}", file=sys.stderr)
         return 2

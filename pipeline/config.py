@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -16,7 +16,10 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: a value of the wrong type is an error naming it, never converted (`fps: true` is not 1.0,
+    # `batch_size: "16"` not 16); only an int stands for a float (`fps: 2`). Flags and the environment give
+    # typed values and strings for string keys, so they pass as they are.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DecodeConfig(_Section):
@@ -193,6 +196,8 @@ def _set(data: dict, dotted: str, value: Any) -> None:
     for part in parents:
         if section.get(part) is None:
             section[part] = {}
+        if not isinstance(section[part], dict):  # a value where a section goes: validation names it
+            return
         section = section[part]
     section[leaf] = value
 
@@ -201,23 +206,61 @@ def _read_yaml(text: str, origin: str) -> dict:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{origin}: not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{origin}: not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: expected a mapping of keys to values, got {type(data).__name__}")
     return data
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The section type an annotation holds, itself or in a list (`monitor.sources`), if any."""
+    if get_origin(annotation) is None and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next(filter(None, map(_model_in, get_args(annotation))), None)
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    """The dotted key an error's location names: pydantic follows a key of a union type ("auto" or a bool)
+    with a tag per member it tried ("literal['auto']", "bool"), which are no keys."""
+    parts, section = [], VigilConfig
+    for part in loc:
+        if isinstance(part, int):  # an item of a list
+            parts.append(str(part))
+            continue
+        if section is None or part not in section.model_fields:
+            break
+        parts.append(part)
+        section = _model_in(section.model_fields[part].annotation)
+    return ".".join(parts)
+
+
 def _describe(exc: ValidationError, origin: str) -> str:
-    problems = []
+    # Each problem with what was expected of it: a union's members each give one, said as alternatives.
+    problems: dict[str, list[str]] = {}
+    given: dict[str, Any] = {}
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"])
         if error["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{where}'")
+            problems[f"unknown key '{where}'"] = []
         elif not where:  # a rule across keys: its message names them
-            problems.append(str(error.get("ctx", {}).get("error", error["msg"])))
+            problems[str(error.get("ctx", {}).get("error", error["msg"]))] = []
         else:
-            problems.append(f"'{where}': {error['msg']} (got {error.get('input')!r})")
-    return f"{origin}: " + "; ".join(problems)
+            key = f"'{_key(error['loc'])}'"
+            problems.setdefault(key, []).append(error["msg"])
+            given[key] = error.get("input")
+    return f"{origin}: " + "; ".join(
+        f"{problem}: {_alternatives(expected)} (got {given[problem]!r})" if expected else problem
+        for problem, expected in problems.items()
+    )
+
+
+def _alternatives(messages: list[str]) -> str:
+    """["Input should be 'auto'", "Input should be a valid boolean"] -> "Input should be 'auto' or a valid boolean"."""
+    first, *others = messages
+    return " or ".join([first, *(message.removeprefix("Input should be ") for message in others)])
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> VigilConfig:
@@ -231,7 +274,15 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        data = _merge(data, _read_yaml(path.read_text(), str(path)))
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        data = _merge(data, _read_yaml(text, str(path)))
         origin = str(path)
     for variable, key in ENVIRONMENT.items():
         if os.environ.get(variable):

@@ -1,10 +1,17 @@
 import multiprocessing
+import os
+import stat
+import struct
 import threading
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from pipeline.records import ClipEmbedding, ModelIds
+from pipeline.storage.codecs import ImageTooLargeError, decode_image
 from pipeline.storage.layout import clip_key, source_id
 from pipeline.storage.store import LocalStore, StoreError, open_store, read_clip, write_clip
 
@@ -169,3 +176,115 @@ def test_racing_processes_create_exactly_once(tmp_path):
         assert len(winners) == 1, f"round {round_}: winners {winners}"
         assert store.get(f"race/{round_}.bin") == f"process-{winners[0]}".encode()
     assert not _leftovers(tmp_path)
+
+
+# ---------------------------------------------------------------- modes and emptied folders
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_files_and_folders_get_the_modes_the_umask_allows(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        store = LocalStore(tmp_path / "store")
+        store.put("a/b/put.bin", b"x")
+        store.create("a/b/created.bin", b"y")
+    finally:
+        os.umask(previous)
+    root = tmp_path / "store"
+    for file in ("a/b/put.bin", "a/b/created.bin"):
+        assert stat.S_IMODE((root / file).stat().st_mode) == 0o666 & ~umask, file
+    for folder in ("a", "a/b"):
+        assert stat.S_IMODE((root / folder).stat().st_mode) == 0o777 & ~umask, folder
+
+
+def test_deleting_removes_the_folders_it_empties_up_to_the_root(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put("clips/cam/000000000000.npz", b"1")
+    store.put("clips/cam/000000002000.npz", b"2")
+    store.put("clips/other/000000000000.npz", b"3")
+    store.put("index/segments/s1/rows.parquet", b"4")
+    store.delete("clips/cam/000000000000.npz")
+    assert (tmp_path / "clips/cam").is_dir()  # still holds a file
+    assert store.delete_prefix("clips/cam/") == 1
+    assert not (tmp_path / "clips/cam").exists() and (tmp_path / "clips/other").is_dir()
+    assert store.delete_prefix("index/segments/s1/") == 1
+    assert not (tmp_path / "index").exists()  # emptied all the way up
+    store.delete("clips/other/000000000000.npz")
+    assert list(tmp_path.iterdir()) == [] and tmp_path.is_dir()  # the root stays, empty
+    store.delete("never/written.bin")  # nothing there: nothing happens
+    assert tmp_path.is_dir()
+
+
+def test_a_write_into_a_folder_removed_meanwhile_makes_it_again(tmp_path, monkeypatch):
+    """A concurrent delete removes a folder it empties right between a writer's mkdir and its temp file."""
+    store, folder = LocalStore(tmp_path), tmp_path / "keyframes" / "cam"
+    real_open, removed = os.open, []
+
+    def open_after_a_concurrent_removal(path, flags, *args, **kwargs):
+        if Path(path).parent == folder and not removed:
+            folder.rmdir()
+            (tmp_path / "keyframes").rmdir()
+            removed.append(path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_after_a_concurrent_removal)
+    store.put("keyframes/cam/000000000000.jpg", b"picture")
+    assert removed and store.get("keyframes/cam/000000000000.jpg") == b"picture"
+    store.delete("keyframes/cam/000000000000.jpg")
+    removed.clear()
+    assert store.create("keyframes/cam/000000001000.jpg", b"other") is True
+    assert removed and store.get("keyframes/cam/000000001000.jpg") == b"other"
+
+
+def test_writers_and_deleters_of_one_folder_never_fail(tmp_path):
+    store, rounds, errors = LocalStore(tmp_path), 300, []
+
+    def churn(name: str) -> None:
+        try:
+            for round_ in range(rounds):
+                key = f"shared/folder/{name}-{round_}.bin"
+                store.put(key, name.encode())
+                assert store.get(key) == name.encode()
+                store.delete(key)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=churn, args=(name,)) for name in ("a", "b", "c")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert errors == []
+    assert list(tmp_path.iterdir()) == [] and not _leftovers(tmp_path)
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def claimed_png(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height pixels and whose pixel data is cut short: a decompression bomb
+    as a reader sees it before decoding pixels (a real one, 30000x30000 in 109 KB, takes seconds to make)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit a pixel, greyscale
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+# Pillow warns about the second picture; the CLI's tests check that no warning reaches a user.
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_oversized_pictures_are_refused_before_their_pixels_are_decoded(tmp_path):
+    bomb = claimed_png(tmp_path / "bomb.png", 30000, 30000)
+    with pytest.raises(ImageTooLargeError, match="900000000 pixels, more than the 89478485 allowed"):
+        decode_image(bomb)
+    with pytest.raises(ImageTooLargeError, match="900000000 pixels"):
+        decode_image(bomb.read_bytes())
+    # Above the limit but below where Pillow refuses by itself: refused here, by its dimensions.
+    with pytest.raises(ImageTooLargeError, match="10000x9000 pixels, more than the 89478485 allowed"):
+        decode_image(claimed_png(tmp_path / "big.png", 10000, 9000))
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(tmp_path / "fine.png")
+    assert decode_image(tmp_path / "fine.png").shape == (48, 64, 3)

@@ -18,6 +18,6 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from(args)
-    for alert in alert_records(open_configured_store(config)):
+    for alert in alert_records(open_configured_store(config, create=False)):
         print(json.dumps(alert, sort_keys=True))
     return 0

@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import VigilConfig, load_config
 from pipeline.records import UNTRAINED_NOTE, Event
 from pipeline.search.index import ClipIndex
+from pipeline.storage.codecs import ImageTooLargeError, decode_image
 from pipeline.storage.store import ObjectStore
 
 
@@ -50,12 +51,14 @@ def load_index(config: VigilConfig, store: ObjectStore) -> ClipIndex:
 
 
 def read_image(path: str) -> np.ndarray:
+    """An example image file as RGB; a missing, unreadable or oversized one is a UsageError naming it."""
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+        return decode_image(Path(path))
     except FileNotFoundError:
         raise UsageError(f"example image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except ImageTooLargeError as exc:
+        raise UsageError(f"example image {path} is too large: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # what Pillow raises on files it cannot decode
         raise UsageError(f"cannot read example image {path}: {exc}") from None
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from jobs.commands.common import UsageError, add_common_options, config_from, read_image
+from pipeline.config import VigilConfig
 from pipeline.live.queries import StandingQuery, delete_query, load_queries, save_query
 from pipeline.storage.store import open_configured_store
 
@@ -33,25 +34,31 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from(args)
-    store = open_configured_store(config)
+    if args.action == "add":
+        return add(args, config)
+    store = open_configured_store(config, create=False)  # listing or removing makes no store
     if args.action == "list":
         for query, _ in load_queries(store):
             print(json.dumps(query.to_json(), sort_keys=True))
-    elif args.action == "remove":
+    else:
         if not delete_query(store, args.id):
             raise UsageError(f"no standing query {args.id!r} in {store.url}")
         print(f"removed query {args.id}")
-    else:
-        if (args.text is None) == (args.image is None):
-            raise UsageError("give a phrase or --image PATH (one of them)")
-        fields = {
-            "min_duration": args.min_duration,
-            "cooldown": args.cooldown,
-            "threshold": args.threshold,
-            "calibration": args.calibration,
-        }
-        definition = {"id": args.id, "text": args.text, "image": args.image, "cameras": args.camera}
-        query = StandingQuery.from_json({**definition, **{k: v for k, v in fields.items() if v is not None}})
-        save_query(store, query, read_image(args.image) if args.image else None)
-        print(f"added query {args.id}")
+    return 0
+
+
+def add(args: argparse.Namespace, config: VigilConfig) -> int:
+    if (args.text is None) == (args.image is None):
+        raise UsageError("give a phrase or --image PATH (one of them)")
+    fields = {
+        "min_duration": args.min_duration,
+        "cooldown": args.cooldown,
+        "threshold": args.threshold,
+        "calibration": args.calibration,
+    }
+    definition = {"id": args.id, "text": args.text, "image": args.image, "cameras": args.camera}
+    query = StandingQuery.from_json({**definition, **{k: v for k, v in fields.items() if v is not None}})
+    image = read_image(args.image) if args.image else None  # refused before the store is touched
+    save_query(open_configured_store(config), query, image)
+    print(f"added query {args.id}")
     return 0

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     except FilterError as exc:
         raise UsageError(str(exc)) from None
     config = config_from(args)
-    store = open_configured_store(config)
+    store = open_configured_store(config, create=False)  # a search never makes a store
     index = load_index(config, store)
     if not len(index):
         raise UsageError(f"the index in {store.url} is empty: run `vigil index PATH` first")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -17,9 +20,34 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def decode_image(data: bytes, formats: Sequence[str] | None = None) -> np.ndarray:
-    """Encoded picture bytes (any format Pillow reads, or only `formats`) as RGB uint8 (H, W, 3)."""
-    with Image.open(io.BytesIO(data), formats=formats) as image:
+# The most pixels a picture may have to be decoded: Pillow's own limit (about 89 megapixels, 268 MB as RGB). A
+# small file can claim far more (a 109 KB PNG of 30000x30000): the size is checked from the header first.
+MAX_IMAGE_PIXELS = 89_478_485
+
+# Pillow warns, on opening, about pictures between its limit and twice it; `decode_image` refuses those with an
+# error of its own, which the warning would only repeat over several lines.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+class ImageTooLargeError(ValueError):
+    """A picture with more pixels than may be decoded (a decompression bomb, or just too big)."""
+
+
+def decode_image(data: bytes | Path, formats: Sequence[str] | None = None) -> np.ndarray:
+    """Encoded picture bytes, or a file of them (any format Pillow reads, or only `formats`), as RGB uint8
+    (H, W, 3). A picture of more than MAX_IMAGE_PIXELS pixels is refused (ImageTooLargeError) from its header,
+    before any pixel is decoded."""
+    try:
+        image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data, formats=formats)
+    except Image.DecompressionBombError as exc:  # Pillow refuses above twice its limit, before we see the size
+        claimed = re.search(r"\d+ pixels", str(exc))
+        raise ImageTooLargeError(
+            f"{claimed.group() if claimed else 'too many pixels'}, more than the {MAX_IMAGE_PIXELS} allowed"
+        ) from None
+    with image:
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ImageTooLargeError(f"{width}x{height} pixels, more than the {MAX_IMAGE_PIXELS} allowed")
         return np.asarray(image.convert("RGB"))
 
 

@@ -11,16 +11,20 @@ lazily); `open_store(url, s3=config.s3)` picks one.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
 import os
 import re
-import tempfile
+import secrets
+import stat
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -30,6 +34,8 @@ from pipeline.storage.codecs import decode_npz, encode_jpeg, encode_npz
 from pipeline.storage.layout import clip_key
 
 _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+_TEMP_PREFIX = ".tmp-"  # a LocalStore's files being written: never listed
+_FOLDER_ATTEMPTS = 10  # tries to make a folder a concurrent delete keeps removing
 
 
 class StoreError(RuntimeError):
@@ -40,6 +46,11 @@ def check_key(key: str) -> str:
     if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
         raise StoreError(f"malformed store key: {key!r}")
     return key
+
+
+def _os_reason(exc: OSError) -> str:
+    """Why a file system call failed, in a few words: 'No space left on device', 'Read-only file system'."""
+    return exc.strerror or str(exc)
 
 
 class ObjectStore(ABC):
@@ -87,77 +98,177 @@ class ObjectStore(ABC):
 
 
 class LocalStore(ObjectStore):
-    """A folder on local disk; the embedded default."""
+    """A folder on local disk; the embedded default.
 
-    def __init__(self, root: str | Path):
+    Never follows a symbolic link below its root: a key whose path passes through one (planted inside the
+    folder, pointing anywhere) is refused, so nothing outside the folder is read, written or deleted. Failures
+    of the file system (a full disk, a read-only or unreadable folder) are StoreErrors naming the operation,
+    the key and the reason. Files and folders get the modes the umask allows (0666 and 0777 less it), as any
+    other program's; folders a deletion leaves empty are removed, up to the root.
+    """
+
+    def __init__(self, root: str | Path, *, create: bool = True):
+        """`create`: make the folder when it is missing (writers); otherwise a missing one is a StoreError
+        (readers, which have nothing to read there)."""
         self.root = Path(root).expanduser().resolve()
         self.url = str(self.root)
+        if not create:
+            if not self.root.is_dir():
+                raise StoreError(f"there is no store at {self.root} (check --store or VIGIL_STORE)")
+            return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create store folder {self.root}: {exc}") from exc
+            raise StoreError(f"cannot create store folder {self.root}: {_os_reason(exc)}") from None
+
+    @contextmanager
+    def _failing(self, operation: str, key: str) -> Iterator[None]:
+        """OSErrors inside as StoreErrors naming the operation, the key and the reason."""
+        try:
+            yield
+        except OSError as exc:
+            raise StoreError(f"cannot {operation} {key!r} in store {self.url}: {_os_reason(exc)}") from None
 
     def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
+        """The file of `key`, once no part of its path below the root is a symbolic link (missing parts are
+        fine: a write makes them as folders)."""
+        path = self.root
+        for part in check_key(key).split("/"):
+            path = path / part
+            try:
+                mode = os.lstat(path).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                break
+            if stat.S_ISLNK(mode):
+                self._refuse_link(key, path)
+        return self.root / key
+
+    def _refuse_link(self, key: str, link: Path) -> NoReturn:
+        raise StoreError(
+            f"refusing {key!r} in store {self.url}: {link.relative_to(self.root).as_posix()} is a symbolic link "
+            f"(to {os.readlink(link)}); the store never follows links"
+        )
+
+    def _write_temp(self, folder: Path, data: bytes) -> Path:
+        """`data` in a new temp file in `folder` (made when missing). A concurrent delete removes a folder it
+        empties; if that happens between the mkdir and the temp file's creation, the folder is made again."""
+        for _ in range(_FOLDER_ATTEMPTS):
+            temp = folder / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                # 0666: the umask takes off what this user does not share, as for any file written here.
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+            except (FileNotFoundError, FileExistsError):
+                continue
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            return temp
+        raise OSError(errno.ENOENT, f"folder {folder} keeps disappearing")
+
+    def _holds(self, path: Path, data: bytes) -> bool:
+        try:
+            info = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return stat.S_ISREG(info.st_mode) and info.st_size == len(data) and path.read_bytes() == data
+
+    def _remove_empty_folders(self, folder: Path) -> None:
+        """Remove `folder` and then its parents while they are empty, up to the root (kept). rmdir removes
+        only an empty folder, so a writer's temp file keeps its folder, and a writer that finds its folder
+        gone makes it again (`_write_temp`)."""
+        while folder != self.root and self.root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone already, or not removable): nor are the folders above
+                return
+            folder = folder.parent
 
     def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
-            return  # unchanged: leave the file (and its mtime) alone
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with self._failing("write", key):
+            path = self._path(key)
+            if self._holds(path, data):
+                return  # unchanged: leave the file (and its mtime) alone
+            temp = self._write_temp(path.parent, data)
+            try:
+                os.replace(temp, path)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
 
     def create(self, key: str, data: bytes) -> bool:
         """Write-once `key`: the bytes go to a temp file in the target folder, then `os.link` gives it the
         key's name, atomically, failing if that name exists (the O_EXCL a rename lacks). Readers never see
         a partial object; the temp file is removed whatever happens."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+        with self._failing("create", key):
+            path = self._path(key)
+            temp = self._write_temp(path.parent, data)
             try:
-                os.link(tmp, path)
-            except FileExistsError:
-                if path.is_dir() and not path.is_symlink():
-                    raise StoreError(f"cannot create {key!r} in store {self.url}: a folder has that name") from None
-                return False
-            return True
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+                try:
+                    os.link(temp, path)
+                except FileExistsError:
+                    if stat.S_ISDIR(os.lstat(path).st_mode):
+                        raise StoreError(f"cannot create {key!r} in store {self.url}: a folder has that name") from None
+                    return False
+                return True
+            finally:
+                temp.unlink(missing_ok=True)
 
     def get(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise StoreError(f"no object {key!r} in store {self.url}") from None
+        with self._failing("read", key):
+            path = self._path(key)
+            try:
+                # O_NONBLOCK: a FIFO planted under the key must not hang the read; the fstat below refuses it.
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
+                raise StoreError(f"no object {key!r} in store {self.url}") from None
+            with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise StoreError(f"no object {key!r} in store {self.url}: {path} is not a file")
+                return handle.read()
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        with self._failing("check", key):
+            try:
+                return stat.S_ISREG(os.lstat(self._path(key)).st_mode)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        base = self.root / prefix if prefix else self.root
-        # A plain string prefix, as S3 has it: "a" also finds "ab/x"; only "a/" (or "") is a folder walk.
-        folder = base if (not prefix or prefix.endswith("/")) and base.is_dir() else base.parent
-        if not folder.is_dir():
-            return iter(())
-        keys = (
-            path.relative_to(self.root).as_posix()
-            for path in folder.rglob("*")
-            if path.is_file() and not path.name.startswith(".tmp-")
-        )
-        return iter(sorted(key for key in keys if key.startswith(prefix)))
+        # A plain string prefix, as S3 has it: "a" also finds "ab/x". The walk starts at the deepest folder the
+        # prefix names whole ("a/" and "a/b" start at "a", "ab" at the root) and never enters a link.
+        with self._failing("list", prefix):
+            folder_key = prefix.rpartition("/")[0]
+            folder = self._path(folder_key) if folder_key else self.root
+            keys: list[str] = []
+
+            def walk(directory: Path, key_prefix: str) -> None:
+                try:
+                    entries = list(os.scandir(directory))
+                except (FileNotFoundError, NotADirectoryError):  # missing, or emptied and removed meanwhile
+                    return
+                for entry in entries:
+                    key = key_prefix + entry.name
+                    if not key.startswith(prefix):
+                        continue
+                    if entry.is_symlink():
+                        self._refuse_link(key, Path(entry.path))
+                    if entry.is_dir(follow_symlinks=False):
+                        walk(Path(entry.path), f"{key}/")
+                    elif entry.is_file(follow_symlinks=False) and not entry.name.startswith(_TEMP_PREFIX):
+                        keys.append(key)
+
+            walk(folder, f"{folder_key}/" if folder_key else "")
+            return iter(sorted(keys))
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        with self._failing("delete", key):
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            self._remove_empty_folders(path.parent)
 
 
 log = logging.getLogger(__name__)
@@ -520,12 +631,13 @@ class S3Store(ObjectStore):
         return len(keys)
 
 
-def open_store(url: str, s3: S3Config | None = None) -> ObjectStore:
+def open_store(url: str, s3: S3Config | None = None, *, create: bool = True) -> ObjectStore:
     """Open the store named by `url`: a folder path (or file:// URL), or `s3://bucket[/prefix]`.
 
     `s3` is the config's S3 section (`config.s3`; default settings without it). The endpoint comes from it,
     else from VIGIL_S3_ENDPOINT (or AWS_ENDPOINT_URL); the region from it, else AWS_DEFAULT_REGION;
-    credentials only from the environment.
+    credentials only from the environment. `create` False (commands that only read or remove): a missing
+    store folder is an error instead of being made (an S3 bucket is only ever made by a first write).
     """
     if url.startswith("s3://"):
         s3 = s3 or S3Config()
@@ -548,12 +660,13 @@ def open_store(url: str, s3: S3Config | None = None) -> ObjectStore:
         raise StoreError(
             f"unsupported store URL {_redact(url)!r}: scheme {scheme}:// is not available; use a folder path or s3://bucket/prefix"
         )
-    return LocalStore(url.removeprefix("file://"))
+    return LocalStore(url.removeprefix("file://"), create=create)
 
 
-def open_configured_store(config) -> ObjectStore:
-    """The store a `VigilConfig` names, reached with its S3 settings (endpoint, retries, timeouts)."""
-    return open_store(config.store, s3=config.s3)
+def open_configured_store(config, *, create: bool = True) -> ObjectStore:
+    """The store a `VigilConfig` names, reached with its S3 settings (endpoint, retries, timeouts); `create`
+    as for `open_store`."""
+    return open_store(config.store, s3=config.s3, create=create)
 
 
 def write_clip(store: ObjectStore, clip: ClipEmbedding) -> str:
