@@ -145,9 +145,11 @@ def index_file(
             extracted, window=config.embed.window, source_id=sid, models=models, recording_start=recording_start
         )
         for clip, keyframe in windows:
-            write_keyframe(store, clip.keyframe_key, keyframe.image)
+            # Each key is noted before its write: an interruption mid-write still removes what it left.
             written.add(clip.keyframe_key)
-            written.add(write_clip(store, clip))
+            write_keyframe(store, clip.keyframe_key, keyframe.image)
+            written.add(clip_key(sid, clip.start))
+            write_clip(store, clip)
             clips.append(clip)
             on_progress(min(clip.end, duration))
         if not clips:

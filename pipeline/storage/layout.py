@@ -187,5 +187,6 @@ def monitor_checkpoint_key(name: str) -> str:
 
 
 def source_prefixes(sid: str) -> tuple[str, ...]:
-    """Every prefix holding a source's derived objects (its record aside): what removing it deletes."""
-    return clips_prefix(sid), keyframes_prefix(sid), summaries_prefix(sid)
+    """Every prefix holding a source's derived objects (its record aside): what removing it deletes. A
+    camera's alerts go with it (their thumbnails are among its keyframes)."""
+    return alerts_prefix(sid), clips_prefix(sid), keyframes_prefix(sid), summaries_prefix(sid)
