@@ -263,3 +263,17 @@ def test_ctrl_c_during_indexing_exits_130_and_leaves_the_store_consistent(tmp_pa
     # No half-applied change: nothing names the clips written before the interruption (which are deleted again).
     assert len(ClipIndex.load(LocalStore(store))) == 0 and not list(store.glob("sources/*"))
     assert not list(store.rglob(".tmp-*"))
+
+
+def test_search_over_index_shards_prints_what_one_index_prints(cli_store, tmp_path, ray_local, capsys):
+    """`index.shards: 2` fans the search out over Ray actors (the session's Ray): the same events."""
+    from jobs.cli import main
+
+    sharded = tmp_path / "sharded.yaml"
+    sharded.write_text("index:\n  shards: 2\n")
+    outputs = []
+    for extra in ([], ["--config", sharded]):
+        args = ["search", "a red car at night", "--store", cli_store, "--models", "tiny", "--top-k", 5, "--json"]
+        assert main([*map(str, args), *map(str, extra)]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] and outputs[0] == outputs[1]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.commands.common import UsageError, add_common_options, config_from, load_index, print_events, read_image
+from actors.index_shards import open_search_index
+from jobs.commands.common import UsageError, add_common_options, config_from, print_events, read_image
 from pipeline.models import load_encoders
 from pipeline.search.filters import ClipFilter, FilterError, TimeRange
 from pipeline.search.index import find_moments
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     config = config_from(args)
     store = open_configured_store(config, create=False)  # a search never makes a store
-    index = load_index(config, store)
+    index = open_search_index(config, store)
     if not len(index):
         raise UsageError(f"the index in {store.url} is empty: run `vigil index PATH` first")
     image = read_image(args.image) if args.image else None
