@@ -1,9 +1,10 @@
 """Decoder actors: video in, sampled frames out.
 
 `DecoderActor` streams one archive file's frame batches; `KafkaDecoderActor` reads camera messages from
-assigned `vigil.frames` partitions (malformed ones go to the DLQ); `StreamDecoderActor` reads a file or
-live URL directly (embedded mode, no Kafka). Every one samples as the config's decode section says and
-marks still frames, so the live paths skip the model runs the archive path skips.
+assigned `vigil.frames` partitions, a poll bounded in frames and decoded pixels at a time (malformed ones go
+to the DLQ); `StreamDecoderActor` reads a file or live URL directly (embedded mode, no Kafka). Every one
+sizes frames as the config's decode section says (Kafka frames are only ever made smaller) and marks still
+frames, so the live paths skip the model runs the archive path skips.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from itertools import islice
 import ray
 
 from pipeline.config import VigilConfig
-from pipeline.media.kafka_clients import DeadLetters, FrameConsumer, MessageProducer, decode_record, next_offsets
-from pipeline.media.kafka_messages import MalformedMessage
+from pipeline.media.kafka_clients import DeadLetters, FrameConsumer, FrameReader, MessageProducer
 from pipeline.media.sampling import sampled_frames, still_marker
 from pipeline.records import Frame
 from pipeline.search.embed import sampled_batches
@@ -35,10 +35,9 @@ class DecoderActor:
 class KafkaDecoderActor:
     def __init__(self, config: VigilConfig):
         settings = config.kafka
-        self.topic = config.kafka.topics.frames
-        self.consumer = FrameConsumer(settings, self.topic, group_id=config.kafka.group, assign=True)
-        self.dead_letters = DeadLetters(MessageProducer(settings), config.kafka.topics.dlq)
-        self.max_bytes = config.kafka.max_message_bytes
+        consumer = FrameConsumer(settings, settings.topics.frames, group_id=settings.group, assign=True)
+        dead_letters = DeadLetters(MessageProducer(settings), settings.topics.dlq)
+        self.reader = FrameReader(consumer, dead_letters, short_side=config.decode.short_side or None)
         self.still = still_marker(config.decode)  # per camera, across polls
 
     def seek(self, offsets: dict[str, int]) -> None:
@@ -47,28 +46,24 @@ class KafkaDecoderActor:
 
         for name, offset in offsets.items():
             topic, partition = name.rsplit(":", 1)
-            self.consumer.kafka.seek(TopicPartition(topic, int(partition)), offset)
+            self.reader.consumer.kafka.seek(TopicPartition(topic, int(partition)), offset)
 
     def poll(self, timeout: float, max_frames: int) -> tuple[list[Frame], dict[str, int], bool]:
-        records = self.consumer.gather(max_frames, timeout)
-        frames = []
-        for record in records:
-            try:
-                frames += decode_record(record, max_bytes=self.max_bytes)
-            except MalformedMessage as exc:
-                self.dead_letters.publish(record, exc.reason)
-        self.dead_letters.flush()  # dead letters are durable before their offsets can be committed
+        """The frames of the messages one poll takes (at most `max_frames` of them unless one message holds
+        more, and at most `kafka.max_poll_pixels` decoded pixels), the next offsets after those messages, and
+        False: Kafka never ends."""
+        frames, offsets = self.reader.poll(timeout, max_frames)
         if self.still is not None:
             frames = [self.still.mark(frame) for frame in frames]
-        return frames, {f"{t}:{p}": o for (t, p), o in next_offsets(records).items()}, False
+        return frames, {f"{t}:{p}": o for (t, p), o in offsets.items()}, False
 
     def commit(self, offsets: dict[str, int]) -> None:
-        self.consumer.commit(
+        self.reader.consumer.commit(
             {tuple((name.rsplit(":", 1)[0], int(name.rsplit(":", 1)[1]))): o for name, o in offsets.items()}
         )
 
     def dead_letter_count(self) -> int:
-        return self.dead_letters.count
+        return self.reader.dead_letters.count
 
 
 @ray.remote(num_cpus=1, max_restarts=2)

@@ -5,17 +5,71 @@ over the nodes, a CPU node's cores shared between the extractors on it). `make_m
 monitor's actors as a `MonitorStages`, which the monitor's driver (jobs.monitor) is given together with
 `RayCalls`, its way of waiting on their calls. Ray and the actor modules are imported where the actors are
 made, so the driver and its Ray-free tests can use `MonitorStages` without loading Ray or the models.
+
+A stage that raises or dies reaches the driver as `StageFailed`: one line naming the failed call and its
+cause, not Ray's remote traceback with its terminal colour codes.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pipeline.config import VigilConfig
+
+
+class StageFailed(RuntimeError):
+    """A stage (a Ray actor) raised an error or died; the message is one line: the call and its cause."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the terminal colours of Ray's error texts
+_CALL = re.compile(r"ray::([\w.]+)\(")  # "ray::StreamDecoderActor.poll()": the call an error text is about
+_FRAME = re.compile(r"^\s+File ")  # a traceback line naming a source line
+_EXCEPTION = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*): ")  # "package.module.Error: message"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(_ANSI.sub("", text).split())
+
+
+def stage_failure(error: Exception) -> StageFailed:
+    """The `StageFailed` a Ray error stands for: the innermost failed call (an error passed on from a stage's
+    input names the stage that raised it) and the cause, on one line without colour codes."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    text = _ANSI.sub("", str(error))
+    calls = _CALL.findall(text)
+    stage = calls[-1] if calls else type(error).__name__
+    if isinstance(error, RayTaskError):
+        cause = error.cause
+        while isinstance(cause, RayTaskError):
+            cause = cause.cause
+        detail = _one_line(str(cause))
+        return StageFailed(f"{stage} failed: {type(cause).__name__}" + (f": {detail}" if detail else ""))
+    if isinstance(error, RayActorError) and error.actor_init_failed:
+        # Only the text of the constructor's error crosses over: its traceback ends with "module.Error: message".
+        lines = text.splitlines()
+        frames = [i for i, line in enumerate(lines) if _FRAME.match(line)]
+        after = lines[frames[-1] + 1 :] if frames else lines
+        message = [line for line in after if line and not line[0].isspace()]
+        cause = _EXCEPTION.sub(r"\1: ", message[0]) if message else ""
+        return StageFailed(f"{stage} failed to start: {_one_line(' '.join([cause, *message[1:]]))}")
+    return StageFailed(f"{stage} failed: {_one_line(text)}")
+
+
+def ray_get(calls):
+    """`ray.get(calls)`, a stage's error raised as `StageFailed`."""
+    import ray
+    from ray.exceptions import RayError
+
+    try:
+        return ray.get(calls)
+    except RayError as error:
+        raise stage_failure(error) from None
 
 
 def start_ray() -> None:
@@ -103,8 +157,6 @@ def make_monitor_stages(config: VigilConfig) -> MonitorStages:
     """The monitor's actors on the cluster (start_ray first), every one up when this returns: starting
     workers and loading models can take longer than `idle_exit` on a busy machine, and the driver's clocks
     start after."""
-    import ray
-
     from actors.analyzer import StreamAnalyzerActor
     from actors.decoder import KafkaDecoderActor, StreamDecoderActor
     from actors.sink import SinkActor
@@ -121,7 +173,7 @@ def make_monitor_stages(config: VigilConfig) -> MonitorStages:
     decoders = [consumer] if kafka_mode else [StreamDecoderActor.remote(s.url, s.camera, config) for s in m.sources]
     summarizer = SummarizerActor.remote(config) if m.summary_every else None
     stages = MonitorStages(extractors, decoders, analyzer, sink, summarizer, consumer)
-    ray.get([stage.__ray_ready__.remote() for stage in stages.handles()])
+    ray_get([stage.__ray_ready__.remote() for stage in stages.handles()])
     return stages
 
 
@@ -135,7 +187,7 @@ class RayCalls:
         self._ray = ray
 
     def get(self, calls):
-        return self._ray.get(calls)
+        return ray_get(calls)
 
     def done(self, call) -> bool:
         return bool(self._ray.wait([call], timeout=0, fetch_local=False)[0])

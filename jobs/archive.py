@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from actors.stages import ray_get, stage_failure
 from pipeline.config import VigilConfig
 from pipeline.media.decode import VideoDecodeError, probe
 from pipeline.models import Encoders, load_encoders
@@ -329,7 +330,7 @@ class RayArchive:
         self._idle_decoders: queue.Queue = queue.Queue()
         for _ in range(self.decoders):
             self._idle_decoders.put(DecoderActor.remote(config))
-        self.models: ModelIds = ray.get(self._extractors[0].model_ids.remote())
+        self.models: ModelIds = ray_get(self._extractors[0].model_ids.remote())
 
     def extracted(self, path: Path) -> Extracted:
         ray = self._ray
@@ -343,9 +344,9 @@ class RayArchive:
                     yield ray.get(pending.pop(0))
             for extracted_ref in pending:
                 yield ray.get(extracted_ref)
-        except ray.exceptions.RayTaskError as exc:
-            if isinstance(exc.cause, VideoDecodeError):
-                raise exc.cause from None
-            raise
+        except ray.exceptions.RayError as exc:
+            if isinstance(getattr(exc, "cause", None), VideoDecodeError):
+                raise exc.cause from None  # a corrupt file: reported and skipped like without Ray
+            raise stage_failure(exc) from None
         finally:
             self._idle_decoders.put(decoder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from actors.stages import StageFailed
 from jobs.commands import alerts, demo, import_clips, index, ingest, monitor, query, remove, search, summarize
 from jobs.commands.common import UsageError
 from pipeline.config import ConfigError
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         ModelUnavailableError,
         IndexMismatchError,
         VideoDecodeError,
+        StageFailed,
         ValueError,
         OSError,  # a file named on the command line, or an output folder, that cannot be read or written
     ) as exc:

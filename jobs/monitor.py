@@ -21,6 +21,10 @@ With `summary_every` set, each durable checkpoint also tells the summarizer how 
 windows reach in the store; it summarizes every period that became complete, in the background of the
 next batches (one call in flight, its result always collected, so its errors stop the monitor).
 
+Before Ray starts, `run_monitor` checks what it was given (`check_inputs`): every file source exists and its
+first frame decodes, the Kafka brokers answer; a problem is a `MonitorError` of one line naming it. A stage
+failing later is an `actors.stages.StageFailed`, one line as well.
+
 The driver (`drive`) composes parts with one job each: `Intake` (the decoders and how far they have been
 read), `ExtractorPool` (least busy extractor, two batches each), `FramesInFlight` (the in-flight bound) and
 `CheckpointCycle` (save, then commit, then summarize). It is given the stages (`actors.stages.MonitorStages`)
@@ -35,11 +39,19 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from actors.stages import MonitorStages, RayCalls, make_monitor_stages, start_ray
-from pipeline.config import MonitorConfig, VigilConfig
+from pipeline.config import DecodeConfig, MonitorConfig, StreamSource, VigilConfig
+from pipeline.media.decode import VideoDecodeError, decode_frames
+from pipeline.media.kafka_clients import KafkaUnavailable, check_brokers
+from pipeline.media.streams import is_live
 from pipeline.records import Frame, FrameBatch
+
+
+class MonitorError(Exception):
+    """The monitor cannot start with what it was given (a source, the brokers); one line naming the problem."""
 
 
 @dataclass
@@ -299,8 +311,39 @@ def drive(
     return report
 
 
+def check_sources(sources: list[StreamSource], decode: DecodeConfig) -> None:
+    """Every file source exists and its first frame decodes, else `MonitorError` naming the camera and the
+    file. Live URLs are not tried: their decoders reconnect until the stream comes."""
+    for source in sources:
+        if is_live(source.url):
+            continue
+        where = f"source of camera {source.camera!r}"
+        if not Path(source.url).is_file():
+            raise MonitorError(f"{where}: no such file: {source.url} (live sources are URLs such as rtsp://host/path)")
+        try:
+            with decode_frames(source.url, fps=decode.fps, short_side=None, keyframes_only=True, threads=1) as frames:
+                next(frames)
+        except VideoDecodeError as exc:
+            raise MonitorError(f"{where}: {exc}") from None
+        except StopIteration:
+            raise MonitorError(f"{where}: {source.url} holds no video frame") from None
+
+
+def check_inputs(config: VigilConfig) -> None:
+    """What the monitor reads is there: the embedded sources, else the Kafka brokers; `MonitorError` if not."""
+    if config.monitor.sources:
+        check_sources(config.monitor.sources, config.decode)
+        return
+    try:
+        check_brokers(config.kafka, "monitor")
+    except KafkaUnavailable as exc:
+        raise MonitorError(str(exc)) from None
+
+
 def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_frames: int | None = None) -> MonitorReport:
-    """Run until the sources end (embedded files), `idle_exit` seconds pass without frames, or SIGTERM."""
+    """Run until the sources end (embedded files), `idle_exit` seconds pass without frames, or SIGTERM. Raises
+    `MonitorError` before starting when a source or the brokers cannot be used, `StageFailed` when a stage fails."""
+    check_inputs(config)
     start_ray()
     stages = make_monitor_stages(config)
     stop = threading.Event()

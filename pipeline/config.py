@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.cameras import check_camera_id
 
 
 class ConfigError(ValueError):
@@ -124,7 +126,7 @@ class MatchConfig(_Section):
 
 
 class StreamSource(_Section):
-    camera: str = Field(min_length=1, max_length=200)
+    camera: Annotated[str, AfterValidator(check_camera_id)]  # the one rule for camera ids (pipeline/cameras.py)
     url: str = Field(min_length=1)  # a file path or a live URL (rtsp://, http://, ...)
 
 
@@ -252,9 +254,15 @@ def _describe(exc: ValidationError, origin: str) -> str:
             problems.setdefault(key, []).append(error["msg"])
             given[key] = error.get("input")
     return f"{origin}: " + "; ".join(
-        f"{problem}: {_alternatives(expected)} (got {given[problem]!r})" if expected else problem
+        f"{problem}: {_alternatives(expected)} (got {_shown(given[problem])})" if expected else problem
         for problem, expected in problems.items()
     )
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as an error quotes it: its repr, cut when long (the error stays one readable line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _alternatives(messages: list[str]) -> str:

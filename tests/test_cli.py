@@ -277,3 +277,12 @@ def test_search_over_index_shards_prints_what_one_index_prints(cli_store, tmp_pa
         assert main([*map(str, args), *map(str, extra)]) == 0
         outputs.append(capsys.readouterr().out)
     assert outputs[0] and outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize("command", [["search", "a red car"], ["remove"], ["query", "add", "q1", "a red car"]])
+def test_a_camera_filter_follows_the_camera_id_rule(cli_store, command, capsys):
+    from jobs.cli import main
+
+    assert main([*command, "--camera", "gate\x1b[2J", "--store", str(cli_store), "--models", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--camera" in err and "control character" in err

@@ -153,3 +153,13 @@ def test_a_value_where_a_section_goes_is_named_even_with_flags_for_that_section(
     path.write_text("decode: fast\n")
     with pytest.raises(ConfigError, match=r"'decode': Input should be a valid dictionary"):
         load_config(path, {"decode.fps": 2.0})
+
+
+@pytest.mark.parametrize("camera", ["x" * 300, "gate\x1b[31m", "gate\nlobby"])
+def test_a_configured_camera_id_follows_the_one_rule_in_one_line(tmp_path, camera):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"monitor:\n  sources:\n    - camera: {camera!r}\n      url: a.mp4\n".replace("'", '"'))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "monitor.sources" in message and "camera" in message and "\n" not in message and len(message) < 400

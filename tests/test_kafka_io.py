@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
+from fractions import Fraction
+from pathlib import Path
 from types import SimpleNamespace
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
 from pipeline.config import ConfigError, KafkaConfig, load_config
 from pipeline.media.decode import decode_frames
-from pipeline.media.kafka_clients import DeadLetters, FrameConsumer, KafkaUnavailable, MessageProducer, consume_frames
+from pipeline.media.kafka_clients import (
+    DeadLetters,
+    FrameConsumer,
+    FrameReader,
+    KafkaUnavailable,
+    MessageProducer,
+    consume_frames,
+    take_within,
+)
 from pipeline.media.kafka_messages import MalformedMessage, Message, decode_message, frame_message, segment_message
 from pipeline.records import Frame
 from tests.servers import free_port
@@ -171,6 +183,8 @@ def malformed_cases(segment: Message) -> list[tuple[str, object, object, object]
         ("missing key", None, good, _headers()),
         ("empty key", b"", good, _headers()),
         ("key is not UTF-8", b"\xff\xfe", good, _headers()),
+        ("has a control character", "gate\u0085".encode(), good, _headers(camera="gate\u0085")),
+        ("at most 256 bytes", b"k" * 300, good, _headers(camera="k" * 300)),
         ("differs from the key", b"other", good, _headers()),
         ("empty value", b"cam", b"", _headers()),
         ("missing header 'vigil-schema'", b"cam", good, _headers(**{"vigil-schema": None})),
@@ -197,6 +211,7 @@ def malformed_cases(segment: Message) -> list[tuple[str, object, object, object]
         ("outside the segment", b"cam", segment.value, seg_with(duration="0.1")),
         ("missing header 'frames'", b"cam", segment.value, [(k, v) for k, v in seg_headers if k != "frames"]),
         ("not even", b"cam", segment.value, seg_with(width="161")),
+        ("kafka.max_message_pixels", b"cam", segment.value, seg_with(width="8192", height="4320", frames="24")),
     ]
 
 
@@ -358,3 +373,197 @@ def test_dead_letter_of_an_oversized_message_is_cut_to_the_limit():
     assert topic == "dlq" and len(message.value) == 1024 and message.key is None
     assert message.header("original-size") == "5000" and message.header("reason") == "too big"
     assert dlq.count == 1 and dlq.reasons == Counter({"too big": 1})
+
+
+# --------------------------------------------------------------------------------------------- decoded-size bounds
+
+UHD = (8192, 4320)  # the largest picture the wire format allows
+
+
+def black_segment(width: int, height: int, frames: int, fps: int = 24) -> bytes:
+    """A valid H.264 MPEG-TS segment of `frames` black frames, encoded straight from one YUV frame (no RGB
+    copies): a few hundred kilobytes at any size, that decode to frames x width x height pixels."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 90000)
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": "51", "x264-params": "scenecut=0"}
+        picture = av.VideoFrame(width, height, "yuv420p")
+        for plane, level in zip(picture.planes, (16, 128, 128)):
+            np.frombuffer(plane, np.uint8)[:] = level
+        for i in range(frames):
+            picture.pts = i * 90000 // fps
+            for packet in stream.encode(picture):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def segment_headers(
+    width: int, height: int, frames: int, *, duration: float = 1.0, camera: str = "cam", pts: float = 1.5
+) -> list:
+    return _headers(
+        camera=camera,
+        pts=str(pts),
+        codec="h264/mpegts",
+        width=str(width),
+        height=str(height),
+        frames=str(frames),
+        duration=str(duration),
+    )
+
+
+@pytest.fixture(scope="module")
+def uhd_segment() -> bytes:
+    """24 frames of 8192x4320 in about 114 KB: 849 million decoded pixels, 2.4 GiB as RGB."""
+    return black_segment(*UHD, frames=24)
+
+
+# Decodes messages in a fresh process and reports, for each, the reason it was refused and how much its peak
+# memory (max RSS) grew: this process's own peak is high from everything run before.
+_MEASURE = """
+import json, resource, sys
+from pipeline.media.kafka_messages import MalformedMessage, decode_message
+from tests.test_kafka_io import black_segment, segment_headers
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+decode_message(b"cam", black_segment(64, 48, 2), segment_headers(64, 48, 2))  # the decoder loaded and warm
+value = open(sys.argv[1], "rb").read()
+report = {}
+for label, headers in json.loads(sys.argv[2]).items():
+    before = peak_mb()
+    try:
+        decode_message(b"cam", value, [(k, v.encode()) for k, v in headers])
+        reason = None
+    except MalformedMessage as exc:
+        reason = exc.reason
+    report[label] = [reason, peak_mb() - before]
+print(json.dumps(report))
+"""
+
+
+def test_a_message_of_gigapixels_is_refused_before_decoding_and_lying_headers_do_not_help(tmp_path, uhd_segment):
+    assert len(uhd_segment) < 200_000
+    path = tmp_path / "uhd.ts"
+    path.write_bytes(uhd_segment)
+    cases = {
+        "honest": segment_headers(*UHD, 24),  # 849M pixels: over kafka.max_message_pixels (100M)
+        "small size": segment_headers(64, 64, 24),  # within the bound, but the stream is 8192x4320
+        "few frames": segment_headers(*UHD, 1),  # 35M pixels, within the bound, but the stream has 24 frames
+    }
+    as_text = {label: [(k, v.decode()) for k, v in headers] for label, headers in cases.items()}
+    run = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path), json.dumps(as_text)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    reason, grown = report["honest"]
+    assert "849346560 pixels" in reason and "kafka.max_message_pixels" in reason
+    assert grown < 50  # MB: nothing decoded (one frame alone is 53 MB as YUV, 106 MB as RGB)
+    reason, grown = report["small size"]
+    assert "8192x4320 but headers say 64x64" in reason
+    assert grown < 50  # refused before a picture of the real size was allocated
+    reason, grown = report["few frames"]
+    assert "more than the 1 frames" in reason
+    assert grown < 600  # at most the announced frame and the decoder's own buffers, never all 24 (2.4 GiB)
+
+
+def test_frames_larger_than_short_side_are_downscaled_as_they_are_decoded(sample_frames):
+    segment = segment_message(sample_frames[:3], "cam", period=0.2)  # 160x120
+    jpeg = frame_message(sample_frames[0], "cam")
+    for message in (segment, jpeg):
+        small = decode_message(message.key, message.value, message.headers, short_side=60)
+        assert {f.image.shape for f in small} == {(60, 80, 3)}
+        same = decode_message(message.key, message.value, message.headers, short_side=256)  # never enlarged
+        assert {f.image.shape for f in same} == {(120, 160, 3)}
+
+
+def record(partition: int, offset: int, headers: list, topic: str = "t") -> SimpleNamespace:
+    return SimpleNamespace(topic=topic, partition=partition, offset=offset, headers=headers)
+
+
+def test_a_poll_takes_messages_in_turns_within_its_frames_and_pixels():
+    segment = segment_headers(64, 48, 5)  # 15360 pixels
+    polled = [record(0, i, segment) for i in range(4)] + [record(1, 10 + i, segment) for i in range(3)]
+    take = dict(max_frames=100, max_pixels=50_000, max_message_pixels=10**8)
+    taken, left = take_within(polled, **take)
+    assert [(r.partition, r.offset) for r in taken] == [(0, 0), (0, 1), (1, 10)]  # turns: 0, 1, 0
+    assert [(r.partition, r.offset) for r in left] == [(0, 2), (0, 3), (1, 11), (1, 12)]
+    taken, _ = take_within(polled, **take, first=1)  # the next poll: partition 1 goes first
+    assert [(r.partition, r.offset) for r in taken] == [(0, 0), (1, 10), (1, 11)]
+    taken, left = take_within(polled, **(take | {"max_frames": 12}))  # the frame bound: two 5-frame segments
+    assert len(taken) == 2 and len(left) == 5
+    # the first message is always taken, however large; one refused unread (headers over the message bound,
+    # or no vigil headers) costs nothing
+    taken, _ = take_within(polled, **(take | {"max_pixels": 10}))
+    assert [(r.partition, r.offset) for r in taken] == [(0, 0)]
+    refused = [record(0, 0, segment_headers(*UHD, 24)), record(0, 1, [])] + [record(0, i, segment) for i in (2, 3, 4)]
+    taken, left = take_within(refused, **(take | {"max_pixels": 31_000}))
+    assert [r.offset for r in taken] == [0, 1, 2, 3] and [r.offset for r in left] == [4]
+
+
+def create_topic(broker, name: str, partitions: int) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.brokers)
+    try:
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        admin.close()
+
+
+def test_polls_stay_within_their_pixel_bound_and_leave_the_rest_in_kafka(kafka_broker, uhd_segment):
+    frames_topic, dlq_topic = topic_name("frames.bounded"), topic_name("dlq.bounded")
+    create_topic(kafka_broker, frames_topic, 2)
+    small = black_segment(64, 48, 5, fps=5)  # 5 frames of 64x48, 0.2 s apart: 15360 decoded pixels
+    sent: dict[str, list[float]] = {"a": [], "b": []}
+    with MessageProducer(settings_for(kafka_broker)) as producer:
+        for partition, camera in enumerate(sent):
+            for i in range(6):
+                headers = segment_headers(64, 48, 5, camera=camera, pts=i)
+                producer.send(frames_topic, Message(camera.encode(), small, headers), partition=partition)
+                sent[camera] += [i + j * 0.2 for j in range(5)]
+                if camera == "a" and i == 2:  # 849 million pixels in 114 KB, among them (offset 3)
+                    uhd = Message(b"a", uhd_segment, segment_headers(*UHD, 24, camera="a"))
+                    producer.send(frames_topic, uhd, partition=partition)
+        producer.flush()
+        assert producer.errors == 0
+
+    bound = 40_000  # two of the small segments
+    settings = settings_for(kafka_broker, max_poll_pixels=bound)
+    received: dict[str, list[float]] = {"a": [], "b": []}
+    polls = []
+    with MessageProducer(settings) as dlq_producer:
+        dlq = DeadLetters(dlq_producer, dlq_topic)
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        with FrameConsumer(settings, frames_topic, group_id=group, assign=True) as consumer:
+            reader = FrameReader(consumer, dlq)
+            deadline = time.monotonic() + 60
+            while sum(map(len, received.values())) < 60 and time.monotonic() < deadline:
+                frames, offsets = reader.poll(timeout=2.0, max_frames=100)
+                if not frames and not offsets:
+                    continue
+                polls.append(frames)
+                assert sum(f.image.shape[0] * f.image.shape[1] for f in frames) <= bound
+                for frame in frames:
+                    received[frame.camera].append(frame.pts)
+                consumer.commit(offsets)
+            assert consumer.committed(frames_topic, 0) == 7 and consumer.committed(frames_topic, 1) == 6
+    # nothing lost, nothing twice, each camera in order; the partitions take turns, so neither waits for the
+    # other's backlog
+    assert received == {camera: pytest.approx(pts, abs=1e-4) for camera, pts in sent.items()}
+    assert len(polls) >= 6 and {f.camera for poll in polls[:2] for f in poll} == {"a", "b"}
+    assert dlq.count == 1
+    (reason,) = dlq.reasons
+    assert "kafka.max_message_pixels" in reason
+    (letter,) = read_records(kafka_broker, dlq_topic, 1)
+    headers = dict(letter.headers)
+    assert headers["original-offset"] == b"3" and "kafka.max_message_pixels" in headers["reason"].decode()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.cameras import check_camera_id
 from pipeline.config import VigilConfig, load_config
 from pipeline.records import UNTRAINED_NOTE, Event
 from pipeline.search.index import ClipIndex
@@ -44,6 +45,17 @@ def config_from(args: argparse.Namespace) -> VigilConfig:
             "search.top_k": getattr(args, "top_k", None),
         },
     )
+
+
+def checked_cameras(cameras: list[str] | str | None) -> list[str]:
+    """`--camera` values, each held to the one rule for camera ids; a bad one is a UsageError."""
+    cameras = [cameras] if isinstance(cameras, str) else list(cameras or [])
+    for camera in cameras:
+        try:
+            check_camera_id(camera)
+        except ValueError as exc:
+            raise UsageError(f"--camera: {exc}") from None
+    return cameras
 
 
 def load_index(config: VigilConfig, store: ObjectStore) -> ClipIndex:

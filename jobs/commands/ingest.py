@@ -20,9 +20,9 @@ from pathlib import Path
 
 from jobs.commands.common import UsageError
 from jobs.ingest import ingest_source
+from pipeline.cameras import check_camera_id
 from pipeline.config import load_config
 from pipeline.media.kafka_clients import KafkaUnavailable
-from pipeline.media.kafka_messages import check_camera
 from pipeline.media.streams import ReconnectPolicy, is_live
 
 MAX_ERRORS_SHOWN = 20
@@ -79,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
             "decode.short_side": args.short_side,
         },
     )
-    check_camera(args.camera)
+    try:
+        check_camera_id(args.camera)
+    except ValueError as exc:
+        raise UsageError(f"--camera: {exc}") from None
     if args.segment_seconds <= 0 or args.read_timeout <= 0 or args.reconnect_backoff < 0:
         raise UsageError("--segment-seconds and --read-timeout must be positive, --reconnect-backoff not negative")
     if (args.max_frames is not None and args.max_frames < 1) or (args.duration is not None and args.duration <= 0):

@@ -1,12 +1,18 @@
 """`vigil monitor`: run the standing queries over camera streams, from Kafka or from files and live URLs
-given with --source (embedded mode), until stopped or idle."""
+given with --source (embedded mode), until stopped or idle.
+
+Exit status: 0 when stopped or idle, 2 for bad arguments, a source that cannot be read, unreachable brokers or
+a stage that failed, each told in one line.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from jobs.commands.common import UsageError, add_common_options, config_from
-from jobs.monitor import run_monitor
+from actors.stages import StageFailed
+from jobs.commands.common import UsageError, add_common_options, checked_cameras
+from jobs.monitor import MonitorError, run_monitor
+from pipeline.config import load_config
 
 
 def register(subparsers) -> None:
@@ -22,18 +28,26 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from(args)
     if len(args.source) != len(args.camera):
         raise UsageError("give one --camera ID for each --source URL")
-    overrides = {}
-    if args.source:
-        overrides["sources"] = [{"camera": c, "url": u} for u, c in zip(args.source, args.camera)]
-    if args.brokers:
-        config = config.model_copy(update={"kafka": config.kafka.model_copy(update={"brokers": args.brokers})})
-    if overrides:
-        config = config.model_copy(update={"monitor": config.monitor.model_copy(update=overrides)})
-        config = type(config).model_validate(config.model_dump())
-    report = run_monitor(config, idle_exit=args.idle_exit)
+    checked_cameras(args.camera)
+    sources = [{"camera": camera, "url": url} for url, camera in zip(args.source, args.camera)]
+    # Every value through load_config: validated, and a bad one is a one-line error naming its key.
+    config = load_config(
+        args.config,
+        {
+            "store": args.store,
+            "models": args.models,
+            "device": args.device,
+            "precision": args.precision,
+            "kafka.brokers": args.brokers,
+            "monitor.sources": sources or None,
+        },
+    )
+    try:
+        report = run_monitor(config, idle_exit=args.idle_exit)
+    except (MonitorError, StageFailed) as exc:
+        raise UsageError(str(exc)) from None
     print(
         f"monitor {config.monitor.name}: {report.frames} frames, {report.batches} batches, "
         f"{report.alerts} alert updates, {report.checkpoints} checkpoints, {report.summaries} summaries, "

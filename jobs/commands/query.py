@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.commands.common import UsageError, add_common_options, config_from, read_image
+from jobs.commands.common import UsageError, add_common_options, checked_cameras, config_from, read_image
 from pipeline.config import VigilConfig
 from pipeline.live.queries import StandingQuery, delete_query, load_queries, save_query
 from pipeline.storage.store import open_configured_store
@@ -56,7 +56,7 @@ def add(args: argparse.Namespace, config: VigilConfig) -> int:
         "threshold": args.threshold,
         "calibration": args.calibration,
     }
-    definition = {"id": args.id, "text": args.text, "image": args.image, "cameras": args.camera}
+    definition = {"id": args.id, "text": args.text, "image": args.image, "cameras": checked_cameras(args.camera)}
     query = StandingQuery.from_json({**definition, **{k: v for k, v in fields.items() if v is not None}})
     image = read_image(args.image) if args.image else None  # refused before the store is touched
     save_query(open_configured_store(config), query, image)

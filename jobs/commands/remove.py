@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from jobs.commands.common import UsageError, add_common_options, config_from, load_index
+from jobs.commands.common import UsageError, add_common_options, checked_cameras, config_from, load_index
 from pipeline.search.index import ClipIndex
 from pipeline.storage.layout import camera_source_id, clips_prefix, file_source_id, source_key, source_prefixes
 from pipeline.storage.store import ObjectStore, open_configured_store
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     named: dict[str, str] = {}  # source id -> as the user named it
     for name in args.sources:
         named.setdefault(_source_of(name, store, index), name)
-    for camera in args.camera:
+    for camera in checked_cameras(args.camera):
         sid = camera_source_id(camera)
         if not _stored(store, index, sid):
             raise UsageError(f"camera {camera!r} is not in the store {store.url}")

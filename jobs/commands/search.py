@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from actors.index_shards import open_search_index
-from jobs.commands.common import UsageError, add_common_options, config_from, print_events, read_image
+from jobs.commands.common import UsageError, add_common_options, checked_cameras, config_from, print_events, read_image
 from pipeline.models import load_encoders
 from pipeline.search.filters import ClipFilter, FilterError, TimeRange
 from pipeline.search.index import find_moments
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     encoders = load_encoders(spec, device=config.device, precision=config.precision, batch_size=config.batch_size)
     sources = None
     if args.camera or args.source:
-        sources = {camera_source_id(camera) for camera in args.camera}
+        sources = {camera_source_id(camera) for camera in checked_cameras(args.camera)}
         sources |= {source if source in index.sources else file_source_id(source) for source in args.source}
     events = find_moments(
         index,

@@ -14,7 +14,7 @@ import argparse
 import json
 import re
 
-from jobs.commands.common import UsageError, add_common_options, config_from
+from jobs.commands.common import UsageError, add_common_options, checked_cameras, config_from
 from pipeline.models import TransformersCaptioner
 from pipeline.storage.layout import camera_source_id, clips_prefix, summary_frames_key
 from pipeline.storage.store import open_configured_store
@@ -95,6 +95,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    checked_cameras(args.camera)
     if (args.path is None) == (args.camera is None):
         raise UsageError("give a video PATH or --camera ID (one of them)")
     if args.start is not None and args.end is not None and args.end <= args.start:

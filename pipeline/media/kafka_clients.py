@@ -2,10 +2,11 @@
 `pipeline.media.kafka_messages`.
 
 `decode_record` reads one consumed record's frames, dated by its `wallclock` header or else its CreateTime;
-`consume_frames` sends malformed messages to `vigil.dlq` (original key, value and headers plus `reason`) and
-goes on. Offsets are committed only after the caller's outputs are durable (ARCHITECTURE.md, delivery
-invariant 2). kafka-python is imported inside the functions and classes that need it (ARCHITECTURE.md,
-layering).
+`consume_frames` and `FrameReader` send malformed messages to `vigil.dlq` (original key, value and headers
+plus `reason`) and go on. `FrameReader` polls within bounds of frames and decoded pixels, leaving the rest in
+Kafka for its next poll. Offsets are committed only after the caller's outputs are durable (ARCHITECTURE.md,
+delivery invariant 2). kafka-python is imported inside the functions and classes that need it
+(ARCHITECTURE.md, layering).
 """
 
 from __future__ import annotations
@@ -14,13 +15,20 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import KafkaConfig
-from pipeline.media.kafka_messages import H_REASON, MalformedMessage, Message, decode_message
+from pipeline.media.kafka_messages import (
+    DEFAULT_MAX_MESSAGE_PIXELS,
+    H_REASON,
+    MalformedMessage,
+    Message,
+    decode_message,
+    parse_headers,
+)
 from pipeline.records import Frame
 
 log = logging.getLogger(__name__)
@@ -66,6 +74,26 @@ def _connect(settings: KafkaConfig, what: str, factory: Callable[[], Any]):
         f"cannot reach Kafka brokers {settings.brokers} ({what}) after {settings.connect_attempts} attempt(s) "
         f"over {time.monotonic() - started:.1f} s: {last}"
     )
+
+
+def check_brokers(settings: KafkaConfig, what: str) -> None:
+    """Reach the brokers once (with the configured attempts and backoff) or raise `KafkaUnavailable` naming
+    them and `what` wanted them: a service that starts Kafka clients in several processes says once, up
+    front, that it cannot."""
+    from kafka import KafkaConsumer
+
+    _connect(
+        settings,
+        what,
+        lambda: KafkaConsumer(
+            bootstrap_servers=settings.servers,
+            client_id="vigil-check",
+            enable_auto_commit=False,
+            bootstrap_timeout_ms=_ms(settings.connect_timeout),
+            retry_backoff_ms=_ms(min(settings.backoff, 1.0)),
+            reconnect_backoff_max_ms=_ms(max(settings.backoff_max, 0.05)),
+        ),
+    ).close()
 
 
 def _ms(seconds: float) -> int:
@@ -236,6 +264,18 @@ class FrameConsumer:
             records += more
         return sorted(records, key=lambda r: (r.topic, r.partition))  # stable: offsets stay in order
 
+    def rewind(self, records: Iterable) -> None:
+        """Have the next poll read `records` (polled but not taken) again: each of their partitions goes back
+        to the first of them. Prefetched records of those partitions are dropped."""
+        from kafka import TopicPartition
+
+        first: dict[tuple[str, int], int] = {}
+        for r in records:
+            key = (r.topic, r.partition)
+            first[key] = min(first.get(key, r.offset), r.offset)
+        for (topic, partition), offset in first.items():
+            self._consumer.seek(TopicPartition(topic, partition), offset)
+
     def commit(self, offsets: Mapping[Any, int]) -> None:
         """Commit `{TopicPartition or (topic, partition): next offset to read}`. Without a group_id
         there is nowhere to commit and this does nothing."""
@@ -266,11 +306,67 @@ class FrameConsumer:
 CREATE_TIME = 0
 
 
-def decode_record(record, *, max_bytes: int) -> list[Frame]:
+def decode_record(
+    record, *, max_bytes: int, max_pixels: int = DEFAULT_MAX_MESSAGE_PIXELS, short_side: int | None = None
+) -> list[Frame]:
     """The frames of one consumed `vigil.frames` record (see `decode_message`), dated by its `wallclock`
     header, else by its CreateTime timestamp; raises `MalformedMessage`."""
     created = record.timestamp if record.timestamp_type == CREATE_TIME else None
-    return decode_message(record.key, record.value, record.headers, max_bytes=max_bytes, timestamp_ms=created)
+    return decode_message(
+        record.key,
+        record.value,
+        record.headers,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        short_side=short_side,
+        timestamp_ms=created,
+    )
+
+
+def announced_cost(record, max_message_pixels: int) -> tuple[int, int]:
+    """(frames, decoded pixels) a record's headers announce; (0, 0) for one refused without decoding (headers
+    that do not parse, more pixels than `max_message_pixels`)."""
+    try:
+        headers = parse_headers(record.headers)
+    except MalformedMessage:
+        return 0, 0
+    if headers.pixels > max_message_pixels:
+        return 0, 0
+    return headers.frames, headers.pixels
+
+
+def _position(record) -> tuple[str, int, int]:
+    return record.topic, record.partition, record.offset
+
+
+def take_within(
+    records: Sequence, *, max_frames: int, max_pixels: int, max_message_pixels: int, first: int = 0
+) -> tuple[list, list]:
+    """Split polled records into those a poll takes and those it leaves for the next one. Partitions take turns,
+    a message each, starting with the `first`-th (modulo their number, so no partition always waits behind
+    another), while the frames and decoded pixels the taken messages announce stay within `max_frames` and
+    `max_pixels`; the first message is always taken, so every poll moves on. Each partition's taken records
+    come before its left ones; both lists are partition by partition, offsets increasing."""
+    queues: dict[tuple[str, int], deque] = {}
+    for r in sorted(records, key=_position):
+        queues.setdefault((r.topic, r.partition), deque()).append(r)
+    turns = sorted(queues)
+    if turns:
+        start = first % len(turns)
+        turns = turns[start:] + turns[:start]
+    taken: list = []
+    frames = pixels = 0
+    while any(queues.values()):
+        for key in turns:
+            if not queues[key]:
+                continue
+            cost_frames, cost_pixels = announced_cost(queues[key][0], max_message_pixels)
+            if taken and (frames + cost_frames > max_frames or pixels + cost_pixels > max_pixels):
+                left = [r for partition in sorted(queues) for r in queues[partition]]
+                return sorted(taken, key=_position), left
+            taken.append(queues[key].popleft())
+            frames, pixels = frames + cost_frames, pixels + cost_pixels
+    return sorted(taken, key=_position), []
 
 
 def next_offsets(records: Iterable) -> dict[tuple[str, int], int]:
@@ -327,6 +423,49 @@ class DeadLetters:
             future.get(timeout=0)  # raises the delivery error, if any
 
 
+class FrameReader:
+    """Frames from the partitions of a `FrameConsumer`, a poll at a time, in bounded memory: a poll takes the
+    messages on hand while their frames fit the caller's `max_frames` and their decoded pixels
+    `kafka.max_poll_pixels` (see `take_within`), and leaves the rest in Kafka for the next poll. Malformed
+    messages, those announcing more than `kafka.max_message_pixels` included, go to the DLQ. Frames larger
+    than `short_side` are downscaled to it as they are decoded."""
+
+    def __init__(self, consumer: FrameConsumer, dead_letters: DeadLetters, *, short_side: int | None = None):
+        self.consumer = consumer
+        self.dead_letters = dead_letters
+        self.settings = consumer.settings
+        self.short_side = short_side
+        self._polls = 0  # which partition goes first: each in turn
+
+    def poll(self, timeout: float, max_frames: int) -> tuple[list[Frame], dict[tuple[str, int], int]]:
+        """The frames of the messages taken (partition by partition, in order) and `{(topic, partition): next
+        offset}` after those messages, to commit once their outputs are durable; the dead letters among them
+        are durable when this returns. `timeout` is the wait for a first message."""
+        records = self.consumer.gather(max_frames, timeout)
+        taken, left = take_within(
+            records,
+            max_frames=max_frames,
+            max_pixels=self.settings.max_poll_pixels,
+            max_message_pixels=self.settings.max_message_pixels,
+            first=self._polls,
+        )
+        self._polls += 1
+        self.consumer.rewind(left)
+        frames: list[Frame] = []
+        for record in taken:
+            try:
+                frames += decode_record(
+                    record,
+                    max_bytes=self.settings.max_message_bytes,
+                    max_pixels=self.settings.max_message_pixels,
+                    short_side=self.short_side,
+                )
+            except MalformedMessage as exc:
+                self.dead_letters.publish(record, exc.reason)
+        self.dead_letters.flush()  # dead letters are durable before their offsets can be committed
+        return frames, next_offsets(taken)
+
+
 @dataclass
 class ConsumeStats:
     messages: int = 0  # records read
@@ -360,6 +499,7 @@ def consume_frames(
     `stop()` returns True."""
     stats = ConsumeStats()
     limit = max_bytes if max_bytes is not None else consumer.settings.max_message_bytes
+    max_pixels = consumer.settings.max_message_pixels
     last_record = time.monotonic()
     while max_messages is None or stats.messages < max_messages:
         if stop is not None and stop():
@@ -374,7 +514,7 @@ def consume_frames(
         for record in records:
             stats.messages += 1
             try:
-                frames = decode_record(record, max_bytes=limit)
+                frames = decode_record(record, max_bytes=limit, max_pixels=max_pixels)
             except MalformedMessage as exc:
                 dlq.publish(record, exc.reason)
                 stats.malformed += 1

@@ -2,7 +2,8 @@
 
 Wire format, schema version 1 (no pickle, nothing executable: bytes a JPEG or H.264 decoder reads):
 
-    key      camera id (UTF-8, 1-256 bytes, no control characters): one camera stays in one partition
+    key      camera id (UTF-8, 1-256 bytes, no control characters or line breaks: the rule of
+             `pipeline.cameras`): one camera stays in one partition
     value    codec "jpeg": the JPEG bytes of one RGB frame
              codec "h264/mpegts": an MPEG-TS segment of H.264 frames that starts on a keyframe and
              decodes on its own (no frame refers outside the segment)
@@ -23,6 +24,13 @@ and 29.97 fps frame times exactly.
 
 `decode_message` checks all of it (and a size limit) and raises `MalformedMessage(reason)`; the clients
 (`pipeline.media.kafka_clients`) send such messages to `vigil.dlq`. Nothing here talks to a broker.
+
+Decoded size is bounded too (ARCHITECTURE.md, delivery invariant 4): a few hundred kilobytes of H.264 can
+decode to gigabytes. A message whose headers announce more than `max_pixels` decoded pixels (frames x width x
+height; config `kafka.max_message_pixels`) is refused before any decoding, and the payload is held to its
+headers while it decodes: no picture larger than announced is even allocated, and decoding stops at the
+first frame beyond the announced count. Frames are converted (and downscaled, with `short_side`) one at a
+time, so only the output frames are held.
 """
 
 from __future__ import annotations
@@ -39,7 +47,9 @@ import av
 import numpy as np
 from PIL import Image
 
+from pipeline.cameras import check_camera_id
 from pipeline.config import KafkaConfig
+from pipeline.media.decode import output_size
 from pipeline.records import Frame
 from pipeline.storage.codecs import encode_jpeg
 
@@ -50,7 +60,7 @@ CODECS = (CODEC_JPEG, CODEC_SEGMENT)
 
 # Kafka's own default limit (message.max.bytes): a message we build always fits a default broker.
 DEFAULT_MAX_MESSAGE_BYTES = KafkaConfig.model_fields["max_message_bytes"].default
-MAX_KEY_BYTES = 256
+DEFAULT_MAX_MESSAGE_PIXELS = KafkaConfig.model_fields["max_message_pixels"].default
 MAX_SIDE = 8192
 MAX_PIXELS = 8192 * 4320
 MAX_SEGMENT_FRAMES = 1000
@@ -72,9 +82,9 @@ _KNOWN = (H_SCHEMA, H_CAMERA, H_PTS, H_INDEX, H_CODEC, H_WIDTH, H_HEIGHT, H_FRAM
 
 _DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$")
 _INTEGER = re.compile(r"^[0-9]{1,19}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TS_CLOCK = 90000  # MPEG-TS timestamps tick at 90 kHz
 _TS_BASE = Fraction(1, _TS_CLOCK)
+_BINARY = (bytes, bytearray, memoryview)  # what a key, value or header value may be (bytes(n) of an int allocates n)
 
 
 class MalformedMessage(ValueError):
@@ -108,16 +118,7 @@ class Message:
 
 
 def _camera_of(frame: Frame, camera: str | None) -> str:
-    cam = camera or frame.camera or frame.source
-    check_camera(cam)
-    return cam
-
-
-def check_camera(camera: str) -> None:
-    if not isinstance(camera, str) or not camera:
-        raise ValueError("a camera id must be a non-empty string")
-    if len(camera.encode()) > MAX_KEY_BYTES or _CONTROL.search(camera):
-        raise ValueError(f"camera id {camera!r} is longer than {MAX_KEY_BYTES} bytes or has control characters")
+    return check_camera_id(camera or frame.camera or frame.source)
 
 
 def _fmt_time(t: float) -> str:
@@ -249,6 +250,8 @@ def _text(name: str, raw) -> str:
     if isinstance(raw, str):
         return raw
     try:
+        if not isinstance(raw, _BINARY):
+            raise TypeError
         return bytes(raw).decode("utf-8")
     except (UnicodeDecodeError, TypeError):
         raise MalformedMessage(f"header '{name}' is not UTF-8 text") from None
@@ -292,11 +295,20 @@ class FrameHeaders:
     duration: float
     wallclock: float | None = None  # of the (first) frame, Unix seconds; None when the header is absent
 
+    @property
+    def pixels(self) -> int:
+        """The decoded pixels the message asks for: frames x width x height."""
+        return self.frames * self.width * self.height
+
 
 def parse_headers(headers: Iterable[tuple[str, Any]] | None) -> FrameHeaders:
     """Validate the headers of a `vigil.frames` message (unknown extra headers are ignored)."""
     values: dict[str, str] = {}
-    for item in headers or ():
+    try:
+        items = list(headers or ())
+    except TypeError:
+        raise MalformedMessage("headers are not a list of (name, value) pairs") from None
+    for item in items:
         try:
             name, raw = item
         except (TypeError, ValueError):
@@ -340,17 +352,28 @@ def _check_key(key) -> str:
     if key is None:
         raise MalformedMessage("missing key (the camera id)")
     try:
+        if not isinstance(key, (str, *_BINARY)):
+            raise TypeError
         text = bytes(key).decode("utf-8") if not isinstance(key, str) else key
     except (UnicodeDecodeError, TypeError):
         raise MalformedMessage("key is not UTF-8 text") from None
     if not text:
         raise MalformedMessage("empty key (the camera id)")
-    if len(text.encode()) > MAX_KEY_BYTES or _CONTROL.search(text):
-        raise MalformedMessage(f"key is longer than {MAX_KEY_BYTES} bytes or has control characters")
-    return text
+    try:
+        return check_camera_id(text)
+    except ValueError as exc:
+        raise MalformedMessage(f"key: {exc}") from None
 
 
-def _decode_jpeg(value: bytes, h: FrameHeaders) -> list[Frame]:
+def _output_size(h: FrameHeaders, short_side: int | None) -> tuple[int, int]:
+    """The size frames leave the decoder at: the message's own, or smaller, with the short side `short_side`
+    (never larger: a producer's small frames stay small)."""
+    if short_side is None or min(h.width, h.height) <= short_side:
+        return h.width, h.height
+    return output_size(h.width, h.height, short_side)
+
+
+def _decode_jpeg(value: bytes, h: FrameHeaders, size: tuple[int, int]) -> list[Frame]:
     # A JPEG starts with SOI and ends with EOI: anything else is not one, or was cut short (a truncated
     # JPEG may otherwise decode "successfully" with grey rows where Pillow is lenient).
     if not value.startswith(b"\xff\xd8\xff"):
@@ -361,8 +384,13 @@ def _decode_jpeg(value: bytes, h: FrameHeaders) -> list[Frame]:
         with Image.open(io.BytesIO(value), formats=["JPEG"]) as img:
             if img.size != (h.width, h.height):
                 raise MalformedMessage(f"JPEG is {img.size[0]}x{img.size[1]} but headers say {h.width}x{h.height}")
+            if size != img.size:
+                img.draft("RGB", size)  # DCT scaling: decoded at 1/2, 1/4 or 1/8 size where that still covers `size`
             img.load()
-            image = np.asarray(img.convert("RGB"))
+            rgb = img.convert("RGB")
+            if rgb.size != size:
+                rgb = rgb.resize(size, Image.Resampling.BILINEAR)
+            image = np.asarray(rgb)
     except MalformedMessage:
         raise
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... on bad data
@@ -370,19 +398,29 @@ def _decode_jpeg(value: bytes, h: FrameHeaders) -> list[Frame]:
     return [Frame(h.camera, h.pts, h.index, np.ascontiguousarray(image), camera=h.camera, wallclock=h.wallclock)]
 
 
-def _decode_segment(value: bytes, h: FrameHeaders) -> list[Frame]:
+def _decode_segment(value: bytes, h: FrameHeaders, size: tuple[int, int]) -> list[Frame]:
     frames: list[Frame] = []
     t0 = None
+    # FFmpeg's decoders (the one probing the stream included) refuse a picture larger than this before
+    # allocating it: a segment whose stream is larger than its headers say costs no memory to refuse. They
+    # count buffers: the picture rounded up to whole macroblocks (16 pixels; 32 rows with field coding), rows
+    # padded to up to 64 bytes.
+    picture = str((h.width + 80) * (h.height + 32))
+    options = {"probesize": str(max(32, len(value))), "max_pixels": picture}
     try:
-        with av.open(
-            io.BytesIO(value), mode="r", format="mpegts", options={"probesize": str(max(32, len(value)))}
-        ) as c:
+        with av.open(io.BytesIO(value), mode="r", format="mpegts", options=options) as c:
             if len(c.streams.video) != 1:
                 raise MalformedMessage(f"segment has {len(c.streams.video)} video streams, expected 1")
             stream = c.streams.video[0]
-            if stream.codec_context.name != "h264":
-                raise MalformedMessage(f"segment video is {stream.codec_context.name}, expected h264")
-            stream.codec_context.thread_count = 1
+            context = stream.codec_context
+            if context.name != "h264":
+                raise MalformedMessage(f"segment video is {context.name}, expected h264")
+            if context.width and (context.width, context.height) != (h.width, h.height):
+                raise MalformedMessage(
+                    f"segment stream is {context.width}x{context.height} but headers say {h.width}x{h.height}"
+                )
+            context.thread_count = 1
+            context.options = {"max_pixels": picture}
             for vf in c.decode(stream):
                 if not frames and not vf.key_frame:
                     raise MalformedMessage("segment does not start on a keyframe")
@@ -402,7 +440,8 @@ def _decode_segment(value: bytes, h: FrameHeaders) -> list[Frame]:
                         f"segment frame time {offset:.6f} s is outside the segment (duration {h.duration} s) "
                         "or out of order"
                     )
-                image = vf.to_ndarray(format="rgb24")
+                # one frame at a time, straight to its output size: only the output frames are held
+                image = vf.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
                 wallclock = None if h.wallclock is None else round(h.wallclock + offset, 6)
                 frames.append(
                     Frame(
@@ -424,22 +463,38 @@ def _decode_segment(value: bytes, h: FrameHeaders) -> list[Frame]:
 
 
 def decode_message(
-    key, value, headers, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timestamp_ms: int | None = None
+    key,
+    value,
+    headers,
+    *,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    max_pixels: int = DEFAULT_MAX_MESSAGE_PIXELS,
+    short_side: int | None = None,
+    timestamp_ms: int | None = None,
 ) -> list[Frame]:
     """The frames of a `vigil.frames` message (one for JPEG, every frame of a segment, in order), as
     `Frame(source=camera, pts, index, RGB image, camera=camera, wallclock)`. Raises `MalformedMessage` for
-    anything wrong: key, headers, schema version, size limit, or a payload that does not decode to
-    exactly what the headers announce. `timestamp_ms` (the record's CreateTime) dates the first frame when
+    anything wrong: key, headers, schema version, size limit, more than `max_pixels` decoded pixels, or a
+    payload that does not decode to exactly what the headers announce. Frames whose short side exceeds
+    `short_side` leave downscaled to it. `timestamp_ms` (the record's CreateTime) dates the first frame when
     the message has no `wallclock` header."""
     camera = _check_key(key)
+    if value is not None and not isinstance(value, _BINARY):
+        raise MalformedMessage(f"value is {type(value).__name__}, not bytes")
     if value is None or len(value) == 0:
         raise MalformedMessage("empty value")
     if len(value) > max_bytes:
         raise MalformedMessage(f"value of {len(value)} bytes exceeds the limit of {max_bytes} bytes")
     h = parse_headers(headers)
+    if h.pixels > max_pixels:
+        raise MalformedMessage(
+            f"{h.frames} frame(s) of {h.width}x{h.height} would decode to {h.pixels} pixels, over the limit of "
+            f"{max_pixels} pixels per message (kafka.max_message_pixels)"
+        )
     if h.wallclock is None and timestamp_ms is not None and timestamp_ms > 0:
         h = replace(h, wallclock=timestamp_ms / 1000)
     if h.camera != camera:
         raise MalformedMessage(f"camera header {h.camera[:60]!r} differs from the key {camera[:60]!r}")
     value = bytes(value)
-    return _decode_jpeg(value, h) if h.codec == CODEC_JPEG else _decode_segment(value, h)
+    size = _output_size(h, short_side)
+    return _decode_jpeg(value, h, size) if h.codec == CODEC_JPEG else _decode_segment(value, h, size)
