@@ -167,7 +167,7 @@ def test_interleaved_adds_removes_and_searches_match_brute_force(tmp_path):
     rng = np.random.default_rng(7)
     centres = rng.standard_normal((5, 12))
     store = LocalStore(tmp_path)
-    settings = IndexConfig(seal_rows=6)
+    settings = IndexConfig(seal_rows=6, background=False)  # each writer below saves once, then is reloaded
     index = ClipIndex(settings=settings)
     reference: dict[tuple[str, float], np.ndarray] = {}
     for step in range(40):
@@ -288,7 +288,7 @@ def test_an_index_of_an_earlier_release_is_taken_over(tmp_path, vectors):
 
 def test_a_source_filter_searches_only_those_sources_in_every_kind_of_segment(tmp_path, vectors):
     store = LocalStore(tmp_path)
-    index = ClipIndex(settings=IndexConfig(seal_rows=11, exact_max=1000))
+    index = ClipIndex(settings=IndexConfig(seal_rows=11, exact_max=1000, background=False))
     for number, sid in enumerate("abcd"):
         index.replace_source(sid, _clips(sid, vectors[number * 5 : number * 5 + 5]))
         index.save(store)  # a, b and c sealed together at 15 rows, d growing

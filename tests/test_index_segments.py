@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.config import IndexConfig
 from pipeline.records import ClipEmbedding, ModelIds
-from pipeline.search.filters import ClipFilter, FilterError, TimeRange
+from pipeline.search.filters import ClipFilter, FilterColumns, FilterError, TimeRange
 from pipeline.search.index import ClipIndex, Shard, best_hits
 from pipeline.search.manifest import ORPHAN_AGE, collect_orphans, read_newest
 from pipeline.search.segments import Segment, segment_created_at
@@ -47,11 +47,11 @@ def _reference(clips, where, query_siglip, query_dinov2, k):
     scored = []
     for clip in clips:
         if where is not None:
-            recorded = np.array([np.nan if clip.recorded_at is None else clip.recorded_at])
-            passes = where.mask(
-                np.array([clip.source_id], dtype=object), np.array([clip.start]), np.array([clip.end]), recorded
+            recorded = np.nan if clip.recorded_at is None else clip.recorded_at
+            columns = FilterColumns(
+                np.array([clip.source_id], dtype=object), *np.array([[clip.start], [clip.end], [recorded]])
             )
-            if not passes[0]:
+            if not where.mask(columns)[0]:
                 continue
         scores = [float(clip.siglip @ query_siglip)]
         if query_dinov2 is not None:

@@ -76,6 +76,28 @@ class TimeRange:
         return mask
 
 
+@dataclass
+class FilterColumns:
+    """A segment's rows as filters read them: source ids, media start and end, recorded time (NaN: unknown)."""
+
+    source_ids: np.ndarray  # object
+    starts: np.ndarray
+    ends: np.ndarray
+    recorded: np.ndarray
+    _rows: dict[str, np.ndarray] | None = None
+
+    def rows_of(self, sources: Collection[str]) -> np.ndarray:
+        """The row numbers of the given sources, ascending: a camera filter costs its own rows, not the
+        segment's (built once a segment, on the first filtered search)."""
+        if self._rows is None:
+            rows: dict[str, list[int]] = {}
+            for number, source_id in enumerate(self.source_ids):
+                rows.setdefault(source_id, []).append(number)
+            self._rows = {source_id: np.array(numbers, dtype=np.int64) for source_id, numbers in rows.items()}
+        parts = [self._rows[source_id] for source_id in sources if source_id in self._rows]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+
 @dataclass(frozen=True)
 class ClipFilter:
     """Rows of the given source ids (None: all) within the time range (None: any time)."""
@@ -90,11 +112,13 @@ class ClipFilter:
             return None
         return cls(None if sources is None else frozenset(sources), time)
 
-    def mask(self, source_ids: np.ndarray, starts: np.ndarray, ends: np.ndarray, recorded: np.ndarray) -> np.ndarray:
-        """Which of a segment's rows pass, from its columns."""
-        mask = np.ones(len(source_ids), bool)
-        if self.sources is not None:
-            mask &= np.isin(source_ids, np.array(sorted(self.sources), dtype=object))
+    def mask(self, columns: FilterColumns) -> np.ndarray:
+        """Which of a segment's rows pass."""
+        if self.sources is None:
+            return self.time.overlaps(columns.starts, columns.ends, columns.recorded)
+        rows = columns.rows_of(self.sources)
         if self.time is not None:
-            mask &= self.time.overlaps(starts, ends, recorded)
+            rows = rows[self.time.overlaps(columns.starts[rows], columns.ends[rows], columns.recorded[rows])]
+        mask = np.zeros(len(columns.starts), bool)
+        mask[rows] = True
         return mask

@@ -32,7 +32,7 @@ import numpy as np
 from pipeline.config import IndexConfig
 from pipeline.records import ClipEmbedding, Event, ModelIds, SearchHit
 from pipeline.search.filters import ClipFilter
-from pipeline.search.manifest import Manifest, SegmentEntry, collect, read_newest, try_commit
+from pipeline.search.manifest import Manifest, SegmentEntry, collect, due_for_collection, read_newest, try_commit
 from pipeline.search.segments import TOWERS, IndexRow, Segment, gpu_available
 from pipeline.storage.layout import INDEX, MANIFEST_KEY, index_version_prefix
 from pipeline.storage.store import ObjectStore, StoreError
@@ -46,15 +46,16 @@ MAX_SEALED = 8
 MAX_GROWING = 32
 
 
-# Background maintenance threads of this process: joined at exit, so a short-lived writer (a CLI run) finishes
-# the sealing it started instead of leaving it for the next writer to redo (a killed one leaves it safely).
-_running: set[threading.Thread] = set()
+# Indexes of this process with background maintenance running: at exit each waits for it and commits its
+# result, so a short-lived writer (a CLI run) finishes the sealing it started instead of leaving it for the
+# next writer to redo (a killed one leaves it safely).
+_maintaining: set[ClipIndex] = set()
 
 
 @atexit.register
 def _finish_maintenance() -> None:
-    for thread in list(_running):
-        thread.join()
+    for index in list(_maintaining):
+        index.wait_for_maintenance()
 
 
 class IndexMismatchError(RuntimeError):
@@ -74,12 +75,25 @@ class Shard:
 
 @dataclass(frozen=True)
 class Merge:
-    """A committed merge: `inputs` replaced by `merged` (None: their rows were all dead) on top of `base`."""
+    """Segments merged into one sealed segment, written but not yet committed. `origins` gives, per input, the
+    row numbers the merged rows came from (in merged order): the rows alive when it was built."""
 
-    base: int  # the generation it was committed on
-    inputs: frozenset[str]
-    merged: Segment | None
-    manifest: Manifest
+    inputs: tuple[SegmentEntry, ...]
+    merged: Segment | None  # None: none of their rows was alive
+    origins: dict[str, np.ndarray]
+
+    @property
+    def input_ids(self) -> frozenset[str]:
+        return frozenset(entry.id for entry in self.inputs)
+
+    @property
+    def entry(self) -> SegmentEntry | None:
+        """The merged segment as the manifest names it: its rows keep their inputs' newest data generation, so
+        a newer row still replaces them."""
+        if self.merged is None:
+            return None
+        generation = max(entry.data_generation for entry in self.inputs)
+        return SegmentEntry(self.merged.id, self.merged.kind, len(self.merged), generation)
 
 
 def best_hits(hits: Iterable[SearchHit], k: int) -> list[SearchHit]:
@@ -107,9 +121,10 @@ class ClipIndex:
         self._alive: dict[str, np.ndarray] = {}
         self._owner: dict[tuple[str, float], tuple[str, int]] = {}  # (source_id, start) -> its live row
         self._by_source: dict[str, set[tuple[str, float]]] = {}
-        self._merges: list[Merge] = []  # committed by this object (a background snapshot hands them over)
+        self._merges: list[Merge] = []  # built (by a background snapshot: handed over), not yet committed
         self._maintenance: threading.Thread | None = None
         self._maintained: ClipIndex | None = None  # the snapshot the thread works on
+        self._maintenance_store: ObjectStore | None = None
         self._known: dict[str, Segment] = {}  # merged segments in memory, not yet named by this state
         self._use_gpu = self.settings.device != "cpu" and gpu_available()
         if self.settings.device == "cuda" and not self._use_gpu:
@@ -253,7 +268,7 @@ class ClipIndex:
                 continue
             alive = self._alive[segment.id]
             if where is not None:
-                alive = alive & where.mask(*segment.columns)
+                alive = alive & where.mask(segment.columns)
             candidates = set()
             for tower, query in queries.items():
                 candidates.update(segment.nearest(tower, query, k, alive, self.settings))
@@ -273,46 +288,89 @@ class ClipIndex:
     # ------------------------------------------------------------------------------------------ persistence
 
     def save(self, store: ObjectStore) -> int:
-        """Commit the changes since the last commit (new rows, removed sources), then seal and compact when
-        due (in the background with `index.background`); returns the committed generation. Nothing to commit
-        writes nothing."""
+        """Commit the changes since the last commit (new rows, removed sources, merges built in the background)
+        in one generation, then seal and compact when due (in the background with `index.background`);
+        returns the committed generation. Nothing to commit writes nothing."""
         if self.shard is not None:
             raise RuntimeError("an index shard only searches; save the whole index")
         self._take_up_maintenance(wait=False)
-        new, removed = [segment for segment in self._new if len(segment)], self._removed
-        if new or removed or self._legacy:
-            for segment in new:
-                segment.write(store)
-            self._new, self._removed = [], set()  # from here on part of the commit
-
-            def with_changes(base: Manifest) -> Manifest:
-                """`base` with the new segments and removed sources, as the next generation."""
-                generation = base.generation + 1
-                present = {entry.id for entry in base.segments}  # a commit counted as lost may still be read
-                entries = [SegmentEntry(s.id, s.kind, len(s), generation) for s in new if s.id not in present]
-                gone = dict(base.removed) | {source_id: generation for source_id in removed}
-                return Manifest(generation, self.models or base.models, [*base.segments, *entries], gone)
-
-            self._commit(store, with_changes, adopt=lambda manifest: setattr(self, "manifest", manifest))
-            for key in self._legacy:
-                store.delete(key)
-            self._legacy = []
-        if self._maintenance_due():
+        self._commit_changes(store)
+        if self._maintenance_due() or due_for_collection(store):
             if self.settings.background:
                 self._start_maintenance(store)
             else:
                 self.maintain(store)
-        collect(store)
         return self.manifest.generation
 
     def maintain(self, store: ObjectStore) -> None:
-        """Seal the growing segments and compact the sealed ones, as far as due, in this thread."""
-        self._seal(store)
-        self._compact(store)
+        """Seal the growing segments and compact the sealed ones as far as due, and collect old generations,
+        in this thread."""
+        snapshot = self._snapshot()
+        snapshot._build_merges(store)
+        self._merges += snapshot._merges
+        self._commit_changes(store)
+        collect(store)
+
+    def _snapshot(self) -> ClipIndex:
+        """The committed state, to build merges on: segments shared, alive masks copied, no owners (merges
+        read which rows are alive, never who owns a window)."""
+        snapshot = ClipIndex(self.models, settings=self.settings.model_copy(update={"device": "cpu"}))
+        snapshot.manifest = self.manifest
+        snapshot.segments = {entry.id: self.segments[entry.id] for entry in self.manifest.segments}
+        snapshot._alive = {segment_id: self._alive[segment_id].copy() for segment_id in snapshot.segments}
+        return snapshot
 
     def wait_for_maintenance(self) -> None:
-        """Let background sealing and compaction finish and take their result up (before a writer exits)."""
+        """Let background sealing and compaction finish and commit their result (before a writer exits)."""
+        store = self._maintenance_store
         self._take_up_maintenance(wait=True)
+        if store is not None:
+            self._commit_changes(store)
+
+    def _commit_changes(self, store: ObjectStore) -> None:
+        """One commit of the new segments, the removed sources and the merges built: each merge whose inputs
+        another writer merged meanwhile is dropped (its files deleted)."""
+        new, removed, merges = [segment for segment in self._new if len(segment)], self._removed, self._merges
+        if not (new or removed or merges or self._legacy):
+            return
+        for segment in new:
+            segment.write(store)
+        self._new, self._removed, self._merges = [], set(), []  # from here on part of the commit
+        applied: list[Merge] = []
+
+        def with_changes(base: Manifest) -> Manifest:
+            """`base` with the merges that still apply, the new segments and removed sources."""
+            generation = base.generation + 1
+            entries = list(base.segments)
+            applied.clear()
+            for merge in merges:
+                ids = merge.input_ids
+                if ids <= {entry.id for entry in entries}:
+                    entries = [entry for entry in entries if entry.id not in ids] + [merge.entry] * bool(merge.merged)
+                    applied.append(merge)
+            entries.sort(key=lambda entry: entry.data_generation)
+            present = {entry.id for entry in entries}  # a commit counted as lost may still be read
+            entries += [SegmentEntry(s.id, s.kind, len(s), generation) for s in new if s.id not in present]
+            gone = self._tombstones_needed(dict(base.removed), entries) if applied else dict(base.removed)
+            gone |= {source_id: generation for source_id in removed}
+            return Manifest(generation, self.models or base.models, entries, gone)
+
+        def adopt(manifest: Manifest) -> None:
+            for merge in applied:
+                self._adopt_merge(merge)
+            self.manifest = manifest
+
+        built = {merge.merged.id: merge.merged for merge in merges if merge.merged is not None}
+        self._known.update(built)  # followed without reading them back
+        self._commit(store, with_changes, adopt)
+        named = {entry.id for entry in self.manifest.segments}
+        for segment_id, segment in built.items():
+            self._known.pop(segment_id, None)
+            if segment_id not in named:  # its merge was dropped, or a later merge of the same commit took it
+                store.delete_prefix(segment.prefix)
+        for key in self._legacy:
+            store.delete(key)
+        self._legacy = []
 
     def _maintenance_due(self) -> bool:
         growing = [entry for entry in self.manifest.segments if entry.kind == "growing"]
@@ -325,41 +383,62 @@ class ClipIndex:
         )
 
     def _start_maintenance(self, store: ObjectStore) -> None:
-        """Seal and compact a snapshot of the committed state in a thread (unless one is still at it)."""
+        """Build the due merges on a snapshot of the committed state, and collect old generations, in a thread
+        (unless one is still at it). This index commits the merges at its next save: one committer in the
+        process, so the two never race for a generation."""
         if self._maintenance is not None:
             return
-        snapshot = ClipIndex(self.models, settings=self.settings.model_copy(update={"device": "cpu"}))
-        snapshot.manifest = self.manifest
-        snapshot.segments = {entry.id: self.segments[entry.id] for entry in self.manifest.segments}
-        snapshot._alive = {segment_id: self._alive[segment_id].copy() for segment_id in snapshot.segments}
-        snapshot._owner = {key: owner for key, owner in self._owner.items() if owner[0] in snapshot.segments}
+        snapshot = self._snapshot()
 
         def run() -> None:
             try:
-                snapshot.maintain(store)
+                snapshot._build_merges(store)
+                collect(store)
             except Exception:  # noqa: BLE001 - a failed merge changes nothing; the next save tries again
                 log.exception("index sealing/compaction failed; it is tried again at the next save")
-            finally:
-                _running.discard(threading.current_thread())
 
-        self._maintained = snapshot
+        self._maintained, self._maintenance_store = snapshot, store
         self._maintenance = threading.Thread(target=run, name="index-maintenance", daemon=True)
-        _running.add(self._maintenance)
+        _maintaining.add(self)
         self._maintenance.start()
 
     def _take_up_maintenance(self, *, wait: bool) -> None:
-        """Adopt the merges a finished background run committed on top of this state; the merged segments of
-        the others are kept for when this state follows the newest generation."""
+        """The merges a finished background run built join the next commit."""
         thread = self._maintenance
         if thread is None or (thread.is_alive() and not wait):
             return
         thread.join()
-        merges, self._maintenance, self._maintained = self._maintained._merges, None, None
-        for merge in merges:
-            if merge.base == self.manifest.generation:
-                self._adopt_merge(merge)
-            elif merge.merged is not None:
-                self._known[merge.merged.id] = merge.merged
+        self._merges += self._maintained._merges
+        self._maintenance, self._maintained, self._maintenance_store = None, None, None
+        _maintaining.discard(self)
+
+    def _build_merges(self, store: ObjectStore) -> None:
+        """Seal, then compact, as far as due: each merge written and kept for the next commit, and applied to
+        this state at once so that the next is decided on what the last one left."""
+        growing = [entry for entry in self.manifest.segments if entry.kind == "growing"]
+        if sum(entry.rows for entry in growing) >= self.settings.seal_rows or len(growing) > MAX_GROWING:
+            self._build_merge(store, growing)
+        sealed = [entry for entry in self.manifest.segments if entry.kind != "growing"]
+        if len(sealed) > MAX_SEALED:
+            smallest = sorted(sealed, key=lambda entry: int(self._alive[entry.id].sum()))
+            self._build_merge(store, smallest[: len(sealed) - MAX_SEALED + 1])
+        elif empty := [entry for entry in sealed if not self._alive[entry.id].any()]:
+            self._build_merge(store, empty)
+
+    def _build_merge(self, store: ObjectStore, entries: list[SegmentEntry]) -> None:
+        """One sealed segment of the live rows of `entries`, written, kept for the next commit and applied to
+        this state (as uncommitted: the manifest in memory names it; only a commit makes that durable)."""
+        rows, vectors, origins = self._alive_rows(store, entries)
+        merged = None
+        if rows:
+            merged, exact = Segment.sealed_from(rows, vectors, self.settings)
+            merged.write(store, exact)
+        merge = Merge(tuple(entries), merged, origins)
+        self._merges.append(merge)
+        kept = [entry for entry in self.manifest.segments if entry.id not in merge.input_ids]
+        kept = sorted(kept + [merge.entry] * bool(merged), key=lambda entry: entry.data_generation)
+        self._adopt_merge(merge)
+        self.manifest = Manifest(self.manifest.generation, self.manifest.models, kept, self.manifest.removed)
 
     def _commit(self, store: ObjectStore, change: Callable[[Manifest], Manifest | None], adopt) -> bool:
         """Commit `change(manifest)` on the newest generation, putting it on each newer one that another
@@ -414,96 +493,51 @@ class ClipIndex:
         return True
 
     def _alive_rows(self, store: ObjectStore, entries: list[SegmentEntry]):
-        rows, parts = [], {tower: [] for tower in TOWERS}
+        """The rows alive in `entries`, their exact vectors, and per segment the row numbers they are."""
+        rows, parts, origins = [], {tower: [] for tower in TOWERS}, {}
         for entry in entries:
             segment, alive = self.segments[entry.id], self._alive[entry.id]
-            if not alive.any():
+            numbers = np.flatnonzero(alive)
+            if not len(numbers):
                 continue
-            rows += [row for row, keep in zip(segment.rows, alive, strict=True) if keep]
+            origins[entry.id] = numbers
+            rows += [segment.rows[number] for number in numbers]
             vectors = segment.exact_vectors(store)
-            for tower in TOWERS:
-                parts[tower].append(vectors[tower][alive])
-        return rows, {tower: np.concatenate(parts[tower]).astype(np.float32) for tower in TOWERS if parts[tower]}
+            everything = len(numbers) == len(segment)
+            for tower in TOWERS:  # no copy of a whole segment's vectors: merges of large segments are large
+                parts[tower].append(vectors[tower] if everything else vectors[tower][numbers])
+        if not rows:
+            return rows, {}, origins
+        joined = {tower: arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for tower, arrays in parts.items()}
+        return rows, joined, origins
 
     def _adopt_merge(self, merge: Merge) -> None:
-        """Bring the state up to `merge`, committed on top of it: the merged rows take over the windows their
-        inputs still own (a newer row or a removal since then keeps its effect)."""
-        for segment_id in merge.inputs:
-            del self.segments[segment_id], self._alive[segment_id]
+        """Bring the state up to `merge`: its rows are alive where the rows they came from still are (a newer
+        row or a removal since it was built keeps its effect), and take over those windows."""
         merged = merge.merged
         if merged is not None:
-            alive = np.zeros(len(merged), bool)
-            for row_number, row in enumerate(merged.rows):
-                key = (row.source_id, row.start)
-                owner = self._owner.get(key)
-                if owner is not None and owner[0] in merge.inputs:
-                    self._owner[key] = (merged.id, row_number)
-                    alive[row_number] = True
+            alive = np.concatenate([self._alive[segment_id][numbers] for segment_id, numbers in merge.origins.items()])
+            if self._owner:  # a background snapshot keeps no owners: it never changes rows
+                for row_number in np.flatnonzero(alive):
+                    row = merged.rows[row_number]
+                    self._owner[(row.source_id, row.start)] = (merged.id, int(row_number))
             if self._use_gpu:
                 merged.to_gpu(self.settings)
             self.segments[merged.id] = merged
             self._alive[merged.id] = alive
-        self.manifest = merge.manifest
+        for segment_id in merge.input_ids:
+            del self.segments[segment_id], self._alive[segment_id]
 
-    def _merge(self, store: ObjectStore, entries: list[SegmentEntry]) -> None:
-        """Replace `entries` by one sealed segment of their live rows (none: by nothing), in one commit; given
-        up when another writer changed them meanwhile."""
-        rows, vectors = self._alive_rows(store, entries)
-        merged = None
-        if rows:
-            merged, exact = Segment.sealed_from(rows, vectors, self.settings)
-            merged.write(store, exact)
-        inputs = frozenset(entry.id for entry in entries)
-        data_generation = max(entry.data_generation for entry in entries)
-
-        def replace(base: Manifest) -> Manifest | None:
-            if not inputs <= {entry.id for entry in base.segments}:
-                return None  # another writer merged them first
-            kept = [entry for entry in base.segments if entry.id not in inputs]
-            if merged is not None:
-                kept.append(SegmentEntry(merged.id, merged.kind, len(merged), data_generation))
-            # Rows of a sealed segment keep their data generation: a newer row still replaces them.
-            kept.sort(key=lambda entry: entry.data_generation)
-            removed = self._tombstones_needed(base.removed, kept, merged)
-            return Manifest(base.generation + 1, base.models, kept, removed)
-
-        def adopt(manifest: Manifest) -> None:
-            self._adopt_merge(Merge(manifest.generation - 1, inputs, merged, manifest))
-
-        if merged is not None:
-            self._known[merged.id] = merged  # a commit on another writer's generation need not read it back
-        if self._commit(store, replace, adopt):
-            self._merges.append(Merge(self.manifest.generation - 1, inputs, merged, self.manifest))
-        elif merged is not None:
-            self._known.pop(merged.id, None)
-            store.delete_prefix(merged.prefix)
-
-    def _tombstones_needed(
-        self, removed: dict[str, int], entries: list[SegmentEntry], merged: Segment | None
-    ) -> dict[str, int]:
+    def _tombstones_needed(self, removed: dict[str, int], entries: list[SegmentEntry]) -> dict[str, int]:
         """The removals that still hide rows: a source's removal goes once no segment older than it holds
         rows of the source (segments this state has not read are assumed to)."""
-        known = {**self.segments, **({merged.id: merged} if merged is not None else {})}
+        known = {**self.segments, **self._known}
         needed = {}
         for source_id, generation in removed.items():
             older = [entry for entry in entries if entry.data_generation < generation]
             if any(entry.id not in known or source_id in known[entry.id].source_set for entry in older):
                 needed[source_id] = generation
         return needed
-
-    def _seal(self, store: ObjectStore) -> None:
-        growing = [entry for entry in self.manifest.segments if entry.kind == "growing"]
-        if sum(entry.rows for entry in growing) >= self.settings.seal_rows or len(growing) > MAX_GROWING:
-            self._merge(store, growing)
-
-    def _compact(self, store: ObjectStore) -> None:
-        sealed = [entry for entry in self.manifest.segments if entry.kind != "growing"]
-        empty = [entry for entry in sealed if not self._alive[entry.id].any()]
-        if len(sealed) > MAX_SEALED:
-            smallest = sorted(sealed, key=lambda entry: int(self._alive[entry.id].sum()))
-            self._merge(store, smallest[: len(sealed) - MAX_SEALED + 1])
-        elif empty:
-            self._merge(store, empty)
 
     @property
     def kind(self) -> str:

@@ -99,6 +99,10 @@ def try_commit(store: ObjectStore, manifest: Manifest) -> bool:
     return True
 
 
+def due_for_collection(store: ObjectStore) -> bool:
+    return len(generation_keys(store)) >= 2 * KEEP_GENERATIONS
+
+
 def collect(store: ObjectStore) -> None:
     """Delete the oldest generations, beyond KEEP_GENERATIONS, and the segments only they name.
 

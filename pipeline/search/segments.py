@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import IndexConfig
 from pipeline.records import ClipEmbedding
+from pipeline.search.filters import FilterColumns
 from pipeline.storage.codecs import decode_npz, encode_npz
 from pipeline.storage.layout import index_segment_prefix
 from pipeline.storage.store import ObjectStore
@@ -183,10 +184,9 @@ class Segment:
         return self.kind != "growing"
 
     @cached_property
-    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Each row's source id, start, end and recorded time (NaN: unknown), for filters."""
+    def columns(self) -> FilterColumns:
         rows = self.rows
-        return (
+        return FilterColumns(
             np.array([row.source_id for row in rows], dtype=object),
             np.array([row.start for row in rows], dtype=np.float64),
             np.array([row.end for row in rows], dtype=np.float64),

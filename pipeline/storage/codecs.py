@@ -56,10 +56,12 @@ def encode_npz(arrays: Mapping[str, np.ndarray]) -> bytes:
     an object with the same content writes the same object)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, array in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
-            archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue())
+        for name, value in arrays.items():
+            array = np.asarray(value)
+            # Streamed into the archive in chunks (no whole-array copies: a sealed segment's vectors are GBs).
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=array.nbytes > zipfile.ZIP64_LIMIT // 2) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
     return buffer.getvalue()
 
 
