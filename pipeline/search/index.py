@@ -6,10 +6,10 @@ DINOv2 (image queries). Rows live in immutable segments (`pipeline.search.segmen
 growing segment and the next manifest generation. Once the growing segments hold `index.seal_rows` rows (or
 there are more than `MAX_GROWING` of them) they are sealed into one segment with a FAISS index
 (`pipeline.search.segments.choose_kind`); when more than `MAX_SEALED` sealed segments exist the smallest are
-compacted into one, dropping removed and replaced rows. Sealing and compaction run in a background thread of
-the writer, on a snapshot of the index (`index.background`), and commit like any writer; the index takes
-their result up at its next save. A removed source is hidden at once: the manifest records the generation it
-was removed at, until no segment older than that holds its rows. Two writers never lose each other's work: a
+compacted into one, dropping removed and replaced rows. Sealing and compaction are built in a background
+thread of the writer, on a snapshot of the index (`index.background`); the writer commits them with its next
+save. A removed source is hidden at once: the manifest records the generation it was removed at, until no
+segment older than that holds its rows. Two writers never lose each other's work: a
 save that loses the race for the next generation puts its changes on the newest one and tries again.
 
 A search over many segments can be spread over Ray actors (`actors.index_shards`): each loads the rows of
