@@ -58,6 +58,13 @@ def _finish_maintenance() -> None:
         index.wait_for_maintenance()
 
 
+def _collect_quietly(store: ObjectStore) -> None:
+    try:
+        collect(store)
+    except Exception:  # noqa: BLE001 - what is not collected now is collected at a later save
+        log.exception("collecting old index generations failed; it is tried again later")
+
+
 class IndexMismatchError(RuntimeError):
     """The index was built with other models than the ones used to query or extend it."""
 
@@ -125,6 +132,7 @@ class ClipIndex:
         self._maintenance: threading.Thread | None = None
         self._maintained: ClipIndex | None = None  # the snapshot the thread works on
         self._maintenance_store: ObjectStore | None = None
+        self._collection: threading.Thread | None = None  # deleting old generations, in the background
         self._known: dict[str, Segment] = {}  # merged segments in memory, not yet named by this state
         self._use_gpu = self.settings.device != "cpu" and gpu_available()
         if self.settings.device == "cuda" and not self._use_gpu:
@@ -295,11 +303,16 @@ class ClipIndex:
             raise RuntimeError("an index shard only searches; save the whole index")
         self._take_up_maintenance(wait=False)
         self._commit_changes(store)
-        if self._maintenance_due() or due_for_collection(store):
-            if self.settings.background:
-                self._start_maintenance(store)
-            else:
+        if not self.settings.background:
+            if self._maintenance_due() or due_for_collection(store):
                 self.maintain(store)
+            return self.manifest.generation
+        if self._maintenance_due():
+            self._start_maintenance(store)
+        if due_for_collection(store) and not (self._collection and self._collection.is_alive()):
+            # A thread of its own: deleting old generations' files must not hold up the next seal.
+            self._collection = threading.Thread(target=_collect_quietly, args=(store,), name="index-collection")
+            self._collection.start()
         return self.manifest.generation
 
     def maintain(self, store: ObjectStore) -> None:
@@ -321,11 +334,14 @@ class ClipIndex:
         return snapshot
 
     def wait_for_maintenance(self) -> None:
-        """Let background sealing and compaction finish and commit their result (before a writer exits)."""
+        """Let background sealing, compaction and collection finish and commit their result (before a writer
+        exits)."""
         store = self._maintenance_store
         self._take_up_maintenance(wait=True)
         if store is not None:
             self._commit_changes(store)
+        if self._collection is not None:
+            self._collection.join()
 
     def _commit_changes(self, store: ObjectStore) -> None:
         """One commit of the new segments, the removed sources and the merges built: each merge whose inputs
@@ -393,7 +409,6 @@ class ClipIndex:
         def run() -> None:
             try:
                 snapshot._build_merges(store)
-                collect(store)
             except Exception:  # noqa: BLE001 - a failed merge changes nothing; the next save tries again
                 log.exception("index sealing/compaction failed; it is tried again at the next save")
 
