@@ -1,11 +1,16 @@
-"""Stream analyzer actor: clip windows and standing queries (pipeline.live.analyzer) for the cameras it is fed."""
+"""Stream analyzer actor: clip windows and standing queries (pipeline.live.analyzer) for the cameras it is fed.
+
+The monitor runs one per shard (`monitor.shards`), each fed the frames of its cameras only. Its state is lost
+with it: a restarted analyzer refuses every call (`StateLost`) until the monitor loads its state again, so
+the calls made for its predecessor, which Ray would otherwise run on it, cannot analyse frames from nothing.
+"""
 
 from __future__ import annotations
 
 import ray
 
 from pipeline.config import VigilConfig
-from pipeline.live.analyzer import StreamAnalyzer, StreamOutput
+from pipeline.live.analyzer import StateLost, StreamAnalyzer, StreamOutput
 from pipeline.live.match import Matcher
 from pipeline.live.queries import load_queries
 from pipeline.models import load_encoders
@@ -13,7 +18,7 @@ from pipeline.records import FrameBatch
 from pipeline.storage.store import open_configured_store
 
 
-@ray.remote(num_cpus=0, max_restarts=2)
+@ray.remote(num_cpus=0, max_restarts=2, max_task_retries=0)
 class StreamAnalyzerActor:
     def __init__(self, config: VigilConfig):
         # The text tower encodes queries added while the monitor runs.
@@ -22,19 +27,30 @@ class StreamAnalyzerActor:
         self.analyzer = StreamAnalyzer(
             Matcher.from_encoders(encoders, settings=config.match), window=config.embed.window, models=encoders.ids
         )
+        self.loaded = False
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """Go on from a checkpoint's state (None: there is none yet, every camera starts afresh)."""
+        if state is None:
+            self.analyzer.forget_cameras()
+        else:
+            self.analyzer.load_state_dict(state)
+        self.loaded = True
 
     def refresh_queries(self) -> StreamOutput:
         """Follow the store's queries/ folder; the alerts of events closed by a removed query come back."""
-        return self.analyzer.sync_queries(load_queries(self.store))
+        return self._loaded().sync_queries(load_queries(self.store))
 
     def process(self, batch: FrameBatch) -> StreamOutput:
-        return self.analyzer.process(batch)
+        return self._loaded().process(batch)
 
     def flush(self) -> StreamOutput:
-        return self.analyzer.flush()
+        return self._loaded().flush()
 
     def state_dict(self) -> dict:
-        return self.analyzer.state_dict()
+        return self._loaded().state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
-        self.analyzer.load_state_dict(state)
+    def _loaded(self) -> StreamAnalyzer:
+        if not self.loaded:
+            raise StateLost("the analyzer was restarted and holds no state yet")
+        return self.analyzer

@@ -1,10 +1,16 @@
 """Decoder actors: video in, sampled frames out.
 
-`DecoderActor` streams one archive file's frame batches; `KafkaDecoderActor` reads camera messages from
-assigned `vigil.frames` partitions, a poll bounded in frames and decoded pixels at a time (malformed ones go
-to the DLQ); `StreamDecoderActor` reads a file or live URL directly (embedded mode, no Kafka). Every one
-sizes frames as the config's decode section says (Kafka frames are only ever made smaller) and marks still
-frames, so the live paths skip the model runs the archive path skips.
+`DecoderActor` streams one archive file's frame batches; `KafkaDecoderActor` reads camera messages from its
+share of the `vigil.frames` partitions (decoder i of n: partitions i modulo n), a poll bounded in frames and
+decoded pixels at a time (malformed ones go to the DLQ); `StreamDecoderActor` reads a file or live URL directly
+(embedded mode, no Kafka). Every one sizes frames as the config's decode section says (Kafka frames are only
+ever made smaller) and marks still frames, so the live paths skip the model runs the archive path skips.
+
+A monitor's decoder polls with two returns (`poll.options(num_returns=2)`): the frames, which the driver hands
+to an extractor by reference and never fetches, and a `PollReceipt` it reads. `seek` makes a decoder read again
+from a checkpoint: its still-frame marks start afresh, so the first frame of each camera after it has features
+of its own. No call is retried: a poll on a restarted decoder would read from elsewhere than the one lost, so a
+lost one fails and the monitor replays from its checkpoints.
 """
 
 from __future__ import annotations
@@ -14,7 +20,15 @@ from itertools import islice
 import ray
 
 from pipeline.config import VigilConfig
-from pipeline.media.kafka_clients import DeadLetters, FrameConsumer, FrameReader, MessageProducer
+from pipeline.live.analyzer import PollReceipt
+from pipeline.media.kafka_clients import (
+    DeadLetters,
+    FrameConsumer,
+    FrameReader,
+    MessageProducer,
+    named_partition,
+    partition_name,
+)
 from pipeline.media.sampling import sampled_frames, still_marker
 from pipeline.records import Frame
 from pipeline.search.embed import sampled_batches
@@ -31,46 +45,52 @@ class DecoderActor:
 
 # No CPU slot: turning sampled JPEG frames into arrays costs a few percent of a core, and a slot held here
 # would be one an extractor could not have on a small node.
-@ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)
+@ray.remote(num_cpus=0, max_restarts=2, max_task_retries=0)
 class KafkaDecoderActor:
-    def __init__(self, config: VigilConfig):
+    def __init__(self, config: VigilConfig, share: tuple[int, int] = (0, 1)):
         settings = config.kafka
-        consumer = FrameConsumer(settings, settings.topics.frames, group_id=settings.group, assign=True)
+        consumer = FrameConsumer(settings, settings.topics.frames, group_id=settings.group, assign=True, share=share)
         dead_letters = DeadLetters(MessageProducer(settings), settings.topics.dlq)
         self.reader = FrameReader(consumer, dead_letters, short_side=config.decode.short_side or None)
+        self.decode = config.decode
         self.still = still_marker(config.decode)  # per camera, across polls
 
     def seek(self, offsets: dict[str, int]) -> None:
-        """Resume from a checkpoint's offsets ({"topic:partition": next offset})."""
-        from kafka import TopicPartition
+        """Read this decoder's partitions again from a checkpoint's offsets ({"topic:partition": next offset};
+        a partition not among them from its commit)."""
+        self.reader.consumer.seek({named_partition(name): offset for name, offset in offsets.items()})
+        self.still = still_marker(self.decode)
 
-        for name, offset in offsets.items():
-            topic, partition = name.rsplit(":", 1)
-            self.reader.consumer.kafka.seek(TopicPartition(topic, int(partition)), offset)
-
-    def poll(self, timeout: float, max_frames: int) -> tuple[list[Frame], dict[str, int], bool]:
+    def poll(self, timeout: float, max_frames: int) -> tuple[list[Frame], PollReceipt]:
         """The frames of the messages one poll takes (at most `max_frames` of them unless one message holds
-        more, and at most `kafka.max_poll_pixels` decoded pixels), the next offsets after those messages, and
-        False: Kafka never ends."""
+        more, and at most `kafka.max_poll_pixels` decoded pixels) and their receipt: Kafka never ends."""
         frames, offsets = self.reader.poll(timeout, max_frames)
         if self.still is not None:
             frames = [self.still.mark(frame) for frame in frames]
-        return frames, {f"{t}:{p}": o for (t, p), o in offsets.items()}, False
+        return frames, PollReceipt.of(frames, {partition_name(*tp): offset for tp, offset in offsets.items()})
 
     def commit(self, offsets: dict[str, int]) -> None:
-        self.reader.consumer.commit(
-            {tuple((name.rsplit(":", 1)[0], int(name.rsplit(":", 1)[1]))): o for name, o in offsets.items()}
-        )
+        """Commit this decoder's partitions among `offsets` (the others are other decoders')."""
+        assigned = self.reader.consumer.kafka.assignment()
+        partitions = {(tp.topic, tp.partition) for tp in assigned}
+        named = {named_partition(name): offset for name, offset in offsets.items()}
+        self.reader.consumer.commit({tp: offset for tp, offset in named.items() if tp in partitions})
 
     def dead_letter_count(self) -> int:
         return self.reader.dead_letters.count
 
 
-@ray.remote(num_cpus=1, max_restarts=2)
+@ray.remote(num_cpus=1, max_restarts=2, max_task_retries=0)
 class StreamDecoderActor:
     def __init__(self, url: str, camera: str, config: VigilConfig):
+        self.url, self.camera, self.decode = url, camera, config.decode
         self.frames = sampled_frames(url, config.decode, camera=camera)
 
-    def poll(self, timeout: float, max_frames: int) -> tuple[list[Frame], dict[str, int], bool]:
+    def seek(self, offsets: dict[str, int]) -> None:
+        """Read the source again: a file from its start (the analyzer skips the frames it holds), a live URL
+        from now. A file or URL has no offsets."""
+        self.frames = sampled_frames(self.url, self.decode, camera=self.camera)
+
+    def poll(self, timeout: float, max_frames: int) -> tuple[list[Frame], PollReceipt]:
         frames = list(islice(self.frames, max_frames))
-        return frames, {}, len(frames) < max_frames
+        return frames, PollReceipt.of(frames, {}, finished=len(frames) < max_frames)

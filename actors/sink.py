@@ -1,17 +1,23 @@
-"""Sink actor: makes stream outputs durable in the store and the index, publishes alerts, keeps checkpoints."""
+"""Sink actor: makes stream outputs durable in the store and the index, publishes alerts, keeps checkpoints.
+
+The monitor runs one per analyzer shard, each with a clip index writer of its own (concurrent writers are
+safe: ARCHITECTURE.md, the clip index). A restarted sink has lost the clips it wrote but has not indexed yet,
+so it refuses writes and checkpoints (`StateLost`) until the monitor, having reloaded the analyzers, starts
+it: a checkpoint stored there would claim clips no index holds.
+"""
 
 from __future__ import annotations
 
 import ray
 
 from pipeline.config import VigilConfig
-from pipeline.live.analyzer import StreamOutput
-from pipeline.live.sink import AlertPublisher, Sink
+from pipeline.live.analyzer import StateLost, StreamOutput
+from pipeline.live.sink import AlertPublisher, ShardCheckpoint, Sink
 from pipeline.search.index import ClipIndex
 from pipeline.storage.store import open_configured_store
 
 
-@ray.remote(num_cpus=0, max_restarts=2)
+@ray.remote(num_cpus=0, max_restarts=2, max_task_retries=0)
 class SinkActor:
     def __init__(self, config: VigilConfig, publish_alerts: bool):
         store = open_configured_store(config)
@@ -20,15 +26,32 @@ class SinkActor:
         if publish_alerts:
             publish = AlertPublisher(config.kafka, config.kafka.topics.alerts)
         self.sink = Sink(store, index, publish)
+        self.started = False
+
+    def start(self) -> None:
+        """Take writes: the analyzers go on from the checkpoints."""
+        self.started = True
 
     def write(self, out: StreamOutput) -> int:
-        self.sink.write(out)
-        return len(out.alerts)
+        """Store an output; the alert updates it stored."""
+        return self._started().write(out)
 
-    def checkpoint(self, name: str, analyzer: dict, offsets: dict[str, int], *writes: int) -> None:
-        """`analyzer` (the analyzer's state_dict call) and `writes` (the write calls the checkpoint covers)
-        are arguments of their own so that Ray resolves them first: a failed one fails the checkpoint."""
-        self.sink.checkpoint(name, {"analyzer": analyzer, "offsets": offsets})
+    def checkpoint(
+        self, name: str, shard: int, shards: int, sequence: int, analyzer: dict, offsets: dict[str, int], *writes: int
+    ) -> None:
+        """Store shard `shard`'s checkpoint once the writes it covers are durable. `analyzer` (the analyzer's
+        state_dict call) and `writes` (the write calls the checkpoint covers) are arguments of their own so that
+        Ray resolves them first: a failed one fails the checkpoint."""
+        checkpoint = ShardCheckpoint(shard, shards, sequence, analyzer, offsets)
+        self._started().checkpoint(name, checkpoint.to_json(), shard, shards)
 
-    def load_checkpoint(self, name: str) -> dict | None:
-        return self.sink.load_checkpoint(name)
+    def resume(self, name: str, shards: int) -> tuple:
+        """Where the monitor goes on from, then the state of each of its `shards` analyzer shards (called with
+        `num_returns=shards + 1`, so that each state goes to its analyzer without passing through the driver)."""
+        point, states = self.sink.resume(name, shards)
+        return (point, *states)
+
+    def _started(self) -> Sink:
+        if not self.started:
+            raise StateLost("the sink was restarted and has not been started again")
+        return self.sink

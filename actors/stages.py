@@ -7,7 +7,9 @@ monitor's actors as a `MonitorStages`, which the monitor's driver (jobs.monitor)
 made, so the driver and its Ray-free tests can use `MonitorStages` without loading Ray or the models.
 
 A stage that raises or dies reaches the driver as `StageFailed`: one line naming the failed call and its
-cause, not Ray's remote traceback with its terminal colour codes.
+cause, not Ray's remote traceback with its terminal colour codes. A loss the monitor recovers from by replay
+(an actor died, an object was lost with its node, a restarted actor refused calls made for its predecessor) is
+a `StageLost`, a kind of `StageFailed`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +27,11 @@ from pipeline.config import VigilConfig
 
 class StageFailed(RuntimeError):
     """A stage (a Ray actor) raised an error or died; the message is one line: the call and its cause."""
+
+
+class StageLost(StageFailed):
+    """A stage's actor died (Ray restarts it, up to its `max_restarts`), or an object a call needed was lost:
+    nothing is wrong with the stage's input, so the monitor replays it from its checkpoints."""
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the terminal colours of Ray's error texts
@@ -39,18 +47,22 @@ def _one_line(text: str) -> str:
 def stage_failure(error: Exception) -> StageFailed:
     """The `StageFailed` a Ray error stands for: the innermost failed call (an error passed on from a stage's
     input names the stage that raised it) and the cause, on one line without colour codes."""
-    from ray.exceptions import RayActorError, RayTaskError
+    from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
+
+    from pipeline.live.analyzer import StateLost
 
     text = _ANSI.sub("", str(error))
     calls = _CALL.findall(text)
     stage = calls[-1] if calls else type(error).__name__
+    cause = error
+    while isinstance(cause, RayTaskError):  # an error passed on from a call's input is the input's
+        cause = cause.cause
+    starting = isinstance(cause, RayActorError) and cause.actor_init_failed
+    kind = StageLost if isinstance(cause, (RayActorError, ObjectLostError, StateLost)) and not starting else StageFailed
     if isinstance(error, RayTaskError):
-        cause = error.cause
-        while isinstance(cause, RayTaskError):
-            cause = cause.cause
         detail = _one_line(str(cause))
-        return StageFailed(f"{stage} failed: {type(cause).__name__}" + (f": {detail}" if detail else ""))
-    if isinstance(error, RayActorError) and error.actor_init_failed:
+        return kind(f"{stage} failed: {type(cause).__name__}" + (f": {detail}" if detail else ""))
+    if starting:
         # Only the text of the constructor's error crosses over: its traceback ends with "module.Error: message".
         lines = text.splitlines()
         frames = [i for i, line in enumerate(lines) if _FRAME.match(line)]
@@ -58,7 +70,7 @@ def stage_failure(error: Exception) -> StageFailed:
         message = [line for line in after if line and not line[0].isspace()]
         cause = _EXCEPTION.sub(r"\1: ", message[0]) if message else ""
         return StageFailed(f"{stage} failed to start: {_one_line(' '.join([cause, *message[1:]]))}")
-    return StageFailed(f"{stage} failed: {_one_line(text)}")
+    return kind(f"{stage} failed: {_one_line(text)}")
 
 
 def ray_get(calls):
@@ -134,21 +146,21 @@ def make_extractors(config: VigilConfig, count: int | Literal["auto"] = "auto") 
 @dataclass
 class MonitorStages:
     """The monitor's stage handles: Ray actors from make_monitor_stages, fakes in the driver's tests (any
-    objects whose methods have `.remote()`)."""
+    objects whose methods have `.remote()` and `.options(num_returns=n).remote()`)."""
 
     extractors: list
-    decoders: list  # one per embedded source, or the Kafka decoder alone
-    analyzer: Any
-    sink: Any
+    decoders: list  # one per embedded source, or `monitor.decoders` Kafka decoders dividing the partitions
+    analyzers: list  # one per shard (`monitor.shards`), holding the cameras `camera_shard` gives it
+    sinks: list  # one per shard, writing its analyzer's outputs and storing its checkpoints
     summarizer: Any | None = None  # with monitor.summary_every set
-    consumer: Any | None = None  # the Kafka decoder (in `decoders`): it seeks to checkpointed offsets, commits them
+    kafka: bool = False  # the decoders read Kafka: they commit the checkpointed offsets and count dead letters
 
     def handles(self) -> list:
         return [
             *self.extractors,
             *self.decoders,
-            self.analyzer,
-            self.sink,
+            *self.analyzers,
+            *self.sinks,
             *([self.summarizer] if self.summarizer is not None else []),
         ]
 
@@ -156,7 +168,7 @@ class MonitorStages:
 def make_monitor_stages(config: VigilConfig) -> MonitorStages:
     """The monitor's actors on the cluster (start_ray first), every one up when this returns: starting
     workers and loading models can take longer than `idle_exit` on a busy machine, and the driver's clocks
-    start after."""
+    start after. Each is restarted when lost (its `max_restarts`); the driver then replays from the checkpoints."""
     from actors.analyzer import StreamAnalyzerActor
     from actors.decoder import KafkaDecoderActor, StreamDecoderActor
     from actors.sink import SinkActor
@@ -167,12 +179,14 @@ def make_monitor_stages(config: VigilConfig) -> MonitorStages:
     extractors = make_extractors(config, m.extractors)
     if shortfall := cpu_shortfall(len(extractors), len(m.sources), node_cpus()):
         print(f"monitor {m.name}: {shortfall}", file=sys.stderr, flush=True)
-    analyzer = StreamAnalyzerActor.remote(config)
-    sink = SinkActor.remote(config, publish_alerts=kafka_mode)
-    consumer = KafkaDecoderActor.remote(config) if kafka_mode else None
-    decoders = [consumer] if kafka_mode else [StreamDecoderActor.remote(s.url, s.camera, config) for s in m.sources]
+    analyzers = [StreamAnalyzerActor.remote(config) for _ in range(m.shards)]
+    sinks = [SinkActor.remote(config, publish_alerts=kafka_mode) for _ in range(m.shards)]
+    if kafka_mode:
+        decoders = [KafkaDecoderActor.remote(config, (i, m.decoders)) for i in range(m.decoders)]
+    else:
+        decoders = [StreamDecoderActor.remote(s.url, s.camera, config) for s in m.sources]
     summarizer = SummarizerActor.remote(config) if m.summary_every else None
-    stages = MonitorStages(extractors, decoders, analyzer, sink, summarizer, consumer)
+    stages = MonitorStages(extractors, decoders, analyzers, sinks, summarizer, kafka_mode)
     ray_get([stage.__ray_ready__.remote() for stage in stages.handles()])
     return stages
 
@@ -194,3 +208,20 @@ class RayCalls:
 
     def wait_any(self, calls: list) -> None:
         self._ray.wait(calls, num_returns=1, fetch_local=False)
+
+    def settle(self, calls: list) -> None:
+        if calls:
+            self._ray.wait(calls, num_returns=len(calls), fetch_local=False)
+
+    def ready(self, handles: list) -> None:
+        """Wait until every actor is up, a lost one restarted; `StageFailed` for one Ray gave up on."""
+        from ray.exceptions import ActorUnavailableError, RayError
+
+        while True:
+            try:
+                self._ray.get([handle.__ray_ready__.remote() for handle in handles])
+                return
+            except ActorUnavailableError:  # still restarting
+                time.sleep(0.1)
+            except RayError as error:
+                raise StageFailed(str(stage_failure(error))) from None

@@ -5,20 +5,27 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
-from actors.stages import cpu_shortfall, threads_per_extractor
+from actors.stages import RayCalls, cpu_shortfall, make_monitor_stages, threads_per_extractor
 from jobs.cli import main
-from jobs.monitor import run_monitor
+from jobs.monitor import drive, run_monitor
 from pipeline.config import load_config
 from pipeline.live.queries import StandingQuery, save_query
 from pipeline.live.sink import alert_records
 from pipeline.media.decode import decode_frames
 from pipeline.search.index import ClipIndex
-from pipeline.storage.layout import camera_source_id, monitor_checkpoint_key, summary_prefix
+from pipeline.storage.layout import (
+    camera_source_id,
+    monitor_checkpoint_key,
+    monitor_shard_checkpoint_key,
+    summary_prefix,
+)
 from pipeline.storage.store import LocalStore
 from pipeline.summaries import validate_summary
 
@@ -129,8 +136,8 @@ def test_rolling_summaries_cover_each_period_once(tmp_path, ray_local, scene_vid
     assert {key: (tmp_path / key).stat().st_mtime_ns for key in store.list("summaries/")} == written
 
 
-def kafka_config(tmp_path, broker, run):
-    """A config file for a Kafka-mode monitor writing to its own store and alerts topic."""
+def kafka_config(tmp_path, broker, run, frames="frames-monitor", **monitor):
+    """A config file for a Kafka-mode monitor of `frames` writing to its own store and alerts topic."""
     path = tmp_path / f"{run}.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -143,9 +150,9 @@ def kafka_config(tmp_path, broker, run):
                 "kafka": {
                     "brokers": broker.brokers,
                     "group": f"monitor-{run}",
-                    "topics": {"frames": "frames-monitor", "alerts": f"alerts-{run}", "dlq": "dlq-monitor"},
+                    "topics": {"frames": frames, "alerts": f"alerts-{run}", "dlq": "dlq-monitor"},
                 },
-                "monitor": {"name": run, "batch_frames": 2, "checkpoint_every": 0.05},
+                "monitor": {"name": run, "batch_frames": 2, "checkpoint_every": 0.05, **monitor},
             }
         )
     )
@@ -204,6 +211,98 @@ def test_kafka_monitor_survives_sigkill_with_the_same_alerts(tmp_path, ray_local
     assert survivor.returncode == 0, survivor.stdout + survivor.stderr
     assert alert_records(LocalStore(tmp_path / "killed")) == expected
     assert {(m["id"], m["status"]) for m in alert_messages(kafka_broker, "alerts-killed", 2)} == lifecycle
+
+
+# Four cameras on a two-partition topic: gate and door on partition 0, yard and dock on 1. Of two shards, gate
+# and yard are shard 0's, door and dock shard 1's. Camera k sends ten frames at 1 fps, from second 6 + k on: the
+# planted lobby scene (12-16 s) among them.
+SHARDED_CAMERAS = {"gate": 0, "door": 0, "yard": 1, "dock": 1}
+SHARDED_TOPIC = "frames-sharded"
+
+
+@pytest.fixture(scope="module")
+def sharded_topic(kafka_broker, scene_video):
+    from pipeline.media.kafka_clients import MessageProducer
+    from pipeline.media.kafka_messages import frame_message
+    from tests.test_kafka_io import create_topic, settings_for
+
+    path, _ = scene_video
+    create_topic(kafka_broker, SHARDED_TOPIC, 2)
+    frames = list(decode_frames(path, fps=1, short_side=None))
+    with MessageProducer(settings_for(kafka_broker)) as producer:
+        for i in range(10):
+            for k, (camera, partition) in enumerate(SHARDED_CAMERAS.items()):
+                producer.send(SHARDED_TOPIC, frame_message(frames[6 + k + i], camera), partition=partition)
+        producer.flush()
+        assert producer.errors == 0
+    return path
+
+
+def sharded_monitor(tmp_path, broker, path, run, *, decoders, shards, kill=None):
+    """A Kafka-mode monitor of the sharded topic, with its own store and group, until idle; `kill(stages)` runs
+    in a thread beside it. What it stored (alerts, clips, index rows) and its report."""
+    store = LocalStore(tmp_path / run)
+    add_lobby_query(store, path)
+    config = load_config(
+        kafka_config(tmp_path, broker, run, SHARDED_TOPIC, batch_frames=4, decoders=decoders, shards=shards)
+    )
+    stages = make_monitor_stages(config)
+    killer = threading.Thread(target=kill, args=(stages,), daemon=True) if kill else None
+    if killer:
+        killer.start()
+    report = drive(stages, config.monitor, RayCalls(), stop=threading.Event(), idle_exit=3.0)
+    if killer:
+        killer.join(timeout=60)
+    stored = (
+        [(a["id"], a["camera"], a["status"], a["start"], a["end"], a["peak_score"]) for a in alert_records(store)],
+        sorted(store.list("clips/")),
+        sorted((row.source, row.start, row.end, row.recorded, row.keyframe_key) for row in ClipIndex.load(store).rows),
+    )
+    return stored, report
+
+
+@pytest.fixture(scope="module")
+def one_decoder_one_shard(tmp_path_factory, ray_local, kafka_broker, sharded_topic):
+    """The sharded topic through one decoder and one shard."""
+    stored, report = sharded_monitor(
+        tmp_path_factory.mktemp("sharded"), kafka_broker, sharded_topic, "one", decoders=1, shards=1
+    )
+    alerts, clips, rows = stored
+    assert report.frames == 40 and {camera for _, camera, *_ in alerts} == set(SHARDED_CAMERAS)
+    assert len(clips) == len(rows) >= 4 * 4
+    return stored
+
+
+def test_two_decoders_and_two_shards_store_what_one_of_each_does(
+    tmp_path, ray_local, kafka_broker, sharded_topic, one_decoder_one_shard
+):
+    stored, report = sharded_monitor(tmp_path, kafka_broker, sharded_topic, "two", decoders=2, shards=2)
+    assert report.frames == 40 and report.recoveries == 0
+    assert stored == one_decoder_one_shard
+    store = LocalStore(tmp_path / "two")
+    checkpoints = [store.get_json(monitor_shard_checkpoint_key("two", shard, 2)) for shard in range(2)]
+    assert [sorted(c["analyzer"]["last_pts"]) for c in checkpoints] == [["gate", "yard"], ["dock", "door"]]
+    assert all(c["offsets"] == {f"{SHARDED_TOPIC}:0": 20, f"{SHARDED_TOPIC}:1": 20} for c in checkpoints)
+
+
+def test_an_analyzer_shard_and_a_decoder_killed_mid_stream_change_nothing_stored(
+    tmp_path, ray_local, kafka_broker, sharded_topic, one_decoder_one_shard, capsys
+):
+    def kill(stages):
+        """The second analyzer shard once its checkpoint covers a quarter of the frames, then the first decoder
+        once one covers half."""
+        checkpoint = tmp_path / "killed" / monitor_shard_checkpoint_key("killed", 1, 2)
+        for victim, frames in ((stages.analyzers[1], 10), (stages.decoders[0], 20)):
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not _consumed(checkpoint, at_least=frames):
+                time.sleep(0.01)
+            ray_local.kill(victim, no_restart=False)
+
+    stored, report = sharded_monitor(tmp_path, kafka_broker, sharded_topic, "killed", decoders=2, shards=2, kill=kill)
+    assert report.recoveries == 2 and report.recovery_seconds > 0
+    assert stored == one_decoder_one_shard
+    recovered = [line for line in capsys.readouterr().err.splitlines() if "recovered" in line]
+    assert len(recovered) == 2 and all(line.startswith("monitor killed: recovered in ") for line in recovered)
 
 
 def _consumed(checkpoint, at_least=None):

@@ -4,11 +4,19 @@ One `StreamAnalyzer` holds, per camera, the open clip window and the last proces
 standing-query `Matcher`. Its whole state is a checkpoint (`state_dict`): restored, and fed the stream
 again from the checkpoint's offsets, it produces exactly what an uninterrupted run produces; frames at
 or before a camera's last processed pts are skipped, so replays change nothing.
+
+The monitor spreads cameras over analyzer shards (`camera_shard`), each a `StreamAnalyzer` of its own, fed
+its cameras' frames only (`shard_batches`); of a decoder's poll, its driver reads the `PollReceipt`, never the
+frames. A state is per camera except for the query book, which every shard holds whole: `cameras_state`
+narrows a state to some cameras and `merge_states` joins such parts, so states saved with one shard count can
+be shared out over another.
 """
 
 from __future__ import annotations
 
 import base64
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +37,93 @@ from pipeline.storage.codecs import decode_image, encode_jpeg
 from pipeline.storage.layout import camera_source_id, keyframe_key
 
 STATE_VERSION = 1
+
+
+class StateLost(RuntimeError):
+    """A stage holding stream state (an analyzer, a sink) was restarted after a loss and not given its state
+    again: it refuses the calls made for its predecessor until the monitor reloads it."""
+
+
+def camera_of(frame: Frame) -> str:
+    return frame.camera or frame.source
+
+
+@dataclass(frozen=True)
+class PollReceipt:
+    """What a poll of a monitor's decoder took, its frames aside (they go to the next stage on their own): how
+    many frames, the next offset of each Kafka partition read ("topic:partition"), each camera's latest pts,
+    and whether the source ended (a file; Kafka never ends)."""
+
+    frames: int
+    offsets: dict[str, int]
+    latest_pts: dict[str, float]
+    finished: bool = False
+
+    @classmethod
+    def of(cls, frames: list[Frame], offsets: dict[str, int], finished: bool = False) -> PollReceipt:
+        latest: dict[str, float] = {}
+        for frame in frames:
+            camera = camera_of(frame)
+            latest[camera] = max(frame.pts, latest.get(camera, frame.pts))
+        return cls(len(frames), offsets, latest, finished)
+
+
+def camera_shard(camera: str, shards: int) -> int:
+    """The shard (of `shards`) holding a camera's state: a stable hash, so the same one in every run."""
+    return zlib.crc32(camera.encode()) % shards
+
+
+def shard_batches(batch: FrameBatch, shards: int) -> list[FrameBatch]:
+    """`batch` split by the shard of each frame's camera: each shard's frames in order, with their feature rows
+    (a still frame has none). A shard none of whose cameras is in the batch gets an empty one."""
+    frames: list[list[Frame]] = [[] for _ in range(shards)]
+    rows: list[list[int]] = [[] for _ in range(shards)]
+    moving = 0
+    for frame in batch.frames:
+        shard = camera_shard(camera_of(frame), shards)
+        frames[shard].append(frame)
+        if not frame.still:
+            rows[shard].append(moving)
+            moving += 1
+    if batch.siglip is None or batch.dinov2 is None:
+        return [FrameBatch(part) for part in frames]
+    return [FrameBatch(part, batch.siglip[taken], batch.dinov2[taken]) for part, taken in zip(frames, rows)]
+
+
+def cameras_state(state: dict, keep: Callable[[str], bool]) -> dict:
+    """A `StreamAnalyzer.state_dict()` narrowed to the cameras `keep` accepts; the query book stays whole."""
+    matcher = state["matcher"]
+    return {
+        **state,
+        "last_pts": {camera: pts for camera, pts in state["last_pts"].items() if keep(camera)},
+        "windows": {camera: window for camera, window in state["windows"].items() if keep(camera)},
+        "matcher": {
+            **matcher,
+            "cameras": {camera: pts for camera, pts in matcher["cameras"].items() if keep(camera)},
+            "pairs": [pair for pair in matcher["pairs"] if keep(pair["camera"])],
+        },
+    }
+
+
+def merge_states(states: list[dict]) -> dict:
+    """One state of the cameras of `states`, each camera in one of them; a query held by several takes the
+    definition of the first that holds it."""
+    queries: dict[str, dict] = {}
+    for state in states:
+        for query in state["matcher"]["queries"]:
+            queries.setdefault(query["query"]["id"], query)
+    first = states[0]
+    return {
+        **first,
+        "last_pts": {camera: pts for state in states for camera, pts in state["last_pts"].items()},
+        "windows": {camera: window for state in states for camera, window in state["windows"].items()},
+        "matcher": {
+            **first["matcher"],
+            "queries": list(queries.values()),
+            "cameras": {camera: pts for state in states for camera, pts in state["matcher"]["cameras"].items()},
+            "pairs": [pair for state in states for pair in state["matcher"]["pairs"]],
+        },
+    }
 
 
 @dataclass
@@ -73,7 +168,7 @@ class StreamAnalyzer:
         out = StreamOutput()
         # Replayed frames pass through the carry too: a still frame after them needs their features.
         for frame, feats in self._carry.per_frame(batch):
-            camera = frame.camera or frame.source
+            camera = camera_of(frame)
             if camera in self._last_pts and frame.pts <= self._last_pts[camera]:
                 continue  # a replay of a frame already analysed
             self._last_pts[camera] = frame.pts
@@ -135,11 +230,14 @@ class StreamAnalyzer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Go on from `state`; the streams are read again from where it leaves off (their first frames are moving
+        ones, so features carried from frames after that point are dropped)."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"stream state version {state.get('version')!r} is not {STATE_VERSION}")
         self.matcher.load_state_dict(state["matcher"])
         self._last_pts = {camera: float(pts) for camera, pts in state["last_pts"].items()}
         self._windowers = {}
+        self._carry = FeatureCarry()
         for camera, saved in state["windows"].items():
             window = ClipWindow(start=saved["start"], end=saved["end"])
             for item in saved["frames"]:
@@ -162,3 +260,7 @@ class StreamAnalyzer:
                     ),
                 )
             self._windower(camera).current = window
+
+    def forget_cameras(self) -> None:
+        """Start every camera afresh (the streams are read again from their start); the queries stay."""
+        self.load_state_dict(cameras_state(self.state_dict(), lambda camera: False))

@@ -4,9 +4,10 @@
 `decode_record` reads one consumed record's frames, dated by its `wallclock` header or else its CreateTime;
 `consume_frames` and `FrameReader` send malformed messages to `vigil.dlq` (original key, value and headers
 plus `reason`) and go on. `FrameReader` polls within bounds of frames and decoded pixels, leaving the rest in
-Kafka for its next poll. Offsets are committed only after the caller's outputs are durable (ARCHITECTURE.md,
-delivery invariant 2). kafka-python is imported inside the functions and classes that need it
-(ARCHITECTURE.md, layering).
+Kafka for its next poll. Several consumers can share a topic's partitions without a group (`FrameConsumer`'s
+`share`). Offsets are committed only after the caller's outputs are durable (ARCHITECTURE.md, delivery
+invariant 2). kafka-python is imported inside the functions and classes that need it (ARCHITECTURE.md,
+layering).
 """
 
 from __future__ import annotations
@@ -41,6 +42,17 @@ OVERHEAD_BYTES = 64 * 1024
 
 class KafkaUnavailable(ConnectionError):
     """The brokers could not be reached after the configured attempts."""
+
+
+def partition_name(topic: str, partition: int) -> str:
+    """How a partition is named where offsets are keyed by text (checkpoints, the monitor's stages)."""
+    return f"{topic}:{partition}"
+
+
+def named_partition(name: str) -> tuple[str, int]:
+    """The (topic, partition) `partition_name` named."""
+    topic, partition = name.rsplit(":", 1)
+    return topic, int(partition)
 
 
 def resolve_brokers(brokers: str | None = None) -> str:
@@ -179,11 +191,12 @@ class FrameConsumer:
     """A KafkaConsumer with manual commits only.
 
     With `assign=False` it joins `group_id` (subscribe; fast joins: session 6 s, heartbeat 1 s, max
-    poll interval 10 s). With `assign=True` it takes every partition of `topics` itself (no group
-    join, so no rebalance wait); offsets are still committed under `group_id` when one is given.
-    Where there is no committed offset it starts from the earliest message (`from_beginning`) or
-    the end. `commit(offsets)` is for the caller to call once everything derived from the messages
-    before those offsets is durable."""
+    poll interval 10 s). With `assign=True` it takes the partitions of `topics` itself (no group
+    join, so no rebalance wait): every one, or with `share=(i, n)` those whose number is i modulo n, so
+    n consumers divide a topic and a key (a camera) stays with one of them; offsets are still committed
+    under `group_id` when one is given. Where there is no committed offset it starts from the earliest
+    message (`from_beginning`) or the end. `commit(offsets)` is for the caller to call once everything
+    derived from the messages before those offsets is durable."""
 
     def __init__(
         self,
@@ -192,6 +205,7 @@ class FrameConsumer:
         *,
         group_id: str | None = None,
         assign: bool = False,
+        share: tuple[int, int] = (0, 1),
         from_beginning: bool = True,
         client_id: str = "vigil",
         max_poll_records: int = 100,
@@ -203,6 +217,7 @@ class FrameConsumer:
         if not assign and not group_id:
             raise ValueError("a subscribing consumer needs a group_id (or use assign=True)")
         self.group_id = group_id
+        self.from_beginning = from_beginning
         self._consumer = _connect(
             settings,
             "consumer",
@@ -224,6 +239,7 @@ class FrameConsumer:
             ),
         )
         if assign:
+            part, parts = share
             partitions = []
             deadline = time.monotonic() + settings.connect_timeout
             for topic in self.topics:
@@ -234,7 +250,13 @@ class FrameConsumer:
                 if not ids:
                     self._consumer.close()
                     raise KafkaUnavailable(f"topic {topic!r} not found on Kafka brokers {settings.brokers}")
-                partitions += [TopicPartition(topic, p) for p in sorted(ids)]
+                if len(ids) < parts:
+                    self._consumer.close()
+                    raise ValueError(
+                        f"topic {topic!r} has {len(ids)} partition(s), too few to share among {parts} consumers "
+                        "(monitor.decoders)"
+                    )
+                partitions += [TopicPartition(topic, p) for p in sorted(ids) if p % parts == part]
             self._consumer.assign(partitions)
         else:
             self._consumer.subscribe(self.topics)
@@ -275,6 +297,20 @@ class FrameConsumer:
             first[key] = min(first.get(key, r.offset), r.offset)
         for (topic, partition), offset in first.items():
             self._consumer.seek(TopicPartition(topic, partition), offset)
+
+    def seek(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Read each assigned partition again from its offset in `offsets`, or one not in it from its committed
+        offset (the beginning or the end, as `from_beginning` says, without one). Prefetched records are dropped."""
+        for tp in self._consumer.assignment():
+            offset = offsets.get((tp.topic, tp.partition))
+            if offset is None and self.group_id:
+                offset = self._consumer.committed(tp)
+            if offset is not None:
+                self._consumer.seek(tp, offset)
+            elif self.from_beginning:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek_to_end(tp)
 
     def commit(self, offsets: Mapping[Any, int]) -> None:
         """Commit `{TopicPartition or (topic, partition): next offset to read}`. Without a group_id

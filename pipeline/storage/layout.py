@@ -17,6 +17,7 @@ Keys are relative to the store root (an S3 store uses the same keys under its pr
     alerts/{camera_source_id}/{alert_id}.json         one alert, rewritten as its event opens and closes
     queries/{query_id}.json, queries/{query_id}.jpg   standing queries and their example images
     monitor/{name_source_id}/checkpoint.json          a monitor's analyzer state and the offsets it covers
+                                                      (analyzer shard k of m > 1: shard-{k:03d}-of-{m:03d}.json)
 
 `source_id` is a path-safe slug plus a hash of the source, so user input never becomes a raw key. Files and
 live cameras are separate namespaces: a file's id hashes its absolute path (`file_source_id`), a camera's
@@ -183,7 +184,19 @@ def query_image_key(query_id: str) -> str:
 
 
 def monitor_checkpoint_key(name: str) -> str:
-    return f"monitor/{source_id(name)}/checkpoint.json"
+    return f"{monitor_checkpoints_prefix(name)}checkpoint.json"
+
+
+def monitor_checkpoints_prefix(name: str) -> str:
+    """Where a monitor's checkpoints are, of every shard count it ran with."""
+    return f"monitor/{source_id(name)}/"
+
+
+def monitor_shard_checkpoint_key(name: str, shard: int, shards: int) -> str:
+    """The checkpoint of analyzer shard `shard` of `shards`; a monitor of one shard keeps the one checkpoint."""
+    if shards == 1:
+        return monitor_checkpoint_key(name)
+    return f"{monitor_checkpoints_prefix(name)}shard-{shard:03d}-of-{shards:03d}.json"
 
 
 def source_prefixes(sid: str) -> tuple[str, ...]:
