@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"monitor {config.monitor.name}: {report.frames} frames, {report.batches} batches, "
         f"{report.alerts} alert updates, {report.checkpoints} checkpoints, {report.summaries} summaries, "
-        f"{report.dead_letters} dead letters; store: {config.store}"
+        f"{report.dead_letters} dead letters, {report.recoveries} recoveries ({report.recovery_seconds:.1f} s); "
+        f"store: {config.store}"
     )
     return 0
