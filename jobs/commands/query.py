@@ -56,7 +56,8 @@ def add(args: argparse.Namespace, config: VigilConfig) -> int:
         "threshold": args.threshold,
         "calibration": args.calibration,
     }
-    definition = {"id": args.id, "text": args.text, "image": args.image, "cameras": args.camera and checked_cameras(args.camera)}
+    cameras = checked_cameras(args.camera) or None  # none given: every camera
+    definition = {"id": args.id, "text": args.text, "image": args.image, "cameras": cameras}
     query = StandingQuery.from_json({**definition, **{k: v for k, v in fields.items() if v is not None}})
     image = read_image(args.image) if args.image else None  # refused before the store is touched
     save_query(open_configured_store(config), query, image)
