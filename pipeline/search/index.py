@@ -19,11 +19,14 @@ every segment (which rows are alive depends on all of them) and the vectors of i
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
+import os
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import faiss
@@ -56,6 +59,11 @@ _maintaining: set[ClipIndex] = set()
 def _finish_maintenance() -> None:
     for index in list(_maintaining):
         index.wait_for_maintenance()
+
+
+@functools.cache
+def _search_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="index-search")
 
 
 def _collect_quietly(store: ObjectStore) -> None:
@@ -270,10 +278,9 @@ class ClipIndex:
         if not len(self) or not queries:
             return []
         k = min(k, len(self))
-        hits = []
-        for segment, _ in self._ordered():
-            if not segment.has_data:
-                continue
+        segments = [segment for segment, _ in self._ordered() if segment.has_data]
+
+        def segment_hits(segment: Segment) -> list[SearchHit]:
             alive = self._alive[segment.id]
             if where is not None:
                 alive = alive & where.mask(segment.columns)
@@ -281,16 +288,23 @@ class ClipIndex:
             for tower, query in queries.items():
                 candidates.update(segment.nearest(tower, query, k, alive, self.settings))
             if not candidates:
-                continue
+                return []
             row_numbers = np.array(sorted(candidates))
             scores = np.mean([segment.vectors_of(t, row_numbers) @ q for t, q in queries.items()], axis=0)
-            for row_number, score in zip(row_numbers, scores, strict=True):
-                row = segment.rows[row_number]
-                hits.append(
-                    SearchHit(
-                        row.source, row.source_id, row.start, row.end, float(score), row.keyframe_key, row.recorded
-                    )
-                )
+            rows = [segment.rows[number] for number in row_numbers]
+            return [
+                SearchHit(row.source, row.source_id, row.start, row.end, float(score), row.keyframe_key, row.recorded)
+                for row, score in zip(rows, scores, strict=True)
+            ]
+
+        # Sealed segments side by side: a one-query FAISS search runs on one core (and releases the GIL).
+        sealed = [segment for segment in segments if segment.sealed]
+        if len(sealed) > 1:
+            parts = list(_search_pool().map(segment_hits, sealed))
+        else:
+            parts = [segment_hits(segment) for segment in sealed]
+        parts += [segment_hits(segment) for segment in segments if not segment.sealed]
+        hits = [hit for part in parts for hit in part]
         return best_hits(hits, k)
 
     # ------------------------------------------------------------------------------------------ persistence
