@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean system-deps
+.PHONY: install demo test test-cluster lint bench clean system-deps
 
 # Debian packages the tests use: the RTSP test camera (tests/rtsp_server.py) is GStreamer's RTSP server on
 # Debian's python3-gi. Installed only when one is missing (needs root, or sudo).
@@ -45,6 +45,13 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+
+# vigil on a real multi-node Ray cluster on this machine (tests/cluster.py: a head without CPUs on 127.0.0.2, worker
+# nodes on 127.0.0.3 and 127.0.0.4), a Kafka broker and an S3 server; `make test` shows these tests skipped. -rA
+# prints each test's durations (recovery times included), --durations the slowest steps.
+test-cluster: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --cluster -m cluster -rA --durations=10 tests/test_cluster.py; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no cluster tests" >&2; fi; exit $$rc
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m bench.archive

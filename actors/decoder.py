@@ -34,7 +34,9 @@ from pipeline.records import Frame
 from pipeline.search.embed import sampled_batches
 
 
-@ray.remote(num_cpus=1, max_restarts=2)
+# No CPU slot held: the archive sizes its decoders to the CPUs beside the extractors, and an extractor restarted
+# after its node is lost must find a slot (decoders holding every slot would leave it waiting forever).
+@ray.remote(num_cpus=0, max_restarts=2)
 class DecoderActor:
     def __init__(self, config: VigilConfig):
         self.config = config

@@ -165,6 +165,26 @@ class MonitorStages:
         ]
 
 
+class WorkerNodes:
+    """Places actors that ask for no CPU on the nodes that have CPUs, in turn: Ray may otherwise put them on
+    a head node kept free of work. Soft: an actor restarted after its node is lost goes wherever Ray can."""
+
+    def __init__(self):
+        import ray
+
+        self._nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1]
+        self._turn = 0
+
+    def next(self) -> dict:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if not self._nodes:
+            return {}
+        node = self._nodes[self._turn % len(self._nodes)]
+        self._turn += 1
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=True)}
+
+
 def make_monitor_stages(config: VigilConfig) -> MonitorStages:
     """The monitor's actors on the cluster (start_ray first), every one up when this returns: starting
     workers and loading models can take longer than `idle_exit` on a busy machine, and the driver's clocks
@@ -179,13 +199,16 @@ def make_monitor_stages(config: VigilConfig) -> MonitorStages:
     extractors = make_extractors(config, m.extractors)
     if shortfall := cpu_shortfall(len(extractors), len(m.sources), node_cpus()):
         print(f"monitor {m.name}: {shortfall}", file=sys.stderr, flush=True)
-    analyzers = [StreamAnalyzerActor.remote(config) for _ in range(m.shards)]
-    sinks = [SinkActor.remote(config, publish_alerts=kafka_mode) for _ in range(m.shards)]
+    place = WorkerNodes()
+    analyzers = [StreamAnalyzerActor.options(**place.next()).remote(config) for _ in range(m.shards)]
+    sinks = [SinkActor.options(**place.next()).remote(config, publish_alerts=kafka_mode) for _ in range(m.shards)]
     if kafka_mode:
-        decoders = [KafkaDecoderActor.remote(config, (i, m.decoders)) for i in range(m.decoders)]
+        decoders = [
+            KafkaDecoderActor.options(**place.next()).remote(config, (i, m.decoders)) for i in range(m.decoders)
+        ]
     else:
         decoders = [StreamDecoderActor.remote(s.url, s.camera, config) for s in m.sources]
-    summarizer = SummarizerActor.remote(config) if m.summary_every else None
+    summarizer = SummarizerActor.options(**place.next()).remote(config) if m.summary_every else None
     stages = MonitorStages(extractors, decoders, analyzers, sinks, summarizer, kafka_mode)
     ray_get([stage.__ray_ready__.remote() for stage in stages.handles()])
     return stages

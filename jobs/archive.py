@@ -318,7 +318,7 @@ class RayArchive:
         import ray
 
         from actors.decoder import DecoderActor
-        from actors.stages import make_extractors, start_ray
+        from actors.stages import WorkerNodes, make_extractors, start_ray
 
         start_ray()
         self.config = config
@@ -328,8 +328,9 @@ class RayArchive:
         self.decoders = max(1, int(ray.cluster_resources().get("CPU", 1)) - len(self._extractors))
         # An actor runs one call at a time: a file holds a decoder until its stream ends.
         self._idle_decoders: queue.Queue = queue.Queue()
+        place = WorkerNodes()
         for _ in range(self.decoders):
-            self._idle_decoders.put(DecoderActor.remote(config))
+            self._idle_decoders.put(DecoderActor.options(**place.next()).remote(config))
         self.models: ModelIds = ray_get(self._extractors[0].model_ids.remote())
 
     def extracted(self, path: Path) -> Extracted:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from actors.stages import StageFailed
@@ -62,5 +63,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def run() -> None:
+    """The `vigil` program: `main`, then its exit status. After Ctrl-C it exits at once: threads still waiting
+    on a stage (a Ray call that will not return now) would otherwise hold the process open."""
+    status = main()
+    if status == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

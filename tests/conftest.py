@@ -13,7 +13,26 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
+from tests.cluster import ray_cluster  # noqa: E402,F401  (a multi-node Ray cluster on loopback: session fixture)
 from tests.servers import kafka_broker, s3_server  # noqa: E402,F401  (real servers on loopback: session fixtures)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--cluster",
+        action="store_true",
+        help="run the tests marked `cluster` (a multi-node Ray cluster on this machine: make test-cluster)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cluster` are skipped, visibly, unless --cluster is given (`make test-cluster` gives it)."""
+    if config.getoption("--cluster"):
+        return
+    skip = pytest.mark.skip(reason="multi-node Ray cluster test: run by `make test-cluster` (pytest --cluster)")
+    for item in items:
+        if item.get_closest_marker("cluster"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
