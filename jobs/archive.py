@@ -25,8 +25,9 @@ from pipeline.models import Encoders, load_encoders
 from pipeline.records import ClipEmbedding, FrameBatch, ModelIds
 from pipeline.search.embed import Batches, clip_embeddings, extract_features, sampled_batches
 from pipeline.search.index import ClipIndex
+from pipeline.storage.clips import read_clip, write_clip, write_keyframe
 from pipeline.storage.layout import SOURCES, clip_key, clips_prefix, file_source_id, keyframes_prefix, source_key
-from pipeline.storage.store import ObjectStore, read_clip, write_clip, write_keyframe
+from pipeline.storage.store import ObjectStore
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
 

@@ -10,8 +10,9 @@ from pipeline.config import load_config
 from pipeline.media.decode import decode_frames
 from pipeline.search.index import ClipIndex, find_moments
 from pipeline.search.manifest import read_newest
+from pipeline.storage.clips import read_clip
 from pipeline.storage.layout import source_id
-from pipeline.storage.store import LocalStore, read_clip
+from pipeline.storage.store import LocalStore
 
 
 def _snapshot(store):

@@ -27,8 +27,9 @@ import yaml
 from pipeline.live.sink import alert_records
 from pipeline.media.synthetic import Scene, write_scene_video
 from pipeline.search.index import ClipIndex
+from pipeline.storage.clips import read_clip
 from pipeline.storage.layout import monitor_checkpoint_key
-from pipeline.storage.store import LocalStore, open_store, read_clip
+from pipeline.storage.store import LocalStore, open_store
 from tests.servers import wait_until
 from tests.test_monitor import add_lobby_query
 

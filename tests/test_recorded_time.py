@@ -34,9 +34,10 @@ from pipeline.records import ClipEmbedding, Frame, FrameBatch, FrameFeatures, Mo
 from pipeline.search.embed import ClipWindower
 from pipeline.search.imports import ClipImportError, read_clip_table
 from pipeline.search.index import ClipIndex
+from pipeline.storage.clips import read_clip, write_clip
 from pipeline.storage.codecs import encode_npz
 from pipeline.storage.layout import file_source_id, source_key
-from pipeline.storage.store import LocalStore, read_clip, write_clip
+from pipeline.storage.store import LocalStore
 
 T0 = 1796025600.0  # 2026-11-30T08:00:00Z
 MODELS = ModelIds("s", "d", untrained=True)

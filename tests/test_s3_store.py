@@ -18,7 +18,8 @@ import pytest
 from pipeline.config import ConfigError, S3Config, load_config
 from pipeline.search.index import ClipIndex
 from pipeline.search.manifest import read_newest
-from pipeline.storage.store import LocalStore, S3Store, StoreError, open_store, read_clip, write_clip
+from pipeline.storage.clips import read_clip, write_clip
+from pipeline.storage.store import LocalStore, S3Store, StoreError, open_store
 from tests.servers import TcpProxy, wait_until
 from tests.test_store import _clip
 

@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from pipeline.records import ClipEmbedding, ModelIds
+from pipeline.storage.clips import read_clip, write_clip
 from pipeline.storage.codecs import ImageTooLargeError, decode_image
 from pipeline.storage.layout import clip_key, source_id
-from pipeline.storage.store import LocalStore, StoreError, open_store, read_clip, write_clip
+from pipeline.storage.store import LocalStore, StoreError, open_store
 
 
 def _clip(sid="cam-1", start=4.0):

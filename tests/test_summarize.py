@@ -20,8 +20,9 @@ from pipeline.media.decode import VideoDecodeError
 from pipeline.media.synthetic import Scene, write_corrupt_video, write_scene_video
 from pipeline.models import Captioner, CaptionerUnavailableError, TransformersCaptioner
 from pipeline.records import ClipEmbedding, ModelIds
+from pipeline.storage.clips import read_clip, write_clip
 from pipeline.storage.layout import camera_source_id, source_id, summary_frames_key
-from pipeline.storage.store import LocalStore, read_clip, write_clip
+from pipeline.storage.store import LocalStore
 from pipeline.summaries import (
     FeatureTrack,
     RollingSummaries,

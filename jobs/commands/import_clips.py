@@ -7,8 +7,9 @@ import argparse
 
 from jobs.commands.common import add_common_options, config_from, load_index
 from pipeline.search.imports import read_clip_table
+from pipeline.storage.clips import write_clip
 from pipeline.storage.layout import camera_source_id, source_key
-from pipeline.storage.store import open_configured_store, write_clip
+from pipeline.storage.store import open_configured_store
 
 
 def register(subparsers) -> None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import re
 
 from jobs.commands.common import UsageError, add_common_options, checked_cameras, config_from, load_index
 from pipeline.search.index import ClipIndex
-from pipeline.storage.layout import camera_source_id, clips_prefix, file_source_id, source_key, source_prefixes
+from pipeline.storage.layout import (
+    camera_source_id,
+    clips_prefix,
+    file_source_id,
+    looks_like_source_id,
+    source_key,
+    source_prefixes,
+)
 from pipeline.storage.store import ObjectStore, open_configured_store
-
-# The shape `pipeline.storage.layout.source_id` gives: a slug, then 12 hex digits of a hash.
-_SOURCE_ID = re.compile(r"^[a-z0-9-]+-[0-9a-f]{12}$")
 
 
 def register(subparsers) -> None:
@@ -35,7 +38,7 @@ def _stored(store: ObjectStore, index: ClipIndex, sid: str) -> bool:
 
 def _source_of(name: str, store: ObjectStore, index: ClipIndex) -> str:
     """The source id `name` stands for: a source id, else a stored file's path, else a stored camera's id."""
-    if _SOURCE_ID.match(name) and _stored(store, index, name):
+    if looks_like_source_id(name) and _stored(store, index, name):
         return name
     file_sid, camera_sid = file_source_id(name), camera_source_id(name)
     stored_file, stored_camera = _stored(store, index, file_sid), _stored(store, index, camera_sid)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pipeline.live.analyzer import StreamOutput, camera_shard, cameras_state, merge_states
 from pipeline.records import Alert, ClipEmbedding
 from pipeline.search.index import ClipIndex
+from pipeline.storage.clips import write_clip, write_keyframe
 from pipeline.storage.layout import (
     ALERTS,
     alert_key,
@@ -29,7 +30,7 @@ from pipeline.storage.layout import (
     monitor_shard_checkpoint_key,
     source_key,
 )
-from pipeline.storage.store import ObjectStore, write_clip, write_keyframe
+from pipeline.storage.store import ObjectStore
 
 
 class AlertPublisher:

@@ -45,6 +45,14 @@ def source_id(source: str) -> str:
     return f"{slug}-{digest}"
 
 
+_SOURCE_ID = re.compile(r"^[a-z0-9-]+-[0-9a-f]{12}$")
+
+
+def looks_like_source_id(text: str) -> bool:
+    """Whether `text` has the shape `source_id` gives (a slug, then 12 hex digits of a hash)."""
+    return bool(_SOURCE_ID.match(text))
+
+
 def file_source_id(path: str) -> str:
     """A file's id, from its absolute path."""
     return source_id(str(Path(path).expanduser().resolve()))

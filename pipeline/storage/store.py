@@ -26,12 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
-import numpy as np
-
 from pipeline.config import S3Config
-from pipeline.records import ClipEmbedding, ModelIds
-from pipeline.storage.codecs import decode_npz, encode_jpeg, encode_npz
-from pipeline.storage.layout import clip_key
 
 _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 _TEMP_PREFIX = ".tmp-"  # a LocalStore's files being written: never listed
@@ -667,51 +662,3 @@ def open_configured_store(config, *, create: bool = True) -> ObjectStore:
     """The store a `VigilConfig` names, reached with its S3 settings (endpoint, retries, timeouts); `create`
     as for `open_store`."""
     return open_store(config.store, s3=config.s3, create=create)
-
-
-def write_clip(store: ObjectStore, clip: ClipEmbedding) -> str:
-    meta = {
-        "source": clip.source,
-        "source_id": clip.source_id,
-        "start": clip.start,
-        "end": clip.end,
-        "keyframe_pts": clip.keyframe_pts,
-        "keyframe_key": clip.keyframe_key,
-        "frame_count": clip.frame_count,
-        "recorded_at": clip.recorded_at,
-        "models": {"siglip": clip.models.siglip, "dinov2": clip.models.dinov2, "untrained": clip.models.untrained},
-    }
-    key = clip_key(clip.source_id, clip.start)
-    store.put(
-        key,
-        encode_npz(
-            {
-                "siglip": clip.siglip.astype(np.float32),
-                "dinov2": clip.dinov2.astype(np.float32),
-                "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8),
-            }
-        ),
-    )
-    return key
-
-
-def read_clip(store: ObjectStore, key: str) -> ClipEmbedding:
-    data = decode_npz(store.get(key))
-    meta = json.loads(data["meta"].tobytes())
-    return ClipEmbedding(
-        source=meta["source"],
-        source_id=meta["source_id"],
-        start=meta["start"],
-        end=meta["end"],
-        siglip=data["siglip"],
-        dinov2=data["dinov2"],
-        keyframe_pts=meta["keyframe_pts"],
-        keyframe_key=meta["keyframe_key"],
-        models=ModelIds(**meta["models"]),
-        frame_count=meta["frame_count"],
-        recorded_at=meta.get("recorded_at"),  # clips written before recording times were kept: unknown
-    )
-
-
-def write_keyframe(store: ObjectStore, key: str, image: np.ndarray, quality: int = 88) -> None:
-    store.put(key, encode_jpeg(image, quality))

@@ -31,6 +31,7 @@ from pipeline.media.decode import probe
 from pipeline.media.sampling import sampled_frames
 from pipeline.records import ModelIds
 from pipeline.search.embed import FeatureCarry, extract_features, model_batches
+from pipeline.storage.clips import read_clip
 from pipeline.storage.codecs import decode_npz, encode_npz
 from pipeline.storage.layout import (
     clip_start_ms,
@@ -40,7 +41,7 @@ from pipeline.storage.layout import (
     source_key,
     summary_frames_key,
 )
-from pipeline.storage.store import ObjectStore, read_clip
+from pipeline.storage.store import ObjectStore
 from pipeline.summaries.errors import SummarizeError
 
 MIN_ROWS = 2  # the fewest feature rows a summary is made from
