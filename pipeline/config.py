@@ -42,12 +42,13 @@ class EmbedConfig(_Section):
 
 
 class IndexConfig(_Section):
-    """The clip index. A sealed segment is exact up to `exact_max` rows, HNSW (`hnsw_m` links) up to `hnsw_max`,
-    IVF (`ivf_nprobe` lists searched) above, with kind "auto"; "ivf_sq8" stores vectors in 8 bits (a quarter of
-    the memory, approximate scores)."""
+    """The clip index. A sealed segment is exact up to `exact_max` rows (every search reads all its vectors, so
+    that stays small), HNSW (`hnsw_m` links) up to `hnsw_max`, IVF (`ivf_nprobe` lists of 8-bit codes searched,
+    the best re-ranked exactly) above, with kind "auto"; "ivf_sq8" keeps only the 8-bit codes (a fifth of the
+    memory of "ivf", approximate scores)."""
 
     kind: Literal["auto", "flat", "hnsw", "ivf", "ivf_sq8"] = "auto"
-    exact_max: int = Field(default=50000, ge=1)
+    exact_max: int = Field(default=20000, ge=1)
     hnsw_max: int = Field(default=250000, ge=1)
     hnsw_m: int = Field(default=32, ge=4, le=256)
     ivf_nprobe: int = Field(default=32, ge=1, le=65536)

@@ -2,6 +2,7 @@
 
 import time
 
+import faiss
 import numpy as np
 import pytest
 
@@ -150,6 +151,53 @@ def test_a_strict_filter_on_a_large_ann_segment_still_finds_every_match(tmp_path
     for query in _unit(rng.standard_normal((10, 16))):
         hits = index.search(siglip=query, k=40, where=where)
         assert [(h.source_id, h.start) for h in hits] == _reference(clips, where, query, None, 40)
+
+
+def test_ivf_scans_8_bit_codes_and_answers_with_exact_scores_and_vectors(tmp_path):
+    """An "ivf" segment re-ranks its 8-bit scan by the exact vectors: scores equal the exact cosines (every list
+    probed, so that the answer is the exact one)."""
+    rng = np.random.default_rng(4)
+    clips = _clips("many", rng.standard_normal((3000, 32)))
+    store = LocalStore(tmp_path)
+    index = ClipIndex(settings=IndexConfig(kind="ivf", seal_rows=1, background=False, ivf_nprobe=1000))
+    index.upsert(clips)
+    index.save(store)
+    sealed = ClipIndex.load(store, index.settings).segments[read_newest(store).segments[0].id]
+    assert (
+        faiss.downcast_index(sealed.faiss_indexes["siglip"].base_index).code_size == 32
+    )  # one byte a dimension in the scan
+    rows = np.arange(3000)
+    assert np.array_equal(sealed.vectors_of("siglip", rows), np.stack([clip.siglip for clip in clips]))
+    for query in _unit(rng.standard_normal((5, 32))):
+        hits = index.search(siglip=query, k=10)
+        assert [(h.source_id, h.start) for h in hits] == _reference(clips, None, query, None, 10)
+        for hit in hits:
+            clip = clips[int(hit.start / 2.0)]
+            assert hit.score == pytest.approx(float(clip.siglip @ query), abs=1e-6)
+
+
+def test_ivf_segments_of_earlier_releases_still_load_and_search(tmp_path):
+    """Before the 8-bit scan, "ivf" segments were IVF-Flat with a direct map; stores keep them."""
+    rng = np.random.default_rng(6)
+    clips = _clips("old", rng.standard_normal((400, 32)))
+    segment = Segment.from_clips(clips)
+    indexes = {}
+    for tower, vectors in segment.vectors.items():
+        ivf_flat = faiss.IndexIVFFlat(
+            faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], 8, faiss.METRIC_INNER_PRODUCT
+        )
+        ivf_flat.train(vectors)
+        ivf_flat.add(vectors)
+        indexes[tower] = ivf_flat
+    old = Segment(segment.id, segment.rows, {}, "ivf", indexes)
+    store = LocalStore(tmp_path)
+    old.write(store, segment.vectors)
+    loaded = Segment.read(store, old.id, "ivf")
+    everything = np.ones(len(clips), bool)
+    for query in _unit(rng.standard_normal((5, 32))):
+        nearest = loaded.nearest("siglip", query, 10, everything, IndexConfig(ivf_nprobe=8))
+        assert sorted(clips[i].start for i in nearest) == sorted(s for _, s in _reference(clips, None, query, None, 10))
+    assert np.allclose(loaded.vectors_of("siglip", np.arange(5)), segment.vectors["siglip"][:5])
 
 
 def test_background_maintenance_keeps_writes_made_while_it_runs(tmp_path, corpus, monkeypatch):

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from pipeline.config import IndexConfig
 from pipeline.records import ClipEmbedding, Event, ModelIds, SearchHit
@@ -47,6 +48,8 @@ MAX_SEALED = 8
 # Growing segments (one a save) beyond this many are sealed however few rows they hold: each costs a search
 # a matrix product and an open two reads.
 MAX_GROWING = 32
+# A segment search over at least this many rows runs in a worker thread beside the others.
+PARALLEL_SEARCH_ROWS = 4096
 
 
 # Indexes of this process with background maintenance running: at exit each waits for it and commits its
@@ -63,7 +66,19 @@ def _finish_maintenance() -> None:
 
 @functools.cache
 def _search_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="index-search")
+    # One OpenMP thread in each worker: a one-query FAISS search gains nothing from more, and idle OpenMP
+    # threads spinning beside the other workers and BLAS cost milliseconds on a machine with few cores.
+    return ThreadPoolExecutor(
+        max_workers=max(2, min(8, os.cpu_count() or 2)),
+        thread_name_prefix="index-search",
+        initializer=faiss.omp_set_num_threads,
+        initargs=(1,),
+    )
+
+
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    return ThreadpoolController()
 
 
 def _collect_quietly(store: ObjectStore) -> None:
@@ -279,14 +294,14 @@ class ClipIndex:
             return []
         k = min(k, len(self))
         segments = [segment for segment, _ in self._ordered() if segment.has_data]
+        alive = {segment.id: self._alive[segment.id] for segment in segments}
+        if where is not None:
+            alive = {segment.id: alive[segment.id] & where.mask(segment.columns) for segment in segments}
 
         def segment_hits(segment: Segment) -> list[SearchHit]:
-            alive = self._alive[segment.id]
-            if where is not None:
-                alive = alive & where.mask(segment.columns)
             candidates = set()
             for tower, query in queries.items():
-                candidates.update(segment.nearest(tower, query, k, alive, self.settings))
+                candidates.update(segment.nearest(tower, query, k, alive[segment.id], self.settings))
             if not candidates:
                 return []
             row_numbers = np.array(sorted(candidates))
@@ -297,15 +312,20 @@ class ClipIndex:
                 for row, score in zip(rows, scores, strict=True)
             ]
 
-        # Sealed segments side by side: a one-query FAISS search runs on one core (and releases the GIL).
-        sealed = [segment for segment in segments if segment.sealed]
-        if len(sealed) > 1:
-            parts = list(_search_pool().map(segment_hits, sealed))
-        else:
-            parts = [segment_hits(segment) for segment in sealed]
-        parts += [segment_hits(segment) for segment in segments if not segment.sealed]
-        hits = [hit for part in parts for hit in part]
-        return best_hits(hits, k)
+        # Large searches side by side in threads (FAISS and BLAS release the GIL; one query's search runs on one
+        # core), the small ones in this thread meanwhile: in a thread each would wait its turn for the GIL. The
+        # products are memory-bound, so BLAS gets one thread: its idle threads would spin on the cores the
+        # workers need.
+        counts = {segment.id: int(alive[segment.id].sum()) for segment in segments}
+        large = [s for s in segments if s.uses_faiss(counts[s.id]) or counts[s.id] >= PARALLEL_SEARCH_ROWS]
+        small = [segment for segment in segments if segment not in large]
+        with _thread_pools().limit(limits=1, user_api="blas"):
+            if len(large) > 1:
+                pending = [_search_pool().submit(segment_hits, segment) for segment in large]
+                parts = [segment_hits(segment) for segment in small] + [future.result() for future in pending]
+            else:
+                parts = [segment_hits(segment) for segment in segments]
+        return best_hits([hit for part in parts for hit in part], k)
 
     # ------------------------------------------------------------------------------------------ persistence
 
@@ -316,14 +336,16 @@ class ClipIndex:
         if self.shard is not None:
             raise RuntimeError("an index shard only searches; save the whole index")
         self._take_up_maintenance(wait=False)
+        before = self.manifest.generation
         self._commit_changes(store)
+        collection_due = self.manifest.generation != before and due_for_collection(self.manifest.generation)
         if not self.settings.background:
-            if self._maintenance_due() or due_for_collection(store):
+            if self._maintenance_due() or collection_due:
                 self.maintain(store)
             return self.manifest.generation
         if self._maintenance_due():
             self._start_maintenance(store)
-        if due_for_collection(store) and not (self._collection and self._collection.is_alive()):
+        if collection_due and not (self._collection and self._collection.is_alive()):
             # A thread of its own: deleting old generations' files must not hold up the next seal.
             self._collection = threading.Thread(target=_collect_quietly, args=(store,), name="index-collection")
             self._collection.start()

@@ -99,8 +99,10 @@ def try_commit(store: ObjectStore, manifest: Manifest) -> bool:
     return True
 
 
-def due_for_collection(store: ObjectStore) -> bool:
-    return len(generation_keys(store)) >= 2 * KEEP_GENERATIONS
+def due_for_collection(generation: int) -> bool:
+    """Whether the writer that committed `generation` collects old ones: every KEEP_GENERATIONS-th, so that
+    saves need not list the generations (each number is committed by exactly one writer)."""
+    return generation % KEEP_GENERATIONS == 0
 
 
 def collect(store: ObjectStore) -> None:

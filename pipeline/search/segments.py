@@ -4,8 +4,13 @@ A segment is written once under `index/segments/{id}/` and never changed: its ro
 source, source_id, start, end, keyframe_key, recorded), its vectors (`vectors.npz`), and once sealed its FAISS
 indexes (`siglip.faiss`, `dinov2.faiss`). New clips go to small growing segments, searched exactly with a
 matrix product; sealing merges them into one segment with an ANN index (`choose_kind`). A sealed segment in
-memory is its FAISS indexes alone: the vectors are read back from them (flat and HNSW hold them as they are;
-the IVF kinds through their direct map, SQ8 approximately), and a merge reads the exact ones from the store.
+memory is its FAISS indexes alone: the vectors are read back from them (flat, HNSW and IVF hold them as they
+are; IVF-SQ8 approximately, through its direct map), and a merge reads the exact ones from the store.
+
+A search is mostly a read of vectors from memory, so the kinds are chosen for the bytes a query reads: flat
+segments (and growing ones) are one BLAS matrix-vector product (faster than FAISS's one-query flat scan);
+"ivf" scans 8-bit codes, a quarter of the bytes, and re-ranks the best `REFINE_FACTOR * k` by their exact
+vectors (FAISS's IndexRefineFlat), so its answer has the exact scores of the rows it finds.
 Which rows of a segment are alive (not removed, not replaced by a newer row of the same window) is the
 index's business, given to `nearest` as a mask.
 """
@@ -50,6 +55,8 @@ KINDS = ("flat", "hnsw", "ivf", "ivf_sq8")
 EXACT_FILTERED_MAX = 8192
 # Search effort never grows beyond these, however selective the filter (beyond that it is exact anyway).
 HNSW_EF_MAX = 1024
+# "ivf" re-ranks this many candidates per wanted row from its 8-bit scan by the exact vectors.
+REFINE_FACTOR = 4
 _ID_TIME = "%Y%m%dT%H%M%SZ"
 
 
@@ -90,12 +97,9 @@ def _build(vectors: np.ndarray, kind: str, settings: IndexConfig) -> faiss.Index
     elif kind in ("ivf", "ivf_sq8"):
         lists = ivf_lists(count)
         quantizer = faiss.IndexFlatIP(dim)
-        if kind == "ivf":
-            index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
-        else:
-            index = faiss.IndexIVFScalarQuantizer(
-                quantizer, dim, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
-            )
+        index = faiss.IndexIVFScalarQuantizer(
+            quantizer, dim, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
         index.cp.niter = 10
         index.cp.min_points_per_centroid = 1  # small segments train on what they have, without faiss's warning
         # k-means on a sample: 32 points a list is plenty for the centroids and keeps training cheap.
@@ -104,6 +108,12 @@ def _build(vectors: np.ndarray, kind: str, settings: IndexConfig) -> faiss.Index
         index.train(vectors[chosen])
         index.own_fields = True
         quantizer.this.disown()
+        if kind == "ivf":
+            scan = index
+            index = faiss.IndexRefineFlat(scan)
+            index.k_factor = REFINE_FACTOR
+            index.own_fields = True
+            scan.this.disown()
     else:
         raise ValueError(f"unknown index kind {kind!r} (one of {', '.join(KINDS)})")
     index.add(vectors)
@@ -118,20 +128,28 @@ def _prepare(index: faiss.Index) -> None:
 
 
 def _stored_vectors(index: faiss.Index) -> np.ndarray | None:
-    """The vectors a flat or HNSW index holds, as a view (no copy); None for the IVF kinds."""
-    flat = faiss.downcast_index(index.storage) if isinstance(index, faiss.IndexHNSW) else index
+    """The exact vectors a flat, HNSW or IVF index holds, as a view (no copy); None for IVF-SQ8."""
+    if isinstance(index, faiss.IndexHNSW):
+        flat = faiss.downcast_index(index.storage)
+    elif isinstance(index, faiss.IndexRefine):
+        flat = faiss.downcast_index(index.refine_index)
+    else:
+        flat = index
     if not isinstance(flat, faiss.IndexFlat):
         return None
     return faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
 
 
-def _search_parameters(index: faiss.Index, kind: str, k: int, selected: int, selector, settings: IndexConfig):
+def _search_parameters(index: faiss.Index, k: int, selected: int, selector, settings: IndexConfig):
     """Search parameters with the row selector; the search widens as the selector gets stricter, so a filtered
     search still finds `k` rows."""
     widen = max(1.0, index.ntotal / max(selected, 1))
-    if kind == "hnsw":
+    if isinstance(index, faiss.IndexRefine):
+        base = _search_parameters(faiss.downcast_index(index.base_index), k, selected, selector, settings)
+        return faiss.IndexRefineSearchParameters(k_factor=REFINE_FACTOR, base_index_params=base)
+    if isinstance(index, faiss.IndexHNSW):
         return faiss.SearchParametersHNSW(sel=selector, efSearch=int(min(HNSW_EF_MAX, max(128, k) * widen)))
-    if kind in ("ivf", "ivf_sq8"):
+    if isinstance(index, faiss.IndexIVF):
         probes = int(min(index.nlist, settings.ivf_nprobe * widen))
         return faiss.SearchParametersIVF(sel=selector, nprobe=probes)
     return faiss.SearchParameters(sel=selector) if selector is not None else None
@@ -146,6 +164,11 @@ _gpu_resources = []  # one set of GPU resources (streams, scratch memory) for th
 
 
 def _to_gpu(index: faiss.Index, settings: IndexConfig) -> faiss.Index:
+    """A search copy on the GPU; "ivf" moves its inverted lists and keeps re-ranking on the CPU's exact vectors."""
+    if isinstance(index, faiss.IndexRefine):
+        refined = faiss.IndexRefine(_to_gpu(faiss.downcast_index(index.base_index), settings), index.refine_index)
+        refined.k_factor = REFINE_FACTOR
+        return refined
     if not _gpu_resources:
         _gpu_resources.append(faiss.StandardGpuResources())
     gpu_index = faiss.index_cpu_to_gpu(_gpu_resources[0], 0, index)
@@ -182,6 +205,13 @@ class Segment:
     @property
     def sealed(self) -> bool:
         return self.kind != "growing"
+
+    def uses_faiss(self, alive: int) -> bool:
+        """Whether a search over `alive` of the rows goes through FAISS (else it is an exact matrix product: flat
+        and growing segments, and filters that leave few rows)."""
+        if alive == len(self) and self.gpu_indexes:
+            return True
+        return self.kind not in ("growing", "flat") and alive > min(EXACT_FILTERED_MAX, len(self) - 1)
 
     @cached_property
     def columns(self) -> FilterColumns:
@@ -265,15 +295,16 @@ class Segment:
         stored = decode_npz(store.get(f"{self.prefix}vectors.npz"))
         return {tower: stored[tower] for tower in TOWERS}
 
+    def _matrix(self, tower: str) -> np.ndarray | None:
+        """Every row's exact vectors of the tower, as they are held (no copy); None for IVF-SQ8."""
+        return self.vectors[tower] if not self.sealed else _stored_vectors(self.faiss_indexes[tower])
+
     def vectors_of(self, tower: str, row_numbers: np.ndarray) -> np.ndarray:
         """The tower's vectors of the given rows (approximate for `ivf_sq8`)."""
-        if not self.sealed:
-            return self.vectors[tower][row_numbers]
-        index = self.faiss_indexes[tower]
-        stored = _stored_vectors(index)
-        if stored is not None:
-            return stored[row_numbers]
-        return index.reconstruct_batch(np.asarray(row_numbers, dtype=np.int64))
+        matrix = self._matrix(tower)
+        if matrix is not None:
+            return matrix[row_numbers]
+        return self.faiss_indexes[tower].reconstruct_batch(np.asarray(row_numbers, dtype=np.int64))
 
     def nearest(self, tower: str, query: np.ndarray, k: int, alive: np.ndarray, settings: IndexConfig) -> list[int]:
         """Up to `k` alive rows nearest `query` by the tower's vectors."""
@@ -281,22 +312,32 @@ class Segment:
         if not count:
             return []
         k = min(k, count)
-        if not self.sealed or count <= min(EXACT_FILTERED_MAX, len(self) - 1):
-            rows = np.flatnonzero(alive)
-            scores = self.vectors_of(tower, rows) @ query
-            return [int(rows[i]) for i in np.argpartition(-scores, k - 1)[:k]]
-        query = np.ascontiguousarray(query[None], np.float32)
+        if not self.uses_faiss(count):
+            return self._nearest_exactly(tower, query, k, alive, count)
         if count == len(self) and self.gpu_indexes:
+            query = np.ascontiguousarray(query[None], np.float32)
             return [int(i) for i in self.gpu_indexes[tower].search(query, k)[1][0] if i >= 0]
         index = self.faiss_indexes[tower]
         selector, bitmap = None, None
         if count < len(self):
             bitmap = np.packbits(alive, bitorder="little")
             selector = faiss.IDSelectorBitmap(len(alive), faiss.swig_ptr(bitmap))
-        params = _search_parameters(index, self.kind, k, count, selector, settings)
-        _, ids = index.search(query, k, params=params)
+        params = _search_parameters(index, k, count, selector, settings)
+        _, ids = index.search(np.ascontiguousarray(query[None], np.float32), k, params=params)
         del bitmap  # the selector read it during the search
         return [int(i) for i in ids[0] if i >= 0]
+
+    def _nearest_exactly(self, tower: str, query: np.ndarray, k: int, alive: np.ndarray, count: int) -> list[int]:
+        matrix = self._matrix(tower)
+        if matrix is not None and count * 2 >= len(self):
+            # Most rows pass: one product over the whole matrix reads less than gathering the passing rows.
+            scores = matrix @ query
+            if count < len(self):
+                scores[~alive] = -np.inf
+            return [int(i) for i in np.argpartition(-scores, k - 1)[:k]]
+        rows = np.flatnonzero(alive)
+        scores = self.vectors_of(tower, rows) @ query
+        return [int(rows[i]) for i in np.argpartition(-scores, k - 1)[:k]]
 
     def to_gpu(self, settings: IndexConfig) -> None:
         """Search copies on the GPU for the kinds faiss-gpu has (flat and IVF; HNSW stays on the CPU). Searches
