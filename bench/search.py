@@ -27,7 +27,7 @@ through the real `ClipIndex` on a `LocalStore` in a temporary folder. For each i
 then **cold open**, `ClipIndex.load(store)` in another fresh process (seconds, RSS, first searches). The
 **kinds** (flat, hnsw, ivf, ivf_sq8) are measured on a sample (`--kinds-sample`, 100k): one sealed segment
 each, forced by `IndexConfig.kind`; the bytes of its FAISS indexes (both towers, `faiss.serialize_index`,
-which matches what they hold in memory: vectors or codes, graph links, IVF ids and direct map), scaled to
+which matches what they hold in memory: vectors or codes, graph links, IVF ids, direct maps), scaled to
 1M, and its search latency and recall@10. A child process that passes the per-size time budget or the RSS
 limit is stopped: what it measured until then is kept, the rest is reported as not measured, with the
 phase it had reached. Results go to stdout (or JSON with --json) and bench/RESULTS.md.
@@ -1269,8 +1269,8 @@ def render_markdown(run: dict) -> str:
         (
             f"One sealed segment of each kind over the same {kinds['sample']:,} rows (`IndexConfig.kind` forced), "
             "both towers; FAISS bytes = `faiss.serialize_index`, what the indexes hold in memory (flat and HNSW "
-            "the float32 vectors, HNSW its links too, IVF the vectors and ids plus the direct map, IVF-SQ8 8-bit "
-            "codes); scaled linearly to 1M (the IVF centroids grow with the square root: negligible). Searched "
+            "the float32 vectors, HNSW its links too, IVF its 8-bit codes and ids plus the float32 vectors it re-ranks "
+            "with, IVF-SQ8 the 8-bit codes, ids and direct map); scaled linearly to 1M (the IVF centroids grow with the square root: negligible). Searched "
             "through `ClipIndex.search` (SQ8 hits re-scored with its decoded vectors)."
             if kinds
             else "not measured"
@@ -1356,9 +1356,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from pipeline.search.index import MAX_GROWING, MAX_SEALED
+    from pipeline.search.index import MAX_GROWING, MAX_SEALED, PARALLEL_SEARCH_ROWS
     from pipeline.search.manifest import KEEP_GENERATIONS
-    from pipeline.search.segments import EXACT_FILTERED_MAX
+    from pipeline.search.segments import EXACT_FILTERED_MAX, REFINE_FACTOR
 
     args = parse_args(argv)
     args.out = args.out.expanduser().resolve()
@@ -1466,7 +1466,8 @@ def main(argv: list[str] | None = None) -> dict:
             "IndexConfig": ", ".join(f"{k}={v}" for k, v in config.items())
             + " (HNSW efConstruction 80, efSearch 128; IVF lists 2 sqrt(rows): fixed in pipeline.search.segments)",
             "index constants": f"MAX_SEALED={MAX_SEALED}, MAX_GROWING={MAX_GROWING}, "
-            f"KEEP_GENERATIONS={KEEP_GENERATIONS}, EXACT_FILTERED_MAX={EXACT_FILTERED_MAX}",
+            f"KEEP_GENERATIONS={KEEP_GENERATIONS}, EXACT_FILTERED_MAX={EXACT_FILTERED_MAX}, "
+            f"REFINE_FACTOR={REFINE_FACTOR}, PARALLEL_SEARCH_ROWS={PARALLEL_SEARCH_ROWS}",
             "vectors": f"synthetic, seed {args.seed}: {CLUSTERS} scene centres per tower, {CAMERAS} cameras seeing "
             f"{SCENES_PER_CAMERA} scenes each; a clip = its scene centre + Gaussian noise of norm ~{SPREAD}, "
             f"normalised (cosine ~0.8 to the centre); {WINDOW:g} s windows, recorded from 2026-11-01T00:00Z on, "
