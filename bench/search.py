@@ -1271,7 +1271,8 @@ def render_markdown(run: dict) -> str:
             "both towers; FAISS bytes = `faiss.serialize_index`, what the indexes hold in memory (flat and HNSW "
             "the float32 vectors, HNSW its links too, IVF its 8-bit codes and ids plus the float32 vectors it "
             "re-ranks with, IVF-SQ8 the 8-bit codes, ids and direct map); scaled linearly to 1M (the IVF centroids "
-            "grow with the square root: negligible). Searched through `ClipIndex.search` (SQ8 hits re-scored with its decoded vectors)."
+            "grow with the square root: negligible). Searched through `ClipIndex.search` (SQ8 hits re-scored "
+            "with its decoded vectors)."
             if kinds
             else "not measured"
         ),
