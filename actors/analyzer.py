@@ -3,6 +3,9 @@
 The monitor runs one per shard (`monitor.shards`), each fed the frames of its cameras only. Its state is lost
 with it: a restarted analyzer refuses every call (`StateLost`) until the monitor loads its state again, so
 the calls made for its predecessor, which Ray would otherwise run on it, cannot analyse frames from nothing.
+The calls that change its state are numbered from the last load (`step`); one that does not follow the last
+(a call before it failed: its batch's features were lost with a node) is refused too, and so is every call
+after it until the next load, so the analyzer never goes on over a gap.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class StreamAnalyzerActor:
             Matcher.from_encoders(encoders, settings=config.match), window=config.embed.window, models=encoders.ids
         )
         self.loaded = False
+        self.next_step = 0
 
     def load_state_dict(self, state: dict | None) -> None:
         """Go on from a checkpoint's state (None: there is none yet, every camera starts afresh)."""
@@ -35,20 +39,28 @@ class StreamAnalyzerActor:
             self.analyzer.forget_cameras()
         else:
             self.analyzer.load_state_dict(state)
-        self.loaded = True
+        self.loaded, self.next_step = True, 0
 
-    def refresh_queries(self) -> StreamOutput:
+    def refresh_queries(self, step: int) -> StreamOutput:
         """Follow the store's queries/ folder; the alerts of events closed by a removed query come back."""
-        return self._loaded().sync_queries(load_queries(self.store))
+        return self._step(step).sync_queries(load_queries(self.store))
 
-    def process(self, batch: FrameBatch) -> StreamOutput:
-        return self._loaded().process(batch)
+    def process(self, step: int, batch: FrameBatch) -> StreamOutput:
+        return self._step(step).process(batch)
 
-    def flush(self) -> StreamOutput:
-        return self._loaded().flush()
+    def flush(self, step: int) -> StreamOutput:
+        return self._step(step).flush()
 
     def state_dict(self) -> dict:
         return self._loaded().state_dict()
+
+    def _step(self, step: int) -> StreamAnalyzer:
+        analyzer = self._loaded()
+        if step != self.next_step:
+            self.loaded = False
+            raise StateLost(f"call {step} came where call {self.next_step} was due: a call before it was lost")
+        self.next_step += 1
+        return analyzer
 
     def _loaded(self) -> StreamAnalyzer:
         if not self.loaded:

@@ -348,21 +348,40 @@ class CheckpointCycle:
         return 0 if call is None else self.calls.get(call)
 
 
-def resume(stages: MonitorStages, name: str, calls: RemoteCalls) -> ResumePoint:
+class AnalyzerSteps:
+    """The calls that change an analyzer shard's state, numbered from its last load. An analyzer refuses a call
+    that does not follow its last one (`StateLost`): when a batch's features are lost with a node, the later
+    batches its extractors finished are not analysed over the gap (their windows written as if whole); the
+    monitor replays from the checkpoints instead."""
+
+    def __init__(self, analyzers: list):
+        self.analyzers = analyzers
+        self.steps = [0] * len(analyzers)
+
+    def call(self, shard: int, method: str, *args):
+        step = self.steps[shard]
+        self.steps[shard] += 1
+        return getattr(self.analyzers[shard], method).remote(step, *args)
+
+    def every_shard(self, method: str) -> dict[int, Any]:
+        return {shard: self.call(shard, method) for shard in range(len(self.analyzers))}
+
+
+def resume(stages: MonitorStages, name: str, calls: RemoteCalls) -> tuple[ResumePoint, AnalyzerSteps]:
     """Go on from the checkpoints: each analyzer shard loads its state (the checkpoints shared out anew by camera
     when the shard count changed; the states go from the sink to the analyzers, not through here), the sinks
     take writes again, every decoder reads again from where the checkpoints leave off, and the analyzers
-    follow the stored queries. Returns where the decoders read from."""
+    follow the stored queries. Returns where the decoders read from, and the analyzers' calls from there."""
     shards = len(stages.analyzers)
     point, *states = stages.sinks[0].resume.options(num_returns=shards + 1).remote(name, shards)
     loaded = [analyzer.load_state_dict.remote(state) for analyzer, state in zip(stages.analyzers, states)]
     started = [sink.start.remote() for sink in stages.sinks]
     point = calls.get(point)
     calls.get([*loaded, *started, *(decoder.seek.remote(point.offsets) for decoder in stages.decoders)])
-    calls.get(
-        [sink.write.remote(analyzer.refresh_queries.remote()) for analyzer, sink in zip(stages.analyzers, stages.sinks)]
-    )
-    return point
+    analyzers = AnalyzerSteps(stages.analyzers)
+    refreshed = analyzers.every_shard("refresh_queries")
+    calls.get([sink.write.remote(refreshed[shard]) for shard, sink in enumerate(stages.sinks)])
+    return point, analyzers
 
 
 class StageRun:
@@ -375,12 +394,14 @@ class StageRun:
         settings: MonitorConfig,
         calls: RemoteCalls,
         point: ResumePoint,
+        analyzers: AnalyzerSteps,
         *,
         sequence: int,
         clock: Callable[[], float],
     ):
         s = settings
         self.stages, self.settings, self.calls, self.clock = stages, settings, calls, clock
+        self.analyzers = analyzers
         self.intake = Intake(stages.decoders, calls, point.offsets)
         self.pool = ExtractorPool(stages.extractors, calls)
         # Room for every extractor's two batches (in_flight counts full batches' worth of frames).
@@ -412,7 +433,7 @@ class StageRun:
                 # Only the shards whose cameras are in the batch analyse it. Each gets its batches in order,
                 # whichever extractor finishes first: an actor runs one caller's calls in the order they were made.
                 fed = sorted({camera_shard(camera, shards) for polled in polls for camera in polled.receipt.latest_pts})
-                analysed = {shard: stages.analyzers[shard].process.remote(outputs[shard]) for shard in fed}
+                analysed = {shard: self.analyzers.call(shard, "process", outputs[shard]) for shard in fed}
                 checkpoints.cover(in_flight.write(analysed, frames))
                 report.batches += 1
                 report.frames += frames
@@ -421,15 +442,13 @@ class StageRun:
                 break
             checkpoints.step(now, intake.offsets, intake.latest_pts)
             if now - last_refresh >= s.query_refresh:
-                checkpoints.cover(
-                    in_flight.write(self._every_shard(lambda analyzer: analyzer.refresh_queries.remote()))
-                )
+                checkpoints.cover(in_flight.write(self.analyzers.every_shard("refresh_queries")))
                 last_refresh = now
             if max_frames is not None and report.frames >= max_frames:
                 break
         checkpoints.finish()
         if not intake.busy():  # the embedded sources ended: close the last windows and events
-            checkpoints.cover(in_flight.write(self._every_shard(lambda analyzer: analyzer.flush.remote())))
+            checkpoints.cover(in_flight.write(self.analyzers.every_shard("flush")))
         report.alerts += in_flight.drain()
         checkpoints.close(intake.offsets, intake.latest_pts, ended=not intake.busy())
 
@@ -439,9 +458,6 @@ class StageRun:
         alerts = self.in_flight.drop()
         self.calls.settle(self.checkpoints.pending())
         return alerts
-
-    def _every_shard(self, call: Callable[[Any], Any]) -> dict[int, Any]:
-        return {shard: call(analyzer) for shard, analyzer in enumerate(self.stages.analyzers)}
 
 
 def drive(
@@ -457,17 +473,17 @@ def drive(
     """Resume, then run the stages (see `StageRun`); after a lost stage, once Ray has restarted it, resume from
     the checkpoints and run again (one line on stderr for each recovery)."""
     report = MonitorReport()
-    point = resume(stages, settings.name, calls)
+    point, analyzers = resume(stages, settings.name, calls)
     sequence = 0  # the next checkpoint cycle's number, never one of an earlier cycle (the stored ones lag after a loss)
     while True:
-        run = StageRun(stages, settings, calls, point, sequence=max(sequence, point.sequence), clock=clock)
+        run = StageRun(stages, settings, calls, point, analyzers, sequence=max(sequence, point.sequence), clock=clock)
         try:
             run.run(report, stop=stop, idle_exit=idle_exit, max_frames=max_frames)
         except StageLost as lost:
             began = clock()
             report.alerts += run.drop()
             calls.ready(stages.handles())
-            point = resume(stages, settings.name, calls)
+            point, analyzers = resume(stages, settings.name, calls)
             spent = clock() - began
             report.recoveries += 1
             report.recovery_seconds += spent

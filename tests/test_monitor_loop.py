@@ -308,7 +308,8 @@ class Output:
 
 class Analyzer:
     """Counts each camera's frames (its state): a state lost or reloaded wrong shows in the items it makes.
-    Refuses calls until loaded, as a restarted one does."""
+    Refuses calls until loaded, as a restarted one does, and, as the real one does, a call that does not follow
+    its last one (then every call until the next load). Asserts that no camera's frames skip ahead."""
 
     def __init__(self):
         self.cameras: dict[str, list] = {}  # camera: [frames analysed, last pts]
@@ -321,10 +322,10 @@ class Analyzer:
     def load_state_dict(self, state: dict | None) -> None:
         self.loads.append(state)
         self.cameras = {camera: list(value) for camera, value in (state or {}).items()}
-        self.loaded = True
+        self.loaded, self.next_step = True, 0
 
-    def process(self, batch: FrameBatch) -> Output:
-        self._check()
+    def process(self, step: int, batch: FrameBatch) -> Output:
+        self._check(step)
         assert [row[0] for row in batch.siglip] == [frame.pts for frame in batch.frames]
         self.batches.append([frame.pts for frame in batch.frames])
         out = Output(frames=len(batch.frames))
@@ -333,18 +334,19 @@ class Analyzer:
             count, last = self.cameras.get(frame.camera, [0, -1.0])
             if frame.pts <= last:
                 continue  # a replay
+            assert frame.pts == last + 1, f"{frame.camera} skipped from {last} to {frame.pts}: frames lost in between"
             self.cameras[frame.camera] = [count + 1, frame.pts]
             out.items[(frame.camera, frame.pts)] = count + 1
             if (count + 1) % 3 == 0:
                 out.alerts.append(f"{frame.camera}-{(count + 1) // 3}")
         return out
 
-    def refresh_queries(self) -> Output:
-        self._check()
+    def refresh_queries(self, step: int) -> Output:
+        self._check(step)
         return Output()
 
-    def flush(self) -> Output:
-        self._check()
+    def flush(self, step: int) -> Output:
+        self._check(step)
         self.flushed = True
         return Output()
 
@@ -352,9 +354,14 @@ class Analyzer:
         self._check()
         return {camera: list(value) for camera, value in self.cameras.items()}
 
-    def _check(self) -> None:
+    def _check(self, step: int | None = None) -> None:
         if not self.loaded:
             raise StageLost("analyzer failed: StateLost: the analyzer was restarted and holds no state yet")
+        if step is not None:
+            if step != self.next_step:
+                self.loaded = False
+                raise StageLost(f"analyzer failed: StateLost: call {step} came where {self.next_step} was due")
+            self.next_step += 1
 
 
 class Store:
@@ -795,6 +802,28 @@ def test_a_stage_lost_mid_stream_is_replayed_to_the_outputs_of_an_undisturbed_ru
     assert report.recoveries == 1 and report.recovery_seconds > 0
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("monitor cam: recovered in ") and f"from {actor}." in line and "ActorDiedError" in line
+
+
+def test_a_batch_lost_with_its_extractor_is_never_skipped_by_later_batches_of_another():
+    """Extractor 0 dies holding an earlier batch while extractor 1 finishes a later one: the analyzer refuses
+    the later batch (it does not follow the last call) instead of analysing over the gap, and the monitor
+    replays to the undisturbed outputs."""
+    undisturbed = on_topic(Topic(), extractors=2)
+    undisturbed.run(idle_exit=3, batch_frames=3)
+
+    fakes = on_topic(Topic(), extractors=2)
+    fakes.actor("extractor0").dies_at = ("extract_sharded", 2)
+    # Extractor 1's batches run first: when extractor 0 dies, a later batch of extractor 1 is already done.
+    calls = FakeCalls(pick=lambda pending: next((c for c in pending if c.actor.name == "extractor1"), pending[0]))
+    report = fakes.run(calls, idle_exit=3, batch_frames=3)
+    refused = [
+        call
+        for kind, actor, method, call in fakes.log
+        if (kind, actor, method) == ("ran", "analyzer0", "process") and "was due" in str(call.error or "")
+    ]
+    assert refused, "no analyzer call was refused after the lost batch"
+    assert report.recoveries >= 1
+    assert outputs(fakes) == outputs(undisturbed)
 
 
 def test_a_stage_that_dies_for_good_ends_the_monitor():
