@@ -167,7 +167,9 @@ class MonitorStages:
 
 class WorkerNodes:
     """Places actors that ask for no CPU on the nodes that have CPUs, in turn: Ray may otherwise put them on
-    a head node kept free of work. Soft: an actor restarted after its node is lost goes wherever Ray can."""
+    a head node kept free of work. Soft: an actor restarted after its node is lost goes wherever Ray can.
+    Each also asks for one byte of Ray's `memory` resource: Ray places an actor whose request is empty on a
+    random node, whatever its soft node affinity says."""
 
     def __init__(self):
         import ray
@@ -182,7 +184,7 @@ class WorkerNodes:
             return {}
         node = self._nodes[self._turn % len(self._nodes)]
         self._turn += 1
-        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=True)}
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=True), "memory": 1}
 
 
 def make_monitor_stages(config: VigilConfig) -> MonitorStages:

@@ -10,6 +10,7 @@ gives instead. The start is part of the source's record, so a different one re-i
 from __future__ import annotations
 
 import queue
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from actors.stages import ray_get, stage_failure
+from actors.stages import StageLost, ray_get, stage_failure
 from pipeline.config import VigilConfig
 from pipeline.media.decode import VideoDecodeError, probe
 from pipeline.models import Encoders, load_encoders
@@ -28,6 +29,10 @@ from pipeline.search.index import ClipIndex
 from pipeline.storage.clips import read_clip, write_clip, write_keyframe
 from pipeline.storage.layout import SOURCES, clip_key, clips_prefix, file_source_id, keyframes_prefix, source_key
 from pipeline.storage.store import ObjectStore
+
+# A file whose stage was lost with its node (Ray restarts the actors elsewhere) is indexed again from the start,
+# up to this many attempts in all: its partial writes were removed, so a retry is a clean first run.
+FILE_ATTEMPTS = 3
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
 
@@ -255,6 +260,7 @@ def index_paths(
     )
 
     def progress_of(path: Path) -> Callable[[float], None]:
+        """One file's progress, however many attempts it takes."""
         done = [0.0]
 
         def advance(position: float) -> None:
@@ -265,6 +271,8 @@ def index_paths(
 
         return advance
 
+    progress = {path: progress_of(path) for path in todo}
+
     def run(path: Path, extracted: Extracted) -> list[ClipEmbedding]:
         return index_file(
             path,
@@ -274,8 +282,19 @@ def index_paths(
             models=models,
             duration=durations[path],
             recording_start=starts[path],
-            on_progress=progress_of(path),
+            on_progress=progress[path],
         )
+
+    def run_on_ray(path: Path) -> list[ClipEmbedding]:
+        attempts = 1
+        while True:
+            try:
+                return run(path, runner.extracted(path))
+            except StageLost as lost:
+                if attempts == FILE_ATTEMPTS:
+                    raise
+                attempts += 1
+                print(f"index: {path}: {lost}; indexing it again", file=sys.stderr, flush=True)
 
     def settle(path: Path, outcome: Callable[[], list[ClipEmbedding]]) -> None:
         """Make one file's result current (main thread only: the index is not thread-safe); a file that
@@ -294,7 +313,7 @@ def index_paths(
     try:
         if use_ray:
             with ThreadPoolExecutor(max_workers=runner.decoders) as pool:
-                futures = {pool.submit(run, path, runner.extracted(path)): path for path in todo}
+                futures = {pool.submit(run_on_ray, path): path for path in todo}
                 for future in as_completed(futures):
                     settle(futures[future], future.result)
         else:
