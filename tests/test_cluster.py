@@ -480,6 +480,39 @@ def test_archive_job_loses_a_worker_node_and_ends_as_undisturbed(
     assert_same_outcome(got, expected)
 
 
+def test_archive_job_killed_halfway_resumes_and_ends_as_undisturbed(
+    cluster, report, archive_folder, tmp_path, request, monkeypatch
+):
+    """`vigil index FOLDER --ray` SIGKILLed once about half the files are stored, then run again: the files
+    stored before the kill are not indexed again (reported unchanged), the rest are (a file half done is redone
+    whole), and the store ends as the undisturbed run's."""
+    urls = store_urls("local", tmp_path, request, monkeypatch)
+    env = cluster.client_env()
+    files = len(list(archive_folder.glob("*.mp4")))
+    steady, _ = run_vigil(index_command(archive_folder, urls["steady"]), env)
+    assert steady.returncode == 0, output(steady)
+
+    got = open_store(urls["killed"])
+    target = files // 2 - 1
+    victim = Background(index_command(archive_folder, urls["killed"]), env, tmp_path / "killed.log")
+    try:
+        wait_until(lambda: stored(got) >= target or not victim.running, 180, f"{target} stored files")
+        victim.process.kill()
+        victim.process.wait(timeout=30)
+    finally:
+        victim.stop()
+    done_at_kill = stored(got)
+    report(f"`vigil index --ray` SIGKILLed with {done_at_kill}/{files} files stored")
+    assert 0 < done_at_kill < files, f"the job was to be killed halfway: {done_at_kill}/{files} files stored"
+
+    rerun, seconds = run_vigil(index_command(archive_folder, urls["killed"]), env)
+    report(f"the re-run: {seconds:.1f} s: {rerun.stdout.strip()}")
+    assert rerun.returncode == 0, output(rerun)
+    assert f"indexed {files - done_at_kill} file(s)" in rerun.stdout, rerun.stdout
+    assert f"{done_at_kill} unchanged" in rerun.stdout, rerun.stdout
+    assert_same_outcome(got, open_store(urls["steady"]))
+
+
 def stored(store) -> int:
     """Files whose record is in the store: indexed completely."""
     return len(list(store.list("sources/")))
