@@ -5,25 +5,33 @@ with it: a restarted analyzer refuses every call (`StateLost`) until the monitor
 the calls made for its predecessor, which Ray would otherwise run on it, cannot analyse frames from nothing.
 The calls that change its state are numbered from the last load (`step`); one that does not follow the last
 (a call before it failed: its batch's features were lost with a node) is refused too, and so is every call
-after it until the next load, so the analyzer never goes on over a gap.
+after it until the next load, so the analyzer never goes on over a gap. An output with open alerts carries the
+wall clock of the frames that opened them (`TimedOutput`), from which the sink measures frame-to-alert latency.
 """
 
 from __future__ import annotations
+
+import logging
 
 import ray
 
 from pipeline.config import VigilConfig
 from pipeline.live.analyzer import StateLost, StreamAnalyzer, StreamOutput
+from pipeline.live.logs import configure_logging
 from pipeline.live.match import Matcher
+from pipeline.live.metrics import MonitorMetrics, TimedOutput
 from pipeline.live.queries import load_queries
 from pipeline.models import load_encoders
 from pipeline.records import FrameBatch
 from pipeline.storage.store import open_configured_store
 
+log = logging.getLogger(__name__)
+
 
 @ray.remote(num_cpus=0, max_restarts=2, max_task_retries=0)
 class StreamAnalyzerActor:
     def __init__(self, config: VigilConfig):
+        configure_logging("analyzer")
         # The text tower encodes queries added while the monitor runs.
         encoders = load_encoders(config.models, device="cpu", precision=config.precision, batch_size=config.batch_size)
         self.store = open_configured_store(config)
@@ -32,6 +40,7 @@ class StreamAnalyzerActor:
         )
         self.loaded = False
         self.next_step = 0
+        self.metrics = MonitorMetrics()
 
     def load_state_dict(self, state: dict | None) -> None:
         """Go on from a checkpoint's state (None: there is none yet, every camera starts afresh)."""
@@ -40,13 +49,16 @@ class StreamAnalyzerActor:
         else:
             self.analyzer.load_state_dict(state)
         self.loaded, self.next_step = True, 0
+        log.info("state loaded: %d camera(s)", len(state["last_pts"]) if state else 0)
 
     def refresh_queries(self, step: int) -> StreamOutput:
         """Follow the store's queries/ folder; the alerts of events closed by a removed query come back."""
         return self._step(step).sync_queries(load_queries(self.store))
 
     def process(self, step: int, batch: FrameBatch) -> StreamOutput:
-        return self._step(step).process(batch)
+        out = self._step(step).process(batch)
+        self.metrics.frames("analyzer", len(batch.frames))
+        return TimedOutput.of(out, batch.frames) if out.alerts else out
 
     def flush(self, step: int) -> StreamOutput:
         return self._step(step).flush()

@@ -138,6 +138,7 @@ def make_extractors(config: VigilConfig, count: int | Literal["auto"] = "auto") 
             precision=config.precision,
             batch_size=config.batch_size,
             threads=threads,
+            null=config.monitor.extractor == "null",
         )
         for _ in range(count)
     ]

@@ -23,6 +23,18 @@ It measures, in one run:
   frame-to-alert latency (the alert's Kafka record timestamp minus the wall time its planted frame was
   produced), p50 / p95; and the RSS of the monitor process plus its Ray actors, first vs last minute.
 
+With `--data-plane` it measures instead the data plane's ceiling (issue 13), no model running
+(`monitor.extractor: null`, pipeline/models/null_encoders.py): one backlog topic of `--plane-frames` frames of
+`--plane-cameras` cameras (8 partitions) is filled first; then one monitor at a time reads all of it as fast
+as it can, each with its own consumer group and store: the baseline (the single-decoder driver of the revision
+before the data-plane commit, exported with `git archive` to the system's temporary folder and patched to the
+same null extractor) and the current monitor with `monitor.decoders` = `monitor.shards` = 1, 2 and 4. Per run:
+frames/s committed from the first commit after `--warmup-seconds` for up to `--step-seconds`, and the CPU
+seconds per frame of each stage (decoder, extractor, analyzer and sink actors, the driver, the broker, Ray's own
+processes) over the same span; from the best current run, the cores 500 cameras at 1 fps would need beside one
+GPU (deploy/README.md). It is written as a block of its own inside the `bench.stream` section, which the other
+mode keeps.
+
 The checkpoints have random weights with the real sizes (`--models base`) or are tiny (`--models tiny`,
 `--quick`): speed only, never accuracy. Results go to stdout and to the `bench.stream` section of
 bench/RESULTS.md (other sections of that file are left alone; see bench/results.py).
@@ -228,6 +240,7 @@ class Scenes:
     planted_score: float
     background_max: float
     background_ids: list[int]
+    alerts_expected: bool = True  # False: the null extractor's planted scene did not stand out
 
     @property
     def frame_bytes(self) -> int:
@@ -253,9 +266,12 @@ def _pictures(scenes: Scenes) -> list[np.ndarray]:
     return [_as_received(m) for m in [*scenes.backgrounds, scenes.planted]]
 
 
-def prepare_scenes(encoders) -> Scenes:
+def prepare_scenes(encoders, frames=None) -> Scenes:
     """Choose backgrounds and the query's threshold from what these encoders make of the exact pixels the
-    monitor will see (frames after the JPEG round trip; the query image after the store's own)."""
+    monitor will see (frames after the JPEG round trip; the query image after the store's own). `frames`:
+    what embeds the frames when it is not `encoders` (the null extractor of `--data-plane`, whose vectors
+    mean nothing: if the planted scene does not stand out, the threshold is put above every score and no
+    alert is expected)."""
     from pipeline.live.queries import StandingQuery, load_queries, save_query
     from pipeline.storage.store import LocalStore
 
@@ -268,13 +284,26 @@ def prepare_scenes(encoders) -> Scenes:
         query_image = np.array(load_queries(store)[0][1])  # writable, for torch
     candidates = {i: _template(i) for i in CANDIDATE_SCENES}
     images = np.stack([planted_image, *[_as_received(m) for m in candidates.values()]])
-    s, d = encoders.embed_images(images)
+    s, d = (frames or encoders).embed_images(images)
     qs, qd = encoders.embed_images(query_image[None])
     scores = (s @ qs[0] + d @ qd[0]) / 2  # the image-query score (pipeline.live.match), raw mode
     planted_score = float(scores[0])
     ranked = sorted(zip(scores[1:], candidates), key=lambda pair: pair[0])[:BACKGROUND_SCENES]
     background_max = float(max(score for score, _ in ranked))
     margin = planted_score - background_max
+    if margin < 0.002 and frames is not None:
+        top = float(max(scores))
+        return Scenes(
+            backgrounds=[candidates[i] for _, i in ranked],
+            planted=planted,
+            query_image=query_image,
+            threshold=top + 0.02,
+            hysteresis=0.01,
+            planted_score=planted_score,
+            background_max=background_max,
+            background_ids=[i for _, i in ranked],
+            alerts_expected=False,
+        )
     if margin < 0.002:
         raise RuntimeError(
             f"these checkpoints score the planted scene {planted_score:.4f} and a background "
@@ -1115,6 +1144,649 @@ def print_summary(run: Run) -> None:
     print(interference_note(run))
 
 
+# ------------------------------------------------------------------------------------------ data plane
+
+
+DATA_PLANE_SECTION = "bench.stream.data-plane"  # nested at the end of the bench.stream section
+DATA_PLANE_PARTITIONS = 8  # of the backlog topic: 4 decoders take two each
+DATA_PLANE_DECODERS = (1, 2, 4)  # monitor.decoders (and monitor.shards) of the current monitor's runs
+TARGET_DATA_PLANE = 4.0  # the best current run's frames/s over the baseline's
+# The commit that took frames out of the driver (object-store references, PollReceipt, monitor.decoders): the
+# baseline is the monitor of its parent, "today's single-decoder driver" before issue 13's data plane.
+DATA_PLANE_COMMIT = "bbaecf94cb5c2ecd8c8e47afdf56b900415d8b3f"
+# The baseline's extractor gets the same null extractor by a patch of its actors/extractor.py (that revision has
+# no monitor.extractor); the patched actor touches this file beside the tree, so the bench can tell that the
+# baseline's Ray workers ran the baseline's code and not this checkout's.
+BASELINE_EXTRACTOR_CALL = (
+    "        self.encoders = load_encoders(models, device=device, precision=precision, batch_size=batch_size)\n"
+)
+BASELINE_NULL_EXTRACTOR = (
+    "        from pathlib import Path  # vigil bench.stream --data-plane: the null extractor\n"
+    "\n"
+    "        from pipeline.models.null_encoders import NullEncoders\n"
+    "\n"
+    "        self.encoders = NullEncoders.from_models(models)\n"
+    "        (Path(__file__).resolve().parent.parent / 'vigil-bench-baseline-extractor-ran').touch()\n"
+)
+BASELINE_RAN = "vigil-bench-baseline-extractor-ran"
+# Ray actor class -> stage; the monitor's driver, the broker and Ray's own processes are stages of their own.
+STAGE_OF_ACTOR = {
+    "KafkaDecoderActor": "decoder",
+    "ExtractorActor": "extractor",
+    "StreamAnalyzerActor": "analyzer",
+    "SinkActor": "sink",
+}
+STAGES = ["decoder", "extractor", "analyzer", "sink", "driver", "broker", "ray"]
+
+
+def baseline_tree(folder: Path) -> tuple[Path, str]:
+    """The monitor of DATA_PLANE_COMMIT's parent as files under `folder` (`git archive`: the repository's
+    state and working tree are left alone), its extractor patched to the null extractor; reused when there."""
+    import io
+    import tarfile
+
+    repo = BENCH_DIR.parent
+    revision = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", f"{DATA_PLANE_COMMIT}^"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = folder / f"vigil-baseline-{revision[:10]}"
+    null_encoders = repo / "pipeline" / "models" / "null_encoders.py"
+    if (tree / ".vigil-bench-ready").is_file():
+        shutil.copy(null_encoders, tree / "pipeline" / "models" / "null_encoders.py")  # this checkout's, as below
+        return tree, revision
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", revision], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    shutil.copy(null_encoders, tree / "pipeline" / "models" / "null_encoders.py")
+    extractor = tree / "actors" / "extractor.py"
+    text = extractor.read_text()
+    if text.count(BASELINE_EXTRACTOR_CALL) != 1:
+        raise RuntimeError(f"{extractor} ({revision[:10]}) has no single encoder load to replace by the null extractor")
+    extractor.write_text(text.replace(BASELINE_EXTRACTOR_CALL, BASELINE_NULL_EXTRACTOR))
+    (tree / ".vigil-bench-ready").touch()
+    return tree, revision
+
+
+def stage_cpu(monitor_pid: int | None, broker_pid: int | None) -> dict[tuple[int, float], tuple[str, float]]:
+    """CPU seconds so far of every process below this one, by stage: the actors by their class, the monitor's
+    driver, the broker, and Ray's own processes (GCS, raylet, idle workers) as "ray"."""
+    found = {}
+    for proc in _our_processes()[1:]:  # not the bench itself
+        try:
+            key = (proc.pid, proc.create_time())
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        if proc.pid == monitor_pid:
+            stage = "driver"
+        elif proc.pid == broker_pid:
+            stage = "broker"
+        else:
+            stage = STAGE_OF_ACTOR.get(_actor_name(proc) or "", "ray")
+        found[key] = (stage, times.user + times.system)
+    return found
+
+
+@dataclass
+class PlaneSample:
+    t: float  # monotonic
+    committed: int  # frames of the backlog the monitor's group has committed
+    cpu: dict[tuple[int, float], tuple[str, float]]
+    system_busy: float
+    bench_cpu: float  # this process's CPU seconds (its sampling)
+
+
+@dataclass
+class CeilingResult:
+    label: str
+    decoders: int
+    shards: int
+    baseline: bool
+    ready_seconds: float = math.nan
+    frames: int = 0  # committed over the measured period
+    seconds: float = math.nan
+    cpu: dict[str, float] = field(default_factory=dict)  # stage -> CPU seconds over the measured period
+    other_cores: float = math.nan
+    drained: bool = False  # a partition was 90% read before the planned end of the measured period
+    report: str = ""  # the monitor's final line
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else math.nan
+
+    def ms_per_frame(self, stage: str) -> float:
+        return 1000.0 * self.cpu.get(stage, 0.0) / self.frames if self.frames else math.nan
+
+    def total_ms(self) -> float:
+        return sum(self.ms_per_frame(stage) for stage in STAGES)
+
+
+@dataclass
+class Backlog:
+    topic: str
+    frames: int
+    cameras: int
+    seconds: float  # to produce it
+    producer_cpu_ms: float  # CPU of this process per frame while producing (ingest side: retag + kafka-python)
+    per_partition: dict[int, int] = field(default_factory=dict)  # frames in each partition
+
+
+def balanced_cameras(count: int, partitions: int) -> list[str]:
+    """`count` camera ids (rounded up to a multiple of `partitions`) that the producer's default partitioner
+    (murmur2 of the key, as Kafka's Java client) spreads evenly, the same number on every partition: every
+    decoder then has frames to read until the backlog's end. A decoder left without frames while others
+    still have some makes every poll of the driver wait `monitor.poll_timeout` for it, which is not the
+    ceiling this measures (bench/RESULTS.md reports it separately when seen)."""
+    from kafka.partitioner.default import murmur2
+
+    each = math.ceil(count / partitions)
+    taken: dict[int, int] = {}
+    ids: list[str] = []
+    c = 0
+    while len(ids) < each * partitions:
+        camera = f"cam{c:04d}"
+        partition = (murmur2(camera.encode()) & 0x7FFFFFFF) % partitions
+        if taken.get(partition, 0) < each:
+            taken[partition] = taken.get(partition, 0) + 1
+            ids.append(camera)
+        c += 1
+    return ids
+
+
+class BacklogFleet(CameraFleet):
+    """The simulated cameras' messages with given camera ids, for a backlog (no thread: `message` only)."""
+
+    def __init__(self, topic: str, scenes: Scenes, fps: float, ids: list[str]):
+        super().__init__(None, topic, scenes, [fps] * len(ids))
+        self.ids = ids
+
+    def camera_id(self, c: int) -> str:
+        return self.ids[c]
+
+
+class DataPlaneBench(Bench):
+    """The monitor's ceiling with the null extractor: one backlog topic filled before any monitor starts, then
+    one monitor at a time (the baseline's and the current one's with 1, 2, 4 decoders), each with a consumer
+    group of its own, so each reads the whole backlog from the start as fast as it can."""
+
+    def fill_backlog(self, cameras: int, frames: int) -> Backlog:
+        from kafka.partitioner.default import murmur2
+
+        from pipeline.config import KafkaConfig
+        from pipeline.media.kafka_clients import MessageProducer
+
+        topic = f"bench-{self.run_id}-backlog"
+        self._create_topics({topic: DATA_PLANE_PARTITIONS})
+        ids = balanced_cameras(cameras, DATA_PLANE_PARTITIONS)
+        fleet = BacklogFleet(topic, self.scenes, self.settings.fps, ids)
+        producer = MessageProducer(KafkaConfig(brokers=self.kafka.brokers), client_id="bench-backlog")
+        each = math.ceil(frames / len(ids))
+        started, cpu = time.perf_counter(), time.process_time()
+        try:
+            for index in range(each):
+                for c in range(len(ids)):
+                    producer.send(topic, fleet.message(c, index)[0])
+            producer.flush()
+        finally:
+            producer.close(timeout=30)
+        total = each * len(ids)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        per_partition: dict[int, int] = {}
+        for camera in ids:
+            partition = (murmur2(camera.encode()) & 0x7FFFFFFF) % DATA_PLANE_PARTITIONS
+            per_partition[partition] = per_partition.get(partition, 0) + each
+        return Backlog(topic, total, len(ids), seconds, 1000.0 * cpu / total, per_partition)
+
+    def _committed(self, admin, group: str, topic: str) -> dict[int, int]:
+        """The group's committed offset of each partition of `topic` (none before its first commit)."""
+        try:
+            offsets = admin.list_group_offsets(group).get(group) or {}
+        except Exception:  # noqa: BLE001 - no group yet, or a slow answer: nothing committed as far as we know
+            return {}
+        return {tp.partition: max(0, meta.offset) for tp, meta in offsets.items() if tp.topic == topic}
+
+    def run_ceiling(
+        self,
+        backlog: Backlog,
+        label: str,
+        *,
+        decoders: int = 1,
+        baseline: Path | None = None,
+        seconds: float,
+    ) -> CeilingResult:
+        """One monitor reading the backlog: `warmup` seconds after its first commit, then up to `seconds`
+        measured (less when the backlog runs out), from commit to commit; CPU per stage over the same span."""
+        from kafka import KafkaAdminClient
+
+        from pipeline.live.queries import save_query
+        from pipeline.storage.store import LocalStore
+        from tests.servers import ManagedProcess
+
+        s = self.settings
+        self.steps += 1
+        shards = decoders
+        result = CeilingResult(label, decoders, shards, baseline is not None)
+        folder = s.workdir / f"{self.steps:02d}-plane-{'baseline' if baseline else f'{decoders}dec'}"
+        folder.mkdir(parents=True)
+        prefix = f"bench-{self.run_id}-{self.steps:02d}"
+        topics = {"frames": backlog.topic, "alerts": f"{prefix}-alerts", "dlq": f"{prefix}-dlq"}
+        self._create_topics({topics["alerts"]: 1, topics["dlq"]: 1})
+        save_query(LocalStore(folder / "store"), standing_query(self.scenes), self.scenes.query_image)
+        group = f"bench-{folder.name}-{self.run_id}"
+        monitor_settings = {"name": MONITOR_NAME, "batch_frames": s.batch_frames, "extractors": s.extractors}
+        if baseline is None:  # the keys the baseline's revision does not know
+            monitor_settings.update(decoders=decoders, shards=shards, extractor="null")
+        config = folder / "monitor.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "store": str(folder / "store"),
+                    "models": str(s.model_dir),
+                    "precision": "fp32",  # no calibration copy in the analyzers: they only encode the query
+                    "decode": {"fps": s.fps},
+                    "kafka": {"brokers": self.kafka.brokers, "group": group, "topics": topics},
+                    "monitor": monitor_settings,
+                }
+            )
+        )
+        env = {"RAY_ADDRESS": self.ray_address}
+        if baseline is None:
+            argv, cwd = [str(VIGIL), "monitor", "--config", str(config)], None
+        else:
+            # The baseline's code first on the path of its driver and (Ray passes on the driver's working
+            # folder) of its actors; the venv's editable install maps to this checkout only after sys.path.
+            argv = [sys.executable, "-c", "import sys; from jobs.cli import main; sys.exit(main())"]
+            argv += ["monitor", "--config", str(config)]
+            cwd, env["PYTHONPATH"] = baseline, str(baseline)
+            (baseline / BASELINE_RAN).unlink(missing_ok=True)
+        monitor = ManagedProcess(f"vigil monitor ({label})", argv, folder / "monitor.log", env=env, cwd=cwd)
+        admin = KafkaAdminClient(bootstrap_servers=self.kafka.brokers, client_id="bench-plane-admin")
+        broker_pid = self.kafka.process.pid
+        samples: list[PlaneSample] = []
+
+        ending = [False]  # a partition is nearly read: its decoder will soon wait for frames that never come
+
+        def sample() -> PlaneSample:
+            committed = self._committed(admin, group, backlog.topic)
+            ending[0] = any(
+                offset >= 0.9 * backlog.per_partition.get(partition, math.inf)
+                for partition, offset in committed.items()
+            )
+            samples.append(
+                PlaneSample(
+                    time.monotonic(),
+                    sum(committed.values()),
+                    stage_cpu(monitor.pid, broker_pid),
+                    _busy_seconds(psutil.cpu_times()),
+                    time.process_time(),
+                )
+            )
+            return samples[-1]
+
+        try:
+            started = time.monotonic()
+            monitor.start()
+            while sample().committed == 0:
+                if not monitor.alive:
+                    raise RuntimeError(f"the monitor exited before its first commit:\n{monitor.log_tail()}")
+                if time.monotonic() - started > 900:
+                    raise RuntimeError(f"no commit after 900 s:\n{monitor.log_tail()}")
+                time.sleep(0.5)
+            result.ready_seconds = time.monotonic() - started
+            if baseline is not None and not (baseline / BASELINE_RAN).is_file():
+                raise RuntimeError(f"the baseline monitor's extractor did not run the code in {baseline}")
+            print(f"  {label}: first commit {result.ready_seconds:.0f} s after start", flush=True)
+            begin = time.monotonic() + s.warmup
+            end = begin + seconds
+            while time.monotonic() < end:
+                if not monitor.alive:
+                    raise RuntimeError(f"the monitor exited during the run:\n{monitor.log_tail()}")
+                sample()
+                if ending[0]:
+                    result.drained = True
+                    break
+                time.sleep(0.5)
+        finally:
+            monitor.stop(grace=120)
+            admin.close()
+            self._wait_actors_gone()
+        self._ceiling(result, samples, begin)
+        lines = [line for line in monitor.log_path.read_text(errors="replace").splitlines() if "frames" in line]
+        result.report = lines[-1].strip() if lines else ""
+        print(
+            f"    {_fmt(result.fps, '.1f')} frames/s over {_fmt(result.seconds, '.0f')} s"
+            f"{' (a partition nearly read: ended early)' if result.drained else ''}; CPU ms/frame "
+            + ", ".join(f"{stage} {_fmt(result.ms_per_frame(stage), '.2f')}" for stage in STAGES),
+            flush=True,
+        )
+        return result
+
+    @staticmethod
+    def _ceiling(result: CeilingResult, samples: list[PlaneSample], begin: float) -> None:
+        """Frames/s and CPU between the first commit seen after `begin` and the last commit seen (each the first
+        sample showing a new committed count, so both ends fall just after a checkpoint)."""
+        moved = [b for a, b in zip(samples, samples[1:]) if b.committed != a.committed]
+        after = [x for x in moved if x.t >= begin]
+        if len(after) < 2:
+            return
+        first, last = after[0], after[-1]
+        result.frames, result.seconds = last.committed - first.committed, last.t - first.t
+        for key, (stage, cpu) in last.cpu.items():
+            before = first.cpu.get(key, (stage, 0.0))[1]
+            result.cpu[stage] = result.cpu.get(stage, 0.0) + max(0.0, cpu - before)
+        ours = sum(result.cpu.values()) + (last.bench_cpu - first.bench_cpu)
+        result.other_cores = max(0.0, (last.system_busy - first.system_busy) - ours) / result.seconds
+
+
+@dataclass
+class PlaneRun:
+    date: str
+    machine: dict[str, str]
+    settings: dict[str, str]
+    backlog: Backlog
+    results: list[CeilingResult]
+    quick: bool
+    models: str
+
+    @property
+    def baseline(self) -> CeilingResult | None:
+        return next((r for r in self.results if r.baseline), None)
+
+    @property
+    def best(self) -> CeilingResult | None:
+        current = [r for r in self.results if not r.baseline and r.frames]
+        return max(current, key=lambda r: r.fps, default=None)
+
+    def ratio(self, result: CeilingResult) -> float:
+        base = self.baseline
+        return result.fps / base.fps if base and base.frames and result.frames else math.nan
+
+
+PLANE_HEADER = [
+    "monitor",
+    "frames/s",
+    "x baseline",
+    "measured",
+    *[f"{stage} ms/frame" for stage in STAGES],
+    "total CPU ms/frame",
+    "cores busy (stages)",
+    "other cores busy",
+]
+
+
+def plane_rows(run: PlaneRun) -> list[list[str]]:
+    return [
+        [
+            r.label,
+            _fmt(r.fps, ".1f"),
+            "1 (baseline)" if r.baseline else _fmt(run.ratio(r), ".2f", "x"),
+            f"{r.frames} frames in {_fmt(r.seconds, '.0f')} s"
+            + (" (backlog nearly read: ended early)" if r.drained else ""),
+            *[_fmt(r.ms_per_frame(stage), ".2f") for stage in STAGES],
+            _fmt(r.total_ms(), ".2f"),
+            _fmt(r.total_ms() * r.fps / 1000.0, ".2f"),
+            _fmt(r.other_cores, ".2f"),
+        ]
+        for r in run.results
+    ]
+
+
+# The data plane beside one GPU node (deploy/README.md): these stages, in cores per frame/s.
+NODE_CAMERAS, NODE_FPS = 500, 1.0
+H100_FRAMES_PER_SECOND = 4000.0  # ASSUMED, see deploy/README.md: SigLIP2-base + DINOv2-small, bf16, large batches
+NODE_GROUPS = {
+    "decode (Kafka consumer + JPEG decode)": ["decoder"],
+    "Kafka broker": ["broker"],
+    "matching, windows and writes": ["analyzer", "sink"],
+    "driver and Ray (object store, scheduling)": ["driver", "ray"],
+    "extractor's CPU side (fetching frames; the model runs on the GPU)": ["extractor"],
+}
+
+
+def node_rows(result: CeilingResult) -> list[list[str]]:
+    rows, totals = [], [0.0, 0.0]
+    for name, stages in NODE_GROUPS.items():
+        ms = sum(result.ms_per_frame(stage) for stage in stages)
+        cores = [ms * NODE_CAMERAS * NODE_FPS / 1000.0, ms * H100_FRAMES_PER_SECOND / 1000.0]
+        totals = [a + b for a, b in zip(totals, cores)]
+        rows.append([name, f"{ms:.2f}", f"{cores[0]:.2f}", f"{cores[1]:.1f}"])
+    rows.append(["**total**", f"{result.total_ms():.2f}", f"**{totals[0]:.2f}**", f"**{totals[1]:.1f}**"])
+    return rows
+
+
+NODE_HEADER = [
+    "stage",
+    "CPU ms/frame (measured)",
+    f"cores for {NODE_CAMERAS} cameras at {NODE_FPS:g} fps",
+    f"cores at the assumed H100 rate ({H100_FRAMES_PER_SECOND:.0f} frames/s)",
+]
+
+
+def plane_target_line(run: PlaneRun) -> str:
+    base, best = run.baseline, run.best
+    if base is None or not base.frames:
+        return "- at least 4x the baseline's frames/s: **not measured** (no baseline figure; see above)"
+    if best is None:
+        return "- at least 4x the baseline's frames/s: **not measured** (no current figure)"
+    ratio = run.ratio(best)
+    cores = os.cpu_count() or 1
+    bound = 1000.0 * cores / best.total_ms() if best.total_ms() > 0 else math.nan
+    return (
+        f"- at least {TARGET_DATA_PLANE:g}x the baseline's frames/s: {best.label} {best.fps:.1f} frames/s against "
+        f"{base.fps:.1f} = {ratio:.2f}x, {_met(ratio >= TARGET_DATA_PLANE)}. The CPU it spends per frame bounds any "
+        f"run on this machine's {cores} cores at {_fmt(bound, '.0f')} frames/s = "
+        f"{_fmt(bound / base.fps, '.1f')}x the baseline's rate (every stage, the broker and Ray share those cores)"
+    )
+
+
+def render_data_plane(run: PlaneRun) -> str:
+    best = run.best
+    lines = [
+        "### Data plane ceiling (`python -m bench.stream --data-plane`)",
+        "",
+        *(
+            ["**QUICK SMOKE RUN** (`--quick`: tiny models, short runs): plumbing check, not a measurement.", ""]
+            if run.quick
+            else []
+        ),
+        f"`python -m bench.stream --data-plane` on {run.date}. **No model runs** (`monitor.extractor: null`: each "
+        "frame gets fixed unit vectors of the checkpoints' sizes from its mean colours, "
+        "pipeline/models/null_encoders.py; the checkpoints are untrained random weights, "
+        f"{run.models}, loaded by the analyzers for the query only): frames are still consumed from Kafka, "
+        "decoded, moved between the stages, windowed, matched against the standing query and written "
+        "(clips, keyframes, index, checkpoints, commits).",
+        "",
+        "Method: a backlog topic is filled before any monitor starts; then one monitor at a time, each with a "
+        "consumer group and a store of its own, reads the whole backlog from the start as fast as it can (no "
+        "producer runs meanwhile). *frames/s* = frames committed (Kafka offsets of the monitor's group, so "
+        "only what every shard's checkpoint made durable) between the first commit after the warm-up and the "
+        "last commit before the end. *ms/frame* = CPU seconds (user + system, psutil) of each stage's "
+        "processes over the same span per frame: the actors by class, *driver* the `vigil monitor` process, "
+        "*broker* Tansu, *ray* Ray's own processes (GCS, raylet, idle workers). The baseline is "
+        "*today's single-decoder driver* before issue 13's data plane: the monitor of "
+        f"{run.settings['baseline']}",
+        "",
+        *facts_section("Machine", run.machine),
+        *facts_section("Settings", run.settings),
+        markdown_table(PLANE_HEADER, plane_rows(run)),
+        "",
+        plane_target_line(run),
+        "",
+    ]
+    if best is not None:
+        lines += [
+            f"#### {NODE_CAMERAS} cameras at {NODE_FPS:g} fps beside one GPU (from {best.label}'s CPU per frame)",
+            "",
+            "Cores = CPU ms per frame x frames/s / 1000, with the CPU per frame measured above on this "
+            f"machine's cores. {NODE_CAMERAS} cameras at {NODE_FPS:g} fps are {NODE_CAMERAS * NODE_FPS:g} "
+            "frames/s; the last column is the rate that would keep one H100 busy with both encoders, "
+            f"**{H100_FRAMES_PER_SECOND:.0f} frames/s, an assumption** (deploy/README.md says where it comes "
+            "from; no GPU was measured). The producers (`vigil ingest`, one per camera) are outside: "
+            f"producing this backlog cost {run.backlog.producer_cpu_ms:.2f} ms of CPU per frame in the bench.",
+            "",
+            markdown_table(NODE_HEADER, node_rows(best)),
+            "",
+            plane_spread_line(run),
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plane_spread_line(run: PlaneRun) -> str:
+    """The cores for the node's cameras over every current run's CPU per frame (more shards cost more per frame)."""
+    totals = [r.total_ms() for r in run.results if not r.baseline and r.frames]
+    low, high = min(totals), max(totals)
+    rate = NODE_CAMERAS * NODE_FPS
+    return (
+        f"Over every current run above, the data plane spent {low:.2f}-{high:.2f} ms of CPU per frame: "
+        f"{low * rate / 1000:.1f}-{high * rate / 1000:.1f} cores for {NODE_CAMERAS} cameras at {NODE_FPS:g} fps, "
+        f"{low * H100_FRAMES_PER_SECOND / 1000:.0f}-{high * H100_FRAMES_PER_SECOND / 1000:.0f} cores at the "
+        "assumed H100 rate."
+    )
+
+
+def _section_text(path: Path, name: str) -> str | None:
+    """The text between a section's markers in `path`, None when it is not there."""
+    start, end = results.markers(name)
+    text = path.read_text() if path.is_file() else ""
+    match = re.search(re.escape(start) + r"\n?(.*?)\n?" + re.escape(end), text, re.DOTALL)
+    return match.group(1) if match else None
+
+
+def write_data_plane(path: Path, markdown: str) -> None:
+    """The data-plane block as a section nested at the end of the bench.stream section (its own markers, so
+    a run of either part leaves the other's numbers alone); appended to bench.stream when missing."""
+    if _section_text(path, DATA_PLANE_SECTION) is not None:
+        write_section(path, DATA_PLANE_SECTION, markdown)
+        return
+    start, end = results.markers(DATA_PLANE_SECTION)
+    outer = _section_text(path, SECTION) or "## Live monitoring (`python -m bench.stream`)\n"
+    write_section(path, SECTION, f"{outer.rstrip()}\n\n{start}\n{markdown.strip()}\n{end}\n")
+
+
+def with_data_plane(path: Path, markdown: str) -> str:
+    """The bench.stream section's new text, keeping the data-plane block already in the file, if any."""
+    kept = _section_text(path, DATA_PLANE_SECTION)
+    if kept is None:
+        return markdown
+    start, end = results.markers(DATA_PLANE_SECTION)
+    return f"{markdown.rstrip()}\n\n{start}\n{kept.strip()}\n{end}\n"
+
+
+def check_null_extractor_wired() -> None:
+    """The current monitor hands `monitor.extractor` to its extractors (actors.stages.make_extractors passes
+    `null=`); without it they would run the models and this bench would report their rate as the data plane's."""
+    import inspect
+
+    from actors.stages import make_extractors
+
+    if not re.search(r"\bnull\s*=", inspect.getsource(make_extractors)):
+        raise SystemExit(
+            "actors/stages.py make_extractors does not pass monitor.extractor to ExtractorActor: add "
+            '`null=config.monitor.extractor == "null",` to its ExtractorActor...remote(...) call, then run again'
+        )
+
+
+def run_data_plane(args: argparse.Namespace) -> None:
+    """The `--data-plane` run: backlog, baseline, the current monitor with 1, 2 and 4 decoders; report."""
+    from pipeline.config import load_config
+
+    check_null_extractor_wired()
+    from pipeline.models import build_random_checkpoints, load_encoders
+    from pipeline.models.null_encoders import NullEncoders
+
+    out = args.out.expanduser().resolve()
+    config = load_config()
+    batch_frames = args.batch_frames or config.monitor.batch_frames
+    extractors = args.extractors or 1
+    model_dir = out / ("models" if args.models == "base" else "models-tiny")
+    print(f"Preparing UNTRAINED random-weight checkpoints ({args.models}) in {model_dir}", flush=True)
+    build_random_checkpoints(model_dir, size=args.models)
+    tree, revision = (None, "") if args.no_baseline else baseline_tree(Path(tempfile.gettempdir()))
+    if tree is not None:
+        print(f"Baseline: the monitor of {revision[:10]} in {tree}", flush=True)
+    encoders = load_encoders(str(model_dir), device="cpu", precision="fp32", batch_size=config.batch_size)
+    scenes = prepare_scenes(encoders, frames=NullEncoders.from_models(str(model_dir)))
+    del encoders
+    gc.collect()
+
+    workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-plane-"))
+    settings = Settings(model_dir, args.camera_fps, batch_frames, extractors, args.warmup_seconds, workdir)
+    bench = DataPlaneBench(settings, scenes)
+    results_: list[CeilingResult] = []
+    try:
+        bench.open()
+        print(f"Broker {bench.kafka.brokers}, Ray {bench.ray_address}; work folder {workdir}", flush=True)
+        backlog = bench.fill_backlog(args.plane_cameras, args.plane_frames)
+        print(
+            f"Backlog: {backlog.frames} frames of {backlog.cameras} cameras in {backlog.seconds:.1f} s "
+            f"({backlog.producer_cpu_ms:.2f} ms CPU per frame to produce)",
+            flush=True,
+        )
+        if tree is not None:
+            label = f"baseline ({revision[:10]}): 1 decoder, driver ray.get()s every frame"
+            results_.append(bench.run_ceiling(backlog, label, baseline=tree, seconds=args.step_seconds))
+        for decoders in DATA_PLANE_DECODERS:
+            plural = "s" if decoders > 1 else ""
+            label = f"current: {decoders} decoder{plural}, {decoders} shard{plural}"
+            results_.append(bench.run_ceiling(backlog, label, decoders=decoders, seconds=args.step_seconds))
+    finally:
+        bench.close()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    models = (
+        "base: the real sizes of SigLIP2-base-patch16-224 and DINOv2-small (768- and 384-d vectors)"
+        if args.models == "base"
+        else "tiny: a few hundred KB each (32-d vectors)"
+    )
+    baseline_note = (
+        "(not run: --no-baseline)"
+        if tree is None
+        else f"`{revision[:10]}` (the parent of `{DATA_PLANE_COMMIT[:7]}`, which took frames out of the driver), "
+        f"exported with `git archive` to {tree}, its actors/extractor.py patched to the same null extractor (that "
+        "revision has no `monitor.extractor`), run by this venv's Python with that folder first on the path of "
+        "its driver and, through Ray's driver path, of its actors (checked: its patched extractor ran)."
+    )
+    run = PlaneRun(
+        date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        machine=machine_facts(),
+        settings={
+            "baseline": baseline_note,
+            "backlog": f"{backlog.frames} frames of {backlog.cameras} cameras ({FRAME_SIZE[0]}x{FRAME_SIZE[1]} JPEG "
+            f"q{JPEG_QUALITY}, ~{scenes.frame_bytes / 1024:.0f} KiB; pts + {1 / args.camera_fps:g} s per frame), "
+            f"key = camera id, one topic of {DATA_PLANE_PARTITIONS} partitions, produced in {backlog.seconds:.1f} s "
+            "before the monitors",
+            "monitor": f"batch_frames {batch_frames}, extractors {extractors} (null), in_flight "
+            f"{config.monitor.in_flight}, checkpoint_every {config.monitor.checkpoint_every:g} s, poll_timeout "
+            f"{config.monitor.poll_timeout:g} s; current runs: monitor.decoders = monitor.shards = "
+            f"{', '.join(map(str, DATA_PLANE_DECODERS))}",
+            "partitions": "the backlog's cameras chosen so that each partition holds as many "
+            f"({backlog.cameras // DATA_PLANE_PARTITIONS}, {backlog.frames // DATA_PLANE_PARTITIONS} frames); a "
+            "measured period ends early once any partition is 90% read (*backlog drained*): a decoder without "
+            "frames makes each of the driver's polls wait `poll_timeout` for it",
+            "query": "one example-image standing query (raw calibration) on every camera",
+            "warm-up": f"{args.warmup_seconds:g} s after the first commit",
+            "measured": f"up to {args.step_seconds:g} s per monitor (less when the backlog runs out)",
+        },
+        backlog=backlog,
+        results=results_,
+        quick=args.quick,
+        models=models,
+    )
+    print()
+    print(plain_table(PLANE_HEADER, plane_rows(run)))
+    print(plane_target_line(run))
+    if run.best is not None:
+        print()
+        print(plain_table(NODE_HEADER, [[cell.replace("**", "") for cell in row] for row in node_rows(run.best)]))
+        print(plane_spread_line(run))
+    write_data_plane(args.results, render_data_plane(run))
+    print(f"\nwrote the {DATA_PLANE_SECTION} block of the {SECTION} section of {args.results}")
+
+
 # ------------------------------------------------------------------------------------------ main
 
 
@@ -1158,9 +1830,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default bench/RESULTS.md; with --quick bench/out/stream-quick.md)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (monitor logs, stores)")
+    parser.add_argument(
+        "--data-plane",
+        action="store_true",
+        help="instead of the load steps: the data plane's ceiling with the null extractor (monitor.extractor: "
+        "null), the baseline's single-decoder driver and the current monitor with 1, 2 and 4 decoders, each "
+        "reading one backlog for up to --step-seconds; written as a block of the bench.stream section",
+    )
+    parser.add_argument(
+        "--plane-frames", type=int, help="frames in the --data-plane backlog (default 60000; --quick 12000)"
+    )
+    parser.add_argument(
+        "--plane-cameras", type=int, help="cameras in the --data-plane backlog (default 64; --quick 16)"
+    )
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="--data-plane without the baseline revision's monitor"
+    )
     args = parser.parse_args(argv)
     quick = dict(
-        models="tiny", max_cameras=4, step_seconds=15.0, warmup_seconds=5.0, latency_seconds=30.0, memory_minutes=1.0
+        models="tiny",
+        max_cameras=4,
+        step_seconds=15.0,
+        warmup_seconds=5.0,
+        latency_seconds=30.0,
+        memory_minutes=1.0,
+        plane_frames=12000,
+        plane_cameras=16,
     )
     full = dict(
         models="base",
@@ -1169,6 +1864,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         warmup_seconds=20.0,
         latency_seconds=120.0,
         memory_minutes=10.0,
+        plane_frames=60000,
+        plane_cameras=64,
     )
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
@@ -1230,6 +1927,9 @@ def main(argv: list[str] | None = None) -> None:
         ("TOKENIZERS_PARALLELISM", "false"),
     ):
         os.environ.setdefault(name, value)  # before Ray starts: its workers inherit them
+    if args.data_plane:
+        run_data_plane(args)
+        return
 
     import torch
 
@@ -1330,7 +2030,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print_summary(run)
 
-    write_section(args.results, SECTION, render_markdown(run))
+    write_section(args.results, SECTION, with_data_plane(args.results, render_markdown(run)))
     print(f"\nwrote the {SECTION} section of {args.results}")
 
 

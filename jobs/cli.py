@@ -7,7 +7,7 @@ import os
 import sys
 
 from actors.stages import StageFailed
-from jobs.commands import alerts, demo, import_clips, index, ingest, monitor, query, remove, search, summarize
+from jobs.commands import alerts, demo, import_clips, index, ingest, monitor, query, remove, search, status, summarize
 from jobs.commands.common import UsageError
 from pipeline.config import ConfigError
 from pipeline.media.decode import VideoDecodeError
@@ -24,6 +24,7 @@ COMMANDS = (
     ingest,
     summarize,
     monitor,
+    status,
     query,
     alerts,
 )  # the order `vigil --help` lists

@@ -48,7 +48,9 @@ The driver (`drive`) resumes, then runs a `StageRun` until the sources end or a 
 loss. A run composes parts with one job each: `Intake` (the decoders and how far they have been read),
 `ExtractorPool` (least busy extractor, two batches each), `FramesInFlight` (the in-flight bound) and
 `CheckpointCycle` (save, then commit, then summarize). It is given the stages (`actors.stages.MonitorStages`)
-and waits on their calls through `RemoteCalls`, so it runs on fakes without Ray as well.
+and waits on their calls through `RemoteCalls`, so it runs on fakes without Ray as well. Given a
+`StatusReporter` (jobs/monitor_status.py; `run_monitor` makes one), the run publishes the monitor's status
+every period without waiting on the stages for it.
 """
 
 from __future__ import annotations
@@ -65,8 +67,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from actors.stages import MonitorStages, RayCalls, StageFailed, StageLost, make_monitor_stages, start_ray
+from jobs.monitor_status import StatusReporter
 from pipeline.config import DecodeConfig, MonitorConfig, StreamSource, VigilConfig
 from pipeline.live.analyzer import PollReceipt, camera_shard
+from pipeline.live.logs import structured_logs
 from pipeline.live.sink import ResumePoint
 from pipeline.media.decode import VideoDecodeError, decode_frames
 from pipeline.media.kafka_clients import KafkaUnavailable, check_brokers
@@ -128,6 +132,7 @@ class Intake:
         self.decoders = decoders
         self.calls = calls
         self.running = set(range(len(decoders)))  # the decoders whose source has not ended
+        self.polling: dict[int, tuple[Any, Any]] = {}  # decoder: its poll not answered yet (frames, receipt)
         self.on_hand: deque[Polled] = deque()  # oldest first
         self.offsets = dict(offsets)  # next offsets after every poll handed to the stages so far
         self.latest_pts: dict[str, float] = {}  # per camera, the latest frame handed to the stages
@@ -137,14 +142,22 @@ class Intake:
         return bool(self.running or self.on_hand)
 
     def poll(self, timeout: float, max_frames: int) -> None:
-        """Poll the running decoders that have no poll on hand, up to `max_frames` frames each; `timeout` is the
-        wait for a first frame, none when a poll is on hand already. A decoder whose source ended is dropped."""
+        """Poll the running decoders that have no poll on hand or under way, up to `max_frames` frames each
+        (`timeout`: the wait for a first frame, none when a poll is on hand already); then, with nothing on
+        hand, wait for the first answer only: a decoder whose partitions are quiet must not hold up the others.
+        A decoder whose source ended is dropped."""
         holding = {polled.decoder for polled in self.on_hand}
-        idle = sorted(self.running - holding)
         wait = 0.0 if self.on_hand else timeout
-        polls = [self.decoders[i].poll.options(num_returns=2).remote(wait, max_frames) for i in idle]
-        receipts = self.calls.get([receipt for _, receipt in polls])
-        for i, (frames, _), receipt in zip(idle, polls, receipts):
+        for i in sorted(self.running - holding - set(self.polling)):
+            self.polling[i] = tuple(self.decoders[i].poll.options(num_returns=2).remote(wait, max_frames))
+        if not self.on_hand and self.polling:
+            self.calls.wait_any([receipt for _, receipt in self.polling.values()])
+        for i in sorted(self.polling):
+            frames, receipt = self.polling[i]
+            if not self.calls.done(receipt):
+                continue
+            del self.polling[i]
+            receipt = self.calls.get(receipt)
             if receipt.frames:
                 self.on_hand.append(Polled(i, frames, receipt))
             else:  # nothing, or dead letters only: their offsets move on at once
@@ -398,9 +411,11 @@ class StageRun:
         *,
         sequence: int,
         clock: Callable[[], float],
+        status: StatusReporter | None = None,
     ):
         s = settings
         self.stages, self.settings, self.calls, self.clock = stages, settings, calls, clock
+        self.status = status
         self.analyzers = analyzers
         self.intake = Intake(stages.decoders, calls, point.offsets)
         self.pool = ExtractorPool(stages.extractors, calls)
@@ -441,6 +456,8 @@ class StageRun:
             elif idle_exit is not None and now - last_frame >= idle_exit:
                 break
             checkpoints.step(now, intake.offsets, intake.latest_pts)
+            if self.status is not None:
+                self.status.step(now, self, report)
             if now - last_refresh >= s.query_refresh:
                 checkpoints.cover(in_flight.write(self.analyzers.every_shard("refresh_queries")))
                 last_refresh = now
@@ -469,17 +486,22 @@ def drive(
     idle_exit: float | None = None,
     max_frames: int | None = None,
     clock: Callable[[], float] = time.monotonic,
+    status: StatusReporter | None = None,
 ) -> MonitorReport:
     """Resume, then run the stages (see `StageRun`); after a lost stage, once Ray has restarted it, resume from
-    the checkpoints and run again (one line on stderr for each recovery)."""
+    the checkpoints and run again (one line on stderr for each recovery). `status` publishes the monitor's
+    status as it runs, and a last one as it ends."""
     report = MonitorReport()
     point, analyzers = resume(stages, settings.name, calls)
     sequence = 0  # the next checkpoint cycle's number, never one of an earlier cycle (the stored ones lag after a loss)
     while True:
-        run = StageRun(stages, settings, calls, point, analyzers, sequence=max(sequence, point.sequence), clock=clock)
+        sequence = max(sequence, point.sequence)
+        run = StageRun(stages, settings, calls, point, analyzers, sequence=sequence, clock=clock, status=status)
         try:
             run.run(report, stop=stop, idle_exit=idle_exit, max_frames=max_frames)
         except StageLost as lost:
+            if status is not None:
+                status.lost(lost)
             began = clock()
             report.alerts += run.drop()
             calls.ready(stages.handles())
@@ -496,6 +518,8 @@ def drive(
             sequence = run.checkpoints.sequence
     if stages.kafka:
         report.dead_letters = sum(calls.get([decoder.dead_letter_count.remote() for decoder in stages.decoders]))
+    if status is not None:
+        status.close(run, report)
     return report
 
 
@@ -532,8 +556,13 @@ def run_monitor(config: VigilConfig, *, idle_exit: float | None = None, max_fram
     """Run until the sources end (embedded files), `idle_exit` seconds pass without frames, or SIGTERM. Raises
     `MonitorError` before starting when a source or the brokers cannot be used, `StageFailed` when a stage fails."""
     check_inputs(config)
-    start_ray()
-    stages = make_monitor_stages(config)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    return drive(stages, config.monitor, RayCalls(), stop=stop, idle_exit=idle_exit, max_frames=max_frames)
+    with structured_logs("driver"):
+        start_ray()
+        stages = make_monitor_stages(config)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        calls = RayCalls()
+        status = StatusReporter(config, stages, calls)
+        return drive(
+            stages, config.monitor, calls, stop=stop, idle_exit=idle_exit, max_frames=max_frames, status=status
+        )

@@ -143,6 +143,9 @@ class MonitorConfig(_Section):
     extractors: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
     decoders: int = Field(default=1, ge=1, le=256)  # Kafka decoder actors; decoder i reads the partitions i modulo it
     shards: int = Field(default=1, ge=1, le=256)  # analyzer and sink actors, each holding the cameras that hash to it
+    # "null": benchmarking the data plane only. The extractors run no model: fixed unit vectors from each frame's
+    # mean colours (pipeline.models.null_encoders), beside random-weight checkpoints only (outputs marked untrained).
+    extractor: Literal["models", "null"] = "models"
     checkpoint_every: float = Field(default=2.0, gt=0, le=3600)  # seconds between durable checkpoints
     query_refresh: float = Field(default=5.0, gt=0, le=3600)  # seconds between re-reads of queries/
     summary_every: float = Field(default=0.0, ge=0, le=86400)  # seconds of media time per rolling summary; 0: none

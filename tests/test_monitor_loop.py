@@ -139,6 +139,11 @@ class _Method:
         return [Return(call, i) for i in range(self.returns)] if self.returns > 1 else call
 
 
+def actor_of(call) -> str:
+    """The name of the actor a Call or Return is for."""
+    return getattr(call, "call", call).actor.name
+
+
 class FakeCalls:
     """RemoteCalls on fake calls; `wait_any` runs the call `pick` chooses (by default the first given)."""
 
@@ -688,15 +693,37 @@ def test_the_driver_stops_early_without_closing_windows(how):
 # --------------------------------------------------------------------------------------------- decoders, shards
 
 
+class AllAnswer(FakeCalls):
+    """Every call waited on answers at once (decoders polled together all have frames)."""
+
+    def wait_any(self, calls: list) -> None:
+        self.waited.append(list(calls))
+        for call in calls:
+            call.run()
+
+
 def test_several_decoders_polls_go_to_one_extractor_call_by_reference_and_the_driver_never_fetches_frames():
     fakes = on_topic(Topic(), per_poll=2, shards=1)
-    calls = FakeCalls()
+    calls = AllAnswer()
     report = fakes.run(calls, idle_exit=3, batch_frames=4)
     assert report.frames == 48 and max(len(tokens) for tokens in fakes.received) == 2  # two decoders' polls at once
     handed = [token for tokens in fakes.received for token in tokens]
     assert [id(token) for token in handed] == [id(token) for token in fakes.polled if token.frames]  # as they came
     assert tokens_in(calls.fetched) == []  # only receipts were fetched
     assert all(len(token.frames) <= 2 for token in handed)
+
+
+def test_a_quiet_decoder_does_not_hold_up_the_others():
+    """Decoder 0's partitions carry nothing and its poll does not answer: the driver goes on with decoder 1's
+    polls instead of waiting for it at every turn (a poll stays under way until it answers)."""
+    topic = Topic(cameras={"gate": 1, "yard": 1})
+    fakes = on_topic(topic, per_poll=2, shards=1)
+    calls = FakeCalls(pick=lambda waited: next((c for c in waited if actor_of(c) == "decoder1"), waited[0]))
+    report = fakes.run(calls, idle_exit=3, batch_frames=4)
+    assert report.frames == 24  # every frame of decoder 1's partition
+    # Decoder 0's poll is answered only when another of its calls (a commit) runs after it, never waited for.
+    quiet, busy = (len(fakes.events("issued", f"decoder{i}", "poll")) for i in (0, 1))
+    assert busy >= 12 and quiet * 4 <= busy, (quiet, busy)
 
 
 @pytest.mark.parametrize("shards", [2, 3])
@@ -814,7 +841,7 @@ def test_a_batch_lost_with_its_extractor_is_never_skipped_by_later_batches_of_an
     fakes = on_topic(Topic(), extractors=2)
     fakes.actor("extractor0").dies_at = ("extract_sharded", 2)
     # Extractor 1's batches run first: when extractor 0 dies, a later batch of extractor 1 is already done.
-    calls = FakeCalls(pick=lambda pending: next((c for c in pending if c.actor.name == "extractor1"), pending[0]))
+    calls = FakeCalls(pick=lambda pending: next((c for c in pending if actor_of(c) == "extractor1"), pending[0]))
     report = fakes.run(calls, idle_exit=3, batch_frames=3)
     refused = [
         call

@@ -18,6 +18,7 @@ Keys are relative to the store root (an S3 store uses the same keys under its pr
     queries/{query_id}.json, queries/{query_id}.jpg   standing queries and their example images
     monitor/{name_source_id}/checkpoint.json          a monitor's analyzer state and the offsets it covers
                                                       (analyzer shard k of m > 1: shard-{k:03d}-of-{m:03d}.json)
+    monitor-status/{name_source_id}.json              a running monitor's status (`vigil status`), replaced as it runs
 
 `source_id` is a path-safe slug plus a hash of the source, so user input never becomes a raw key. Files and
 live cameras are separate namespaces: a file's id hashes its absolute path (`file_source_id`), a camera's
@@ -205,6 +206,11 @@ def monitor_shard_checkpoint_key(name: str, shard: int, shards: int) -> str:
     if shards == 1:
         return monitor_checkpoint_key(name)
     return f"{monitor_checkpoints_prefix(name)}shard-{shard:03d}-of-{shards:03d}.json"
+
+
+def monitor_status_key(name: str) -> str:
+    """A monitor's status document: outside monitor/{name}/, whose every .json object is a checkpoint."""
+    return f"monitor-status/{source_id(name)}.json"
 
 
 def source_prefixes(sid: str) -> tuple[str, ...]:
