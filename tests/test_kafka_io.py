@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -31,7 +32,7 @@ from pipeline.media.kafka_clients import (
 )
 from pipeline.media.kafka_messages import MalformedMessage, Message, decode_message, frame_message, segment_message
 from pipeline.records import Frame
-from tests.servers import free_port
+from tests.servers import free_port, start_tansu
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning")
 
@@ -567,3 +568,35 @@ def test_polls_stay_within_their_pixel_bound_and_leave_the_rest_in_kafka(kafka_b
     (letter,) = read_records(kafka_broker, dlq_topic, 1)
     headers = dict(letter.headers)
     assert headers["original-offset"] == b"3" and "kafka.max_message_pixels" in headers["reason"].decode()
+
+
+def test_a_commit_waits_for_a_restarting_broker_then_gives_up_in_one_line(tmp_path, s3_server):
+    """A commit made while the broker is away (stopped, started again 3 s later on the same port; Tansu on S3, so
+    the topic is still there) is retried until the broker is back, not lost at the first refused connection; one
+    that cannot reach the broker within kafka.delivery_timeout is a one-line KafkaUnavailable naming it."""
+    broker = start_tansu(tmp_path, durable=(s3_server, f"commit-{uuid.uuid4().hex[:8]}"))
+    try:
+        topic = topic_name("commit.restart")
+        settings = KafkaConfig(brokers=broker.brokers, connect_timeout=10.0, delivery_timeout=20.0, backoff_max=0.5)
+        with MessageProducer(settings) as producer:
+            producer.send(topic, Message(b"k", b"v", []), partition=0).get(timeout=20)
+        with FrameConsumer(settings, topic, group_id="restart", assign=True) as consumer:
+            broker.stop()
+            restart = threading.Timer(3.0, broker.start)
+            restart.start()
+            started = time.monotonic()
+            consumer.commit({(topic, 0): 1})
+            waited = time.monotonic() - started
+            restart.join()
+            assert waited >= 2.5, f"committed {waited:.1f} s into a 3 s outage"
+            assert consumer.committed(topic, 0) == 1
+        patience = settings.model_copy(update={"delivery_timeout": 2.0})
+        with FrameConsumer(patience, topic, group_id="restart", assign=True) as consumer:
+            broker.stop()
+            started = time.monotonic()
+            with pytest.raises(KafkaUnavailable) as failed:
+                consumer.commit({(topic, 0): 1})
+            assert time.monotonic() - started < 10
+            assert broker.brokers in str(failed.value) and "\n" not in str(failed.value)
+    finally:
+        broker.stop()

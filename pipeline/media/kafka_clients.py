@@ -314,13 +314,35 @@ class FrameConsumer:
 
     def commit(self, offsets: Mapping[Any, int]) -> None:
         """Commit `{TopicPartition or (topic, partition): next offset to read}`. Without a group_id
-        there is nowhere to commit and this does nothing."""
+        there is nowhere to commit and this does nothing. Brokers away (restarting, unreachable) are waited for
+        with backoff, as a producer waits to deliver, for up to `kafka.delivery_timeout` seconds: kafka-python
+        gives up on a commit at the first refused connection while it looks for the group's coordinator."""
         from kafka import TopicPartition
+        from kafka.errors import RetriableError
         from kafka.structs import OffsetAndMetadata
 
         if not self.group_id or not offsets:
             return
-        self._consumer.commit({TopicPartition(*tp): OffsetAndMetadata(int(off), "", -1) for tp, off in offsets.items()})
+        commit = {TopicPartition(*tp): OffsetAndMetadata(int(off), "", -1) for tp, off in offsets.items()}
+        deadline = time.monotonic() + self.settings.delivery_timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self._consumer.commit(commit, timeout_ms=_ms(max(deadline - time.monotonic(), 0.001)))
+                return
+            except RetriableError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise KafkaUnavailable(
+                        f"cannot commit offsets to Kafka brokers {self.settings.brokers} within "
+                        f"{self.settings.delivery_timeout:.0f} s (kafka.delivery_timeout): {exc}"
+                    ) from None
+                delay = min(self.settings.delay(attempt), left)
+                log.warning(
+                    "Kafka commit: brokers %s unreachable (%s); retrying in %.1f s", self.settings.brokers, exc, delay
+                )
+                time.sleep(delay)
 
     def committed(self, topic: str, partition: int) -> int | None:
         from kafka import TopicPartition
