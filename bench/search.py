@@ -346,7 +346,7 @@ def measure_size(clips: int, folder: str, config: dict, options: dict, phases: t
     import faiss
 
     from pipeline.config import IndexConfig
-    from pipeline.search.index import ClipIndex
+    from pipeline.search.index import ClipIndex, freeze_long_lived
     from pipeline.search.manifest import read_newest
     from pipeline.storage.store import LocalStore
 
@@ -436,6 +436,7 @@ def measure_size(clips: int, folder: str, config: dict, options: dict, phases: t
     # ---- search: unfiltered, camera + time, time only; recall against brute force
     if "search" in phases:
         index.wait_for_maintenance()
+        freeze_long_lived()  # as `ClipIndex.load` does: this process built its index instead of loading it
         progress("search")
         count = WARMUP_QUERIES + options["queries"]
         sets = [synthetic.query_set(name, count, rows) for name in QUERY_SETS]

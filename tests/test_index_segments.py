@@ -1,5 +1,6 @@
 """Segment kinds, filters, background maintenance, orphans and shards of the clip index, against brute force."""
 
+import gc
 import time
 
 import faiss
@@ -198,6 +199,21 @@ def test_ivf_segments_of_earlier_releases_still_load_and_search(tmp_path):
         nearest = loaded.nearest("siglip", query, 10, everything, IndexConfig(ivf_nprobe=8))
         assert sorted(clips[i].start for i in nearest) == sorted(s for _, s in _reference(clips, None, query, None, 10))
     assert np.allclose(loaded.vectors_of("siglip", np.arange(5)), segment.vectors["siglip"][:5])
+
+
+def test_a_loaded_index_keeps_its_rows_beyond_the_cyclic_garbage_collector(tmp_path):
+    """Full collections would walk every row object of a large index and stall a search meanwhile."""
+    rng = np.random.default_rng(8)
+    store = LocalStore(tmp_path)
+    index = ClipIndex(settings=IndexConfig(background=False))
+    index.upsert(_clips("rows", rng.standard_normal((300, 16))))
+    index.save(store)
+    gc.unfreeze()
+    try:
+        loaded = ClipIndex.load(store, index.settings)
+        assert gc.get_freeze_count() > len(loaded)  # the rows among the objects frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_background_maintenance_keeps_writes_made_while_it_runs(tmp_path, corpus, monkeypatch):
