@@ -8,8 +8,9 @@ import pytest
 from jobs.archive import index_paths
 from pipeline.config import load_config
 from pipeline.media.decode import decode_frames
-from pipeline.search.index import ClipIndex, find_moments
+from pipeline.search.index import ClipIndex
 from pipeline.search.manifest import read_newest
+from pipeline.search.moments import find_moments
 from pipeline.storage.clips import read_clip
 from pipeline.storage.layout import source_id
 from pipeline.storage.store import LocalStore

@@ -4,8 +4,9 @@ import pytest
 from pipeline.config import IndexConfig
 from pipeline.records import ClipEmbedding, ModelIds, SearchHit
 from pipeline.search.filters import ClipFilter
-from pipeline.search.index import ClipIndex, IndexMismatchError, merge_hits
+from pipeline.search.index import ClipIndex, IndexMismatchError
 from pipeline.search.manifest import read_newest
+from pipeline.search.moments import merge_hits
 from pipeline.search.segments import choose_kind
 from pipeline.storage.store import LocalStore
 

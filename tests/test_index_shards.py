@@ -13,8 +13,9 @@ from actors.index_shards import ShardedIndex, open_search_index
 from pipeline.config import IndexConfig, load_config
 from pipeline.records import ClipEmbedding, ModelIds
 from pipeline.search.filters import ClipFilter, TimeRange
-from pipeline.search.index import ClipIndex, IndexMismatchError, find_moments
+from pipeline.search.index import ClipIndex, IndexMismatchError
 from pipeline.search.manifest import read_newest
+from pipeline.search.moments import find_moments
 from pipeline.storage.store import LocalStore
 
 MODELS = ModelIds("siglip-x", "dino-x")

@@ -15,7 +15,7 @@ from pipeline.media.decode import decode_frames
 from pipeline.media.synthetic import Scene, write_scene_video
 from pipeline.models import DEFAULT_MODELS, Encoders, ModelUnavailableError, load_encoders
 from pipeline.records import UNTRAINED_NOTE
-from pipeline.search.index import find_moments
+from pipeline.search.moments import find_moments
 from pipeline.storage.store import open_configured_store
 
 SCENES = [Scene("harbour", 6.0), Scene("forest", 6.0), Scene("street", 6.0), Scene("night", 6.0), Scene("beach", 6.0)]

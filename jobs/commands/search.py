@@ -8,7 +8,7 @@ from actors.index_shards import open_search_index
 from jobs.commands.common import UsageError, add_common_options, checked_cameras, config_from, print_events, read_image
 from pipeline.models import load_encoders
 from pipeline.search.filters import ClipFilter, FilterError, TimeRange
-from pipeline.search.index import find_moments
+from pipeline.search.moments import find_moments
 from pipeline.storage.layout import camera_source_id, file_source_id
 from pipeline.storage.store import open_configured_store
 

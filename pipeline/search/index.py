@@ -1,4 +1,4 @@
-"""The clip index: a segmented FAISS index in the object store, and merging of hits into events.
+"""The clip index: a segmented FAISS index in the object store (its hits merged into events: pipeline.search.moments).
 
 Two inner-product searches over unit vectors (so scores are cosines): SigLIP2 (text and image queries) and
 DINOv2 (image queries). Rows live in immutable segments (`pipeline.search.segments`); a manifest generation
@@ -35,7 +35,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from pipeline.config import IndexConfig
-from pipeline.records import ClipEmbedding, Event, ModelIds, SearchHit
+from pipeline.records import ClipEmbedding, ModelIds, SearchHit
 from pipeline.search.filters import ClipFilter
 from pipeline.search.manifest import Manifest, SegmentEntry, collect, due_for_collection, read_newest, try_commit
 from pipeline.search.segments import TOWERS, IndexRow, Segment, gpu_available
@@ -639,81 +639,3 @@ class ClipIndex:
             self.segments[segment.id] = segment
             self._reindex()
         self._legacy = [key for key in store.list(INDEX) if key == MANIFEST_KEY or key.startswith(prefix + "/")]
-
-
-def merge_hits(hits: Iterable[SearchHit], *, merge_drop: float = 0.15, untrained: bool = False) -> list[Event]:
-    """Merge time-adjacent hits of one source into events, best first.
-
-    Scores are rescaled to [0, 1] over the candidates; starting from the best unassigned hit, a neighbour
-    window (touching in time) joins while its rescaled score is within `merge_drop` of the event's peak.
-    """
-    hits = list(hits)
-    if not hits:
-        return []
-    low, high = min(h.score for h in hits), max(h.score for h in hits)
-    span = high - low or 1.0
-    level = {h: (h.score - low) / span for h in hits}
-    by_source: dict[str, list[SearchHit]] = {}
-    for hit in sorted(hits, key=lambda h: h.start):
-        by_source.setdefault(hit.source_id, []).append(hit)
-    assigned: set[SearchHit] = set()
-    events = []
-    for seed in sorted(hits, key=lambda h: (-h.score, h.source_id, h.start)):
-        if seed in assigned:
-            continue
-        timeline = by_source[seed.source_id]
-        lo = hi = timeline.index(seed)
-        floor = level[seed] - merge_drop
-
-        def joins(i: int, neighbour_of: int) -> bool:
-            if not 0 <= i < len(timeline) or timeline[i] in assigned or level[timeline[i]] < floor:
-                return False
-            a, b = sorted((timeline[i], timeline[neighbour_of]), key=lambda h: h.start)
-            return b.start <= a.end + 1e-6
-
-        while joins(lo - 1, lo):
-            lo -= 1
-        while joins(hi + 1, hi):
-            hi += 1
-        members = tuple(timeline[lo : hi + 1])
-        assigned.update(members)
-        events.append(
-            Event(
-                source=seed.source,
-                source_id=seed.source_id,
-                start=members[0].start,
-                end=members[-1].end,
-                score=seed.score,
-                peak_time=(seed.start + seed.end) / 2,
-                keyframe_key=seed.keyframe_key,
-                untrained=untrained,
-                hits=members,
-            )
-        )
-    return events
-
-
-def find_moments(
-    index: ClipIndex,
-    encoders,
-    *,
-    text: str | None = None,
-    image: np.ndarray | None = None,
-    top_k: int = 10,
-    merge_drop: float = 0.15,
-    where: ClipFilter | None = None,
-) -> list[Event]:
-    """Moments matching a phrase (SigLIP2 text tower) or an example image (SigLIP2 and DINOv2), best first;
-    of the rows `where` lets through (None: all)."""
-    if (text is None) == (image is None):
-        raise ValueError("search needs exactly one of a text query or an example image")
-    index.check_models(encoders.ids)
-    candidates = max(top_k * 8, 64)
-    if text is not None:
-        if not text.strip():
-            raise ValueError("the text query is empty")
-        hits = index.search(siglip=encoders.siglip.embed_texts([text])[0], k=candidates, where=where)
-    else:
-        siglip, dinov2 = encoders.embed_images(image[None])
-        hits = index.search(siglip=siglip[0], dinov2=dinov2[0], k=candidates, where=where)
-    return merge_hits(hits, merge_drop=merge_drop, untrained=encoders.ids.untrained)[:top_k]
