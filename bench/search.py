@@ -24,7 +24,9 @@ through the real `ClipIndex` on a `LocalStore` in a temporary folder. For each i
   `pipeline.search.index.MAX_SEALED` in this process), run by the index's own background thread while the
   main thread searches back to back; search latency meanwhile and the compaction's duration;
 
-then **cold open**, `ClipIndex.load(store)` in another fresh process (seconds, RSS, first searches). The
+then **cold open**, `ClipIndex.load(store)` in another fresh process (seconds, RSS, first searches), which then
+times the unfiltered and camera + time searches again as a reader (the latency targets are judged there:
+vigil searches in processes that open the index, never in the writer). The
 **kinds** (flat, hnsw, ivf, ivf_sq8) are measured on a sample (`--kinds-sample`, 100k): one sealed segment
 each, forced by `IndexConfig.kind`; the bytes of its FAISS indexes (both towers, `faiss.serialize_index`,
 which matches what they hold in memory: vectors or codes, graph links, IVF ids, direct maps), scaled to
@@ -76,6 +78,7 @@ UPSERT_ROWS = 100_000  # rows per upsert while bulk-building (bounds the synthet
 CAMERA_SPAN = 0.25  # the camera + time filter covers this share of the camera's history
 TIME_SPAN = 0.10  # the time-only filter covers this share of the history (every camera)
 QUERY_SETS = ("all", "camera+time", "time")
+READER_QUERY_SETS = ("all", "camera+time")  # the sets with a latency target, timed again in a reader process
 CHECKPOINT_CAMERAS, CHECKPOINT_WINDOWS = 10, 5
 KINDS = ("flat", "hnsw", "ivf", "ivf_sq8")
 GIB = 2**30
@@ -562,8 +565,10 @@ def measure_size(clips: int, folder: str, config: dict, options: dict, phases: t
     send(out, "done", {"live_rows": len(index)})
 
 
-def open_index(folder: str, config: dict, seed: int, out) -> None:
-    """In a fresh process: `ClipIndex.load(store)`, its time and RSS, then the first searches."""
+def open_index(folder: str, config: dict, seed: int, query_count: int, out) -> None:
+    """In a fresh process: `ClipIndex.load(store)`, its time and RSS, the first searches, then timed searches
+    as a reader serves them (`vigil search` and the index shard actors open the index from the store; the
+    writer never searches)."""
     from pipeline.config import IndexConfig
     from pipeline.search.index import ClipIndex
     from pipeline.storage.store import LocalStore
@@ -585,6 +590,12 @@ def open_index(folder: str, config: dict, seed: int, out) -> None:
         started = time.perf_counter()
         index.search(siglip=queries.vectors[0], k=K, where=where)
         firsts[name] = (time.perf_counter() - started) * 1000
+    latencies = {}
+    for name in READER_QUERY_SETS:
+        timed = synthetic.query_set(name, WARMUP_QUERIES + query_count, (rows // CAMERAS) * CAMERAS)
+        filters = timed.filters(synthetic.source_ids)
+        _time_queries(index, timed.head(WARMUP_QUERIES), filters[:WARMUP_QUERIES], keep=False)
+        latencies[name], _ = _time_queries(index, timed.tail(WARMUP_QUERIES), filters[WARMUP_QUERIES:], keep=False)
     send(
         out,
         "part",
@@ -596,6 +607,8 @@ def open_index(folder: str, config: dict, seed: int, out) -> None:
             "peak_rss": _peak_rss(),
             "rows": rows,
             "first_search_ms": firsts,
+            "search_ms": latencies,
+            "layout": layout_of(index.manifest),
         },
     )
     send(out, "done", {})
@@ -799,6 +812,11 @@ OPEN_HEADER = [
     "open peak RSS GiB",
     "first search ms",
     "first camera+time search ms",
+    "segments",
+    "search p50 ms",
+    "search p99 ms",
+    "camera+time p50 ms",
+    "camera+time p99 ms",
 ]
 CHECKPOINT_HEADER = [
     "clips stored",
@@ -904,6 +922,8 @@ def open_rows(run: dict) -> list[list[str]]:
                 _gib(opened["peak_rss"]),
                 _ms(opened["first_search_ms"]["all"]),
                 _ms(opened["first_search_ms"]["camera+time"]),
+                describe_layout(opened["layout"]),
+                *(_ms(percentile(opened["search_ms"][name], q)) for name in READER_QUERY_SETS for q in (50, 99)),
             ]
         )
     return rows
@@ -1031,6 +1051,9 @@ def _summaries(run: dict) -> dict[int, dict]:
             for name in QUERY_SETS:
                 s[f"{name}_p99"] = percentile(search[name]["latency_ms"], 99)
                 s[f"{name}_recall"] = search[name]["recall"]
+        if reader := size.get("open", {}).get("parts", {}).get("open", {}).get("search_ms"):
+            for name, latencies in reader.items():
+                s[f"reader_{name}_p99"] = percentile(latencies, 99)
         out[size["clips"]] = s
     return out
 
@@ -1068,9 +1091,12 @@ def target_lines(run: dict) -> list[str]:
         )
     checks = [
         (
-            "all_p99",
-            f"search p99 <= {SEARCH_P99_MS_AT_1M:g} ms at 1M (unfiltered, encoding excluded)",
-            lambda v: (f"{v:.2f} ms", v <= SEARCH_P99_MS_AT_1M),
+            "reader_all_p99",
+            f"search p99 <= {SEARCH_P99_MS_AT_1M:g} ms at 1M (unfiltered, encoding excluded), in a reader",
+            lambda v: (
+                f"{v:.2f} ms (the writer's own process: {_ms(big.get('all_p99', math.nan))} ms)",
+                v <= SEARCH_P99_MS_AT_1M,
+            ),
         ),
         (
             "all_recall",
@@ -1078,9 +1104,12 @@ def target_lines(run: dict) -> list[str]:
             lambda v: (f"{v:.3f}", v >= RECALL_TARGET),
         ),
         (
-            "camera+time_p99",
-            f"search p99 <= {FILTERED_P99_MS_AT_1M:g} ms at 1M with a camera + wall-clock range filter",
-            lambda v: (f"{v:.2f} ms", v <= FILTERED_P99_MS_AT_1M),
+            "reader_camera+time_p99",
+            f"search p99 <= {FILTERED_P99_MS_AT_1M:g} ms at 1M with a camera + wall-clock range filter, in a reader",
+            lambda v: (
+                f"{v:.2f} ms (the writer's own process: {_ms(big.get('camera+time_p99', math.nan))} ms)",
+                v <= FILTERED_P99_MS_AT_1M,
+            ),
         ),
         (
             "camera+time_recall",
@@ -1241,10 +1270,15 @@ def render_markdown(run: dict) -> str:
         "",
         markdown_table(SEARCH_HEADER, search_rows(run)),
         "",
-        "### Cold open",
+        "### Cold open, and searches in a reader",
         "",
-        "`ClipIndex.load(store)` in a fresh process; then the first search of each kind (the first filtered one "
-        "builds the per-segment filter columns).",
+        "`ClipIndex.load(store)` in a fresh process (after the size's other phases, compaction included); then "
+        "the first search of each kind (the first filtered one builds the per-segment filter columns); then "
+        f"{WARMUP_QUERIES} untimed and the same number of timed queries per set as above, one at a time. This is "
+        "where vigil searches: `vigil search` and the index shard actors open the index from the store, the "
+        "writer (monitor, `vigil index`) never searches, so the latency targets are judged here; the writer's "
+        "own process, whose heap holds the bulk build's history, is in the table above. Recall is measured in "
+        "the writer (the same segment code and settings; the exact truth needs the writer's row numbering).",
         "",
         markdown_table(OPEN_HEADER, open_rows(run)),
         "",
@@ -1446,9 +1480,8 @@ def main(argv: list[str] | None = None) -> dict:
             if "base" in size["parts"] and (size["error"] is None or "time budget" not in size["error"]):
                 log("  cold open")
                 remaining = max(60.0, budget - (time.monotonic() - started))
-                size["open"] = in_child(
-                    open_index, (folder, config, args.seed), time.monotonic() + remaining, max_rss, log
-                )
+                reader_args = (folder, config, args.seed, options["queries"])
+                size["open"] = in_child(open_index, reader_args, time.monotonic() + remaining, max_rss, log)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         size["wall_seconds_with_open"] = time.monotonic() - started

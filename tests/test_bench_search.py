@@ -16,7 +16,9 @@ def test_bench_search_runs_every_phase_at_a_tiny_size(tmp_path):
     search_part = size["parts"]["search"]
     assert search_part["live_rows"] == search_part["expected_rows"]
     assert search_part["camera+time"]["recall"] == 1.0  # a strict filter is answered exactly
-    assert size["open"]["parts"]["open"]["rows"] == 2000 + 4 * 100 + 2 * 50
+    opened = size["open"]["parts"]["open"]
+    assert opened["rows"] == 2000 + 4 * 100 + 2 * 50
+    assert {name: len(latencies) for name, latencies in opened["search_ms"].items()} == {"all": 10, "camera+time": 10}
     assert set(run["kinds"]["parts"]) == set(search.KINDS) and run["checkpoint_reference"]["error"] is None
     text = results.read_text()
     assert text.startswith("<!-- bench.search -->") and "save of 100 clips, p95" in text
