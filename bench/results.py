@@ -18,7 +18,16 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["markers", "write_section", "machine_facts", "facts_section", "markdown_table", "plain_table", "mib"]
+__all__ = [
+    "markers",
+    "write_section",
+    "cpu_capabilities",
+    "machine_facts",
+    "facts_section",
+    "markdown_table",
+    "plain_table",
+    "mib",
+]
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -55,6 +64,25 @@ def write_section(path: str | Path, name: str, markdown: str) -> Path:
     return path
 
 
+def cpu_capabilities() -> str:
+    """The instruction sets model speed depends on (bf16 runs several times slower than fp32 without native
+    support), from /proc/cpuinfo's flags."""
+    try:
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    flags = set(line.split(":", 1)[1].split())
+    avx512 = sorted(f for f in flags if f.startswith("avx512"))
+    amx = sorted(f for f in flags if f.startswith("amx"))
+    bf16 = sorted(f for f in flags if "bf16" in f)
+    return (
+        f"AVX2 {'yes' if 'avx2' in flags else 'no'}; "
+        f"AVX-512 {('yes (' + ', '.join(avx512) + ')') if avx512 else 'no'}; "
+        f"AMX {('yes (' + ', '.join(amx) + ')') if amx else 'no'}; "
+        f"bf16 {('yes (' + ', '.join(bf16) + ')') if bf16 else 'no'}"
+    )
+
+
 def machine_facts(**extra: str) -> dict[str, str]:
     """What the numbers were measured on (CPU model, cores, memory, versions), then `extra` facts."""
     import torch
@@ -78,6 +106,7 @@ def machine_facts(**extra: str) -> dict[str, str]:
         "OS": platform.platform(),
         "Python": platform.python_version(),
         "torch": f"{torch.__version__} ({torch.get_num_threads()} threads by default)",
+        "CPU flags": cpu_capabilities(),
         **extra,
     }
 

@@ -730,29 +730,11 @@ def in_child(target, args: tuple, deadline: float, max_rss: float, log) -> dict:
 # ------------------------------------------------------------------------------------------ report
 
 
-def cpu_flags() -> str:
-    try:
-        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
-    except (OSError, StopIteration):
-        return "unknown"
-    flags = set(line.split(":", 1)[1].split())
-    avx512 = sorted(f for f in flags if f.startswith("avx512"))
-    amx = sorted(f for f in flags if f.startswith("amx"))
-    bf16 = sorted(f for f in flags if "bf16" in f)
-    return (
-        f"AVX2 {'yes' if 'avx2' in flags else 'no'}; "
-        f"AVX-512 {('yes (' + ', '.join(avx512) + ')') if avx512 else 'no'}; "
-        f"AMX {('yes (' + ', '.join(amx) + ')') if amx else 'no'}; "
-        f"bf16 {('yes (' + ', '.join(bf16) + ')') if bf16 else 'no'}"
-    )
-
-
 def machine_facts() -> dict[str, str]:
     import faiss
 
     return results.machine_facts(
         **{
-            "CPU flags": cpu_flags(),
             "faiss": f"{faiss.__version__} (compiled with: {faiss.get_compile_options().strip()}; "
             f"{faiss.omp_get_max_threads()} OpenMP threads, the default, used by every measurement unless said)",
             "numpy": np.__version__,
