@@ -58,6 +58,10 @@ class ExtractorActor:
     def model_ids(self) -> ModelIds:
         return self.encoders.ids
 
+    def precisions(self) -> dict[str, str]:
+        """The precision each encoder runs at, for the records; none with the null extractor (no model runs)."""
+        return {} if isinstance(self.encoders, NullEncoders) else self.encoders.precisions
+
     def extract(self, batch: FrameBatch) -> FrameBatch:
         return extract_features(batch, self.encoders)
 

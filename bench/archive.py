@@ -1,17 +1,22 @@
 """Benchmark of the archive indexing path: `python -m bench.archive`.
 
-Runs by hand (never from the test suite) and measures, in one run on this machine, for a high-motion
-and a static-camera 720p30 input sampled at 1 fps:
+Runs by hand (never from the test suite) and measures, in one run on this machine, 720p30 inputs sampled at
+1 fps: generated high-motion and static-camera footage, each encoded with a keyframe every second (where
+decoding keyframes only applies) and with the encoder's default GOP (keyframes up to 250 frames apart and at
+scene cuts, B-frames), plus any file given with `--input` (the user's own footage). For each input:
 
 - the naive baseline (`bench.naive`: OpenCV reads every frame, HF processors, fp32 batch 1);
-- vigil's decoding alone (`decode_frames` + `mark_still_frames`, the pipeline's settings);
-- vigil's models alone (the encoders on the decoded non-still frames, held in memory, in the pipeline's batches);
-- vigil end to end (`jobs.archive.index_paths` into a fresh LocalStore), precision "auto" and "int8";
+- vigil's decoding alone (`decode_frames` + `mark_still_frames`, the pipeline's settings), and where every
+  frame is decoded, each decode shortcut (`pipeline.media.decode.Shortcuts`) alone against none, so each is
+  measured before it is kept;
+- vigil's models alone (the encoders on the decoded non-still frames, held in memory, in the pipeline's
+  batches) at precision auto and at each CPU precision (fp32, bf16, int8), to check what auto chose;
+- vigil end to end (`jobs.archive.index_paths` into a fresh LocalStore), precision auto;
 
 then the peak memory of end-to-end runs on a short and a 4x longer static input, each in a fresh process.
 The checkpoints have the real sizes of SigLIP2-base and DINOv2-small but random weights: this measures
 speed only, never accuracy. Model loading is excluded from every timing; each model is warmed up once.
-Results go to stdout and bench/RESULTS.md.
+Results go to stdout (or JSON with --json) and bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import json
 import multiprocessing
 import os
 import resource
@@ -28,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +44,17 @@ from bench import results
 from bench.results import facts_section, markdown_table, plain_table, write_section
 from bench.results import mib as _mib
 from jobs.archive import index_paths
-from pipeline.config import VigilConfig, load_config
-from pipeline.media.decode import output_size
+from pipeline.config import DecodeConfig, VigilConfig, load_config
+from pipeline.media.decode import NO_SHORTCUTS, Shortcuts, output_size, probe
 from pipeline.media.sampling import decode_file, mark_still
 from pipeline.media.synthetic import scene_image, write_high_motion_video, write_static_camera_video
-from pipeline.models import Encoders, ModelSource, build_random_checkpoints, load_encoders
+from pipeline.models import (
+    FAITHFUL_MIN_COSINE,
+    Encoders,
+    ModelSource,
+    build_random_checkpoints,
+    load_encoders,
+)
 from pipeline.records import Frame
 from pipeline.search.embed import extract_features, model_batches
 from pipeline.storage.store import LocalStore
@@ -50,20 +62,39 @@ from pipeline.storage.store import LocalStore
 BENCH_DIR = Path(__file__).resolve().parent
 RESOLUTION = (1280, 720)
 VIDEO_FPS = 30
-INPUTS = {"high-motion": write_high_motion_video, "static": write_static_camera_video}
-PRECISIONS = ("auto", "int8")
-# Targets from the project brief.
-SPEEDUP_TARGETS = {"high-motion": 3.0, "static": 10.0}
+GENERATORS = {"high-motion": write_high_motion_video, "static": write_static_camera_video}
+# input name -> (generator, seconds between forced keyframes; None: the encoder's default GOP)
+INPUTS = {
+    "high-motion, keyframe every 1 s": ("high-motion", 1.0),
+    "static, keyframe every 1 s": ("static", 1.0),
+    "high-motion, default GOP": ("high-motion", None),
+    "static, default GOP": ("static", None),
+}
+CPU_PRECISIONS = ("fp32", "bf16", "int8")
+# Speedup targets over the naive baseline, precision auto. The 1-s-keyframe ones come from the project brief;
+# the default-GOP ones from the issue on CPU speed (high motion: 3x where bf16 is native, 1.5x elsewhere).
+SPEEDUP_TARGETS = {
+    "high-motion, keyframe every 1 s": 3.0,
+    "static, keyframe every 1 s": 10.0,
+    "static, default GOP": 8.0,
+}
+HIGH_MOTION_DEFAULT_GOP_TARGET = {True: 3.0, False: 1.5}  # by whether this CPU has native bf16
 MAX_OVERHEAD = 1.15  # end to end / (decode alone + models alone)
+MAX_AUTO_LOSS = 1.10  # auto's models time / the fastest faithful precision's
 MAX_MEMORY_GROWTH = 0.10  # peak RSS while indexing, 4x longer video vs the short one
 # Other processes using more than this many cores during a measurement make it suspect.
 INTERFERENCE_CORES = 0.2
 
 
 def bench_configs() -> dict[str, VigilConfig]:
-    """The packaged defaults with the sampling rate pinned to 1 fps, one per precision measured. Read once
-    at the start, so every variant runs with the same settings even if the config files change meanwhile."""
-    return {p: load_config(overrides={"decode.fps": 1.0, "precision": p}) for p in PRECISIONS}
+    """The packaged defaults with the sampling rate pinned to 1 fps, for auto and each CPU precision. Read
+    once at the start, so every variant runs with the same settings even if the config files change."""
+    return {p: load_config(overrides={"decode.fps": 1.0, "precision": p}) for p in ("auto", *CPU_PRECISIONS)}
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AMX or AVX-512 BF16): which high-motion target applies."""
+    return any(name in results.cpu_capabilities() for name in ("amx_bf16", "avx512_bf16"))
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -74,14 +105,15 @@ def prepare_models(out: Path) -> ModelSource:
     return build_random_checkpoints(out / "models", size="base")
 
 
-def prepare_video(out: Path, kind: str, seconds: float) -> Path:
+def prepare_video(out: Path, generator: str, seconds: float, keyframe_every: float | None = 1.0) -> Path:
     """A cached 720p30 synthetic input; written under a temporary name so an interrupted run
     never leaves a truncated file that later runs would trust."""
-    path = out / "inputs" / f"{kind}-{seconds:g}s-{RESOLUTION[1]}p{VIDEO_FPS}.mp4"
+    gop = "default-gop" if keyframe_every is None else f"kf{keyframe_every:g}s"
+    path = out / "inputs" / f"{generator}-{seconds:g}s-{RESOLUTION[1]}p{VIDEO_FPS}-{gop}.mp4"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".partial-{os.getpid()}-{path.name}")
-        INPUTS[kind](partial, seconds, size=RESOLUTION, fps=VIDEO_FPS)
+        GENERATORS[generator](partial, seconds, size=RESOLUTION, fps=VIDEO_FPS, keyframe_every=keyframe_every)
         os.replace(partial, path)
     return path
 
@@ -126,12 +158,31 @@ def warm_up_encoders(encoders: Encoders, config: VigilConfig) -> None:
     encoders.embed_images(scene_image(0, output_size(*RESOLUTION, config.decode.short_side or None))[None])
 
 
-def decode_alone(video: Path, config: VigilConfig) -> tuple[list[Frame], bool]:
+def decode_alone(video: Path, decode: DecodeConfig) -> tuple[list[Frame], bool]:
     """All sampled frames (still-marked) with the settings `pipeline.search.embed.sampled_batches` uses,
     plus whether the keyframe-only path was taken."""
-    stream = decode_file(video, config.decode, source=str(video))
-    frames = list(mark_still(stream, config.decode))
+    stream = decode_file(video, decode, source=str(video))
+    frames = list(mark_still(stream, decode))
     return frames, bool(stream.keyframes_only)
+
+
+# decode variants measured against "decode alone" where every frame is decoded: none, then each shortcut alone
+SHORTCUT_VARIANTS = {
+    "decode, no shortcuts": NO_SHORTCUTS,
+    "decode, only unsampled GOP parts skipped": Shortcuts(True, False, False),
+    "decode, only non-reference frames skipped": Shortcuts(False, True, False),
+    "decode, only the loop filter skipped": Shortcuts(False, False, True),
+}
+
+
+def with_shortcuts(decode: DecodeConfig, shortcuts: Shortcuts) -> DecodeConfig:
+    return decode.model_copy(
+        update={
+            "skip_unsampled_gops": shortcuts.unsampled_gops,
+            "skip_nonref_frames": shortcuts.nonref_frames,
+            "skip_loop_filter": shortcuts.loop_filter,
+        }
+    )
 
 
 def models_alone(frames: list[Frame], encoders: Encoders, config: VigilConfig) -> None:
@@ -151,8 +202,11 @@ def end_to_end(video: Path, config: VigilConfig, encoders: Encoders):
 
 @dataclass
 class InputResult:
-    kind: str
+    name: str
+    path: str
     video_seconds: float
+    size: tuple[int, int]
+    keyframe_gap: float | None  # the largest, seconds
     keyframes_only: bool = False
     frames_sampled: int = 0
     frames_still: int = 0
@@ -160,23 +214,28 @@ class InputResult:
     naive_stages: dict[str, float] = field(default_factory=dict)
     timings: dict[str, Measured] = field(default_factory=dict)  # variant name -> measurement
 
-    def speedup(self, variant: str) -> float | None:
+    @property
+    def frames_embedded(self) -> int:
+        return self.frames_sampled - self.frames_still
+
+    def speedup(self, variant: str = "end to end (auto)") -> float | None:
         naive = self.timings.get("naive")
         return naive.seconds / self.timings[variant].seconds if naive else None
 
-    def overhead(self, precision: str) -> float:
-        """End to end / (decode alone + models alone), at one precision."""
-        parts = self.timings["decode alone"].seconds + self.timings[f"models alone ({precision})"].seconds
-        return self.timings[f"end to end ({precision})"].seconds / parts
+    def overhead(self) -> float:
+        """End to end / (decode alone + models alone), precision auto."""
+        parts = self.timings["decode alone"].seconds + self.timings["models alone (auto)"].seconds
+        return self.timings["end to end (auto)"].seconds / parts
 
 
 def bench_input(
-    kind: str, video: Path, seconds: float, configs: dict[str, VigilConfig], encoders: dict[str, Encoders], naive_models
+    name: str, video: Path, configs: dict[str, VigilConfig], encoders: dict[str, Encoders], naive_models
 ) -> InputResult:
     from bench.naive import run_naive
 
     config = configs["auto"]
-    result = InputResult(kind, seconds)
+    info = probe(video)
+    result = InputResult(name, str(video), info.duration, (info.width, info.height), info.keyframe_interval)
 
     def timed(variant: str, fn: Callable[[], Any]) -> Any:
         value, result.timings[variant] = measure(fn)
@@ -186,12 +245,15 @@ def bench_input(
     if naive_models is not None:
         run = timed("naive", lambda: run_naive(video, naive_models, config.decode.fps))
         result.naive_frames, result.naive_stages = run.frames, dict(run.stage_seconds)
-    frames, result.keyframes_only = timed("decode alone", lambda: decode_alone(video, config))
+    frames, result.keyframes_only = timed("decode alone", lambda: decode_alone(video, config.decode))
     result.frames_sampled = len(frames)
     result.frames_still = sum(frame.still for frame in frames)
+    if not result.keyframes_only:
+        for variant, shortcuts in SHORTCUT_VARIANTS.items():
+            timed(variant, lambda: decode_alone(video, with_shortcuts(config.decode, shortcuts)))
     for precision, models in encoders.items():
         timed(f"models alone ({precision})", lambda: models_alone(frames, models, config))
-        timed(f"end to end ({precision})", lambda: end_to_end(video, configs[precision], models))
+    timed("end to end (auto)", lambda: end_to_end(video, config, encoders["auto"]))
     return result
 
 
@@ -281,22 +343,26 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{suffix}"
 
 
+def _frames_of(result: InputResult, variant: str) -> int:
+    if variant == "naive":
+        return result.naive_frames
+    return result.frames_sampled if variant.startswith("decode") else result.frames_embedded
+
+
 def table_rows(result: InputResult) -> list[list[str]]:
     rows = []
     for variant, m in result.timings.items():
-        frames = {
-            "naive": f"{result.naive_frames} sampled",
-            "decode alone": f"{result.frames_sampled} sampled",
-        }.get(variant, f"{result.frames_sampled - result.frames_still} embedded")
+        frames = _frames_of(result, variant)
+        label = "sampled" if variant == "naive" or variant.startswith("decode") else "embedded"
         speedup = result.speedup(variant) if variant.startswith("end to end") else None
         rows.append(
             [
-                result.kind,
+                result.name,
                 variant,
                 f"{m.seconds:.2f}",
                 f"{result.video_seconds / m.seconds:.1f}x",
-                frames,
-                _fmt(speedup, ".1f", "x"),
+                f"{frames} {label}",
+                _fmt(speedup, ".2f", "x"),
                 f"{m.other_cores:.2f}",
             ]
         )
@@ -306,25 +372,83 @@ def table_rows(result: InputResult) -> list[list[str]]:
 TABLE_HEADER = ["input", "variant", "wall s", "x realtime", "frames", "speedup vs naive", "other cores busy"]
 
 
+def input_rows(results: list[InputResult]) -> list[list[str]]:
+    return [
+        [
+            r.name,
+            r.path if r.name.startswith("--input") else Path(r.path).name,
+            f"{r.size[0]}x{r.size[1]}",
+            f"{r.video_seconds:.1f} s",
+            _fmt(r.keyframe_gap, ".2f", " s"),
+            "keyframes only" if r.keyframes_only else "all frames (less the shortcuts)",
+            f"{r.frames_sampled} ({r.frames_still} still)",
+        ]
+        for r in results
+    ]
+
+
+INPUT_HEADER = ["input", "file", "size", "length", "largest keyframe gap", "decode path", "sampled frames"]
+
+
+def precision_rows(encoders: Encoders) -> list[list[str]]:
+    """What auto measured and chose, per model (its calibration, or the cached one)."""
+    rows = []
+    for encoder in (encoders.siglip, encoders.dinov2):
+        for precision, trial in encoder.precision_timings.items():
+            rows.append(
+                [
+                    encoder.model_id,
+                    precision,
+                    f"{trial.ms_per_image:.1f}",
+                    f"{trial.min_cosine:.5f}",
+                    "yes" if trial.min_cosine >= FAITHFUL_MIN_COSINE else "no",
+                    "**chosen**" if precision == encoder.precision else "",
+                ]
+            )
+    return rows
+
+
+PRECISION_HEADER = ["model", "precision", "ms per image (calibration)", "min cosine to fp32", "faithful", "auto"]
+
+
 def _met(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
-def target_lines(results: list[InputResult], memory: list[dict] | None) -> list[str]:
+def faithful_precisions(encoders: Encoders) -> set[str]:
+    """The precisions auto's calibration found faithful for both models (fp32 always)."""
+    faithful = set(CPU_PRECISIONS)
+    for encoder in (encoders.siglip, encoders.dinov2):
+        trials = encoder.precision_timings.items()
+        faithful &= {p for p, trial in trials if trial.min_cosine >= FAITHFUL_MIN_COSINE} | {"fp32"}
+    return faithful
+
+
+def target_lines(results: list[InputResult], memory: list[dict] | None, faithful: set[str]) -> list[str]:
     lines = []
+    native = native_bf16()
     for r in results:
-        for precision in PRECISIONS:
-            speedup = r.speedup(f"end to end ({precision})")
-            if speedup is not None:
-                goal = SPEEDUP_TARGETS[r.kind]
-                lines.append(
-                    f"- {r.kind}, {precision}: speedup over naive >= {goal:g}x: {speedup:.1f}x, {_met(speedup >= goal)}"
-                )
-            overhead = r.overhead(precision)
-            lines.append(
-                f"- {r.kind}, {precision}: end to end / (decode alone + models alone) <= {MAX_OVERHEAD}: "
-                f"{overhead:.3f}, {_met(overhead <= MAX_OVERHEAD)}"
-            )
+        goal = SPEEDUP_TARGETS.get(r.name)
+        if r.name == "high-motion, default GOP":
+            goal = HIGH_MOTION_DEFAULT_GOP_TARGET[native]
+        speedup = r.speedup()
+        if goal is not None and speedup is not None:
+            where = f" (this CPU {'has' if native else 'lacks'} native bf16)" if r.name.startswith("high") else ""
+            lines.append(f"- {r.name}: speedup over naive >= {goal:g}x{where}: {speedup:.2f}x, {_met(speedup >= goal)}")
+        elif speedup is not None:
+            lines.append(f"- {r.name}: speedup over naive {speedup:.2f}x (no target)")
+        overhead = r.overhead()
+        lines.append(
+            f"- {r.name}: end to end / (decode alone + models alone) <= {MAX_OVERHEAD}: "
+            f"{overhead:.3f}, {_met(overhead <= MAX_OVERHEAD)}"
+        )
+        models = {p: r.timings[f"models alone ({p})"].seconds for p in CPU_PRECISIONS}
+        fastest = min(faithful, key=models.__getitem__)
+        loss = r.timings["models alone (auto)"].seconds / models[fastest]
+        lines.append(
+            f"- {r.name}: models with auto <= {MAX_AUTO_LOSS:g}x the fastest faithful precision ({fastest}, "
+            f"{models[fastest]:.2f} s): {loss:.3f}x, {_met(loss <= MAX_AUTO_LOSS)}"
+        )
     if memory:
         growth = memory_growth(memory)
         lines.append(
@@ -361,7 +485,7 @@ def memory_table(memory: list[dict]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def interpretation(results: list[InputResult], precision_note: str) -> list[str]:
+def interpretation(results: list[InputResult], chosen: str) -> list[str]:
     """Where the time goes, in sentences built from the measured numbers."""
     lines = []
     for r in results:
@@ -370,20 +494,28 @@ def interpretation(results: list[InputResult], precision_note: str) -> list[str]
             total = sum(r.naive_stages.values())
             shares = ", ".join(f"{stage} {seconds / total:.0%}" for stage, seconds in r.naive_stages.items())
             lines.append(
-                f"- {r.kind}, naive ({t['naive']:.1f} s): {shares} (decode = OpenCV reading all "
-                f"{round(r.video_seconds * VIDEO_FPS)} frames at 720p; preprocess = HF PIL processors)."
+                f"- {r.name}, naive ({t['naive']:.1f} s): {shares} (decode = OpenCV reading every frame; "
+                "preprocess = HF PIL processors)."
             )
-        path = "keyframes only" if r.keyframes_only else "all frames"
-        embedded = r.frames_sampled - r.frames_still
-        for precision in PRECISIONS:
-            e2e = t[f"end to end ({precision})"]
-            decode, models = t["decode alone"], t[f"models alone ({precision})"]
-            # Absolute seconds, not shares: under noise the parts can add up to more than the whole.
+        path = "keyframes only" if r.keyframes_only else "all frames less the shortcuts"
+        e2e, decode, models = t["end to end (auto)"], t["decode alone"], t["models alone (auto)"]
+        # Absolute seconds, not shares: under noise the parts can add up to more than the whole.
+        lines.append(
+            f"- {r.name}, vigil auto ({chosen}): end to end {e2e:.1f} s = models {models:.1f} s "
+            f"({r.frames_embedded} of {r.frames_sampled} frames embedded, {models / max(r.frames_embedded, 1):.2f} s "
+            f"each) + decode {decode:.2f} s ({path}, {r.frames_still} still) + everything else "
+            f"{e2e - decode - models:+.2f} s (probe, windows, JPEG/npz writes, index)."
+        )
+        if "decode, no shortcuts" in t:
+            plain = t["decode, no shortcuts"]
+            each = ", ".join(
+                f"{variant.removeprefix('decode, only ')} {plain / t[variant]:.2f}x"
+                for variant in SHORTCUT_VARIANTS
+                if variant != "decode, no shortcuts"
+            )
             lines.append(
-                f"- {r.kind}, vigil {precision}{precision_note if precision == 'auto' else ''}: end to end "
-                f"{e2e:.1f} s = models {models:.1f} s ({embedded} of {r.frames_sampled} frames embedded, "
-                f"{models / max(embedded, 1):.2f} s each) + decode {decode:.2f} s ({path}, {r.frames_still} still) "
-                f"+ everything else {e2e - decode - models:+.2f} s (probe, windows, JPEG/npz writes, index)."
+                f"- {r.name}, decoding: {plain:.2f} s with no shortcut; each alone: {each}; all "
+                f"(the pipeline's) {plain / decode:.2f}x."
             )
     return lines
 
@@ -406,11 +538,12 @@ class Run:
     settings: dict[str, str]
     results: list[InputResult]
     memory: list[dict] | None
-    precision_note: str
+    auto: Encoders
 
 
 def render_markdown(run: Run) -> str:
     rows = [row for r in run.results for row in table_rows(r)]
+    chosen = describe_choice(run.auto)
     parts = [
         "## Archive indexing (`python -m bench.archive`)",
         "",
@@ -421,12 +554,25 @@ def render_markdown(run: Run) -> str:
         "",
         *facts_section("Machine", run.machine),
         *facts_section("Settings", run.settings),
+        "### Inputs",
+        "",
+        markdown_table(INPUT_HEADER, input_rows(run.results)),
+        "",
+        f"### What precision auto chose: {chosen}",
+        "",
+        "Measured by the encoders on this machine (their calibration on the scikit-image photographs, or the "
+        "cached result of an earlier one); *faithful* = embeddings within cosine 0.99 of fp32 over the batch.",
+        "",
+        markdown_table(PRECISION_HEADER, precision_rows(run.auto)),
+        "",
         "### Results",
         "",
         "Variants: **naive** = `bench/naive.py` (cv2 reads every frame, keeps 1/s, HF processors per frame, "
-        "fp32, batch 1); **decode alone** = `decode_frames` + `mark_still_frames`; **models alone** = the "
-        "encoders on the decoded non-still frames held in memory; **end to end** = `jobs.archive.index_paths` "
-        "into a fresh LocalStore. *other cores busy* = CPU used by other processes during the measurement.",
+        "fp32, batch 1); **decode alone** = `decode_frames` + `mark_still_frames` with the pipeline's settings; "
+        "**decode, ...** = the same with the decode shortcuts off, or one alone (only where every frame is "
+        "decoded); **models alone** = the encoders on the decoded non-still frames held in memory, at auto and "
+        "at each CPU precision; **end to end** = `jobs.archive.index_paths` into a fresh LocalStore, precision "
+        "auto. *other cores busy* = CPU used by other processes during the measurement.",
         "",
         markdown_table(TABLE_HEADER, rows),
         "",
@@ -442,11 +588,11 @@ def render_markdown(run: Run) -> str:
     parts += [
         "### Targets",
         "",
-        *target_lines(run.results, run.memory),
+        *target_lines(run.results, run.memory, faithful_precisions(run.auto)),
         "",
         "### Where the time goes",
         "",
-        *interpretation(run.results, run.precision_note),
+        *interpretation(run.results, chosen),
         "",
         interference_note(run.results),
         "",
@@ -454,16 +600,64 @@ def render_markdown(run: Run) -> str:
     return "\n".join(parts)
 
 
+def describe_choice(encoders: Encoders) -> str:
+    return f"SigLIP2 {encoders.siglip.precision}, DINOv2 {encoders.dinov2.precision}"
+
+
 def print_summary(run: Run) -> None:
     print("\nUNTRAINED random-weight checkpoints (real sizes): speed only, never accuracy.")
     print("Model loading excluded from all timings; torch threads at the default for every variant.\n")
+    print(f"precision auto chose: {describe_choice(run.auto)}\n")
     print(plain_table(TABLE_HEADER, [row for r in run.results for row in table_rows(r)]))
     if run.memory:
         print()
         print(plain_table(*memory_table(run.memory)))
     print()
-    print("\n".join(line.replace("**", "") for line in target_lines(run.results, run.memory)))
+    targets = target_lines(run.results, run.memory, faithful_precisions(run.auto))
+    print("\n".join(line.replace("**", "") for line in targets))
     print(interference_note(run.results))
+
+
+def as_json(run: Run) -> dict:
+    """Machine-readable results: per input and variant, wall seconds, frames, speedup over naive."""
+    return {
+        "date": run.date,
+        "machine": run.machine,
+        "settings": run.settings,
+        "untrained": True,
+        "precision_auto": {
+            "siglip": run.auto.siglip.precision,
+            "dinov2": run.auto.dinov2.precision,
+            "measured": {
+                e.model_id: {p: asdict(trial) for p, trial in e.precision_timings.items()}
+                for e in (run.auto.siglip, run.auto.dinov2)
+            },
+        },
+        "inputs": [
+            {
+                "name": r.name,
+                "path": r.path,
+                "seconds": r.video_seconds,
+                "keyframes_only": r.keyframes_only,
+                "frames_sampled": r.frames_sampled,
+                "frames_still": r.frames_still,
+                "variants": {
+                    variant: {
+                        "wall_seconds": m.seconds,
+                        "frames": _frames_of(r, variant),
+                        "speedup_over_naive": r.speedup(variant) if "naive" in r.timings else None,
+                        "other_cores": m.other_cores,
+                    }
+                    for variant, m in r.timings.items()
+                },
+            }
+            for r in run.results
+        ],
+        "memory": run.memory,
+        "targets": [
+            line.replace("**", "") for line in target_lines(run.results, run.memory, faithful_precisions(run.auto))
+        ],
+    }
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -471,7 +665,16 @@ def print_summary(run: Run) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.archive", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="length of each input video (default 60)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each generated input (default 60)")
+    parser.add_argument(
+        "--input",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also measure this video file (repeatable), against the naive baseline in the same run",
+    )
+    parser.add_argument("--no-generated", action="store_true", help="measure only the --input files")
     parser.add_argument(
         "--out",
         type=Path,
@@ -486,7 +689,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-naive", action="store_true", help="skip the (slow) naive baseline")
     parser.add_argument("--skip-memory", action="store_true", help="skip the peak-memory runs")
-    return parser.parse_args(argv)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
+    args = parser.parse_args(argv)
+    for path in args.input:
+        if not path.is_file():
+            parser.error(f"--input {path}: no such file")
+    if args.no_generated and not args.input:
+        parser.error("--no-generated needs at least one --input FILE")
+    return args
 
 
 def load_all_encoders(models: ModelSource, configs: dict[str, VigilConfig]) -> dict[str, Encoders]:
@@ -499,21 +709,28 @@ def load_all_encoders(models: ModelSource, configs: dict[str, VigilConfig]) -> d
     return encoders
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     out = args.out.expanduser().resolve()
     configs = bench_configs()
-    print("Preparing UNTRAINED random-weight checkpoints and synthetic inputs (cached in", out, ")", flush=True)
+    say = (lambda *a, **k: print(*a, **k, file=sys.stderr)) if args.json else print
+    say("Preparing UNTRAINED random-weight checkpoints and synthetic inputs (cached in", out, ")", flush=True)
     models = prepare_models(out)
-    videos = {kind: prepare_video(out, kind, args.seconds) for kind in INPUTS}
+    videos = (
+        {}
+        if args.no_generated
+        else {
+            name: prepare_video(out, generator, args.seconds, keyframe_every)
+            for name, (generator, keyframe_every) in INPUTS.items()
+        }
+    )
+    videos.update({f"--input {path.name}": path.resolve() for path in args.input})
     memory_lengths = (args.seconds / 2, args.seconds * 2)
     if not args.skip_memory:
         for seconds in memory_lengths:
             prepare_video(out, "static", seconds)
 
     encoders = load_all_encoders(models, configs)
-    auto = encoders["auto"].siglip
-    precision_note = f" (resolved to {auto.precision})"
     naive_models = None
     if not args.skip_naive:
         from bench.naive import load_naive_models, warm_up
@@ -522,30 +739,36 @@ def main(argv: list[str] | None = None) -> None:
         warm_up(naive_models, RESOLUTION)
 
     results = []
-    for kind, video in videos.items():
-        print(f"Measuring {kind} ({args.seconds:g} s)...", flush=True)
-        results.append(bench_input(kind, video, args.seconds, configs, encoders, naive_models))
+    for name, video in videos.items():
+        say(f"Measuring {name}...", flush=True)
+        results.append(bench_input(name, video, configs, encoders, naive_models))
 
     memory = None
     if not args.skip_memory:
-        print(
+        say(
             f"Measuring peak memory on static inputs of {memory_lengths[0]:g} s and {memory_lengths[1]:g} s...",
             flush=True,
         )
         memory = measure_memory(out, models, configs["auto"], memory_lengths)
 
     config = configs["auto"]
+    decode = config.decode
     settings = {
-        "sampling": f"{config.decode.fps:g} fps",
+        "sampling": f"{decode.fps:g} fps",
         "clip window": f"{config.embed.window:g} s",
-        "short side": f"{config.decode.short_side} px (decoder output)",
+        "short side": f"{decode.short_side} px (decoder output)",
         "batch size": str(config.batch_size),
-        "decode": f"{config.decode.backend}, keyframes_only={config.decode.keyframes_only}, "
-        f"{config.decode.threads} threads, still_threshold={config.decode.still_threshold}",
-        "precision": f"auto -> {auto.precision} ({auto.precision_reason}); "
-        "int8 = dynamic quantisation of Linear layers",
-        "inputs": f"{RESOLUTION[0]}x{RESOLUTION[1]} H.264, {VIDEO_FPS} fps, keyframe every second, "
-        f"{args.seconds:g} s each (pipeline.media.synthetic high-motion and static-camera generators)",
+        "decode": f"{decode.backend}, keyframes_only={decode.keyframes_only}, {decode.threads} threads, "
+        f"still_threshold={decode.still_threshold}, skip_unsampled_gops={decode.skip_unsampled_gops}, "
+        f"skip_nonref_frames={decode.skip_nonref_frames}, skip_loop_filter={decode.skip_loop_filter}",
+        "precision": f"auto -> {describe_choice(encoders['auto'])} ({encoders['auto'].siglip.precision_reason}); "
+        "int8 = dynamic quantisation of Linear layers; bf16 = bf16 weights",
+        "generated inputs": "none"
+        if args.no_generated
+        else f"{RESOLUTION[0]}x{RESOLUTION[1]} H.264, {VIDEO_FPS} fps, {args.seconds:g} s each "
+        "(pipeline.media.synthetic high-motion and static-camera generators): keyframe every 1 s with x264 "
+        "ultrafast (no B-frames, no deblocking), or x264's default GOP (keyint 250, scene cuts) with veryfast "
+        "(3 B-frames, deblocking)",
         "memory runs": "skipped"
         if args.skip_memory
         else f"static input, {memory_lengths[0]:g} s and {memory_lengths[1]:g} s, precision auto",
@@ -557,11 +780,15 @@ def main(argv: list[str] | None = None) -> None:
         settings=settings,
         results=results,
         memory=memory,
-        precision_note=precision_note,
+        auto=encoders["auto"],
     )
-    print_summary(run)
+    if args.json:
+        print(json.dumps(as_json(run), indent=2))
+    else:
+        print_summary(run)
     write_section(args.results, "bench.archive", render_markdown(run))
-    print(f"\nwrote {args.results}")
+    say(f"\nwrote {args.results}")
+    return as_json(run)
 
 
 if __name__ == "__main__":

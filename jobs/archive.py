@@ -68,10 +68,18 @@ def decode_settings(config: VigilConfig) -> dict:
     return {**config.decode.sampling(), "window": config.embed.window}
 
 
+def agreed_precisions(reported: list[dict[str, str]]) -> dict[str, str | list[str]]:
+    """Each encoder's precision over the extractors (a file's batches go to all of them): the one they all use,
+    else the sorted list of those used (each extractor resolves "auto" for its own node's CPU)."""
+    used = {name: sorted({precisions[name] for precisions in reported}) for name in reported[0]}
+    return {name: names[0] if len(names) == 1 else names for name, names in used.items()}
+
+
 def _source_record(
     path: Path,
     config: VigilConfig,
     models: ModelIds,
+    precisions: dict[str, str | list[str]],
     duration: float,
     recording_start: float | None,
     clips: list[ClipEmbedding],
@@ -87,6 +95,9 @@ def _source_record(
         "duration": duration,
         "settings": decode_settings(config),
         "models": asdict(models),
+        # Informative only: not in `models` (indexes compare those) nor read by is_unchanged, so a precision
+        # change neither re-indexes a file nor refuses an index.
+        "precision": precisions,
         "recording_start": recording_start,
         "recording_start_given": recording_start_given,  # by --recorded-at: kept by later runs without it
         "clips": [c.start for c in clips],
@@ -240,12 +251,12 @@ def index_paths(
 
     if use_ray:
         runner = RayArchive(config)
-        models = runner.models
+        models, precisions = runner.models, runner.precisions
     else:
         encoders = encoders or load_encoders(
             config.models, device=config.device, precision=config.precision, batch_size=config.batch_size
         )
-        models = encoders.ids
+        models, precisions = encoders.ids, encoders.precisions
     index.check_models(models)
     report.untrained = models.untrained
 
@@ -304,7 +315,7 @@ def index_paths(
         except VideoDecodeError as exc:
             report.failed.append((str(path), str(exc)))
             return
-        record = _source_record(path, config, models, durations[path], starts[path], clips, path in given)
+        record = _source_record(path, config, models, precisions, durations[path], starts[path], clips, path in given)
         switch_source(store, index, path, clips, record)
         report.indexed.append(str(path))
         report.clips += len(clips)
@@ -352,6 +363,7 @@ class RayArchive:
         for _ in range(self.decoders):
             self._idle_decoders.put(DecoderActor.options(**place.next()).remote(config))
         self.models: ModelIds = ray_get(self._extractors[0].model_ids.remote())
+        self.precisions = agreed_precisions(ray_get([e.precisions.remote() for e in self._extractors]))
 
     def extracted(self, path: Path) -> Extracted:
         ray = self._ray

@@ -31,6 +31,10 @@ class DecodeConfig(_Section):
     keyframes_only: Literal["auto"] | bool
     threads: int = Field(ge=0, le=64)
     still_threshold: float = Field(ge=0)
+    # decoding left out when the sampling does not need it (pipeline.media.decode.Shortcuts says what each does)
+    skip_unsampled_gops: bool = True
+    skip_nonref_frames: bool = True
+    skip_loop_filter: bool = True
 
     def sampling(self) -> dict:
         """The settings that change which frames are sampled and marked still (threads change only speed)."""

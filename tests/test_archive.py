@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from jobs.archive import index_paths
+from jobs.archive import agreed_precisions, index_paths
 from pipeline.config import load_config
 from pipeline.media.decode import decode_frames
 from pipeline.search.index import ClipIndex
@@ -48,6 +48,37 @@ def test_every_window_is_stored_with_its_keyframe(indexed, scene_video):
         assert store.get(clip.keyframe_key)[:3] == b"\xff\xd8\xff"  # a JPEG
     manifest = read_newest(store)
     assert sum(entry.rows for entry in manifest.segments) == 10 and manifest.models.untrained
+    record = store.get_json(f"sources/{sid}.json")
+    assert record["precision"] == {"siglip": "fp32", "dinov2": "fp32"} and "precision" not in record["models"]
+
+
+def test_a_precision_change_neither_reindexes_nor_refuses_the_index(tmp_path, scene_video, config, tiny_encoders):
+    """The record says which precision made the vectors; indexes compare the models only."""
+    from pipeline.models import Dinov2Encoder, Encoders, SiglipEncoder
+
+    path, _ = scene_video
+    sid = source_id(str(path.resolve()))
+    store = LocalStore(tmp_path)
+    index_paths([path], config, store, progress=False, encoders=tiny_encoders)
+    int8 = Encoders(
+        SiglipEncoder.from_pretrained(tiny_encoders.siglip.model_id, precision="int8", batch_size=8),
+        Dinov2Encoder.from_pretrained(tiny_encoders.dinov2.model_id, precision="int8", batch_size=8),
+    )
+    assert int8.ids == tiny_encoders.ids and int8.precisions == {"siglip": "int8", "dinov2": "int8"}
+    again = index_paths([path], config, store, progress=False, encoders=int8)
+    assert again.unchanged == [str(path.resolve())] and not again.indexed
+    assert store.get_json(f"sources/{sid}.json")["precision"] == {"siglip": "fp32", "dinov2": "fp32"}
+    forced = index_paths([path], config, store, progress=False, encoders=int8, force=True)
+    assert forced.indexed == [str(path.resolve())]
+    assert store.get_json(f"sources/{sid}.json")["precision"] == {"siglip": "int8", "dinov2": "int8"}
+
+
+def test_agreed_precisions_over_extractors():
+    fp32 = {"siglip": "fp32", "dinov2": "fp32"}
+    assert agreed_precisions([fp32, dict(fp32)]) == fp32
+    mixed = agreed_precisions([fp32, {"siglip": "int8", "dinov2": "fp32"}, {"siglip": "bf16", "dinov2": "fp32"}])
+    assert mixed == {"siglip": ["bf16", "fp32", "int8"], "dinov2": "fp32"}
+    assert agreed_precisions([{}, {}]) == {}  # null extractors: no model runs
 
 
 @pytest.mark.parametrize("moment", [1.3, 5.5, 9.3, 13.9, 18.7])
@@ -136,6 +167,8 @@ def test_ray_path_equals_plain_path(tmp_path, ray_local, scene_video, config, in
         np.testing.assert_allclose(a.dinov2, b.dinov2, atol=1e-4)
         assert (a.keyframe_key, a.frame_count, a.models) == (b.keyframe_key, b.frame_count, b.models)
     assert [r.start for r in ClipIndex.load(store).rows] == [r.start for r in ClipIndex.load(plain).rows]
+    sid = source_id(str(path.resolve()))
+    assert store.get_json(f"sources/{sid}.json")["precision"] == {"siglip": "fp32", "dinov2": "fp32"}
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])

@@ -69,7 +69,17 @@ def test_short_side_is_a_size_or_zero_for_the_sources_own():
 def test_sampling_settings_leave_out_what_changes_only_speed():
     decode = load_config(None, {"decode.threads": 7}).decode
     assert decode.sampling() == load_config().decode.sampling()
-    assert set(decode.sampling()) == {"backend", "fps", "short_side", "keyframes_only", "still_threshold"}
+    # the decode shortcuts change which frame a sample lands on, or its pixels: they are sampling settings
+    assert set(decode.sampling()) == {
+        "backend",
+        "fps",
+        "short_side",
+        "keyframes_only",
+        "still_threshold",
+        "skip_unsampled_gops",
+        "skip_nonref_frames",
+        "skip_loop_filter",
+    }
 
 
 def test_s3_and_kafka_back_off_alike():

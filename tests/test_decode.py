@@ -13,6 +13,8 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.media.decode import (
+    NO_SHORTCUTS,
+    Shortcuts,
     VideoDecodeError,
     VideoInfo,
     apply_rotation,
@@ -22,7 +24,7 @@ from pipeline.media.decode import (
     plan_sampling,
     probe,
 )
-from pipeline.media.sampling import sampled_frames
+from pipeline.media.sampling import decode_file, sampled_frames
 from pipeline.media.synthetic import (
     Scene,
     scene_image,
@@ -434,3 +436,73 @@ def test_threads_and_index_restart_per_call(videos):
     one = [f.pts for f in decode_frames(videos["gop30"], fps=2, threads=1)]
     two = [f.pts for f in decode_frames(videos["gop30"], fps=2, threads=2)]
     assert one == two and math.isclose(one[-1], 2.5, abs_tol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ decode shortcuts
+
+
+@pytest.fixture(scope="module")
+def b_frame_video(tmp_path_factory):
+    """High motion with x264's default GOP and preset (B-frames, deblocking), 640x480."""
+    path = tmp_path_factory.mktemp("shortcuts") / "motion.mp4"
+    write_high_motion_video(path, 4, size=(640, 480), fps=FPS, seed=3, keyframe_every=None)
+    return path
+
+
+def decoded(path, shortcuts: Shortcuts, **kwargs) -> tuple[list[Frame], int]:
+    """The sampled frames, and how many pictures the decoder produced for them."""
+    stream = decode_frames(path, shortcuts=shortcuts, **kwargs)
+    frames = list(stream)
+    return frames, stream.frames_decoded
+
+
+def test_skipping_non_reference_frames_decodes_fewer_and_the_same_pictures(b_frame_video):
+    every, every_count = decoded(b_frame_video, NO_SHORTCUTS, fps=2 * FPS, short_side=None)
+    assert len(every) == every_count == 4 * FPS
+    by_pts = {f.pts: f.image for f in every}
+    sampled, count = decoded(b_frame_video, Shortcuts(False, True, False), fps=2, short_side=None)
+    assert count < 0.8 * every_count  # the B-frames nothing references were never decoded
+    assert len(sampled) == 8
+    for number, frame in enumerate(sampled):
+        assert number * 0.5 - 1e-6 <= frame.pts <= number * 0.5 + 4 * PERIOD  # a frame or few later at most
+        assert np.array_equal(frame.image, by_pts[frame.pts])  # a reference frame decodes as without skipping
+
+
+def test_gop_parts_holding_no_sample_are_not_decoded(tmp_path):
+    path = tmp_path / "gop45.mp4"
+    write_scene_video(path, SCENES, fps=FPS, gop=45)  # keyframes at 0, 1.5 s; samples at 0 and 2 s
+    options = dict(fps=0.5, short_side=None, keyframes_only=False)
+    plain, plain_count = decoded(path, NO_SHORTCUTS, **options)
+    fast, count = decoded(path, Shortcuts(True, False, False), **options)
+    assert [f.pts for f in fast] == [f.pts for f in plain] == [0.0, 2.0]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(fast, plain))
+    assert plain_count == 3 * FPS
+    # frame 0 (and the decoder's look-ahead), then 1.5 s to 2 s: the rest of both GOPs is skipped
+    assert count <= 1 + 16 + 8
+    # no sample past the last one: decoding stops there (2.5 s) instead of at the end of the stream (3 s)
+    late, late_count = decoded(path, Shortcuts(True, False, False), fps=0.4, short_side=None, keyframes_only=False)
+    assert [f.pts for f in late] == [0.0, 2.5] and late_count <= 1 + 31 + 8
+
+
+def test_the_loop_filter_is_skipped_only_when_frames_shrink_to_half_or_less(b_frame_video):
+    def pair(short_side: int):
+        options = dict(fps=1, short_side=short_side)
+        plain, _ = decoded(b_frame_video, NO_SHORTCUTS, **options)
+        fast, _ = decoded(b_frame_video, Shortcuts(False, False, True), **options)
+        assert [f.pts for f in fast] == [f.pts for f in plain]
+        return [float(np.abs(a.image.astype(int) - b.image).mean()) for a, b in zip(plain, fast)]
+
+    halved = pair(240)  # 480 -> 240: skipped; the blocking it would remove averages out in the downscale
+    assert 0 < max(halved) < 2.0
+    assert max(pair(320)) == 0  # 480 -> 320: the filter runs
+
+
+def test_the_decode_section_switches_the_shortcuts(b_frame_video):
+    decode = load_config().decode
+    assert decode.skip_unsampled_gops and decode.skip_nonref_frames and decode.skip_loop_filter
+    off = decode.model_copy(
+        update={"skip_unsampled_gops": False, "skip_nonref_frames": False, "skip_loop_filter": False}
+    )
+    with_shortcuts, without = decode_file(b_frame_video, decode), decode_file(b_frame_video, off)
+    assert len(list(with_shortcuts)) == len(list(without)) == 4
+    assert with_shortcuts.frames_decoded < without.frames_decoded == 4 * FPS

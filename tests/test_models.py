@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -17,9 +20,11 @@ from pipeline.models import (
     Dinov2Encoder,
     ModelSource,
     ModelUnavailableError,
+    PrecisionTrial,
     SiglipEncoder,
     TensorPreprocessor,
     build_random_checkpoints,
+    calibration_photographs,
     choose_cpu_precision,
     hub,
     load_encoders,
@@ -28,6 +33,16 @@ from pipeline.models import (
     tiny_checkpoints,
 )
 from pipeline.models import encoders as encoders_module
+from pipeline.models import precision as precision_module
+from pipeline.models.precision import (
+    CpuPrecisionDecision,
+    cpu_identity,
+    decision_key,
+    decision_path,
+    measure_ms_per_image,
+    read_decision,
+    write_decision,
+)
 from pipeline.records import ModelIds
 
 
@@ -319,33 +334,258 @@ def test_tensor_preprocessing_matches_hf_pil_processors(tiny):
 # Precision
 
 
-def test_precision_decision_rule():
+def trial(ms: float, cosine: float) -> PrecisionTrial:
+    return PrecisionTrial(ms_per_image=ms, min_cosine=cosine)
+
+
+def test_precision_rule_keeps_the_fastest_faithful_precision():
+    fp32 = trial(40.0, 1.0)
+    assert choose_cpu_precision({"fp32": fp32, "bf16": trial(290.0, 0.999), "int8": trial(25.0, 0.995)}) == "int8"
+    # the fastest is unfaithful: the next fastest faithful one wins, even if fp32 is faster still than the rest
+    assert choose_cpu_precision({"fp32": fp32, "bf16": trial(30.0, 0.999), "int8": trial(20.0, 0.98)}) == "bf16"
+    assert choose_cpu_precision({"fp32": fp32, "bf16": trial(50.0, 0.999), "int8": trial(20.0, 0.98)}) == "fp32"
+    assert choose_cpu_precision({"fp32": fp32, "bf16": trial(10.0, 0.97), "int8": trial(20.0, 0.5)}) == "fp32"
+    assert (
+        choose_cpu_precision({"fp32": trial(10.0, 1.0), "bf16": trial(20.0, 1.0), "int8": trial(30.0, 1.0)}) == "fp32"
+    )
+    assert choose_cpu_precision({"fp32": fp32, "bf16": trial(40.0, 1.0)}) == "fp32"  # a tie: the reference
+    assert choose_cpu_precision({"fp32": fp32, "int8": trial(20.0, 0.99)}) == "int8"  # the threshold is faithful
+    assert choose_cpu_precision({"fp32": fp32, "int8": trial(20.0, 0.995)}, threshold=0.999) == "fp32"
+    assert choose_cpu_precision({"fp32": trial(40.0, 0.2), "int8": trial(99.0, 1.0)}) == "fp32"  # fp32 is the reference
+    with pytest.raises(ValueError, match="fp32"):
+        choose_cpu_precision({"bf16": trial(1.0, 1.0)})
+    # the minimum over the batch decides fidelity
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(6, 32))
-    close = ref + rng.normal(scale=0.01, size=ref.shape)  # cosine ~0.9999
-    assert choose_cpu_precision(ref, close) == "bf16"
-    assert choose_cpu_precision(ref, close, bf16_fast=False) == "fp32"  # emulated bf16 is slower
-    far = ref + rng.normal(scale=1.0, size=ref.shape)  # cosine ~0.7
-    assert choose_cpu_precision(ref, far) == "fp32"
-    one_bad = close.copy()
-    one_bad[3] = -ref[3]  # the minimum over the batch decides
-    assert choose_cpu_precision(ref, one_bad) == "fp32"
-    edge = ref.copy()
-    edge[0] = ref[0] * 0.995 + np.roll(ref[0], 1) * 0.0  # same direction: cosine 1
-    assert choose_cpu_precision(ref, edge, threshold=0.99) == "bf16"
+    close = ref + rng.normal(scale=0.01, size=ref.shape)
+    assert min_cosine(ref, close) > 0.999
+    close[3] = -ref[3]
+    assert min_cosine(ref, close) == pytest.approx(-1.0)
 
 
-def test_precision_auto_calibrates_on_cpu(tiny, monkeypatch):
-    monkeypatch.setattr(encoders_module, "cpu_bf16_is_fast", lambda: True)
+def test_timing_is_a_warm_up_then_the_best_of_a_few_calls():
+    calls, pauses = [], iter([0.0, 0.1, 0.005, 0.1])  # warm-up, then three timed calls
+
+    def run():
+        calls.append(len(calls))
+        time.sleep(next(pauses))
+        return np.full((1, 2), len(calls))
+
+    output, ms = measure_ms_per_image(run, images=5, repeats=3, budget_s=10.0)
+    assert len(calls) == 4 and output.tolist() == [[1, 1]]  # the warm-up's output, for the fidelity check
+    assert 1.0 <= ms < 10.0  # the best timed call (5 ms) per image (5 images): not the mean, not the warm-up
+    calls.clear()
+    pauses = iter([0.0] * 4)
+    measure_ms_per_image(run, images=1, repeats=3, budget_s=0.0)
+    assert len(calls) == 2  # the budget spent: one timed call is enough
+
+
+def test_calibration_batch_is_scikit_image_photographs():
+    import skimage.data
+
+    photos = calibration_photographs()
+    assert len(photos) == 4
+    assert [p.shape for p in photos] == [(512, 512, 3), (400, 600, 3), (300, 451, 3), (427, 640, 3)]
+    for photo, name in zip(photos, ("astronaut", "coffee", "chelsea", "rocket")):
+        assert photo.dtype == np.uint8
+        np.testing.assert_array_equal(photo, getattr(skimage.data, name)())
+        assert photo.std() > 30  # real content, not a flat frame
+        assert len(np.unique(photo.reshape(-1, 3), axis=0)) > 10_000  # photographic colour, not a pattern
+        # neighbouring pixels are alike (unlike noise), but not everywhere (unlike a gradient)
+        steps = np.abs(np.diff(photo.astype(np.int16), axis=1))
+        assert 2 < steps.mean() < 20 and steps.max() > 100
+
+
+def running_precision(enc) -> str:
+    """The precision an encoder's model really runs at, read from its modules."""
+    if any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in enc.model.modules()):
+        return "int8"
+    return {torch.float32: "fp32", torch.bfloat16: "bf16"}[next(enc.model.parameters()).dtype]
+
+
+@pytest.fixture
+def precision_cache(tiny, tmp_path, monkeypatch, caplog) -> Path:
+    """A private vigil cache for the precision decisions (the tiny checkpoints stay where they were built); the
+    decision line is captured as a log record."""
+    monkeypatch.setenv("VIGIL_CACHE", str(tmp_path))
+    caplog.set_level(logging.INFO, logger="pipeline.models.precision")
+    return tmp_path / "precision"
+
+
+def decision_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("precision auto for")]
+
+
+def fail_if_timed(*args, **kwargs):
+    raise AssertionError("a cache hit timed a precision")
+
+
+def test_auto_measures_every_precision_once_and_caches_the_choice(tiny, precision_cache, caplog, monkeypatch):
     enc = SiglipEncoder.from_pretrained(tiny.siglip, precision="auto")
-    assert enc.calibration_cosine is not None
-    assert enc.precision == ("bf16" if enc.calibration_cosine >= 0.99 else "fp32")
-    assert enc.embed_images(scenes()[:2]).dtype == np.float32
-    monkeypatch.setattr(encoders_module, "choose_cpu_precision", lambda *a, **k: "fp32")  # rule says no
-    assert Dinov2Encoder.from_pretrained(tiny.dinov2, precision="auto").precision == "fp32"
-    monkeypatch.setattr(encoders_module, "cpu_bf16_is_fast", lambda: False)
+    files = list(precision_cache.glob("*.json"))
+    assert len(files) == 1 and not list(precision_cache.glob(".*"))  # no temporary file left
+    record = json.loads(files[0].read_text())
+    assert set(record["measured"]) == {"fp32", "bf16", "int8"}
+    for figures in record["measured"].values():
+        assert figures["ms_per_image"] > 0 and -1 <= figures["min_cosine"] <= 1.0 + 1e-6
+    assert record["measured"]["fp32"]["min_cosine"] == pytest.approx(1.0)
+    trials = {p: trial(f["ms_per_image"], f["min_cosine"]) for p, f in record["measured"].items()}
+    assert record["choice"] == choose_cpu_precision(trials) == enc.precision == running_precision(enc)
+    assert enc.precision_timings == trials
+    assert record["key"]["model"] == tiny.siglip and record["key"]["threads"] == torch.get_num_threads()
+    assert record["key"]["torch"] == torch.__version__ and record["calibrated_at"].endswith("Z")
+    assert enc.precision_reason.startswith(f"{enc.precision}: fastest within cosine 0.99 of fp32")
+    (line,) = decision_lines(caplog)
+    assert line.startswith(f"precision auto for {tiny.siglip}: {enc.precision} (fp32 ")
+    assert "bf16 min cosine" in line and "int8 min cosine" in line and line.endswith(f"cached in {files[0]}")
+    emb = enc.embed_images(scenes()[:2])
+    assert emb.dtype == np.float32 and emb.shape == (2, enc.dim)
+
+    # The second construction reads the cache: nothing is timed, nothing printed, the file is left alone.
+    caplog.clear()
+    written = files[0].stat().st_mtime_ns
+    monkeypatch.setattr(encoders_module, "measure_ms_per_image", fail_if_timed)
+    again = SiglipEncoder.from_pretrained(tiny.siglip, precision="auto")
+    assert (again.precision, again.precision_timings) == (enc.precision, enc.precision_timings)
+    assert running_precision(again) == enc.precision and not decision_lines(caplog)
+    assert files[0].stat().st_mtime_ns == written
+
+    # The cached choice is the one applied, whatever it is.
+    for choice in ("int8", "bf16", "fp32"):
+        files[0].write_text(json.dumps({**record, "choice": choice}))
+        assert running_precision(SiglipEncoder.from_pretrained(tiny.siglip, precision="auto")) == choice
+
+
+def test_siglip_texts_are_judged_with_the_images(tiny, precision_cache, monkeypatch):
+    """A lower precision that keeps the images but flips the texts is unfaithful: they share one space."""
+    embed_texts = SiglipEncoder._embed_texts_raw
+
+    def texts_flipped_below_fp32(self, texts):
+        vectors = embed_texts(self, texts)
+        return vectors if running_precision(self) == "fp32" else -vectors
+
+    monkeypatch.setattr(SiglipEncoder, "_embed_texts_raw", texts_flipped_below_fp32)
+    enc = SiglipEncoder.from_pretrained(tiny.siglip, precision="auto")
+    assert enc.precision == "fp32" == running_precision(enc)
+    assert enc.precision_timings["bf16"].min_cosine < 0 and enc.precision_timings["int8"].min_cosine < 0
+
+
+def test_the_cache_key_follows_model_weights_cpu_torch_and_threads(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("VIGIL_CACHE", str(tmp_path))
+    siglip, dinov2 = decision_key(tiny.siglip), decision_key(tiny.dinov2)
+    assert decision_path(siglip) != decision_path(dinov2)
+    assert decision_path(siglip) == decision_path(decision_key(tiny.siglip))  # stable
+    assert decision_path(siglip).parent == tmp_path / "precision"
+
+    copy = tmp_path / "copy"  # the same weights in another folder, then rewritten weights
+    shutil.copytree(tiny.dinov2, copy)
+    assert decision_path(decision_key(str(copy))) != decision_path(dinov2)
+    before = decision_path(decision_key(str(copy)))
+    weights = copy / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert decision_path(decision_key(str(copy))) != before
+
+    cpu = cpu_identity()
+    assert cpu["flags"] == sorted(cpu["flags"]) and cpu["machine"]
+    with monkeypatch.context() as patch:
+        patch.setattr(precision_module, "cpu_identity", lambda: {**cpu, "flags": cpu["flags"] + ["amx_bf16"]})
+        assert decision_path(decision_key(tiny.dinov2)) != decision_path(dinov2)
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "__version__", "0.0.0")
+        assert decision_path(decision_key(tiny.dinov2)) != decision_path(dinov2)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        assert decision_path(decision_key(tiny.dinov2)) != decision_path(dinov2)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_another_cpu_is_calibrated_anew(tiny, precision_cache, caplog, monkeypatch):
+    Dinov2Encoder.from_pretrained(tiny.dinov2, precision="auto")
+    cpu = cpu_identity()
+    monkeypatch.setattr(precision_module, "cpu_identity", lambda: {**cpu, "model": "another CPU"})
+    Dinov2Encoder.from_pretrained(tiny.dinov2, precision="auto")
+    assert len(list(precision_cache.glob("*.json"))) == 2 and len(decision_lines(caplog)) == 2
+
+
+def test_cpu_identity_without_proc_cpuinfo(monkeypatch):
+    real_read_text = Path.read_text
+
+    def no_cpuinfo(self, *args, **kwargs):
+        if str(self) == "/proc/cpuinfo":
+            raise FileNotFoundError(self)
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", no_cpuinfo)
+    cpu = cpu_identity()
+    assert cpu["flags"] == [] and cpu["model"] and cpu["machine"]
+
+
+@pytest.mark.parametrize(
+    "content", [b"\x00\xffnot json", b"[]", b'{"choice": "int8"}', b'{"choice": "int8", "measured": {"fp32"', b""]
+)
+def test_a_corrupt_cache_file_is_calibrated_again(tiny, precision_cache, caplog, content):
+    path = decision_path(decision_key(tiny.dinov2))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
     enc = Dinov2Encoder.from_pretrained(tiny.dinov2, precision="auto")
-    assert enc.precision == "fp32" and enc.calibration_cosine is None
+    assert len(decision_lines(caplog)) == 1
+    record = json.loads(path.read_text())
+    assert record["choice"] == enc.precision and set(record["measured"]) == {"fp32", "bf16", "int8"}
+
+
+def test_a_decision_for_another_key_is_not_used(tiny, precision_cache, caplog):
+    Dinov2Encoder.from_pretrained(tiny.dinov2, precision="auto")
+    path = decision_path(decision_key(tiny.dinov2))
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "key": {**record["key"], "threads": -1}}))  # e.g. a hash collision
+    caplog.clear()
+    Dinov2Encoder.from_pretrained(tiny.dinov2, precision="auto")
+    assert len(decision_lines(caplog)) == 1 and json.loads(path.read_text())["key"] == record["key"]
+
+
+def test_concurrent_writers_leave_one_complete_decision(tmp_path):
+    path, key = tmp_path / "precision" / "d.json", {"model": "m"}
+    trials = {p: trial(1.0, 1.0) for p in ("fp32", "bf16", "int8")}
+    write_decision(path, key, CpuPrecisionDecision("fp32", trials))
+
+    def write_many(choice):
+        for _ in range(30):
+            write_decision(path, key, CpuPrecisionDecision(choice, trials))
+
+    writers = [threading.Thread(target=write_many, args=(choice,)) for choice in ("bf16", "int8")]
+    for writer in writers:
+        writer.start()
+    seen = set()
+    while any(w.is_alive() for w in writers):
+        decision = read_decision(path, key)
+        assert decision is not None  # never a partial file
+        seen.add(decision.choice)
+    for writer in writers:
+        writer.join()
+    assert read_decision(path, key).choice in ("bf16", "int8") and seen
+    assert [p.name for p in path.parent.iterdir()] == ["d.json"]
+
+
+def test_the_decision_line_is_printed_where_logging_is_not_set_up(tiny, tmp_path, monkeypatch, caplog, capsys):
+    monkeypatch.setenv("VIGIL_CACHE", str(tmp_path))
+    caplog.set_level(logging.WARNING, logger="pipeline.models.precision")  # as in the CLI: INFO is dropped
+    Dinov2Encoder.from_pretrained(tiny.dinov2, precision="auto")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("precision auto for")]
+    assert len(lines) == 1 and lines[0].startswith(f"precision auto for {tiny.dinov2}: ")
+    Dinov2Encoder.from_pretrained(tiny.dinov2, precision="auto")
+    assert "precision auto" not in capsys.readouterr().err  # a cache hit says nothing
+
+
+def test_explicit_precision_bypasses_calibration_and_cache(tiny, precision_cache, monkeypatch):
+    monkeypatch.setattr(encoders_module, "measure_ms_per_image", fail_if_timed)
+    monkeypatch.setattr(encoders_module, "decision_key", fail_if_timed)
+    for precision in ("fp32", "bf16", "int8"):
+        enc = Dinov2Encoder.from_pretrained(tiny.dinov2, precision=precision)
+        assert enc.precision == running_precision(enc) == precision
+        assert enc.precision_timings == {} and enc.precision_reason == f"{precision}: requested"
+    assert not precision_cache.exists()
 
 
 def test_explicit_precisions(tiny, encoders):

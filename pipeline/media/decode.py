@@ -13,6 +13,7 @@ Every failure of the input (cannot open, no video stream, garbage, truncated dat
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
@@ -28,6 +29,8 @@ from pipeline.records import Frame
 __all__ = [
     "VideoDecodeError",
     "VideoInfo",
+    "Shortcuts",
+    "NO_SHORTCUTS",
     "DecodeStream",
     "probe",
     "plan_sampling",
@@ -77,6 +80,31 @@ class VideoInfo:
     keyframe_interval: float | None  # largest gap between keyframes (s), the stream end included
     frame_count: int = 0  # video packets demuxed
     creation_time: float | None = None  # when the recording started (Unix seconds), if the container says
+    keyframe_times: tuple[float, ...] = ()  # media times of the keyframes, ascending
+    end_time: float | None = None  # media time the last frame ends (its pts plus its duration)
+
+
+@dataclass(frozen=True)
+class Shortcuts:
+    """Work the decoder may leave out when the sampling does not need it (each measured by bench.archive).
+
+    unsampled_gops: packets of a GOP (keyframe to keyframe) after its last sampled frame are never decoded,
+        a GOP holding no sampled frame not at all: the effect of seeking to the next sample's keyframe, without
+        a seek (the demuxer reads on; only decoding costs).
+    nonref_frames: frames no other frame references (most B-frames) are not decoded (H.264 and HEVC); a sample
+        then falls on the next decoded frame, a frame period or two later, its pts still exact.
+    loop_filter: the deblocking filter is skipped when the output is at most half the picture's size, where
+        the blocking it removes is averaged away by the downscale (H.264 has no reduced-resolution decoding).
+    """
+
+    unsampled_gops: bool = True
+    nonref_frames: bool = True
+    loop_filter: bool = True
+
+
+NO_SHORTCUTS = Shortcuts(unsampled_gops=False, nonref_frames=False, loop_filter=False)
+# Codecs whose decoders skip non-reference frames and whose skipped frames nothing else needs.
+_NONREF_CODECS = frozenset({"h264", "hevc"})
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -137,6 +165,10 @@ class SamplingGrid:
         self.interval = 1.0 / fps
         self.t0: float | None = None
         self.k = 0
+
+    def next_time(self) -> float:
+        """The grid time the next emitted frame must reach (-inf before the first frame)."""
+        return -math.inf if self.t0 is None else self.t0 + self.k * self.interval
 
     def take(self, t: float) -> bool:
         if self.t0 is None:
@@ -261,7 +293,8 @@ def probe(path) -> VideoInfo:
         w, h = ctx.width, ctx.height
         if rot in (90, 270):
             w, h = h, w
-        return VideoInfo(path, duration, fps, w, h, rot, gap, count, _creation_time(path, container, stream))
+        creation = _creation_time(path, container, stream)
+        return VideoInfo(path, duration, fps, w, h, rot, gap, count, creation, tuple(sorted(keyframes)), end)
 
 
 # --------------------------------------------------------------------------------------------- decode
@@ -269,11 +302,13 @@ def probe(path) -> VideoInfo:
 
 class DecodeStream(Iterator[Frame]):
     """The iterator `decode_frames` returns. After the first frame is requested, `keyframes_only`
-    tells which path was taken and `info` holds the probe result (None when no probe was needed)."""
+    tells which path was taken and `info` holds the probe result (None when no probe was needed);
+    `frames_decoded` counts the pictures the decoder produced so far (PyAV), sampled or not."""
 
     def __init__(self, gen_factory):
         self.keyframes_only: bool | None = None
         self.info: VideoInfo | None = None
+        self.frames_decoded = 0
         self._gen = gen_factory(self)
 
     def __next__(self) -> Frame:
@@ -299,11 +334,13 @@ def decode_frames(
     backend: str = "pyav",
     source: str | None = None,
     camera: str | None = None,
+    shortcuts: Shortcuts = NO_SHORTCUTS,
 ) -> DecodeStream:
     """Decode `path`, sampled at `fps` frames per second of media time, as upright RGB `Frame`s.
 
     keyframes_only: None = automatic (`plan_sampling` on `probe`), True = decode keyframes only,
-    False = decode every frame. Arguments are validated now; the file is opened on first `next()`.
+    False = decode every frame (less the `shortcuts`, PyAV only). Arguments are validated now; the file is
+    opened on first `next()`.
     """
     fps = check_fps(fps)
     if backend not in BACKENDS:
@@ -317,7 +354,9 @@ def decode_frames(
     impl = _decode_pyav if backend == "pyav" else _decode_decord
 
     def factory(state: DecodeStream):
-        return impl(state, str(path), fps, short_side, keyframes_only, max(1, int(threads)), src, camera)
+        if backend == "decord":
+            return impl(state, str(path), fps, short_side, keyframes_only, max(1, int(threads)), src, camera)
+        return impl(state, str(path), fps, short_side, keyframes_only, max(1, int(threads)), src, camera, shortcuts)
 
     return DecodeStream(factory)
 
@@ -338,16 +377,29 @@ def _decide(state: DecodeStream, path: str, fps: float, keyframes_only: bool | N
     return state.keyframes_only
 
 
-def _decode_pyav(state, path, fps, short_side, keyframes_only, threads, source, camera) -> Iterator[Frame]:
-    keyframes_only = _decide(state, path, fps, keyframes_only, need_info=False)
+def _decode_pyav(state, path, fps, short_side, keyframes_only, threads, source, camera, shortcuts) -> Iterator[Frame]:
+    need_keyframe_times = shortcuts.unsampled_gops and keyframes_only is not True
+    keyframes_only = _decide(state, path, fps, keyframes_only, need_info=need_keyframe_times)
     container = _open(path)
     with container:
         stream = container.streams.video[0]
         tb = stream.time_base
+        context = stream.codec_context
         stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = threads
+        context.thread_count = threads
         if keyframes_only:
-            stream.codec_context.skip_frame = "NONKEY"
+            context.skip_frame = "NONKEY"
+        elif shortcuts.nonref_frames and context.name in _NONREF_CODECS:
+            context.skip_frame = "NONREF"
+        if shortcuts.loop_filter and not keyframes_only and short_side is not None:
+            if 2 * int(short_side) <= min(context.width, context.height):
+                context.options = {**context.options, "skip_loop_filter": "all"}
+        # where each GOP ends: the next keyframe, the last one at the end of the stream
+        gop_ends: tuple[float, ...] = ()
+        if shortcuts.unsampled_gops and not keyframes_only:
+            info = state.info
+            gop_ends = info.keyframe_times + ((info.end_time,) if info.end_time is not None else ())
+        gop_end = math.inf
         nominal = _nominal_fps(stream)
         period = 1.0 / nominal if nominal else 1.0 / 30.0
         grid = SamplingGrid(fps)
@@ -370,11 +422,18 @@ def _decode_pyav(state, path, fps, short_side, keyframes_only, threads, source, 
                     start = t_packet if start is None else min(start, t_packet)
                     t_end = t_packet + float((packet.duration or 0) * tb)
                     end = t_end if end is None else max(end, t_end)
-                if keyframes_only and packet.size and not packet.is_keyframe:
+                if gop_ends and packet.is_keyframe and t_packet is not None:
+                    following = bisect.bisect_right(gop_ends, t_packet + _EPS)
+                    gop_end = gop_ends[following] if following < len(gop_ends) else math.inf
+                unneeded = keyframes_only and not packet.is_keyframe
+                # the rest of this GOP (closed: its frames show before `gop_end`) holds no sample
+                unneeded = unneeded or (t_packet is not None and grid.next_time() >= gop_end - _EPS)
+                if packet.size and unneeded:
                     if t_packet is not None:  # intact, just not needed
                         last_packet = t_packet if last_packet is None else max(last_packet, t_packet)
                     continue  # never even parsed: the cheap path
                 for frame in stream.decode(packet):
+                    state.frames_decoded += 1
                     t = frame.time
                     if t is None:  # no pts: continue from the previous frame
                         t = (last_good + period) if last_good is not None else 0.0

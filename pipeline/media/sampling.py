@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.config import DecodeConfig
-from pipeline.media.decode import DecodeStream, StillFrameMarker, decode_frames
+from pipeline.media.decode import DecodeStream, Shortcuts, StillFrameMarker, decode_frames
 from pipeline.media.streams import is_live, read_live
 from pipeline.records import Frame
 
@@ -26,6 +26,7 @@ def decode_file(
         backend=decode.backend,
         source=source,
         camera=camera,
+        shortcuts=Shortcuts(decode.skip_unsampled_gops, decode.skip_nonref_frames, decode.skip_loop_filter),
     )
 
 

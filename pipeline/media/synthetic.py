@@ -318,11 +318,25 @@ def write_vfr_video(
     return [float(tick * time_base) for tick in ticks]
 
 
+def _encoding(fps: int, keyframe_every: float | None) -> dict:
+    """The writer's GOP and preset: a keyframe every `keyframe_every` seconds (ultrafast: no B-frames, no
+    deblocking), or with None x264's own GOP (up to 250 frames, keyframes at scene cuts) and the writer's
+    default preset (B-frames, deblocking), as a phone or an editing tool encodes."""
+    if keyframe_every is None:
+        return {}
+    return {"gop": max(1, round(keyframe_every * fps)), "preset": "ultrafast"}
+
+
 def write_high_motion_video(
-    path, seconds: float, size: tuple[int, int] = (1280, 720), fps: int = 30, seed: int = 0
+    path,
+    seconds: float,
+    size: tuple[int, int] = (1280, 720),
+    fps: int = 30,
+    seed: int = 0,
+    keyframe_every: float | None = 1.0,
 ) -> list[float]:
     """Lots of motion everywhere: a panning texture, many moving shapes, a scene cut every 2-4 s.
-    Keyframe every second (gop=fps). Returns the cut times (seconds).
+    Keyframe every `keyframe_every` seconds (None: the encoder's default GOP). Returns the cut times (seconds).
 
     Frames are painted straight into yuv420p planes (the texture is converted once per shot), so
     generation costs little more than the ultrafast encode."""
@@ -337,7 +351,7 @@ def write_high_motion_video(
     short = min(width, height)
     pan = (short // 3) & ~1  # how far the camera pans around inside the bigger texture
     canvas = _Yuv(width, height)
-    with _Writer(path, (width, height), fps=fps, gop=fps, preset="ultrafast") as w:
+    with _Writer(path, (width, height), fps=fps, **_encoding(fps, keyframe_every)) as w:
         shot = -1
         for k in range(n_frames):
             if shot + 1 < len(cuts) and k == cuts[shot + 1]:
@@ -395,11 +409,17 @@ def _cctv_background(width: int, height: int, seed: int) -> np.ndarray:
 
 
 def write_static_camera_video(
-    path, seconds: float, size: tuple[int, int] = (1280, 720), fps: int = 30, seed: int = 0
+    path,
+    seconds: float,
+    size: tuple[int, int] = (1280, 720),
+    fps: int = 30,
+    seed: int = 0,
+    keyframe_every: float | None = 1.0,
 ) -> list[tuple[float, float]]:
     """A fixed CCTV-like background with long perfectly still stretches (identical input frames); a
     person-sized block crosses for 3 s in each 20 s cycle (present ~15% of the time). Keyframe every
-    second. Returns the (start, end) seconds of every crossing."""
+    `keyframe_every` seconds (None: the encoder's default GOP). Returns the (start, end) seconds of every
+    crossing."""
     width, height = int(size[0]), int(size[1])
     rng = np.random.default_rng(seed)
     n_frames = max(1, int(round(seconds * fps)))
@@ -415,7 +435,7 @@ def write_static_camera_video(
     mh, mw = height // 3, max(2, height // 8)
     y0 = int(0.82 * height) - mh
     colour = _rgb_to_yuv([250, 220, 80]).round()  # bright: strong luma contrast, like a hi-vis jacket
-    with _Writer(path, (width, height), fps=fps, gop=fps, preset="ultrafast") as w:
+    with _Writer(path, (width, height), fps=fps, **_encoding(fps, keyframe_every)) as w:
         e = 0
         for k in range(n_frames):
             while e < len(events) and k >= events[e][1]:

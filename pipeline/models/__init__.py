@@ -12,9 +12,10 @@ from pipeline.models.captioner import DEFAULT_PROMPT, Captioner, CaptionerUnavai
 from pipeline.models.encoders import Dinov2Encoder, Encoders, SiglipEncoder, load_encoders
 from pipeline.models.hub import ModelUnavailableError, hub_offline, hub_reachable
 from pipeline.models.precision import (
-    calibration_images,
+    FAITHFUL_MIN_COSINE,
+    PrecisionTrial,
+    calibration_photographs,
     choose_cpu_precision,
-    cpu_bf16_is_fast,
     min_cosine,
     resolve_device,
 )
@@ -29,6 +30,7 @@ from pipeline.models.sources import DEFAULT_MODELS, ModelSource
 from pipeline.models.specs import resolve_models
 
 __all__ = [
+    "FAITHFUL_MIN_COSINE",
     "ModelSource",
     "DEFAULT_MODELS",
     "resolve_models",
@@ -37,10 +39,10 @@ __all__ = [
     "hub_reachable",
     "TensorPreprocessor",
     "choose_cpu_precision",
+    "PrecisionTrial",
     "min_cosine",
-    "calibration_images",
+    "calibration_photographs",
     "resolve_device",
-    "cpu_bf16_is_fast",
     "SiglipEncoder",
     "Dinov2Encoder",
     "Encoders",

@@ -9,6 +9,7 @@ The library never changes torch's global thread count: callers decide.
 from __future__ import annotations
 
 import copy
+import logging
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -17,19 +18,29 @@ import numpy as np
 
 from pipeline.models.hub import LoadedCheckpoint, ModelUnavailableError, load_checkpoint, weights_guidance
 from pipeline.models.precision import (
-    BF16_MIN_COSINE,
     CALIBRATION_TEXTS,
+    CPU_PRECISIONS,
+    FAITHFUL_MIN_COSINE,
     PRECISIONS,
-    calibration_images,
+    CpuPrecisionDecision,
+    PrecisionTrial,
+    announce,
+    calibration_photographs,
     choose_cpu_precision,
-    cpu_bf16_is_fast,
+    decision_key,
+    decision_path,
+    measure_ms_per_image,
     min_cosine,
+    read_decision,
     resolve_device,
+    write_decision,
 )
 from pipeline.models.preprocessing import TEXT_MAX_LENGTH, TensorPreprocessor, as_image_list
 from pipeline.models.sources import DEFAULT_MODELS, ModelSource
 from pipeline.models.specs import resolve_models
 from pipeline.records import ModelIds
+
+log = logging.getLogger(__name__)
 
 
 def _pooled(out: Any, which: str):
@@ -82,8 +93,8 @@ class _Encoder:
         self.preprocess = TensorPreprocessor.from_image_processor(loaded.image_processor)
         self.tokenizer = loaded.tokenizer
         self.config = loaded.model.config
-        self.calibration_cosine: float | None = None
         self.precision_reason = f"{precision}: requested"
+        self.precision_timings: dict[str, PrecisionTrial] = {}  # "auto" on CPU: each precision's figures
         self._weights_dtype = torch.float32
         model = loaded.model.eval()
         on_cuda = self.device.startswith("cuda")
@@ -102,15 +113,9 @@ class _Encoder:
             self.model = model.to(self.device, dtype=self._weights_dtype)
         else:
             self.model = model
-            if precision == "int8":
-                with warnings.catch_warnings():  # torch deprecates quantized tensors; still works in 2.x
-                    warnings.simplefilter("ignore", UserWarning)
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    self.model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-            elif precision == "bf16":
-                self._use_bf16_weights()
-            elif precision == "auto":
+            if precision == "auto":
                 precision = self._calibrate()
+            self._use_cpu_precision(precision)
         self.precision = precision
 
     # -- construction ------------------------------------------------------------------------
@@ -121,42 +126,72 @@ class _Encoder:
         loaded = load_checkpoint(id_or_dir, with_tokenizer=cls.with_tokenizer, default_id=cls.default_model_id)
         return cls(loaded, device=device, precision=precision, batch_size=batch_size)
 
-    def _use_bf16_weights(self) -> None:
-        """bf16 weights and inputs on CPU: with native bf16 (AMX / AVX512-BF16) this runs SigLIP-base about
-        2.3x faster than bf16 autocast, which re-casts the fp32 weights on every call (measured here)."""
+    def _use_cpu_precision(self, precision: str) -> None:
+        """Run the fp32 model at `precision` on CPU, in place (the fp32 weights are not kept).
+
+        bf16: bf16 weights and inputs; with native bf16 (AMX / AVX512-BF16) this runs SigLIP-base about 2.3x
+        faster than bf16 autocast, which re-casts the fp32 weights on every call (measured here).
+        int8: dynamic quantization of the Linear layers (int8 weights, activations quantized per call)."""
         import torch
 
-        self._weights_dtype = torch.bfloat16
-        self.model = self.model.to(torch.bfloat16)
+        if precision == "bf16":
+            self._weights_dtype = torch.bfloat16
+            self.model = self.model.to(torch.bfloat16)
+        elif precision == "int8":
+            with warnings.catch_warnings():  # torch deprecates quantized tensors; still works in 2.x
+                warnings.simplefilter("ignore", UserWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.model = torch.ao.quantization.quantize_dynamic(
+                    self.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+                )
 
     def _calibrate(self) -> str:
-        """CPU "auto": bf16 if the CPU runs bf16 natively and bf16 keeps the embeddings of a structured
-        calibration batch (and texts) within cosine 0.99 of fp32 (minimum over the batch), else fp32."""
+        """CPU "auto": the fastest precision whose embeddings stay within cosine FAITHFUL_MIN_COSINE of fp32's,
+        measured on the first use of this model on this CPU and read from the vigil cache afterwards."""
+        key = decision_key(self.model_id)
+        path = decision_path(key)
+        decision = read_decision(path, key)
+        if decision is None:
+            decision = self._measure_cpu_precisions()
+            try:
+                write_decision(path, key, decision)
+                stored = f"cached in {path}"
+            except OSError as exc:  # an unwritable cache costs a calibration per run, not the run
+                stored = f"not cached ({exc})"
+            announce(f"precision auto for {self.model_id}: {decision.choice} ({decision.figures()}) {stored}")
+        else:
+            log.debug("precision auto for %s: %s, cached in %s", self.model_id, decision.choice, path)
+        self.precision_timings = decision.trials
+        self.precision_reason = (
+            f"{decision.choice}: fastest within cosine {FAITHFUL_MIN_COSINE} of fp32 on this CPU, "
+            f"measured {decision.calibrated_at}"
+        )
+        return decision.choice
+
+    def _measure_cpu_precisions(self) -> CpuPrecisionDecision:
+        """Time each CPU precision on the calibration photographs and compare its embeddings (and, for a text
+        tower, the calibration texts': one embedding space, judged together) with fp32's. The photographs are
+        preprocessed once: only the model's time depends on the precision."""
         import torch
 
-        if not cpu_bf16_is_fast():
-            self.precision_reason = "fp32: this CPU has no native bf16, bf16 would be slower"
-            return "fp32"
-        size = self.preprocess.output_size or (224, 224)
-        images = calibration_images(4, max(size))
+        photos = calibration_photographs()
+        with torch.inference_mode():
+            pixels = self.preprocess(photos, device=self.device)
         texts = CALIBRATION_TEXTS if self.with_tokenizer else ()
-        ref = self._embed_images_raw(images)
-        ref_text = self._embed_texts_raw(texts) if texts else None
         fp32_model = self.model
-        self.model = copy.deepcopy(fp32_model)  # casting back from bf16 would lose the fp32 weights
-        self._use_bf16_weights()
-        low = self._embed_images_raw(images)
-        low_text = self._embed_texts_raw(texts) if texts else None
-        if texts:  # images and texts share one embedding space: judge them together
-            ref, low = np.concatenate([ref, ref_text]), np.concatenate([low, low_text])
-        self.calibration_cosine = min_cosine(ref, low)
-        choice = choose_cpu_precision(ref, low)
-        self.precision_reason = (
-            f"{choice}: bf16 calibration min cosine {self.calibration_cosine:.5f} (threshold {BF16_MIN_COSINE})"
-        )
-        if choice == "fp32":
+        embeddings: dict[str, np.ndarray] = {}
+        ms_per_image: dict[str, float] = {}
+        for precision in CPU_PRECISIONS:
+            # Each precision converts a copy in place: the fp32 weights stay for the next (and the choice).
+            self.model = copy.deepcopy(fp32_model) if precision != "fp32" else fp32_model
+            self._use_cpu_precision(precision)
+            images, ms_per_image[precision] = measure_ms_per_image(lambda: self._embed_pixels(pixels), len(photos))
+            embeddings[precision] = np.concatenate([images, self._embed_texts_raw(texts)]) if texts else images
             self.model, self._weights_dtype = fp32_model, torch.float32
-        return choice
+        trials = {
+            p: PrecisionTrial(ms_per_image[p], min_cosine(embeddings["fp32"], embeddings[p])) for p in CPU_PRECISIONS
+        }
+        return CpuPrecisionDecision(choose_cpu_precision(trials), trials)
 
     # -- inference ---------------------------------------------------------------------------
     @property
@@ -179,9 +214,15 @@ class _Encoder:
         import torch
 
         with torch.inference_mode():
-            inputs = self.preprocess(frames, device=self.device)
+            return self._embed_pixels(self.preprocess(frames, device=self.device))
+
+    def _embed_pixels(self, inputs: dict) -> np.ndarray:
+        """Preprocessed images -> float32 unit embeddings, at the model's precision (`inputs` is left as it is)."""
+        import torch
+
+        with torch.inference_mode():
             if self._weights_dtype != torch.float32:
-                inputs["pixel_values"] = inputs["pixel_values"].to(self._weights_dtype)
+                inputs = {**inputs, "pixel_values": inputs["pixel_values"].to(self._weights_dtype)}
             out = self._forward_images(inputs)
             return _normalise(_pooled(out, "image")).cpu().numpy().astype(np.float32, copy=False)
 
@@ -265,6 +306,12 @@ class Encoders:
         return ModelIds(
             self.siglip.model_id, self.dinov2.model_id, untrained=bool(self.siglip.untrained or self.dinov2.untrained)
         )
+
+    @property
+    def precisions(self) -> dict[str, str]:
+        """The precision each encoder runs at, for the records. Not part of `ids`: indexes compare those, and
+        vectors of another precision (within cosine 0.99 on CPU) need no re-indexing."""
+        return {"siglip": self.siglip.precision, "dinov2": self.dinov2.precision}
 
     def embed_images(self, images: "np.ndarray | Sequence[np.ndarray]") -> tuple[np.ndarray, np.ndarray]:
         """SigLIP2 and DINOv2 unit vectors of the same images."""

@@ -1,15 +1,50 @@
-"""Device and precision choice: which device, and on CPU whether bf16 is fast and close enough to fp32.
+"""Device and precision choice: which device, and on CPU which precision is fastest while faithful to fp32.
 
-"auto" precision on CPU calibrates: bf16 only if the CPU runs it natively and it keeps the embeddings of
-deterministic calibration images (and texts) within BF16_MIN_COSINE of fp32.
+"auto" precision on CPU is chosen by measurement, once per model and CPU: fp32, bf16 and int8 each embed a
+calibration batch of real photographs (and, for a text tower, multilingual texts); the fastest whose
+embeddings stay within FAITHFUL_MIN_COSINE of fp32's is kept. The decision and its figures are cached in the
+vigil cache (`precision/<hash>.json`), keyed by the checkpoint, the CPU, torch's version and its thread
+count, so later runs on that machine only read it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
 import numpy as np
 
+from pipeline.models.random_weights import default_cache_dir
+
+log = logging.getLogger(__name__)
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-BF16_MIN_COSINE = 0.99  # bf16 is used on CPU only if it keeps embeddings this close to fp32
+CPU_PRECISIONS = ("fp32", "bf16", "int8")  # "auto" on CPU measures these; fp32 first: it is the reference
+FAITHFUL_MIN_COSINE = 0.99  # a lower precision is used only if it keeps every embedding this close to fp32
+
+# scikit-image's public-domain sample photographs (a person, a cup, a cat, a rocket and launch tower), shipped
+# inside its wheel: real content, so the fidelity check sees the statistics of real frames.
+CALIBRATION_PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket")
+CALIBRATION_TEXTS = ("a photo of a cat", "一辆红色的汽车", "una persona caminando de noche", "an empty street")
+
+# The instruction sets CPU bf16 and int8 kernels dispatch on (x86 /proc/cpuinfo "flags", Arm "Features").
+_CPU_FLAGS = frozenset(
+    ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16")
+    + ("avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "asimddp", "bf16", "i8mm", "sve", "sve2")
+)
+_CHECKPOINT_FILES = ("*.safetensors", "*.bin", "config.json")
 
 
 def min_cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -23,23 +58,169 @@ def min_cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(np.min(num / np.maximum(den, 1e-12)))
 
 
-def cpu_bf16_is_fast() -> bool:
-    """Whether this CPU runs bf16 natively (oneDNN's AVX512-BF16/AMX path). Without it, bf16 is
-    emulated and several times slower than fp32 (seen: 0.35 vs 2.4 images/s for SigLIP-base on AVX2)."""
+def _now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class PrecisionTrial:
+    """One precision measured on the calibration batch."""
+
+    ms_per_image: float  # the best of a few timed calls
+    min_cosine: float  # to fp32's embeddings, the minimum over the batch (and texts)
+
+
+@dataclass(frozen=True)
+class CpuPrecisionDecision:
+    """What "auto" chose on this CPU for one model, with every precision's figures and when they were measured."""
+
+    choice: str
+    trials: dict[str, PrecisionTrial]
+    calibrated_at: str = field(default_factory=_now_utc)  # ISO 8601
+
+    def figures(self) -> str:
+        """E.g. "fp32 41.0 ms/image, bf16 290.1 ms/image, int8 25.3 ms/image; bf16 min cosine 0.9990, ..."."""
+        speeds = ", ".join(f"{p} {t.ms_per_image:.1f} ms/image" for p, t in self.trials.items())
+        cosines = ", ".join(f"{p} min cosine {t.min_cosine:.4f}" for p, t in self.trials.items() if p != "fp32")
+        return f"{speeds}; {cosines}"
+
+
+def choose_cpu_precision(trials: dict[str, PrecisionTrial], threshold: float = FAITHFUL_MIN_COSINE) -> str:
+    """The "auto" rule on CPU: the fastest precision whose min cosine to fp32 is at least `threshold`; fp32 is
+    faithful by definition (and wins ties: it is the reference)."""
+    if "fp32" not in trials:
+        raise ValueError(f"the rule needs fp32's trial as the reference, got {sorted(trials)}")
+    faithful = ["fp32"] + [p for p, t in trials.items() if p != "fp32" and t.min_cosine >= threshold]
+    return min(faithful, key=lambda p: trials[p].ms_per_image)
+
+
+def measure_ms_per_image(
+    run: Callable[[], np.ndarray], images: int, repeats: int = 3, budget_s: float = 1.0
+) -> tuple[np.ndarray, float]:
+    """`run`'s output and its time in ms per image: a warm-up call (its output is returned, for the fidelity
+    check), then the best of up to `repeats` timed calls, fewer once `budget_s` is spent. The minimum is the
+    call least disturbed by other work on the machine."""
+    output = run()
+    best, spent = math.inf, 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        elapsed = time.perf_counter() - started
+        best, spent = min(best, elapsed), spent + elapsed
+        if spent >= budget_s:
+            break
+    return output, best * 1000.0 / images
+
+
+def calibration_photographs() -> list[np.ndarray]:
+    """The calibration batch: scikit-image's sample photographs, uint8 RGB (H, W, 3) of different sizes."""
+    import skimage.data
+
+    return [getattr(skimage.data, name)() for name in CALIBRATION_PHOTOGRAPHS]
+
+
+def cpu_identity() -> dict:
+    """The CPU as far as the fastest precision depends on it: its model name and the instruction sets of the
+    bf16 and int8 kernels, from /proc/cpuinfo; where there is none, what `platform` knows."""
+    model, flags = "", set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            name, _, value = (part.strip() for part in line.partition(":"))
+            if name.lower() == "model name":
+                model = value
+            elif name.lower() in ("flags", "features"):
+                flags.update(value.split())
+            if name == "" and flags:  # the first processor's block ends: the others are alike
+                break
+    model = model or platform.processor() or platform.machine()  # Arm's cpuinfo may have no model name
+    return {"machine": platform.machine(), "model": model, "flags": sorted(flags & _CPU_FLAGS)}
+
+
+def checkpoint_fingerprint(model_id: str) -> dict:
+    """What changes when a checkpoint's weights do, without reading them (gigabytes): the name, size and mtime of
+    its weight and config files, in its folder or in its hub cache snapshot (whose path names the commit)."""
+    folder = Path(model_id)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            config = try_to_load_from_cache(model_id, "config.json")
+        except Exception:  # noqa: BLE001 - no hub cache: the id alone keys the decision
+            config = None
+        if not isinstance(config, str):
+            return {"folder": None, "files": []}
+        folder = Path(config).parent
+    files = sorted({p for pattern in _CHECKPOINT_FILES for p in folder.glob(pattern)})
+    return {"folder": str(folder), "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
+
+
+def decision_key(model_id: str) -> dict:
+    """Everything the fastest faithful precision depends on: the checkpoint, the CPU, torch's kernels (its
+    version) and the threads they run on."""
     import torch
 
+    key = {
+        "model": model_id,
+        "checkpoint": checkpoint_fingerprint(model_id),
+        "cpu": cpu_identity(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    return json.loads(json.dumps(key))  # as it reads back from the cache file, to compare the two
+
+
+def decision_path(key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return default_cache_dir() / "precision" / f"{digest}.json"
+
+
+def read_decision(path: Path, key: dict) -> CpuPrecisionDecision | None:
+    """The decision cached at `path` for `key`; None when there is none or it cannot be used (unreadable,
+    corrupt, made for another key): the caller calibrates again and overwrites it."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # noqa: BLE001 - private op; assume the slow case
-        return False
+        record = json.loads(path.read_text())
+        if record["key"] != key:
+            return None
+        trials = {
+            p: PrecisionTrial(float(t["ms_per_image"]), float(t["min_cosine"])) for p, t in record["measured"].items()
+        }
+        decision = CpuPrecisionDecision(str(record["choice"]), trials, str(record["calibrated_at"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return decision if set(trials) == set(CPU_PRECISIONS) and decision.choice in trials else None
 
 
-def choose_cpu_precision(
-    fp32: np.ndarray, bf16: np.ndarray, threshold: float = BF16_MIN_COSINE, bf16_fast: bool = True
-) -> str:
-    """The "auto" rule on CPU: "bf16" if bf16 keeps every embedding within `threshold` cosine
-    of fp32 (minimum over the calibration batch) and the CPU runs bf16 natively, else "fp32"."""
-    return "bf16" if bf16_fast and min_cosine(fp32, bf16) >= threshold else "fp32"
+def write_decision(path: Path, key: dict, decision: CpuPrecisionDecision) -> None:
+    """Write the decision atomically (a temporary sibling, then os.replace): a process calibrating the same model
+    at the same time replaces it whole, and a reader sees one complete file or none."""
+    record = {
+        "choice": decision.choice,
+        "measured": {
+            p: {"ms_per_image": t.ms_per_image, "min_cosine": t.min_cosine} for p, t in decision.trials.items()
+        },
+        "threshold": FAITHFUL_MIN_COSINE,
+        "calibrated_at": decision.calibrated_at,
+        "key": key,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def announce(line: str) -> None:
+    """One line on stderr: a log record where the process logs the project's INFO records (the monitor's actors:
+    JSON lines), else printed (the CLI sets up no logging, which would drop an INFO record)."""
+    if log.isEnabledFor(logging.INFO) and log.hasHandlers():
+        log.info(line)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -55,41 +236,24 @@ def resolve_device(device: str = "auto") -> str:
     return str(dev)
 
 
-def calibration_images(n: int = 4, size: int = 224) -> np.ndarray:
-    """Deterministic structured RGB images (gradients, checkerboard, rings, blocks), uint8 (n, size, size, 3)."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
-    imgs = []
-    for k in range(n):
-        kind = k % 4
-        if kind == 0:  # colour gradient
-            img = np.stack([xx, yy, 1 - xx * yy], axis=-1)
-        elif kind == 1:  # coloured checkerboard
-            cells = ((xx * 8).astype(int) + (yy * 8).astype(int)) % 2
-            img = np.where(cells[..., None] == 1, [0.9, 0.2, 0.1], [0.1, 0.3, 0.8])
-        elif kind == 2:  # concentric rings
-            r = np.sqrt((xx - 0.5) ** 2 + (yy - 0.5) ** 2)
-            ring = 0.5 + 0.5 * np.sin(r * 40 + k)
-            img = np.stack([ring, 1 - ring, 0.5 * np.ones_like(ring)], axis=-1)
-        else:  # blocks with diagonal stripes
-            img = np.zeros((size, size, 3), dtype=np.float32)
-            img[: size // 2, : size // 2] = [1.0, 0.9, 0.1]
-            img[size // 2 :, size // 2 :] = [0.1, 0.8, 0.3]
-            stripes = (((xx + yy) * 12).astype(int) % 2).astype(np.float32)
-            img[: size // 2, size // 2 :] = stripes[: size // 2, size // 2 :, None] * [0.8, 0.1, 0.9]
-        imgs.append(np.clip(np.asarray(img, dtype=np.float32) * 255, 0, 255).astype(np.uint8))
-    return np.stack(imgs)
-
-
-CALIBRATION_TEXTS = ("a photo of a cat", "一辆红色的汽车", "una persona caminando de noche", "an empty street")
-
-
 __all__ = [
     "PRECISIONS",
-    "BF16_MIN_COSINE",
+    "CPU_PRECISIONS",
+    "FAITHFUL_MIN_COSINE",
+    "CALIBRATION_PHOTOGRAPHS",
     "CALIBRATION_TEXTS",
+    "PrecisionTrial",
+    "CpuPrecisionDecision",
     "min_cosine",
-    "cpu_bf16_is_fast",
     "choose_cpu_precision",
+    "measure_ms_per_image",
+    "calibration_photographs",
+    "cpu_identity",
+    "checkpoint_fingerprint",
+    "decision_key",
+    "decision_path",
+    "read_decision",
+    "write_decision",
+    "announce",
     "resolve_device",
-    "calibration_images",
 ]

@@ -116,15 +116,6 @@ class TensorPreprocessor:
             )
         raise ValueError(f"unsupported image processor size {size!r}: expected height/width or shortest_edge")
 
-    @property
-    def output_size(self) -> tuple[int, int] | None:
-        """(height, width) of pixel_values, when fixed."""
-        if self.crop:
-            return self.crop
-        if self.mode == "fixed" and self.do_resize:
-            return (self.height, self.width)
-        return None
-
     def target_size(self, height: int, width: int) -> tuple[int, int]:
         if not self.do_resize:
             return height, width
