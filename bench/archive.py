@@ -433,7 +433,9 @@ def target_lines(results: list[InputResult], memory: list[dict] | None, faithful
             goal = HIGH_MOTION_DEFAULT_GOP_TARGET[native]
         speedup = r.speedup()
         if goal is not None and speedup is not None:
-            where = f" (this CPU {'has' if native else 'lacks'} native bf16)" if r.name == "high-motion, default GOP" else ""
+            where = ""
+            if r.name == "high-motion, default GOP":
+                where = f" (this CPU {'has' if native else 'lacks'} native bf16)"
             lines.append(f"- {r.name}: speedup over naive >= {goal:g}x{where}: {speedup:.2f}x, {_met(speedup >= goal)}")
         elif speedup is not None:
             lines.append(f"- {r.name}: speedup over naive {speedup:.2f}x (no target)")
