@@ -432,12 +432,17 @@ def test_auto_measures_every_precision_once_and_caches_the_choice(tiny, precisio
     trials = {p: trial(f["ms_per_image"], f["min_cosine"]) for p, f in record["measured"].items()}
     assert record["choice"] == choose_cpu_precision(trials) == enc.precision == running_precision(enc)
     assert enc.precision_timings == trials
+    # the images per model call were timed at the chosen precision too; the fastest within batch_size is used
+    batch_ms = {int(b): ms for b, ms in record["batch_ms"].items()}
+    assert set(batch_ms) == {4, 8, 16} and all(ms > 0 for ms in batch_ms.values())
+    assert enc.model_batch == min(batch_ms, key=batch_ms.__getitem__)
     assert record["key"]["model"] == tiny.siglip and record["key"]["threads"] == torch.get_num_threads()
     assert record["key"]["torch"] == torch.__version__ and record["calibrated_at"].endswith("Z")
     assert enc.precision_reason.startswith(f"{enc.precision}: fastest within cosine 0.99 of fp32")
     (line,) = decision_lines(caplog)
     assert line.startswith(f"precision auto for {tiny.siglip}: {enc.precision} (fp32 ")
-    assert "bf16 min cosine" in line and "int8 min cosine" in line and line.endswith(f"cached in {files[0]}")
+    assert "bf16 min cosine" in line and "int8 min cosine" in line and "8 per call" in line
+    assert line.endswith(f"cached in {files[0]}")
     emb = enc.embed_images(scenes()[:2])
     assert emb.dtype == np.float32 and emb.shape == (2, enc.dim)
 
@@ -548,11 +553,12 @@ def test_a_decision_for_another_key_is_not_used(tiny, precision_cache, caplog):
 def test_concurrent_writers_leave_one_complete_decision(tmp_path):
     path, key = tmp_path / "precision" / "d.json", {"model": "m"}
     trials = {p: trial(1.0, 1.0) for p in ("fp32", "bf16", "int8")}
-    write_decision(path, key, CpuPrecisionDecision("fp32", trials))
+    batches = {4: 2.0, 8: 1.0, 16: 1.5}
+    write_decision(path, key, CpuPrecisionDecision("fp32", trials, batches))
 
     def write_many(choice):
         for _ in range(30):
-            write_decision(path, key, CpuPrecisionDecision(choice, trials))
+            write_decision(path, key, CpuPrecisionDecision(choice, trials, batches))
 
     writers = [threading.Thread(target=write_many, args=(choice,)) for choice in ("bf16", "int8")]
     for writer in writers:
@@ -656,3 +662,22 @@ def test_siglip2_naflex_checkpoint_loads_and_embeds(tmp_path):
         ref = model.get_image_features(**ip(images=imgs[:1], return_tensors="pt")).pooler_output
     ref = torch.nn.functional.normalize(ref, dim=-1).numpy()
     assert float(ref[0] @ emb[0]) > 0.999
+
+
+def test_the_fastest_model_batch_is_used_within_the_configured_batch_size():
+    trials = {p: trial(1.0, 1.0) for p in ("fp32", "bf16", "int8")}
+    decision = CpuPrecisionDecision("int8", trials, {4: 3.0, 8: 2.0, 16: 2.5})
+    assert decision.fastest_batch(16) == 8 and decision.fastest_batch(32) == 8
+    assert decision.fastest_batch(6) == 4  # 8 and 16 are above the configured batch size
+    assert decision.fastest_batch(2) == 2  # none tried fits: the configured size
+
+
+def test_a_cached_decision_without_batch_timings_is_measured_again(tmp_path):
+    path, key = tmp_path / "d.json", {"model": "m"}
+    trials = {p: trial(1.0, 1.0) for p in ("fp32", "bf16", "int8")}
+    write_decision(path, key, CpuPrecisionDecision("int8", trials, {4: 3.0, 8: 2.0, 16: 2.5}))
+    assert read_decision(path, key).batch_ms == {4: 3.0, 8: 2.0, 16: 2.5}
+    record = json.loads(path.read_text())
+    del record["batch_ms"]  # written before the batch was measured
+    path.write_text(json.dumps(record))
+    assert read_decision(path, key) is None

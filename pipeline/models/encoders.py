@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.models.hub import LoadedCheckpoint, ModelUnavailableError, load_checkpoint, weights_guidance
 from pipeline.models.precision import (
+    CALIBRATION_BATCHES,
     CALIBRATION_TEXTS,
     CPU_PRECISIONS,
     FAITHFUL_MIN_COSINE,
@@ -88,7 +89,8 @@ class _Encoder:
             )
         self.model_id = loaded.model_id
         self.untrained = loaded.untrained
-        self.batch_size = int(batch_size)
+        self.batch_size = int(batch_size)  # images per model call at most
+        self.model_batch = self.batch_size  # images per model call: "auto" on CPU measures the fastest
         self.device = resolve_device(device)
         self.preprocess = TensorPreprocessor.from_image_processor(loaded.image_processor)
         self.tokenizer = loaded.tokenizer
@@ -162,6 +164,7 @@ class _Encoder:
         else:
             log.debug("precision auto for %s: %s, cached in %s", self.model_id, decision.choice, path)
         self.precision_timings = decision.trials
+        self.model_batch = decision.fastest_batch(self.batch_size)
         self.precision_reason = (
             f"{decision.choice}: fastest within cosine {FAITHFUL_MIN_COSINE} of fp32 on this CPU, "
             f"measured {decision.calibrated_at}"
@@ -191,7 +194,27 @@ class _Encoder:
         trials = {
             p: PrecisionTrial(ms_per_image[p], min_cosine(embeddings["fp32"], embeddings[p])) for p in CPU_PRECISIONS
         }
-        return CpuPrecisionDecision(choose_cpu_precision(trials), trials)
+        choice = choose_cpu_precision(trials)
+        self.model = copy.deepcopy(fp32_model) if choice != "fp32" else fp32_model
+        self._use_cpu_precision(choice)
+        batch_ms = self._measure_batches(pixels)
+        self.model, self._weights_dtype = fp32_model, torch.float32
+        return CpuPrecisionDecision(choice, trials, batch_ms)
+
+    def _measure_batches(self, pixels: dict) -> dict[int, float]:
+        """ms per image of the model as it is now, by images per call: the photographs repeated to the largest
+        batch, embedded in calls of each CALIBRATION_BATCHES size."""
+        import torch
+
+        largest = max(CALIBRATION_BATCHES)
+        repeats = -(-largest // len(pixels["pixel_values"]))
+        many = {name: torch.cat([value] * repeats)[:largest] for name, value in pixels.items()}
+
+        def in_calls_of(batch: int) -> Callable[[], None]:
+            calls = [{name: value[i : i + batch] for name, value in many.items()} for i in range(0, largest, batch)]
+            return lambda: [self._embed_pixels(call) for call in calls]
+
+        return {batch: measure_ms_per_image(in_calls_of(batch), largest)[1] for batch in CALIBRATION_BATCHES}
 
     # -- inference ---------------------------------------------------------------------------
     @property
@@ -207,7 +230,8 @@ class _Encoder:
     def _batched(self, items: list, fn: Callable[[list], np.ndarray]) -> np.ndarray:
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
-        chunks = [fn(items[i : i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
+        size = self.model_batch
+        chunks = [fn(items[i : i + size]) for i in range(0, len(items), size)]
         return np.concatenate(chunks, axis=0)
 
     def _embed_image_chunk(self, frames: list[np.ndarray]) -> np.ndarray:
