@@ -351,12 +351,10 @@ def decode_frames(
         raise ValueError("keyframes_only must be None, True or False")
     path = os.fspath(path)
     src = source or str(path)
-    impl = _decode_pyav if backend == "pyav" else _decode_decord
 
     def factory(state: DecodeStream):
-        if backend == "decord":
-            return impl(state, str(path), fps, short_side, keyframes_only, max(1, int(threads)), src, camera)
-        return impl(state, str(path), fps, short_side, keyframes_only, max(1, int(threads)), src, camera, shortcuts)
+        args = (state, str(path), fps, short_side, keyframes_only, max(1, int(threads)), src, camera)
+        return _decode_pyav(*args, shortcuts) if backend == "pyav" else _decode_decord(*args)
 
     return DecodeStream(factory)
 
