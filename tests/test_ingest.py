@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
-from pipeline.config import KafkaConfig
-from pipeline.media.decode import decode_frames
+from pipeline.config import KafkaConfig, load_config
 from pipeline.media.kafka_clients import FrameConsumer
 from pipeline.media.kafka_messages import decode_message
+from pipeline.media.sampling import decode_file
 from tests.servers import free_port, start_rtsp_camera
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning")
@@ -72,7 +72,7 @@ def test_ingest_a_file_as_jpeg_frames(kafka_broker, scene_video, capsys):
     out = capsys.readouterr()
     assert rc == 0, out.err
     assert "sent 40 of 40 sampled frames in 40 jpeg message(s)" in out.out and "0 error(s)" in out.out
-    expected = list(decode_frames(path, fps=2, short_side=256))
+    expected = list(decode_file(path, load_config(overrides={"decode.fps": 2}).decode))  # as ingest decodes
     records, frames = read_topic(kafka_broker, topic, 40)
     assert len(frames) == 40 and {r.key for r in records} == {b"gate-1"}
     assert [f.pts for f in frames] == [f.pts for f in expected]  # in order, exact media times
@@ -108,7 +108,7 @@ def test_ingest_a_file_as_segments(kafka_broker, scene_video, capsys):
     out = capsys.readouterr()
     assert rc == 0, out.err
     assert "sent 100 of 100 sampled frames in 10 segment message(s)" in out.out
-    expected = list(decode_frames(path, fps=5, short_side=120))
+    expected = list(decode_file(path, load_config(overrides={"decode.fps": 5, "decode.short_side": 120}).decode))
     records, frames = read_topic(kafka_broker, topic, 100)
     assert len(records) == 10 and all(dict(r.headers)["frames"] == b"10" for r in records)
     assert [f.pts for f in frames] == pytest.approx([f.pts for f in expected], abs=1e-4)
