@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-cluster lint bench clean system-deps
+.PHONY: install demo test test-cluster lint bench bench-track-deps clean system-deps
 
 # Debian packages the tests use: the RTSP test camera (tests/rtsp_server.py) is GStreamer's RTSP server on
 # Debian's python3-gi. Installed only when one is missing (needs root, or sudo).
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[test,bench]"
+	# TrackEval (HOTA, IDF1, MOTA for bench.track and its test): its metadata pulls opencv-python beside the
+	# headless build (both write cv2/); its metrics need only numpy and scipy.
+	$(PY) -m pip install -q --no-deps "trackeval==1.3.0"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -58,6 +61,13 @@ test-cluster: $(STAMP)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m bench.archive
+
+# The trackers bench.track compares with (by hand, never in `make test`): boxmot (AGPL-3.0, a baseline only)
+# and Roboflow trackers without their declared dependencies (torchvision, timm, opencv-python, pyarrow<24),
+# which their trackers do not import and which would replace this machine's torch build and pyarrow.
+bench-track-deps: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench-track]"
+	$(PY) -m pip install -q --no-deps "boxmot==25.0.0" "trackers==2.6.1"
 	HF_HUB_OFFLINE=1 $(PY) -m bench.stream
 	HF_HUB_OFFLINE=1 $(PY) -m bench.summarize
 	$(PY) -m bench.search

@@ -7,7 +7,20 @@ import os
 import sys
 
 from actors.stages import StageFailed
-from jobs.commands import alerts, demo, import_clips, index, ingest, monitor, query, remove, search, status, summarize
+from jobs.commands import (
+    alerts,
+    demo,
+    import_clips,
+    index,
+    ingest,
+    monitor,
+    query,
+    remove,
+    search,
+    status,
+    summarize,
+    track,
+)
 from jobs.commands.common import UsageError
 from pipeline.config import ConfigError
 from pipeline.media.decode import VideoDecodeError
@@ -23,6 +36,7 @@ COMMANDS = (
     demo,
     ingest,
     summarize,
+    track,
     monitor,
     status,
     query,

@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.cameras import check_camera_id
 
@@ -130,6 +139,54 @@ class MatchConfig(_Section):
     temperature: float = Field(default=0.01, gt=0, le=1)  # of the soft maximum over the neutral prompts
 
 
+class DetectConfig(_Section):
+    """The object detector (`pipeline.detection`). "motion": background subtraction (OpenCV's MOG2) per camera on a
+    grey picture `width` pixels wide; blobs of `min_area` to `max_area` of the picture become boxes."""
+
+    kind: Literal["motion"] = "motion"
+    rate: float = Field(default=5.0, gt=0, le=240)  # frames per second of media time the detector is given
+    history: int = Field(default=500, ge=1, le=100000)  # frames the background model learns from
+    var_threshold: float = Field(default=16.0, gt=0, le=10000)  # squared grey distance to the model: foreground
+    min_area: float = Field(default=0.0005, gt=0, le=1)  # least blob area, a fraction of the picture
+    max_area: float = Field(default=0.5, gt=0, le=1)  # most: bigger is a light change or a shaken camera
+    width: int = Field(default=320, ge=32, le=4096)  # the picture is downscaled to this width (never up)
+    warmup: int = Field(default=15, ge=0, le=100000)  # frames per camera learnt before anything is reported
+
+    @field_validator("max_area")
+    @classmethod
+    def _areas_in_order(cls, value: float, info: ValidationInfo) -> float:
+        if "min_area" in info.data and value < info.data["min_area"]:
+            raise ValueError(f"must be at least detect.min_area ({info.data['min_area']:g})")
+        return value
+
+
+class TrackConfig(_Section):
+    """The multi-object tracker (`pipeline.tracking`): ByteTrack's two stages with appearance (BoT-SORT's fused
+    cost) and re-identification of lost tracks. Scores are the detector's; IoU and cosine distances in [0, 1]."""
+
+    low_score: float = Field(default=0.1, ge=0, le=1)  # detections from here to high_score: the IoU-only stage
+    high_score: float = Field(default=0.5, ge=0, le=1)  # detections at or above: the first, fused stage
+    birth_score: float = Field(default=0.6, ge=0, le=1)  # an unmatched detection at or above starts a track
+    confirm_hits: int = Field(default=2, ge=1, le=1000)  # matched detections before a track is reported
+    reid_frames: int = Field(default=150, ge=0, le=100000)  # frames a lost track is kept for re-identification
+    # frames a lost track is still reported, at its predicted box (a missed detection is not a gap in its track)
+    report_lost_frames: int = Field(default=3, ge=0, le=1000)
+    iou_gate: float = Field(default=0.2, ge=0, le=1)  # least IoU of a first-stage match
+    low_iou_gate: float = Field(default=0.5, ge=0, le=1)  # least IoU of a low-score match (they are less sure)
+    appearance_weight: float = Field(default=0.5, ge=0, le=1)  # of the cosine distance in the fused cost
+    appearance_gate: float = Field(default=0.4, ge=0, le=2)  # most cosine distance of a match with appearance
+    appearance_momentum: float = Field(default=0.9, ge=0, lt=1)  # EMA of a track's appearance: old share
+
+    @field_validator("high_score", "birth_score")
+    @classmethod
+    def _scores_in_order(cls, value: float, info: ValidationInfo) -> float:
+        # each score at least the one before it (fields are validated in order; a bad earlier one is absent)
+        below = {"high_score": "low_score", "birth_score": "high_score"}[info.field_name]
+        if below in info.data and value < info.data[below]:
+            raise ValueError(f"must be at least track.{below} ({info.data[below]:g})")
+        return value
+
+
 class StreamSource(_Section):
     camera: Annotated[str, AfterValidator(check_camera_id)]  # the one rule for camera ids (pipeline/cameras.py)
     url: str = Field(min_length=1)  # a file path or a live URL (rtsp://, http://, ...)
@@ -169,6 +226,8 @@ class VigilConfig(_Section):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     match: MatchConfig = Field(default_factory=MatchConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    detect: DetectConfig = Field(default_factory=DetectConfig)
+    track: TrackConfig = Field(default_factory=TrackConfig)
 
     @model_validator(mode="after")
     def _summary_periods_hold_two_windows(self) -> VigilConfig:

@@ -219,3 +219,82 @@ class Alert:
             query_image=data.get("query_image"),
             verified=data.get("verified"),
         )
+
+
+@dataclass
+class Detections:
+    """One frame's detections as arrays (`pipeline.tracking`): `boxes` (N, 4) x1, y1, x2, y2 in pixels,
+    `scores` (N,), `class_ids` (N,) (zeros when not given), `appearance` (N, D) unit vectors or None."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray | None = None
+    appearance: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32)
+        self.scores = np.asarray(self.scores, dtype=np.float32)
+        if self.boxes.ndim != 2 or self.boxes.shape[1] != 4:
+            raise ValueError(f"detection boxes must have shape (N, 4), got {self.boxes.shape}")
+        count = len(self.boxes)
+        if self.scores.shape != (count,):
+            raise ValueError(f"detection scores must have shape ({count},) like the boxes, got {self.scores.shape}")
+        if self.class_ids is None:
+            self.class_ids = np.zeros(count, dtype=np.int32)
+        else:
+            self.class_ids = np.asarray(self.class_ids, dtype=np.int32)
+            if self.class_ids.shape != (count,):
+                raise ValueError(
+                    f"detection class_ids must have shape ({count},) like the boxes, got {self.class_ids.shape}"
+                )
+        # NaN or infinite coordinates would poison the Kalman states of the tracks they match
+        if not np.isfinite(self.boxes.sum() + self.scores.sum()):
+            raise ValueError("detection boxes and scores must be finite numbers")
+        if self.appearance is not None:
+            self.appearance = np.asarray(self.appearance, dtype=np.float32)
+            if self.appearance.ndim != 2 or len(self.appearance) != count:
+                raise ValueError(
+                    f"detection appearance must have shape ({count}, D) like the boxes, got {self.appearance.shape}"
+                )
+            # cosine distances are dot products, which only unit vectors make true
+            norms = np.einsum("ij,ij->i", self.appearance, self.appearance)
+            if count and not np.abs(norms - 1.0).max() <= 2e-3:
+                raise ValueError("detection appearance rows must be unit vectors (L2 norm 1)")
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @classmethod
+    def empty(cls, appearance_dim: int | None = None) -> Detections:
+        """A frame without detections (with an empty (0, D) appearance when `appearance_dim` is given)."""
+        appearance = None if appearance_dim is None else np.zeros((0, appearance_dim), dtype=np.float32)
+        return cls(np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.float32), appearance=appearance)
+
+
+TRACK_STATES = ("tentative", "confirmed", "lost")
+
+
+@dataclass(slots=True)  # not frozen: a tracker makes one per object per frame, and frozen ones cost 5x as much
+class Track:
+    """One tracked object as the tracker last saw it (`pipeline.tracking.Tracker`).
+
+    `track_id` is stable within one tracker (one camera) and counts 1, 2, 3, ... in order of birth. `box` is the
+    Kalman-filtered x1, y1, x2, y2 after the frame's detection (for a lost track, its prediction); `score` is
+    its last detection's score and `frame` the frame number reported (the tracker's count of updates,
+    1-based). `hits` counts matched detections, `age` the frames since the track's birth (1 in its first). A
+    track is "tentative" until `track.confirm_hits` hits, then "confirmed"; unmatched, it is "lost" for up to
+    `track.reid_frames` frames, and reported as such for its first `track.report_lost_frames`.
+    """
+
+    track_id: int
+    box: tuple[float, float, float, float]
+    score: float
+    class_id: int
+    frame: int
+    hits: int
+    age: int
+    state: str = "confirmed"
+
+    def __post_init__(self) -> None:
+        if self.state not in TRACK_STATES:
+            raise ValueError(f"track state must be one of {TRACK_STATES}, got {self.state!r}")
