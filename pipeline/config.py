@@ -141,9 +141,10 @@ class MatchConfig(_Section):
 
 class DetectConfig(_Section):
     """The object detector (`pipeline.detection`). "motion": background subtraction (OpenCV's MOG2) per camera on a
-    grey picture `width` pixels wide; blobs of `min_area` to `max_area` of the picture become boxes."""
+    grey picture `width` pixels wide; blobs of `min_area` to `max_area` of the picture become boxes. "owl": the
+    open-vocabulary detector `model` (OWLv2 or OWL-ViT) prompted with `phrases`, a phrase's index its class id."""
 
-    kind: Literal["motion"] = "motion"
+    kind: Literal["motion", "owl"] = "motion"
     rate: float = Field(default=5.0, gt=0, le=240)  # frames per second of media time the detector is given
     history: int = Field(default=500, ge=1, le=100000)  # frames the background model learns from
     var_threshold: float = Field(default=16.0, gt=0, le=10000)  # squared grey distance to the model: foreground
@@ -151,6 +152,22 @@ class DetectConfig(_Section):
     max_area: float = Field(default=0.5, gt=0, le=1)  # most: bigger is a light change or a shaken camera
     width: int = Field(default=320, ge=32, le=4096)  # the picture is downscaled to this width (never up)
     warmup: int = Field(default=15, ge=0, le=100000)  # frames per camera learnt before anything is reported
+    model: str = Field(default="google/owlv2-base-patch16-ensemble", min_length=1)  # "owl": a hub id or a folder
+    phrases: list[str] = Field(default=["person", "car"], min_length=1, max_length=1000)  # "owl": what to find
+    score_threshold: float = Field(default=0.1, ge=0, le=1)  # "owl": least score of a detection
+    nms_iou: float = Field(default=0.3, gt=0, le=1)  # "owl": a box overlapping a better one of its class more goes
+    max_detections: int = Field(default=100, ge=1, le=10000)  # "owl": most detections per frame, the best kept
+
+    @field_validator("phrases")
+    @classmethod
+    def _phrases_distinct(cls, phrases: list[str]) -> list[str]:
+        # a phrase's index is its class id: a blank one finds nothing, a repeated one splits a class in two
+        if any(not phrase.strip() for phrase in phrases):
+            raise ValueError("a phrase must not be blank")
+        repeated = sorted({phrase for phrase in phrases if phrases.count(phrase) > 1})
+        if repeated:
+            raise ValueError(f"phrases must be distinct, {repeated} repeated")
+        return phrases
 
     @field_validator("max_area")
     @classmethod
@@ -185,6 +202,70 @@ class TrackConfig(_Section):
         if below in info.data and value < info.data[below]:
             raise ValueError(f"must be at least track.{below} ({info.data[below]:g})")
         return value
+
+
+# A point of a zone or line: x, y in pixels of the frames the tracker is given (after decode.short_side).
+PixelPoint = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=2, max_length=2)]
+
+
+class ZoneConfig(_Section):
+    """A polygon zone (`pipeline.tracking.zones`): `polygon` [[x, y], ...], at least 3 points, in order around it."""
+
+    name: str = Field(min_length=1, max_length=100)
+    polygon: list[PixelPoint]
+    camera: Annotated[str, AfterValidator(check_camera_id)] | None = None  # None: every camera
+
+    @field_validator("polygon")
+    @classmethod
+    def _a_polygon_has_area(cls, polygon: list[list[float]]) -> list[list[float]]:
+        if len(polygon) < 3:
+            raise ValueError(f"a polygon needs at least 3 points, got {len(polygon)}")
+        # the shoelace formula: twice the signed area, zero when every point lies on one line
+        doubled_area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(polygon, polygon[1:] + polygon[:1]))
+        if abs(doubled_area) < 1e-6:
+            raise ValueError("a polygon's points must not all lie on one line")
+        return polygon
+
+
+class LineConfig(_Section):
+    """A counting line (`pipeline.tracking.zones`): from `points[0]` to `points[1]`; `direction` says which
+    crossings count: from the left side of the line, facing its second point on the picture, to the right, the
+    reverse, or both."""
+
+    name: str = Field(min_length=1, max_length=100)
+    points: list[PixelPoint] = Field(min_length=2, max_length=2)
+    direction: Literal["left_to_right", "right_to_left", "both"] = "both"
+    camera: Annotated[str, AfterValidator(check_camera_id)] | None = None  # None: every camera
+
+    @field_validator("points")
+    @classmethod
+    def _points_distinct(cls, points: list[list[float]]) -> list[list[float]]:
+        if points[0] == points[1]:
+            raise ValueError("a line needs 2 distinct points")
+        return points
+
+
+class EventsConfig(_Section):
+    """Events of tracks in zones and across lines (`pipeline.tracking.TrackEvents`). An object's place is its
+    box's `anchor` point: "bottom_center" (its feet, on the ground plane the zones are drawn on) or "center"."""
+
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    lines: list[LineConfig] = Field(default_factory=list)
+    dwell_seconds: float = Field(default=30.0, gt=0, le=86400)  # a visit this long gives one "dwell" event
+    # pixels past a line the anchor must be before it counts as on that side: jitter on the line is no crossing
+    line_margin: float = Field(default=8.0, ge=0, le=10000)
+    anchor: Literal["bottom_center", "center"] = "bottom_center"
+
+    @field_validator("zones", "lines")
+    @classmethod
+    def _names_unique_per_camera(cls, places: list[ZoneConfig] | list[LineConfig]) -> list:
+        # two entries clash when they share a name and a camera (an entry without one is on every camera)
+        for later, place in enumerate(places):
+            for earlier in places[:later]:
+                same_camera = None in (earlier.camera, place.camera) or earlier.camera == place.camera
+                if earlier.name == place.name and same_camera:
+                    raise ValueError(f"the name {place.name!r} is given twice on one camera")
+        return places
 
 
 class StreamSource(_Section):
@@ -228,6 +309,7 @@ class VigilConfig(_Section):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     detect: DetectConfig = Field(default_factory=DetectConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
 
     @model_validator(mode="after")
     def _summary_periods_hold_two_windows(self) -> VigilConfig:

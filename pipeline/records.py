@@ -298,3 +298,64 @@ class Track:
     def __post_init__(self) -> None:
         if self.state not in TRACK_STATES:
             raise ValueError(f"track state must be one of {TRACK_STATES}, got {self.state!r}")
+
+
+TRACK_EVENT_KINDS = ("enter", "leave", "dwell", "cross")
+CROSSING_DIRECTIONS = ("left_to_right", "right_to_left")
+
+
+@dataclass(frozen=True)
+class TrackEvent:
+    """One event of a tracked object (`pipeline.tracking.TrackEvents`): it entered or left a zone, stayed in one
+    for the configured dwell time, or crossed a line. `name` is the zone's (enter, leave, dwell) or the line's
+    (cross); `pts` is when, in the camera's media seconds. A crossing has a `direction`, "left_to_right" or
+    "right_to_left" (as seen facing along the line from its first point to its second); a dwell or a leave has a
+    `duration`, the seconds since the visit's enter."""
+
+    camera: str
+    track_id: int
+    class_id: int
+    kind: str
+    name: str
+    pts: float
+    direction: str | None = None
+    duration: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in TRACK_EVENT_KINDS:
+            raise ValueError(f"track event kind must be one of {TRACK_EVENT_KINDS}, got {self.kind!r}")
+        crossing, timed = self.kind == "cross", self.kind in ("dwell", "leave")
+        if (self.direction is not None) != crossing:
+            raise ValueError(f"{self.kind} events {'need a' if crossing else 'take no'} direction")
+        if crossing and self.direction not in CROSSING_DIRECTIONS:
+            raise ValueError(f"crossing direction must be one of {CROSSING_DIRECTIONS}, got {self.direction!r}")
+        if (self.duration is not None) != timed:
+            raise ValueError(f"{self.kind} events {'need a' if timed else 'take no'} duration")
+
+    def to_json(self) -> dict:
+        return {
+            "camera": self.camera,
+            "track_id": self.track_id,
+            "class_id": self.class_id,
+            "kind": self.kind,
+            "name": self.name,
+            "pts": float(self.pts),
+            "direction": self.direction,
+            "duration": None if self.duration is None else float(self.duration),
+        }
+
+    @classmethod
+    def from_json(cls, data: "dict | str | bytes") -> "TrackEvent":
+        if isinstance(data, (str, bytes)):
+            data = json.loads(data)
+        duration = data.get("duration")
+        return cls(
+            camera=str(data["camera"]),
+            track_id=int(data["track_id"]),
+            class_id=int(data["class_id"]),
+            kind=str(data["kind"]),
+            name=str(data["name"]),
+            pts=float(data["pts"]),
+            direction=data.get("direction"),
+            duration=None if duration is None else float(duration),
+        )

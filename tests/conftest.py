@@ -55,6 +55,15 @@ def tiny_encoders(vigil_cache):
     return load_encoders("tiny", device="cpu", precision="fp32", batch_size=8)
 
 
+@pytest.fixture(scope="session", params=["owlv2", "owlvit"])
+def tiny_owl(request, vigil_cache) -> str:
+    """The folder of a tiny random OWLv2, then OWL-ViT, detector checkpoint (untrained), each built once per
+    session: a test taking it runs on both."""
+    from pipeline.models import tiny_owl_checkpoint
+
+    return tiny_owl_checkpoint(kind=request.param)
+
+
 @pytest.fixture(scope="session")
 def scene_video(tmp_path_factory):
     """A 320x240, 25 fps video of five visually distinct 4-second scenes, a keyframe every second."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pipeline.models.captioner import DEFAULT_PROMPT, Captioner, CaptionerUnavailableError, TransformersCaptioner
 from pipeline.models.encoders import Dinov2Encoder, Encoders, SiglipEncoder, load_encoders
-from pipeline.models.hub import ModelUnavailableError, hub_offline, hub_reachable
+from pipeline.models.hub import LoadedCheckpoint, ModelUnavailableError, hub_offline, hub_reachable, load_checkpoint
 from pipeline.models.precision import (
     FAITHFUL_MIN_COSINE,
     PrecisionTrial,
@@ -25,6 +25,7 @@ from pipeline.models.random_weights import (
     build_random_checkpoints,
     default_cache_dir,
     tiny_checkpoints,
+    tiny_owl_checkpoint,
 )
 from pipeline.models.sources import DEFAULT_MODELS, ModelSource
 from pipeline.models.specs import resolve_models
@@ -35,6 +36,8 @@ __all__ = [
     "DEFAULT_MODELS",
     "resolve_models",
     "ModelUnavailableError",
+    "LoadedCheckpoint",
+    "load_checkpoint",
     "hub_offline",
     "hub_reachable",
     "TensorPreprocessor",
@@ -49,6 +52,7 @@ __all__ = [
     "load_encoders",
     "build_random_checkpoints",
     "tiny_checkpoints",
+    "tiny_owl_checkpoint",
     "default_cache_dir",
     "UNTRAINED_MARKER",
     "Captioner",

@@ -145,9 +145,12 @@ def _no_progress_bars():
             hf_logging.enable_progress_bar()
 
 
-def load_checkpoint(id_or_dir: str, *, with_tokenizer: bool, default_id: str = "<model-id>") -> LoadedCheckpoint:
+def load_checkpoint(
+    id_or_dir: str, *, with_tokenizer: bool, default_id: str = "<model-id>", model_class: Any = None
+) -> LoadedCheckpoint:
     """Load a checkpoint by hub id or folder, local files first; ModelUnavailableError (with guidance) when the
-    folder cannot be loaded, or the hub id is neither cached nor downloadable."""
+    folder cannot be loaded, or the hub id is neither cached nor downloadable. `model_class`: the transformers
+    Auto class for a model with a task head (a detector's), instead of ``AutoModel``."""
     import torch
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
@@ -159,7 +162,7 @@ def load_checkpoint(id_or_dir: str, *, with_tokenizer: bool, default_id: str = "
             return _attempt(local_only)
 
     def _attempt(local_only: bool) -> tuple[Any, Any, Any]:
-        model = AutoModel.from_pretrained(where, local_files_only=local_only, dtype=torch.float32)
+        model = (model_class or AutoModel).from_pretrained(where, local_files_only=local_only, dtype=torch.float32)
         image_processor = AutoImageProcessor.from_pretrained(where, local_files_only=local_only, backend="pil")
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only) if with_tokenizer else None
         return model, image_processor, tokenizer

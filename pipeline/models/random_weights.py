@@ -1,4 +1,4 @@
-"""Random-weight SigLIP / DINOv2 checkpoints built locally, loadable offline like real ones.
+"""Random-weight SigLIP / DINOv2 (and OWL detector) checkpoints built locally, loadable offline like real ones.
 
 The folders are ordinary Hugging Face checkpoints (``save_pretrained`` of model and processor), so
 they go through exactly the ``AutoModel`` / ``AutoProcessor`` path that real weights take. They carry a
@@ -7,6 +7,7 @@ they go through exactly the ``AutoModel`` / ``AutoProcessor`` path that real wei
 - ``size="tiny"``: a few hundred KB each, for tests.
 - ``size="base"``: vision towers with the real sizes of SigLIP2-base-patch16-224 and DINOv2-small,
   for speed benchmarks (the text tower keeps the real width and depth but a small vocabulary).
+- ``tiny_owl_checkpoint``: a tiny OWLv2 or OWL-ViT detector (``*ForObjectDetection``, CLIP tokenizer), for tests.
 """
 
 from __future__ import annotations
@@ -207,6 +208,74 @@ def _build_dinov2(folder: Path, spec: dict) -> None:
     _write_marker(folder)
 
 
+# OWL's text tower reads 16 tokens; a 96-pixel picture of 16-pixel patches gives 36 boxes per frame
+_TINY_OWL = dict(
+    text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+    vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, patch_size=16),
+    image_size=96,
+    text_max_length=16,
+    vocab_size=1000,
+)
+
+
+def _build_clip_tokenizer(vocab_size: int, max_length: int):
+    """A CLIP tokenizer (OWL's) trained on the corpus: CLIP's normalizer and pre-tokenizer, BPE with "</w>"
+    word ends. CLIPTokenizer appends its start and end tokens after the vocabulary, so the end token has the
+    largest id, which OWL's text tower looks for (argmax) to pool a phrase."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    template = CLIPTokenizer(vocab={c: i for i, c in enumerate(sorted(alphabet))}, merges=[]).backend_tokenizer
+    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    bpe.normalizer, bpe.pre_tokenizer = template.normalizer, template.pre_tokenizer
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, initial_alphabet=alphabet, end_of_word_suffix="</w>", show_progress=False
+    )
+    bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    trained = json.loads(bpe.to_str())["model"]
+    merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split()) for merge in trained["merges"]]
+    # pad "!" (id 0), as the published OWL tokenizers
+    return CLIPTokenizer(vocab=trained["vocab"], merges=merges, pad_token="!", model_max_length=max_length)
+
+
+def _owl_classes(kind: str) -> tuple:
+    """The config, model, image processor and processor classes of OWLv2 or OWL-ViT."""
+    import transformers
+
+    prefix = {"owlv2": "Owlv2", "owlvit": "OwlViT"}[kind]
+    return tuple(
+        getattr(transformers, prefix + name)
+        for name in ("Config", "ForObjectDetection", "ImageProcessorPil", "Processor")
+    )
+
+
+def _build_owl(folder: Path, spec: dict) -> None:
+    import torch
+
+    config_class, model_class, image_processor_class, processor_class = _owl_classes(spec["kind"])
+    tokenizer = _build_clip_tokenizer(spec["vocab_size"], spec["text_max_length"])
+    text = dict(
+        spec["text"],
+        vocab_size=len(tokenizer),
+        max_position_embeddings=spec["text_max_length"],
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    vision = dict(spec["vision"], image_size=spec["image_size"])
+    config = config_class(text_config=text, vision_config=vision, projection_dim=spec["text"]["hidden_size"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED + 2)
+        model = model_class(config).eval()
+    # the published processors' settings (OWLv2: pad to a square; OWL-ViT: stretch) at the tiny picture size
+    side = {"height": spec["image_size"], "width": spec["image_size"]}
+    image_processor = image_processor_class(size=side, crop_size=side)
+    model.save_pretrained(folder)
+    processor_class(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    _write_marker(folder)
+
+
 @contextlib.contextmanager
 def _quiet_transformers():
     """Silence save-time progress bars and config-default warnings of transformers, then restore."""
@@ -244,24 +313,29 @@ def build_random_checkpoints(out_dir, size: str = "tiny") -> ModelSource:
         raise ValueError(f"size must be one of {sorted(_SIZES)}, got {size!r}")
     spec = _SIZES[size]
     out = Path(out_dir).expanduser().absolute()
-    out.mkdir(parents=True, exist_ok=True)
-    for name, build in (("siglip", _build_siglip), ("dinov2", _build_dinov2)):
-        final = out / name
-        if (final / UNTRAINED_MARKER).is_file():
-            continue  # built before (by us or a concurrent process): reuse
-        if final.exists():
-            raise FileExistsError(f"{final} exists and is not a vigil random checkpoint; not replacing it")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out))
-        try:
-            # torch's global RNG is shared by threads: one build at a time per process keeps the seed's
-            # weights reproducible (other processes are safe: they have their own RNG, and os.replace).
-            with _BUILD_LOCK, _quiet_transformers():
-                build(tmp, spec)
-            _install(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return ModelSource(str(out / "siglip"), str(out / "dinov2"))
+    siglip = _build_once(out / "siglip", _build_siglip, spec)
+    dinov2 = _build_once(out / "dinov2", _build_dinov2, spec)
+    return ModelSource(str(siglip), str(dinov2))
+
+
+def _build_once(final: Path, build, spec: dict) -> Path:
+    """Build a checkpoint into `final` unless one is there; see build_random_checkpoints for the guarantees."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if (final / UNTRAINED_MARKER).is_file():
+        return final  # built before (by us or a concurrent process): reuse
+    if final.exists():
+        raise FileExistsError(f"{final} exists and is not a vigil random checkpoint; not replacing it")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        # torch's global RNG is shared by threads: one build at a time per process keeps the seed's
+        # weights reproducible (other processes are safe: they have their own RNG, and os.replace).
+        with _BUILD_LOCK, _quiet_transformers():
+            build(tmp, spec)
+        _install(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 def default_cache_dir() -> Path:
@@ -274,4 +348,20 @@ def tiny_checkpoints(cache_dir=None) -> ModelSource:
     return build_random_checkpoints(base / "models" / TINY_CACHE_NAME, size="tiny")
 
 
-__all__ = ["build_random_checkpoints", "tiny_checkpoints", "default_cache_dir", "UNTRAINED_MARKER"]
+def tiny_owl_checkpoint(cache_dir=None, kind: str = "owlv2") -> str:
+    """The folder of a tiny random OWLv2 (or, `kind` "owlvit", OWL-ViT) detector under ``$VIGIL_CACHE`` (or
+    ``~/.cache/vigil``), built on first use; it carries the untrained marker like the tiny encoders."""
+    if kind not in ("owlv2", "owlvit"):
+        raise ValueError(f"kind must be 'owlv2' or 'owlvit', got {kind!r}")
+    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    folder = base.absolute() / "models" / TINY_CACHE_NAME / kind
+    return str(_build_once(folder, _build_owl, {**_TINY_OWL, "kind": kind}))
+
+
+__all__ = [
+    "build_random_checkpoints",
+    "tiny_checkpoints",
+    "tiny_owl_checkpoint",
+    "default_cache_dir",
+    "UNTRAINED_MARKER",
+]

@@ -6,25 +6,36 @@
 - `kalman`: a constant-velocity Kalman filter over all tracks' boxes at once.
 - `association`: IoU and cosine-distance matrices, the gated fused cost, the optimal assignment.
 - `mot`: MOTChallenge text files: detections in (`read_detections`), tracks out (`write_tracks`).
+- `events` (`TrackEvents`): one per camera, fed each frame's tracks and pts: objects entering, leaving and
+  dwelling in zones and crossing lines, as `TrackEvent` records, with counts per zone, line and class.
+- `zones`: the geometry: `PolygonZone`, `Line` and the anchor point placing a box (`anchor_points`).
 
-The records, `Detections` and `Track` (defined in `pipeline.records`), and the settings, `TrackConfig` (the
-`track` section of `pipeline.config`), are exported here too.
+The records, `Detections`, `Track` and `TrackEvent` (defined in `pipeline.records`), and the settings,
+`TrackConfig` and `EventsConfig` (the `track` and `events` sections of `pipeline.config`), are exported here too.
 """
 
 from __future__ import annotations
 
-from pipeline.config import TrackConfig
-from pipeline.records import Detections, Track
+from pipeline.config import EventsConfig, TrackConfig
+from pipeline.records import Detections, Track, TrackEvent
 from pipeline.tracking.association import assign, cosine_distance, fused_cost, iou_matrix
+from pipeline.tracking.events import TrackEvents
 from pipeline.tracking.mot import MOTInputError, read_detections, write_tracks
 from pipeline.tracking.tracker import Tracker
+from pipeline.tracking.zones import Line, PolygonZone, anchor_points
 
 __all__ = [
     "Detections",
+    "EventsConfig",
+    "Line",
     "MOTInputError",
+    "PolygonZone",
     "Track",
     "TrackConfig",
+    "TrackEvent",
+    "TrackEvents",
     "Tracker",
+    "anchor_points",
     "assign",
     "cosine_distance",
     "fused_cost",
