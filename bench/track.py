@@ -15,7 +15,8 @@ a wholly hidden object is not scored, and keeping its id across the gap is what 
 
 Speed: each tracker's `update` alone is timed (input conversion and output reading are not), with torch and the
 BLAS pools at one thread, on a separate sequence of 50 objects. Results go to stdout (or JSON with --json) and the
-`bench.track` section of bench/RESULTS.md.
+`bench.track` section of bench/RESULTS.md. The baselines are installed by `make bench-track-deps` (not by
+`make test`).
 """
 
 from __future__ import annotations
