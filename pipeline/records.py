@@ -359,3 +359,21 @@ class TrackEvent:
             direction=data.get("direction"),
             duration=None if duration is None else float(duration),
         )
+
+
+@dataclass(frozen=True)
+class DetectionFrame:
+    """One camera frame's detections as an external detector sent them on `vigil.detections`
+    (`pipeline.media.detection_messages`, docs/DETECTIONS.md). `pts` is the camera's media time in seconds,
+    `index` the frame's index, `width` x `height` the picture the boxes are in (pixels), `wallclock` when the
+    camera took the frame (Unix seconds) or None; `classes` names the class ids (class id i is `classes[i]`),
+    empty when the detector sent ids alone."""
+
+    camera: str
+    pts: float
+    index: int
+    width: int
+    height: int
+    detections: Detections
+    classes: tuple[str, ...] = ()
+    wallclock: float | None = None

@@ -13,6 +13,7 @@ from pipeline.storage.layout import (
     looks_like_source_id,
     source_key,
     source_prefixes,
+    tracks_key,
 )
 from pipeline.storage.store import ObjectStore, open_configured_store
 
@@ -31,9 +32,14 @@ def register(subparsers) -> None:
 
 
 def _stored(store: ObjectStore, index: ClipIndex, sid: str) -> bool:
-    """Whether anything of the source is left: rows, its record, or clips (a removal interrupted after the
-    record went is finished by removing the source again)."""
-    return sid in index.sources or store.exists(source_key(sid)) or any(True for _ in store.list(clips_prefix(sid)))
+    """Whether anything of the source is left: rows, its record, clips (a removal interrupted after the record
+    went is finished by removing the source again) or tracks (`vigil track` needs no index)."""
+    return (
+        sid in index.sources
+        or store.exists(source_key(sid))
+        or any(True for _ in store.list(clips_prefix(sid)))
+        or store.exists(tracks_key(sid))
+    )
 
 
 def _source_of(name: str, store: ObjectStore, index: ClipIndex) -> str:

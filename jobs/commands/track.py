@@ -1,28 +1,80 @@
-"""`vigil track`: track the objects of a MOTChallenge detection file, one id per object, into a track file."""
+"""`vigil track`: track the objects of a video into the store, or of a MOTChallenge detection file into a
+track file.
+
+    vigil track cam3.mp4                                   # tracks/{source_id}/: tracks.json, events, thumbs
+    vigil track rtsp://10.0.0.5/main --camera gate --seconds 60
+    vigil track --det det.txt [--appearance feats.npy] --out tracks.txt
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
 
-from pipeline.config import load_config
-from pipeline.records import Detections, Track
+from jobs.commands.common import UsageError, add_common_options, checked_cameras, config_from
+from jobs.track import track_source
+from pipeline.media.streams import is_live
+from pipeline.records import UNTRAINED_NOTE, Detections, Track
+from pipeline.storage.store import open_configured_store
 from pipeline.tracking import Tracker, read_detections, write_tracks
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("track", help="track the objects of a MOTChallenge det.txt into tracks.txt")
-    parser.add_argument("--det", required=True, metavar="FILE", help="detections: frame,id,x,y,w,h,conf,... rows")
-    parser.add_argument(
-        "--appearance", metavar="FILE", help="an .npy (rows, D) of appearance vectors, row i for the det file's row i"
+    parser = subparsers.add_parser(
+        "track",
+        help="track the objects of a video into the store, or of a MOTChallenge det.txt into tracks.txt",
     )
-    parser.add_argument("--out", required=True, metavar="FILE", help="tracks: frame,id,x,y,w,h,conf,-1,-1,-1 rows")
-    parser.add_argument("--config", help="YAML config file overriding configs/default.yaml (its `track` section)")
+    parser.add_argument("video", nargs="?", metavar="VIDEO", help="a video file or a live URL (with --camera)")
+    parser.add_argument("--camera", metavar="ID", help="the camera a live URL (or a file) is tracked as")
+    parser.add_argument(
+        "--seconds", type=float, metavar="N", help="track only the first N seconds (a live URL: needed)"
+    )
+    parser.add_argument(
+        "--detector", choices=["motion", "owl"], help="the detector (default: the config's detect.kind)"
+    )
+    parser.add_argument(
+        "--det", metavar="FILE", help="instead of VIDEO: MOTChallenge detections, frame,id,x,y,w,h,conf"
+    )
+    parser.add_argument(
+        "--appearance", metavar="FILE", help="with --det: an .npy (rows, D) of appearance vectors, row i for row i"
+    )
+    parser.add_argument("--out", metavar="FILE", help="with --det: the track file, frame,id,x,y,w,h,conf,-1,-1,-1 rows")
+    add_common_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config).track
+    if (args.video is None) == (args.det is None):
+        raise UsageError("give a VIDEO or --det FILE (one of them)")
+    if args.det is not None:
+        return _run_mot(args)
+    if args.out is not None or args.appearance is not None:
+        raise UsageError("--out and --appearance go with --det, not with a VIDEO")
+    checked_cameras(args.camera)
+    if args.seconds is not None and not args.seconds > 0:
+        raise UsageError(f"--seconds must be more than 0, got {args.seconds:g}")
+    if is_live(args.video) and (args.camera is None or args.seconds is None):
+        raise UsageError(f"a live URL needs --camera ID and --seconds N: {args.video}")
+    config = config_from(args)
+    if args.detector is not None:
+        config = config.model_copy(update={"detect": config.detect.model_copy(update={"kind": args.detector})})
+    store = open_configured_store(config)
+    report = track_source(args.video, config, store, camera=args.camera, seconds=args.seconds)
+    print(
+        f"tracked {report.frames} frames of {report.source} in {report.elapsed:.1f} s: {report.tracks} tracks, "
+        f"{report.events} events, written to {store.locate(report.tracks_key)}"
+    )
+    if report.untrained:
+        print(UNTRAINED_NOTE)
+    return 0
+
+
+def _run_mot(args: argparse.Namespace) -> int:
+    if args.out is None:
+        raise UsageError("--det needs --out FILE, the track file to write")
+    if args.camera is not None or args.seconds is not None or args.detector is not None:
+        raise UsageError("--camera, --seconds and --detector go with a VIDEO, not with --det")
+    config = config_from(args).track
     per_frame = read_detections(args.det, args.appearance)
     tracker = Tracker(config)
     last = max(per_frame, default=0)

@@ -19,6 +19,9 @@ Keys are relative to the store root (an S3 store uses the same keys under its pr
     monitor/{name_source_id}/checkpoint.json          a monitor's analyzer state and the offsets it covers
                                                       (analyzer shard k of m > 1: shard-{k:03d}-of-{m:03d}.json)
     monitor-status/{name_source_id}.json              a running monitor's status (`vigil status`), replaced as it runs
+    tracks/{source_id}/tracks.json                    `vigil track VIDEO`: the source's tracks (written last)
+    tracks/{source_id}/events-{digest}.json           its tracks' zone and line events, and the counts
+    tracks/{source_id}/thumbs/{track_id}-{digest}.jpg a track's best crop (`digest`: of the JPEG bytes)
 
 `source_id` is a path-safe slug plus a hash of the source, so user input never becomes a raw key. Files and
 live cameras are separate namespaces: a file's id hashes its absolute path (`file_source_id`), a camera's
@@ -213,7 +216,30 @@ def monitor_status_key(name: str) -> str:
     return f"monitor-status/{source_id(name)}.json"
 
 
+def tracks_prefix(sid: str) -> str:
+    return f"tracks/{sid}/"
+
+
+def tracks_key(sid: str) -> str:
+    return f"{tracks_prefix(sid)}tracks.json"
+
+
+def track_events_key(sid: str, digest: str) -> str:
+    """A tracking result's events, named by their content like the thumbnails (see `track_thumb_key`)."""
+    return f"{tracks_prefix(sid)}events-{digest}.json"
+
+
+def track_thumbs_prefix(sid: str) -> str:
+    return f"{tracks_prefix(sid)}thumbs/"
+
+
+def track_thumb_key(sid: str, track_id: int, digest: str) -> str:
+    """A track's thumbnail, named by its content too: a new run's never overwrites the one the current
+    tracks.json names, so tracks.json alone switches a source's result."""
+    return f"{track_thumbs_prefix(sid)}{track_id}-{digest}.jpg"
+
+
 def source_prefixes(sid: str) -> tuple[str, ...]:
     """Every prefix holding a source's derived objects (its record aside): what removing it deletes. A
     camera's alerts go with it (their thumbnails are among its keyframes)."""
-    return alerts_prefix(sid), clips_prefix(sid), keyframes_prefix(sid), summaries_prefix(sid)
+    return alerts_prefix(sid), clips_prefix(sid), keyframes_prefix(sid), summaries_prefix(sid), tracks_prefix(sid)

@@ -9,6 +9,8 @@
 - `events` (`TrackEvents`): one per camera, fed each frame's tracks and pts: objects entering, leaving and
   dwelling in zones and crossing lines, as `TrackEvent` records, with counts per zone, line and class.
 - `zones`: the geometry: `PolygonZone`, `Line` and the anchor point placing a box (`anchor_points`).
+- `video` (`track_frames`): a source's frames through detector, appearance, tracker and events, into one
+  `TrackedObject` per track (its times, best detection and crop, mean appearance) and the `TrackEvent`s.
 
 The records, `Detections`, `Track` and `TrackEvent` (defined in `pipeline.records`), and the settings,
 `TrackConfig` and `EventsConfig` (the `track` and `events` sections of `pipeline.config`), are exported here too.
@@ -22,9 +24,17 @@ from pipeline.tracking.association import assign, cosine_distance, fused_cost, i
 from pipeline.tracking.events import TrackEvents
 from pipeline.tracking.mot import MOTInputError, read_detections, write_tracks
 from pipeline.tracking.tracker import Tracker
+from pipeline.tracking.video import (
+    MOTION_CLASS_NAME,
+    TrackedObject,
+    TrackedSource,
+    decode_appearance,
+    track_frames,
+)
 from pipeline.tracking.zones import Line, PolygonZone, anchor_points
 
 __all__ = [
+    "MOTION_CLASS_NAME",
     "Detections",
     "EventsConfig",
     "Line",
@@ -34,12 +44,16 @@ __all__ = [
     "TrackConfig",
     "TrackEvent",
     "TrackEvents",
+    "TrackedObject",
+    "TrackedSource",
     "Tracker",
     "anchor_points",
     "assign",
     "cosine_distance",
+    "decode_appearance",
     "fused_cost",
     "iou_matrix",
     "read_detections",
+    "track_frames",
     "write_tracks",
 ]
