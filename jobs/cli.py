@@ -20,6 +20,7 @@ from jobs.commands import (
     status,
     summarize,
     track,
+    tracks,
 )
 from jobs.commands.common import UsageError
 from pipeline.config import ConfigError
@@ -37,6 +38,7 @@ COMMANDS = (
     ingest,
     summarize,
     track,
+    tracks,
     monitor,
     status,
     query,

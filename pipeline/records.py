@@ -283,7 +283,8 @@ class Track:
     its last detection's score and `frame` the frame number reported (the tracker's count of updates,
     1-based). `hits` counts matched detections, `age` the frames since the track's birth (1 in its first). A
     track is "tentative" until `track.confirm_hits` hits, then "confirmed"; unmatched, it is "lost" for up to
-    `track.reid_frames` frames, and reported as such for its first `track.report_lost_frames`.
+    `track.reid_frames` frames, and reported as such for its first `track.report_lost_frames`. `detection` is
+    the row of the frame's `Detections` the track took, None for a lost track (reported at its prediction).
     """
 
     track_id: int
@@ -294,6 +295,7 @@ class Track:
     hits: int
     age: int
     state: str = "confirmed"
+    detection: int | None = None
 
     def __post_init__(self) -> None:
         if self.state not in TRACK_STATES:

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
+from pipeline.detection import Detector, crop_boxes
 from pipeline.media.synthetic import write_static_camera_video
-from pipeline.records import UNTRAINED_NOTE
+from pipeline.records import UNTRAINED_NOTE, Detections, Frame
 from pipeline.storage.codecs import decode_image
 from pipeline.storage.layout import (
     camera_source_id,
@@ -18,7 +19,8 @@ from pipeline.storage.layout import (
     tracks_prefix,
 )
 from pipeline.storage.store import LocalStore
-from pipeline.tracking import decode_appearance
+from pipeline.tracking import decode_appearance, track_frames
+from pipeline.tracking.video import THUMBNAIL_MARGIN
 
 SECONDS, WRITTEN_FPS, RATE = 40, 10, 5.0
 FRAME = 1 / RATE + 1e-6  # a sampled frame's time, and rounding
@@ -154,6 +156,66 @@ def test_a_file_tracked_as_a_camera_is_stored_and_named_as_the_camera(footage, t
     assert (document["source"], document["kind"], len(document["tracks"])) == ("gate-1", "camera", 1)
     assert {e["camera"] for e in events_of(store, sid)["events"]} == {"gate-1"}
     assert not any(True for _ in store.list(f"tracks/{file_source_id(str(video))}/"))
+
+
+class ListedDetector(Detector):
+    """Detections given per frame index."""
+
+    def __init__(self, per_frame: dict[int, Detections]) -> None:
+        self.per_frame = per_frame
+
+    def detect(self, frames):
+        return [self.per_frame[frame.index] for frame in frames]
+
+
+class NoisyEncoder:
+    """One vector per crop, a common direction with noise (one object to the tracker), each one kept."""
+
+    dim = 16
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(0)
+        self.vectors: list[np.ndarray] = []
+
+    def embed_images(self, crops):
+        vectors = np.ones((len(crops), self.dim)) + self.rng.normal(0, 0.05, (len(crops), self.dim))
+        vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+        self.vectors += list(vectors)
+        return vectors
+
+
+def test_a_tracks_best_crop_and_appearance_cover_its_every_detection_from_the_first():
+    # one object walking right, at its best in its first frame (before its track is confirmed), missed in frame
+    # 5, seen at a low score in frame 8; a one-frame false positive in frame 2 (a tentative track, dropped)
+    rng = np.random.default_rng(1)
+    frames = [
+        Frame("walk.mp4", index / RATE, index, rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
+        for index in range(12)
+    ]
+    scores = {0: 0.95, 8: 0.3}
+    per_frame, walker = {}, []  # walker: whether each detection, in the order they are embedded, is the object
+    for index in range(12):
+        boxes = [] if index == 5 else [(20 + 5 * index, 100, 60 + 5 * index, 180)]
+        found = [scores.get(index, 0.8)] * len(boxes)
+        walker += [True] * len(boxes)
+        if index == 2:
+            boxes.append((250, 10, 290, 50))
+            found.append(0.9)
+            walker.append(False)
+        per_frame[index] = Detections(np.array(boxes).reshape(-1, 4), np.array(found))
+    encoder = NoisyEncoder()
+    tracked = track_frames(frames, ListedDetector(per_frame), encoder, camera="walk", batch_frames=4)
+
+    (walked,) = tracked.objects
+    assert (tracked.frames, walked.track_id, walked.first_pts, walked.last_pts) == (12, 1, 0.0, 11 / RATE)
+    # the first detection is the best; its crop is taken although the track was tentative then
+    assert (walked.best_pts, walked.best_score, walked.best_box) == (0.0, pytest.approx(0.95), (20, 100, 60, 180))
+    ((x1, y1, x2, y2),) = crop_boxes(per_frame[0].boxes, 240, 320, THUMBNAIL_MARGIN)
+    assert np.array_equal(walked.best_crop, frames[0].image[y1:y2, x1:x2])
+    # the appearance is the mean of all 11 detections' vectors, the low-score one's too
+    vectors = np.array([vector for vector, own in zip(encoder.vectors, walker, strict=True) if own])
+    assert walked.frames == len(vectors) == 11
+    np.testing.assert_allclose(walked.appearance, vectors.sum(0) / np.linalg.norm(vectors.sum(0)), atol=1e-6)
 
 
 @pytest.mark.parametrize(

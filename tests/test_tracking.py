@@ -198,6 +198,51 @@ def test_a_lost_track_is_reported_at_its_prediction_for_report_lost_frames():
     assert [len(tracks) for tracks in outputs[18:29]] == [1] + [0] * 8 + [1, 1]
 
 
+def test_each_reported_track_names_the_detection_it_took():
+    movers = [
+        Mover((0, 100, 40, 180), (4, 0)),
+        Mover((400, 300, 450, 400), (-2, 0), hidden=set(range(30, 35)), jumps={30: (300, 150)}),  # re-identified
+        Mover((200, 500, 260, 600), (0, -2), low=set(range(10, 20))),  # taken by low-score detections meanwhile
+    ]
+    per_frame, truth = scene(movers, 50, false_positives={5: (900, 900, 950, 960), 25: (900, 50, 950, 110)})
+    # the rows shuffled each frame after the first (whose order numbers the tracks): a track's row is where its
+    # detection is, whatever the order
+    rng = np.random.default_rng(2)
+    for number, (detections, who) in enumerate(zip(per_frame, truth)):
+        order = rng.permutation(len(who)) if number else np.arange(len(who))
+        per_frame[number] = Detections(
+            detections.boxes[order], detections.scores[order], None, detections.appearance[order]
+        )
+        truth[number] = [who[row] for row in order]
+    mover_of = {1: 0, 2: 1, 3: 2}  # ids count in order of birth; the two false positives are tracks 4 and 5
+
+    def check(track: Track, detections: Detections, who: list[int]) -> None:
+        if track.state == "lost":
+            assert track.detection is None
+            return
+        assert who[track.detection] == mover_of.get(track.track_id, -1)
+        assert track.score == pytest.approx(detections.scores[track.detection])
+        assert iou_matrix(np.array([track.box]), detections.boxes[[track.detection]])[0, 0] > 0.8
+
+    reported = run(Tracker(), per_frame)
+    tracker = Tracker()
+    with_tentative = [tracker.update(detections, include_tentative=True) for detections in per_frame]
+    for tracks, more, detections, who in zip(reported, with_tentative, per_frame, truth):
+        assert [track for track in more if track.state != "tentative"] == tracks  # nothing else changes
+        for track in more:
+            check(track, detections, who)
+        rows = [track.detection for track in more if track.detection is not None]
+        assert len(rows) == len(set(rows))
+    lost = [track for tracks in reported for track in tracks if track.state == "lost"]
+    assert {track.track_id for track in lost} == {2} and len(lost) == 3  # report_lost_frames of its 5
+    # tentative: the three movers' first frame and the two false positives', never confirmed
+    tentative = [
+        (track.frame, track.track_id) for tracks in with_tentative for track in tracks if track.state == "tentative"
+    ]
+    assert tentative == [(1, 1), (1, 2), (1, 3), (5, 4), (25, 5)]
+    assert {track.track_id for tracks in reported for track in tracks} == {1, 2, 3}
+
+
 def test_state_round_trips_through_json_and_continues_identically():
     movers = [
         Mover((0, 100, 40, 180), (4, 0), hidden=set(range(38, 44))),  # lost at the save

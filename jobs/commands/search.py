@@ -6,6 +6,7 @@ import argparse
 
 from actors.index_shards import open_search_index
 from jobs.commands.common import UsageError, add_common_options, checked_cameras, config_from, print_events, read_image
+from jobs.commands.tracks import search_tracks_by_image
 from pipeline.models import load_encoders
 from pipeline.search.filters import ClipFilter, FilterError, TimeRange
 from pipeline.search.moments import find_moments
@@ -17,6 +18,9 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("search", help="find moments by a phrase or an example image")
     parser.add_argument("text", nargs="?", help="what to look for, in any language")
     parser.add_argument("--image", help="an example image file instead of a phrase")
+    parser.add_argument(
+        "--tracks", action="store_true", help="with --image: rank the stored tracks (`vigil track`), not clips"
+    )
     parser.add_argument("--top-k", type=int)
     parser.add_argument("--json", action="store_true", help="JSON lines: source, start, end, score, keyframe, recorded")
     parser.add_argument("--camera", action="append", default=[], metavar="ID", help="only this camera (repeatable)")
@@ -31,6 +35,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.tracks:
+        return _run_tracks(args)
     try:
         time_range = TimeRange.parse(args.time_from, args.time_to)
     except FilterError as exc:
@@ -63,3 +69,12 @@ def run(args: argparse.Namespace) -> int:
     )
     print_events(events, store, args.json)
     return 0
+
+
+def _run_tracks(args: argparse.Namespace) -> int:
+    if args.text is not None or args.image is None:
+        raise UsageError("--tracks needs --image PATH, not a phrase: tracks have no text vectors")
+    if args.camera or args.source or args.time_from or args.time_to:
+        raise UsageError("--camera, --source, --from and --to filter clips, not --tracks")
+    config = config_from(args)
+    return search_tracks_by_image(args, config, open_configured_store(config, create=False))

@@ -170,6 +170,8 @@ class TensorPreprocessor:
         outputs: list[Any] = [None] * len(frames)
         for idx in groups.values():
             batch = np.stack([frames[i] for i in idx]) if len(idx) > 1 else frames[idx[0]][None]
+            if not batch.flags.writeable:  # e.g. a decoded picture's buffer: torch wants memory it may write
+                batch = batch.copy()
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2).float()
             x = self._resize_crop_normalise(x, device)
             for j, i in enumerate(idx):

@@ -11,6 +11,8 @@
 - `zones`: the geometry: `PolygonZone`, `Line` and the anchor point placing a box (`anchor_points`).
 - `video` (`track_frames`): a source's frames through detector, appearance, tracker and events, into one
   `TrackedObject` per track (its times, best detection and crop, mean appearance) and the `TrackEvent`s.
+- `similar` (`TrackIndex`): the stored tracks of a store's sources, of one appearance model, searched exactly
+  by cosine for the same object across cameras and time (`TrackHit`s).
 
 The records, `Detections`, `Track` and `TrackEvent` (defined in `pipeline.records`), and the settings,
 `TrackConfig` and `EventsConfig` (the `track` and `events` sections of `pipeline.config`), are exported here too.
@@ -23,6 +25,15 @@ from pipeline.records import Detections, Track, TrackEvent
 from pipeline.tracking.association import assign, cosine_distance, fused_cost, iou_matrix
 from pipeline.tracking.events import TrackEvents
 from pipeline.tracking.mot import MOTInputError, read_detections, write_tracks
+from pipeline.tracking.similar import (
+    StoredSource,
+    StoredTrack,
+    TrackHit,
+    TrackIndex,
+    TrackSearchError,
+    read_source,
+    stored_sources,
+)
 from pipeline.tracking.tracker import Tracker
 from pipeline.tracking.video import (
     MOTION_CLASS_NAME,
@@ -40,10 +51,15 @@ __all__ = [
     "Line",
     "MOTInputError",
     "PolygonZone",
+    "StoredSource",
+    "StoredTrack",
     "Track",
     "TrackConfig",
     "TrackEvent",
     "TrackEvents",
+    "TrackHit",
+    "TrackIndex",
+    "TrackSearchError",
     "TrackedObject",
     "TrackedSource",
     "Tracker",
@@ -54,6 +70,8 @@ __all__ = [
     "fused_cost",
     "iou_matrix",
     "read_detections",
+    "read_source",
+    "stored_sources",
     "track_frames",
     "write_tracks",
 ]

@@ -14,7 +14,9 @@ Each frame (ByteTrack's two stages, with BoT-SORT's appearance cost):
    `reid_frames` frames, then dropped.
 6. Reported: the confirmed tracks that took a detection, and the tracks lost for at most `report_lost_frames`
    frames, at their predicted boxes (state "lost"): a detector misses a visible object now and then, and a
-   short gap in its track is a gap in the output otherwise.
+   short gap in its track is a gap in the output otherwise. Each reported track names the detection it took
+   (`Track.detection`, None while lost); `include_tentative` reports the tentative tracks too, for callers
+   that keep something of a track's every detection (its first sightings precede its confirmation).
 
 All tracks live in stacked arrays (one row per track, in order of birth), so a frame costs a fixed number of
 array operations whatever the number of objects.
@@ -49,6 +51,7 @@ class Tracker:
         "_born",
         "_last_frame",
         "_has_appearance",
+        "_detection",
     )
 
     def __init__(self, config: TrackConfig | None = None) -> None:
@@ -67,19 +70,24 @@ class Tracker:
         # (T, D) unit vectors, an EMA of each track's detections; None until a detection brings appearance
         self._appearance: np.ndarray | None = None
         self._has_appearance = np.zeros(0, dtype=bool)
+        # the row of this frame's detections each track took, -1 for none: per-frame output, not state, so it
+        # is reset each update (and `state()` leaves it out)
+        self._detection = np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
         """Tracks held: tentative, confirmed and lost."""
         return len(self._ids)
 
-    def update(self, detections: Detections) -> list[Track]:
+    def update(self, detections: Detections, *, include_tentative: bool = False) -> list[Track]:
         """Take one frame's detections; return the confirmed tracks that took a detection in it and those lost
-        for at most `report_lost_frames` frames (at their predicted boxes), by id."""
+        for at most `report_lost_frames` frames (at their predicted boxes), by id. `include_tentative` adds the
+        tentative tracks (each took a detection this frame: a tentative track that misses one is dropped)."""
         config = self.config
         appearance = detections.appearance
         if appearance is not None:
             self._admit_appearance(appearance.shape[1])  # first: a mismatch leaves the tracker as it was
         self.frame += 1
+        self._detection = np.full(len(self._ids), -1, dtype=np.int64)
         if len(self._ids):
             # A lost track's size stops changing: its last size velocity, unchecked, would grow or shrink it away.
             self._means[self._states == LOST, 6:] = 0
@@ -149,7 +157,7 @@ class Tracker:
         births = births[scores[births] >= config.birth_score]
         if len(births):
             self._start(births, detections)
-        return self._reported()
+        return self._reported(include_tentative)
 
     def state(self) -> dict:
         """Everything the tracker holds, as plain JSON types (lists, numbers, strings), for `from_state`. Floats
@@ -231,6 +239,7 @@ class Tracker:
     def _take(self, rows: np.ndarray, taken: np.ndarray, detections: Detections) -> None:
         """Tracks `rows` took detections `taken` (their Kalman states already corrected)."""
         self._scores[rows] = detections.scores[taken]
+        self._detection[rows] = taken
         self._hits[rows] += 1
         self._last_frame[rows] = self.frame
         states = self._states[rows]
@@ -277,6 +286,7 @@ class Tracker:
             "_born": np.full(count, self.frame),
             "_last_frame": np.full(count, self.frame),
             "_has_appearance": np.full(count, detections.appearance is not None),
+            "_detection": births,
         }
         self._next_id += count
         for column in self._COLUMNS:
@@ -289,18 +299,30 @@ class Tracker:
             )
             self._appearance = np.concatenate([self._appearance, vectors])
 
-    def _reported(self) -> list[Track]:
-        """The confirmed tracks that took a detection this frame, and the tracks lost for at most
-        `report_lost_frames` frames (their box the prediction, their score their last detection's)."""
+    def _reported(self, include_tentative: bool) -> list[Track]:
+        """The confirmed tracks that took a detection this frame (and the tentative ones, all of which did, when
+        `include_tentative`), and the tracks lost for at most `report_lost_frames` frames (their box the
+        prediction, their score their last detection's)."""
         rows = np.flatnonzero(
             ((self._states == CONFIRMED) & (self._last_frame == self.frame))
             | ((self._states == LOST) & (self.frame - self._last_frame <= self.config.report_lost_frames))
+            | (include_tentative & (self._states == TENTATIVE))
         )
         boxes = kalman.means_to_boxes(self._means[rows]).tolist()
         ages = (self.frame - self._born[rows] + 1).tolist()
         return [
-            Track(track_id, tuple(box), score, class_id, self.frame, hits, age, TRACK_STATES[state])
-            for track_id, box, score, class_id, hits, age, state in zip(
+            Track(
+                track_id,
+                tuple(box),
+                score,
+                class_id,
+                self.frame,
+                hits,
+                age,
+                TRACK_STATES[state],
+                None if detection < 0 else detection,
+            )
+            for track_id, box, score, class_id, hits, age, state, detection in zip(
                 self._ids[rows].tolist(),
                 boxes,
                 self._scores[rows].tolist(),
@@ -308,5 +330,6 @@ class Tracker:
                 self._hits[rows].tolist(),
                 ages,
                 self._states[rows].tolist(),
+                self._detection[rows].tolist(),
             )
         ]

@@ -5,16 +5,15 @@ Memory is bounded by the batch and the number of tracks, never by the source's l
 their batch is tracked, and each track keeps only the crop of its best detection so far and the sum of its
 detections' appearance vectors.
 
-The tracker reports tracks, not which detection each took: a track that took one this frame (state other than
-"lost") is paired back with it by IoU, among the detections of its class and score (the tracker copies the
-score it took). A track's detections before its confirmation (`track.confirm_hits` - 1 at most: the tracker
-does not report tentative tracks) count in its frames seen but not in its crop or appearance.
+Each track reported names the detection it took (`Track.detection`). The tracker is asked for its tentative
+tracks too, so that a track's every detection, from its first, counts in its crop and appearance; a tentative
+track becomes an object only once confirmed (one dropped before is a false detection), and the events see
+confirmed and lost tracks alone.
 """
 
 from __future__ import annotations
 
 import base64
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -25,7 +24,6 @@ from pipeline.config import EventsConfig, TrackConfig
 from pipeline.detection import Detector, crop_appearance, crop_boxes
 from pipeline.models import Dinov2Encoder
 from pipeline.records import Detections, Frame, Track, TrackEvent
-from pipeline.tracking.association import FORBIDDEN, assign, iou_matrix
 from pipeline.tracking.events import TrackEvents
 from pipeline.tracking.tracker import Tracker
 
@@ -42,7 +40,7 @@ class TrackedObject:
     class_id: int
     first_pts: float  # its first detection (before confirmation too)
     last_pts: float  # its last detection (reports while lost do not count)
-    frames: int  # detections it took
+    frames: int  # detections it took, each one counted in `appearance_sum`
     best_score: float
     best_pts: float
     best_box: tuple[float, float, float, float]
@@ -102,18 +100,16 @@ def track_frames(
     in the events (and picks the zones and lines configured for it)."""
     tracker = Tracker(track_config)
     events = TrackEvents(camera, events_config)
-    # pts of the last frames: a track is first reported `confirm_hits` frames after its birth at most
-    recent_pts: deque[float] = deque(maxlen=tracker.config.confirm_hits)
-    objects: dict[int, TrackedObject] = {}
+    objects: dict[int, TrackedObject] = {}  # the confirmed tracks
+    tentative: dict[int, TrackedObject] = {}  # the last frame's tentative tracks: those not dropped yet
     found: list[TrackEvent] = []
     count = 0
     for batch in _batches(frames, batch_frames):
         detections = crop_appearance(batch, detector.detect(batch), encoder, margin=THUMBNAIL_MARGIN)
         for frame, detected in zip(batch, detections):
-            recent_pts.append(frame.pts)
-            tracks = tracker.update(detected)
-            _add_sightings(objects, frame, detected, tracks, recent_pts)
-            found += events.update(tracks, frame.pts)
+            tracks = tracker.update(detected, include_tentative=True)
+            tentative = _add_sightings(objects, tentative, frame, detected, tracks)
+            found += events.update([track for track in tracks if track.state != "tentative"], frame.pts)
             count += 1
     return TrackedSource(count, [objects[key] for key in sorted(objects)], found, events.counts())
 
@@ -126,41 +122,40 @@ def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
 
 def _add_sightings(
     objects: dict[int, TrackedObject],
+    tentative: dict[int, TrackedObject],
     frame: Frame,
     detections: Detections,
     tracks: Sequence[Track],
-    recent_pts: deque[float],
-) -> None:
-    """Fold one frame's tracks that took a detection into their objects."""
-    seen = [track for track in tracks if track.state != "lost"]
-    if not seen:
-        return
-    boxes = np.array([track.box for track in seen])
-    cost = 1.0 - iou_matrix(boxes, detections.boxes)
-    classes = np.array([track.class_id for track in seen])
-    scores = np.array([track.score for track in seen])
-    other = (classes[:, None] != detections.class_ids[None, :]) | (
-        scores[:, None] != detections.scores.astype(np.float64)[None, :]
-    )
-    cost[other] = FORBIDDEN
-    rows, columns = assign(cost)
-    height, width = frame.image.shape[:2]
-    bounds = crop_boxes(detections.boxes[columns], height, width, THUMBNAIL_MARGIN)
-    for row, column, (x1, y1, x2, y2) in zip(rows, columns, bounds):
-        track, score = seen[row], float(detections.scores[column])
-        box = tuple(float(value) for value in detections.boxes[column])
-        vector = detections.appearance[column]
-        known = objects.get(track.track_id)
-        if known is None:
-            # born `age` frames ago: the tracker reports a track first once confirmed, a few frames on
-            born = recent_pts[-min(track.age, len(recent_pts))]
-            crop = frame.image[y1:y2, x1:x2].copy()  # a copy: the frame is let go with its batch
-            objects[track.track_id] = TrackedObject(
-                track.track_id, track.class_id, born, frame.pts, track.hits, score, frame.pts, box, crop, vector.copy()
-            )
+) -> dict[int, TrackedObject]:
+    """Fold one frame's tracks that took a detection into their objects: a confirmed track's into `objects`, a
+    tentative one's kept aside until it is confirmed. Returns this frame's tentative objects (a tentative track
+    that took no detection is dropped by the tracker, and so is its object here)."""
+    still_tentative: dict[int, TrackedObject] = {}
+    for track in tracks:
+        row = track.detection
+        if row is None:  # lost: reported at its prediction
             continue
-        known.last_pts, known.frames = frame.pts, track.hits
-        known.appearance_sum = known.appearance_sum + vector
-        if score > known.best_score:
-            known.best_score, known.best_pts, known.best_box = score, frame.pts, box
-            known.best_crop = frame.image[y1:y2, x1:x2].copy()
+        score = float(detections.scores[row])
+        box = tuple(float(value) for value in detections.boxes[row])
+        vector = detections.appearance[row]
+        known = objects.get(track.track_id) or tentative.get(track.track_id)
+        if known is None:
+            crop = _thumbnail(frame, detections.boxes[row])
+            known = TrackedObject(
+                track.track_id, track.class_id, frame.pts, frame.pts, 1, score, frame.pts, box, crop, vector.copy()
+            )
+        else:
+            known.last_pts, known.frames = frame.pts, known.frames + 1
+            known.appearance_sum = known.appearance_sum + vector
+            if score > known.best_score:
+                known.best_score, known.best_pts, known.best_box = score, frame.pts, box
+                known.best_crop = _thumbnail(frame, detections.boxes[row])
+        (still_tentative if track.state == "tentative" else objects)[track.track_id] = known
+    return still_tentative
+
+
+def _thumbnail(frame: Frame, box: np.ndarray) -> np.ndarray:
+    """The frame's pixels of `box` grown by THUMBNAIL_MARGIN, copied: the frame is let go with its batch."""
+    height, width = frame.image.shape[:2]
+    ((x1, y1, x2, y2),) = crop_boxes(box[None], height, width, THUMBNAIL_MARGIN)
+    return frame.image[y1:y2, x1:x2].copy()
