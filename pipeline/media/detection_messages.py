@@ -44,7 +44,14 @@ import numpy as np
 
 from pipeline.cameras import check_camera_id
 from pipeline.media.kafka_clients import CREATE_TIME, DeadLetters, FrameConsumer, MessageProducer, next_offsets
-from pipeline.media.kafka_messages import DEFAULT_MAX_MESSAGE_BYTES, MAX_PIXELS, MAX_PTS, MAX_SIDE, Message
+from pipeline.media.kafka_messages import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_PIXELS,
+    MAX_PTS,
+    MAX_SIDE,
+    Message,
+    value_problem,
+)
 from pipeline.records import DetectionFrame, Detections
 
 log = logging.getLogger(__name__)
@@ -212,12 +219,8 @@ def _key_camera(key: Any) -> str:
 
 
 def _json_body(value: Any, max_bytes: int) -> dict[str, Any]:
-    if value is not None and not isinstance(value, _BINARY):
-        raise DetectionMessageError(f"value is {type(value).__name__}, not bytes")
-    if value is None or len(value) == 0:
-        raise DetectionMessageError("empty value")
-    if len(value) > max_bytes:
-        raise DetectionMessageError(f"value of {len(value)} bytes exceeds the limit of {max_bytes} bytes")
+    if problem := value_problem(value, max_bytes):
+        raise DetectionMessageError(problem)
     try:
         text = bytes(value).decode("utf-8")
     except UnicodeDecodeError:

@@ -462,6 +462,18 @@ def _decode_segment(value: bytes, h: FrameHeaders, size: tuple[int, int]) -> lis
     return frames
 
 
+def value_problem(value: Any, max_bytes: int) -> str | None:
+    """Why a record's value cannot be a message (not bytes, empty, over `max_bytes`), or None: the checks every
+    message kind on vigil's topics starts with."""
+    if value is not None and not isinstance(value, _BINARY):
+        return f"value is {type(value).__name__}, not bytes"
+    if value is None or len(value) == 0:
+        return "empty value"
+    if len(value) > max_bytes:
+        return f"value of {len(value)} bytes exceeds the limit of {max_bytes} bytes"
+    return None
+
+
 def decode_message(
     key,
     value,
@@ -479,12 +491,8 @@ def decode_message(
     `short_side` leave downscaled to it. `timestamp_ms` (the record's CreateTime) dates the first frame when
     the message has no `wallclock` header."""
     camera = _check_key(key)
-    if value is not None and not isinstance(value, _BINARY):
-        raise MalformedMessage(f"value is {type(value).__name__}, not bytes")
-    if value is None or len(value) == 0:
-        raise MalformedMessage("empty value")
-    if len(value) > max_bytes:
-        raise MalformedMessage(f"value of {len(value)} bytes exceeds the limit of {max_bytes} bytes")
+    if problem := value_problem(value, max_bytes):
+        raise MalformedMessage(problem)
     h = parse_headers(headers)
     if h.pixels > max_pixels:
         raise MalformedMessage(
