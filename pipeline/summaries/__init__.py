@@ -13,7 +13,9 @@ Stages, all on features (never on held frames), one module each:
 4. **Tags** (`tags`: `tag_rows`): each shot's mean SigLIP2 image embedding scored zero-shot against the text
    embeddings of a concept vocabulary (`concepts`: built-in, user-extendable, any language), cached in the
    store per text model and vocabulary.
-5. **Timeline** (`events`): events (alerts, track events: `TimelineEvent`) and optional query scores over time.
+5. **Timeline** (`events`): events (alerts, track events: `TimelineEvent`) and optional query scores over time;
+   a source's tracking result, when stored (`tracks`: `read_tracking`), adds its zone and line events
+   (`TrackAction`) and a section of its tracks.
 6. **Text** (`assembly` and `render`): consecutive shots of one scene merged into segments, one line each
    ("00:00-01:12 parking lot: car, person; 3 alerts 'person at the gate'").
 
@@ -38,13 +40,14 @@ from pipeline.summaries.assembly import (
 )
 from pipeline.summaries.concepts import Concept, VocabularyError, builtin_concepts, load_vocabulary, parse_vocabulary
 from pipeline.summaries.errors import NotEnoughFootage, SummarizeError
-from pipeline.summaries.events import TimelineEvent, alert_events, read_events
+from pipeline.summaries.events import TimelineEvent, TrackAction, alert_events, read_events
 from pipeline.summaries.features import FeatureTrack, read_clip_track, read_frame_track, stored_track
 from pipeline.summaries.keyframes import choose_keyframes, joint_embedding, keyframe_budget
 from pipeline.summaries.options import SummaryOptions
 from pipeline.summaries.rolling import RollingSummaries
 from pipeline.summaries.shots import Shot, detect_shots
 from pipeline.summaries.tags import ConceptBank, Tag, concept_bank, tag_rows
+from pipeline.summaries.tracks import StoredTracking, read_tracking
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -54,11 +57,13 @@ __all__ = [
     "NotEnoughFootage",
     "RollingSummaries",
     "Shot",
+    "StoredTracking",
     "SummarizeError",
     "SummaryOptions",
     "SummaryResult",
     "Tag",
     "TimelineEvent",
+    "TrackAction",
     "VocabularyError",
     "alert_events",
     "builtin_concepts",
@@ -74,6 +79,7 @@ __all__ = [
     "read_clip_track",
     "read_events",
     "read_frame_track",
+    "read_tracking",
     "stored_track",
     "summarize_file",
     "summarize_stored",

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.storage.codecs import decode_image
 from pipeline.storage.layout import camera_source_id, file_source_id, summary_file_keys
-from pipeline.storage.store import ObjectStore
+from pipeline.storage.store import ObjectStore, StoreError
 from pipeline.summaries import render
 from pipeline.summaries.concepts import TEMPLATE, Concept, load_vocabulary
 from pipeline.summaries.errors import NotEnoughFootage, SummarizeError
@@ -39,6 +40,7 @@ from pipeline.summaries.keyframes import (
 from pipeline.summaries.options import SummaryOptions
 from pipeline.summaries.shots import detect_shots, shot_means
 from pipeline.summaries.tags import Tag, concept_bank, tag_rows
+from pipeline.summaries.tracks import StoredTracking, read_tracking
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("summary_schema.json")
@@ -221,6 +223,17 @@ def _downsample(times: np.ndarray, values: np.ndarray, points: int = 1000) -> tu
     return [round(float(t), 3) for t in times], [round(float(v), 4) for v in values]
 
 
+def _track_pictures(store: ObjectStore, tracking: StoredTracking | None) -> dict[int, np.ndarray]:
+    """Each track's thumbnail by track id; one gone from the store (a newer tracking run) is left out."""
+    pictures = {}
+    for stored in tracking.tracks if tracking is not None else ():
+        try:
+            pictures[stored.track_id] = decode_image(store.get(stored.thumbnail))
+        except StoreError:
+            continue
+    return pictures
+
+
 def summarize_track(
     track: FeatureTrack,
     store: ObjectStore,
@@ -243,7 +256,8 @@ def summarize_track(
     `text_encoder` is a SigLIP encoder or a zero-argument callable returning one; it is only called when
     the vocabulary's embeddings are not cached yet or `queries` are given. `events` are TimelineEvents or
     mappings {t_start, t_end, label, ...} (an Alert as JSON works). `video` lets missing keyframe pictures
-    be decoded from the file."""
+    be decoded from the file. When the store holds a tracking result for the source (`vigil track`), its
+    events in the range join `events` and its tracks there make the summary's `tracks` section."""
     began = time.perf_counter()
     options = options or SummaryOptions()
     concepts = list(concepts) if concepts is not None else load_vocabulary()
@@ -297,6 +311,10 @@ def summarize_track(
                     tags,
                 )
             )
+        tracking = read_tracking(store, track.source_id)
+        if tracking is not None:
+            tracking = tracking.within(lo, hi)
+            events = [*events, *tracking.timeline_events()]
         timeline_events = sorted(
             (e if isinstance(e, TimelineEvent) else TimelineEvent.from_mapping(e) for e in events),
             key=lambda e: (e.t_start, e.t_end, e.label),
@@ -375,13 +393,15 @@ def summarize_track(
             "text": "",
             "files": keys,
         }
+        if tracking is not None:  # only then: a summary of an untracked source keeps its former fields and bytes
+            summary["tracks"] = tracking.to_json()
         summary["text"] = render.summary_text(summary)
         validate_summary(summary)
 
         thumbs = {j: pictures[row][1] for j, row in enumerate(rows) if row in pictures}
         sheet = render.contact_sheet_png(summary, thumbs, width=options.thumb_width)
         timeline = render.timeline_png(summary)
-        report = render.report_html(summary, sheet, timeline, thumbs)
+        report = render.report_html(summary, sheet, timeline, thumbs, _track_pictures(store, tracking))
         stages.step("render")
 
         store.put(keys["contact_sheet"], sheet)

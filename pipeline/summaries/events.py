@@ -15,6 +15,57 @@ from pipeline.summaries.errors import SummarizeError
 
 
 @dataclass(frozen=True)
+class TrackAction:
+    """What a tracked object did behind a timeline event: entered or left a zone, stayed in one (`duration`:
+    seconds since it entered), or crossed a line (`direction`, as `pipeline.records.TrackEvent` has them)."""
+
+    track_id: int
+    class_name: str
+    kind: str  # enter, leave, dwell, cross
+    name: str  # the zone's or the line's
+    direction: str | None = None
+    duration: float | None = None
+
+    def label(self) -> str:
+        """What a class of object did where, alike for every track and visit ("person entered zone A")."""
+        if self.kind == "cross":
+            return f"{self.class_name} crossed {self.name} {(self.direction or '').replace('_', ' ')}".rstrip()
+        verb = {"enter": "entered", "leave": "left", "dwell": "stayed in"}.get(self.kind, self.kind)
+        return f"{self.class_name} {verb} {self.name}"
+
+    def sentence(self) -> str:
+        """The label of this one track and visit ("person #3 stayed 35 s in zone A")."""
+        who = f"{self.class_name} #{self.track_id}"
+        seconds = f"{self.duration:.0f} s" if self.duration is not None else ""
+        if self.kind == "dwell" and seconds:
+            return f"{who} stayed {seconds} in {self.name}"
+        if self.kind == "leave" and seconds:
+            return f"{who} left {self.name} after {seconds}"
+        return who + self.label()[len(self.class_name) :]
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.track_id,
+            "class_name": self.class_name,
+            "kind": self.kind,
+            "name": self.name,
+            "direction": self.direction,
+            "duration": None if self.duration is None else round(self.duration, 3),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "TrackAction":
+        return cls(
+            int(data["id"]),
+            str(data["class_name"]),
+            str(data["kind"]),
+            str(data["name"]),
+            data.get("direction"),
+            data.get("duration"),
+        )
+
+
+@dataclass(frozen=True)
 class TimelineEvent:
     """Something that happened over [t_start, t_end] (media seconds): an alert, a track event, ...
 
@@ -27,6 +78,7 @@ class TimelineEvent:
     kind: str = "alert"
     score: float | None = None
     id: str | None = None
+    track: TrackAction | None = None  # of a track event (kind "track")
 
     @classmethod
     def from_mapping(cls, item: Mapping | Any) -> "TimelineEvent":
@@ -61,7 +113,7 @@ class TimelineEvent:
         )
 
     def to_json(self) -> dict:
-        return {
+        event = {
             "t_start": round(self.t_start, 3),
             "t_end": round(self.t_end, 3),
             "label": self.label,
@@ -69,6 +121,7 @@ class TimelineEvent:
             "score": None if self.score is None else round(self.score, 4),
             "id": self.id,
         }
+        return event if self.track is None else {**event, "track": self.track.to_json()}
 
 
 def alert_events(store: ObjectStore, sid: str) -> list[TimelineEvent]:

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.records import UNTRAINED_NOTE
 from pipeline.storage.codecs import encode_jpeg
+from pipeline.summaries.events import TrackAction
 from pipeline.summaries.timecode import format_time
 
 _BG = (246, 246, 244)
@@ -69,6 +70,7 @@ def summary_text(summary: dict) -> str:
         f"{name} {format_time(r['start'], hours)}-{format_time(r['end'], hours)}: "
         f"{_plural(len(summary['shots']), 'shot')}, {_plural(len(summary['keyframes']), 'keyframe')}"
         + (f", {_plural(len(events), 'event')}" if events else "")
+        + (f", {_plural(len(summary['tracks']['tracks']), 'track')}" if "tracks" in summary else "")
     )
     for seg in summary["segments"]:
         head = f"{format_time(seg['start'], hours)}-{format_time(seg['end'], hours)}"
@@ -240,8 +242,15 @@ figure img{width:200px;border-radius:3px;border:1px solid #ddd} figcaption{color
 """
 
 
-def report_html(summary: dict, contact_sheet: bytes, timeline: bytes, thumbs: dict[int, np.ndarray]) -> str:
-    """One HTML file holding the text summary, the timeline, the contact sheet, keyframes, shots and events."""
+def report_html(
+    summary: dict,
+    contact_sheet: bytes,
+    timeline: bytes,
+    thumbs: dict[int, np.ndarray],
+    track_thumbs: dict[int, np.ndarray],
+) -> str:
+    """One HTML file holding the text summary, the timeline, the contact sheet, keyframes, shots, events and
+    tracks (`track_thumbs`: their pictures by track id)."""
     e = html.escape
     hours = _hours(summary)
     r = summary["range"]
@@ -297,9 +306,30 @@ def report_html(summary: dict, contact_sheet: bytes, timeline: bytes, thumbs: di
         parts.append("<h2>Events</h2><table><tr><th>time</th><th>kind</th><th>label</th><th>score</th></tr>")
         for event in summary["events"]:
             score = "" if event["score"] is None else f"{event['score']:.3f}"
+            if "track" in event:  # an instant, told of its one track
+                when, label = format_time(event["t_start"], hours), TrackAction.from_json(event["track"]).sentence()
+            else:
+                when, label = span(event["t_start"], event["t_end"]), event["label"]
+            parts.append(f"<tr><td>{when}</td><td>{e(event['kind'])}</td><td>{e(label)}</td><td>{score}</td></tr>")
+        parts.append("</table>")
+    if "tracks" in summary:
+        tracking = summary["tracks"]
+        counts = ", ".join(_plural(n, e(name)) for name, n in tracking["classes"].items()) or "none in this range"
+        untrained = " (untrained models: plumbing, never accuracy)" if tracking["untrained"] else ""
+        parts.append(
+            f'<h2>Tracks</h2><p>{counts}{untrained} &middot; <span class="meta">{e(tracking["key"])}</span></p>'
+            "<table><tr><th>picture</th><th>track</th><th>class</th><th>seen</th></tr>"
+        )
+        for tracked in tracking["tracks"]:
+            image = track_thumbs.get(tracked["id"])
+            img = (
+                f'<img alt="track {tracked["id"]}" src="{_data_uri(_thumb_jpeg(image, 96), "image/jpeg")}">'
+                if image is not None
+                else "(no picture)"
+            )
             parts.append(
-                f"<tr><td>{span(event['t_start'], event['t_end'])}</td><td>{e(event['kind'])}</td>"
-                f"<td>{e(event['label'])}</td><td>{score}</td></tr>"
+                f"<tr><td>{img}</td><td>#{tracked['id']}</td><td>{e(tracked['class_name'])}</td>"
+                f"<td>{span(tracked['first_pts'], tracked['last_pts'])}</td></tr>"
             )
         parts.append("</table>")
     if summary["queries"]:
