@@ -36,7 +36,12 @@ class StreamAnalyzerActor:
         encoders = load_encoders(config.models, device="cpu", precision=config.precision, batch_size=config.batch_size)
         self.store = open_configured_store(config)
         self.analyzer = StreamAnalyzer(
-            Matcher.from_encoders(encoders, settings=config.match), window=config.embed.window, models=encoders.ids
+            Matcher.from_encoders(encoders, settings=config.match),
+            window=config.embed.window,
+            models=encoders.ids,
+            track=config.track,
+            detect=config.detect,
+            events=config.events,
         )
         self.loaded = False
         self.next_step = 0

@@ -37,7 +37,7 @@ from pipeline.live.status import (
     StageStatus,
 )
 from pipeline.media.decode import decode_frames
-from pipeline.records import Alert, Frame, ModelIds
+from pipeline.records import Alert, Frame, ModelIds, TrackEvent
 from pipeline.storage.layout import monitor_status_key
 from pipeline.storage.store import LocalStore
 
@@ -101,9 +101,10 @@ def test_an_open_alert_carries_the_wall_clock_of_the_frame_that_opened_it():
         Frame("door", 13.0, 0, IMAGE, camera="door", wallclock=700.0),  # another camera at the same pts
         Frame("gate", 13.0, 1, IMAGE, camera="gate", wallclock=501.0),
     ]
-    out = TimedOutput.of(StreamOutput(alerts=[opened, closed]), frames)
+    crossing = TrackEvent("gate", 1, 0, "cross", "door line", 12.5, direction="left_to_right")
+    out = TimedOutput.of(StreamOutput(alerts=[opened, closed], track_events=[crossing]), frames)
     assert isinstance(out, StreamOutput) and out.alerts == [opened, closed]
-    assert out.opened_at == {opened.id: 501.0}
+    assert out.opened_at == {opened.id: 501.0} and out.track_events == [crossing]  # nothing of the output lost
 
 
 # --------------------------------------------------------------------------------------------- vigil status

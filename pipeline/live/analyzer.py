@@ -10,6 +10,14 @@ its cameras' frames only (`shard_batches`); of a decoder's poll, its driver read
 frames. A state is per camera except for the query book, which every shard holds whole: `cameras_state`
 narrows a state to some cameras and `merge_states` joins such parts, so states saved with one shard count can
 be shared out over another.
+
+With `track.live` on, each camera's frames also go through the motion detector, a `Tracker` and a `TrackEvents`
+(the zones and lines of `events`), every frame the analyzer is given: the monitor's sampling rate is the
+tracker's. Each camera's tracker and events states are in the checkpoint (its "tracking" entry), so a restored
+analyzer keeps its tracks with their ids and numbers new ones after them. The detector's background model is not
+in it (OpenCV's MOG2 cannot be saved): after a restore each camera's detector warms up again (`detect.warmup`
+frames), missing every object meanwhile, and with no appearance to re-identify it, an object that has moved off
+its lost track's predicted box by then starts a new track. With tracking off the state has no "tracking" section.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.config import DetectConfig, EventsConfig, TrackConfig
+from pipeline.detection.motion import MotionDetector
 from pipeline.live.match import Matcher
 from pipeline.live.queries import StandingQuery
 from pipeline.records import (
@@ -31,10 +41,13 @@ from pipeline.records import (
     FrameFeatures,
     Keyframe,
     ModelIds,
+    TrackEvent,
 )
 from pipeline.search.embed import ClipWindow, ClipWindower, FeatureCarry
 from pipeline.storage.codecs import decode_image, encode_jpeg
 from pipeline.storage.layout import camera_source_id, keyframe_key
+from pipeline.tracking.events import TrackEvents
+from pipeline.tracking.tracker import Tracker
 
 STATE_VERSION = 1
 
@@ -93,8 +106,11 @@ def shard_batches(batch: FrameBatch, shards: int) -> list[FrameBatch]:
 def cameras_state(state: dict, keep: Callable[[str], bool]) -> dict:
     """A `StreamAnalyzer.state_dict()` narrowed to the cameras `keep` accepts; the query book stays whole."""
     matcher = state["matcher"]
+    narrowed = dict(state)
+    if "tracking" in state:
+        narrowed["tracking"] = {camera: saved for camera, saved in state["tracking"].items() if keep(camera)}
     return {
-        **state,
+        **narrowed,
         "last_pts": {camera: pts for camera, pts in state["last_pts"].items() if keep(camera)},
         "windows": {camera: window for camera, window in state["windows"].items() if keep(camera)},
         "matcher": {
@@ -112,7 +128,9 @@ def merge_states(states: list[dict]) -> dict:
     for state in states:
         for query in state["matcher"]["queries"]:
             queries.setdefault(query["query"]["id"], query)
-    first = states[0]
+    first = dict(states[0])
+    if any("tracking" in state for state in states):
+        first["tracking"] = {camera: saved for state in states for camera, saved in state.get("tracking", {}).items()}
     return {
         **first,
         "last_pts": {camera: pts for state in states for camera, pts in state["last_pts"].items()},
@@ -133,11 +151,13 @@ class StreamOutput:
     clips: list[tuple[ClipEmbedding, Keyframe]] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     thumbnails: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    track_events: list[TrackEvent] = field(default_factory=list)  # empty unless `track.live`
 
     def extend(self, other: StreamOutput) -> None:
         self.clips += other.clips
         self.alerts += other.alerts
         self.thumbnails += other.thumbnails
+        self.track_events += other.track_events
 
 
 def _jpeg(image: np.ndarray) -> str:
@@ -148,14 +168,60 @@ def _pixels(text: str) -> np.ndarray:
     return decode_image(base64.b64decode(text))
 
 
+class LiveTracking:
+    """Per camera, the motion detector's boxes through a `Tracker` into a `TrackEvents`."""
+
+    def __init__(self, track: TrackConfig, detect: DetectConfig, events: EventsConfig):
+        self.track, self.detect, self.events = track, detect, events
+        self.detector = MotionDetector(detect)  # one background model per camera inside
+        self.trackers: dict[str, Tracker] = {}
+        self.camera_events: dict[str, TrackEvents] = {}
+
+    def update(self, camera: str, frame: Frame) -> list[TrackEvent]:
+        if camera not in self.trackers:
+            self.trackers[camera] = Tracker(self.track)
+            self.camera_events[camera] = TrackEvents(camera, self.events)
+        (detections,) = self.detector.detect([frame])
+        return self.camera_events[camera].update(self.trackers[camera].update(detections), frame.pts)
+
+    def state_dict(self) -> dict:
+        return {
+            camera: {"tracker": tracker.state(), "events": self.camera_events[camera].state()}
+            for camera, tracker in self.trackers.items()
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Go on from `state`'s trackers and events; the detector starts afresh and warms up again."""
+        self.detector = MotionDetector(self.detect)
+        self.trackers = {camera: Tracker.from_state(self.track, saved["tracker"]) for camera, saved in state.items()}
+        self.camera_events = {
+            camera: TrackEvents.from_state(self.events, saved["events"]) for camera, saved in state.items()
+        }
+
+
 class StreamAnalyzer:
-    def __init__(self, matcher: Matcher, *, window: float, models: ModelIds):
+    def __init__(
+        self,
+        matcher: Matcher,
+        *,
+        window: float,
+        models: ModelIds,
+        track: TrackConfig | None = None,
+        detect: DetectConfig | None = None,
+        events: EventsConfig | None = None,
+    ):
+        """Tracking runs when `track.live` is on, with `detect` and `events` (their defaults when None)."""
         self.matcher = matcher
         self.window = window
         self.models = models
         self._windowers: dict[str, ClipWindower] = {}
         self._last_pts: dict[str, float] = {}
         self._carry = FeatureCarry()
+        self._tracking = (
+            LiveTracking(track, detect or DetectConfig(), events or EventsConfig())
+            if track is not None and track.live
+            else None
+        )
 
     def _windower(self, camera: str) -> ClipWindower:
         if camera not in self._windowers:
@@ -177,6 +243,8 @@ class StreamAnalyzer:
             out.alerts += self.matcher.process(feats, image=frame.image)
             if self.matcher.is_peak(camera, frame.pts):
                 out.thumbnails.append((keyframe_key(camera_source_id(camera), frame.pts), frame.image))
+            if self._tracking is not None:
+                out.track_events += self._tracking.update(camera, frame)
         return out
 
     def sync_queries(self, stored: list[tuple[StandingQuery, np.ndarray | None]]) -> StreamOutput:
@@ -222,12 +290,15 @@ class StreamAnalyzer:
                     for frame, feats in zip(current.frames, current.features)
                 ],
             }
-        return {
+        state = {
             "version": STATE_VERSION,
             "last_pts": dict(self._last_pts),
             "windows": windows,
             "matcher": self.matcher.state_dict(),
         }
+        if self._tracking is not None:
+            state["tracking"] = self._tracking.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Go on from `state`; the streams are read again from where it leaves off (their first frames are moving
@@ -238,6 +309,9 @@ class StreamAnalyzer:
         self._last_pts = {camera: float(pts) for camera, pts in state["last_pts"].items()}
         self._windowers = {}
         self._carry = FeatureCarry()
+        if self._tracking is not None:
+            # a state from before tracking was switched on has none: every camera's tracks start afresh
+            self._tracking.load_state_dict(state.get("tracking", {}))
         for camera, saved in state["windows"].items():
             window = ClipWindow(start=saved["start"], end=saved["end"])
             for item in saved["frames"]:

@@ -96,4 +96,4 @@ class TimedOutput(StreamOutput):
             for frame in frames
             if frame.wallclock is not None and (camera_of(frame), frame.pts) in opening
         }
-        return cls(out.clips, out.alerts, out.thumbnails, opened_at)
+        return cls(out.clips, out.alerts, out.thumbnails, out.track_events, opened_at=opened_at)

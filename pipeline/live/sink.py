@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.live.analyzer import StreamOutput, camera_shard, cameras_state, merge_states
-from pipeline.records import Alert, ClipEmbedding
+from pipeline.records import Alert, ClipEmbedding, TrackEvent
 from pipeline.search.index import ClipIndex
 from pipeline.storage.clips import write_clip, write_keyframe
 from pipeline.storage.layout import (
@@ -26,6 +26,7 @@ from pipeline.storage.layout import (
     alert_key,
     camera_record,
     camera_source_id,
+    live_track_events_key,
     monitor_checkpoints_prefix,
     monitor_shard_checkpoint_key,
     source_key,
@@ -161,6 +162,14 @@ class Sink:
                 self.published += 1
             self.store.put_json(key, body)
             stored += 1
+        # Keyed by the events' pts; a replay after a restore can differ (the detector warms up again), so its
+        # batch may land beside the first one's rather than over it.
+        by_camera: dict[str, list[TrackEvent]] = {}
+        for event in out.track_events:
+            by_camera.setdefault(event.camera, []).append(event)
+        for camera, events in by_camera.items():
+            key = live_track_events_key(camera_source_id(camera), events[0].pts, events[-1].pts)
+            self.store.put_json(key, [event.to_json() for event in events])
         return stored
 
     def checkpoint(self, name: str, state: dict, shard: int = 0, shards: int = 1) -> None:

@@ -229,6 +229,11 @@ def track_events_key(sid: str, digest: str) -> str:
     return f"{tracks_prefix(sid)}events-{digest}.json"
 
 
+def live_track_events_key(sid: str, first_pts: float, last_pts: float) -> str:
+    """A live analyzer batch's track events of one camera, named by their first and last pts."""
+    return f"{tracks_prefix(sid)}live/{ms(first_pts):012d}-{ms(last_pts):012d}.json"
+
+
 def track_thumbs_prefix(sid: str) -> str:
     return f"{tracks_prefix(sid)}thumbs/"
 

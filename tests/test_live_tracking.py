@@ -1,0 +1,160 @@
+"""Live tracking in the stream analyzer (`track.live`): generated footage (a block crossing a still scene twice)
+through a `StreamAnalyzer` with fake features, its motion detector, tracker and zone and line events; track ids
+across a checkpoint; the sink's per-batch event objects; and, switched off, today's state."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.config import DetectConfig, EventsConfig, TrackConfig
+from pipeline.live.analyzer import StreamAnalyzer, cameras_state, merge_states
+from pipeline.live.sink import Sink
+from pipeline.media.decode import decode_frames
+from pipeline.media.synthetic import write_static_camera_video
+from pipeline.records import Frame, FrameBatch, TrackEvent
+from pipeline.search.index import ClipIndex
+from pipeline.storage.layout import camera_source_id, live_track_events_key, tracks_prefix
+from pipeline.storage.store import LocalStore
+from tests.test_match import MODELS, basis, matcher, raw_vector
+
+CAMERA, SECONDS, WRITTEN_FPS, RATE = "gate", 40, 10, 5.0
+SIZE = (240, 320)  # portrait: the block moves about half its width a sampled frame (see tests/test_track_video.py)
+WARMUP = 10  # frames (2 s) the detector learns the background from, at the start and again after a restore
+BATCH = 5
+
+EVENTS = EventsConfig.model_validate(
+    {
+        "zones": [{"name": "left_half", "polygon": [[0, 0], [120, 0], [120, 320], [0, 320]]}],
+        "lines": [{"name": "middle", "points": [[120, 0], [120, 320]], "direction": "both"}],
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory) -> tuple[list[Frame], list[tuple[float, float]]]:
+    path = tmp_path_factory.mktemp("live-tracking") / "gate.mp4"
+    crossings = write_static_camera_video(path, SECONDS, size=SIZE, fps=WRITTEN_FPS, seed=0)
+    assert len(crossings) == 2 and crossings[0][0] > WARMUP / RATE
+    frames = list(decode_frames(path, fps=RATE, short_side=None, camera=CAMERA))
+    assert len(frames) == SECONDS * RATE and not any(frame.still for frame in frames)
+    return frames, crossings
+
+
+def analyzer(**tracking) -> StreamAnalyzer:
+    return StreamAnalyzer(matcher(), window=2.0, models=MODELS, **tracking)
+
+
+def tracking_analyzer() -> StreamAnalyzer:
+    # a lost track is dropped after 2 s: the next crossing's block is a new object
+    track = TrackConfig(live=True, reid_frames=10)
+    return analyzer(track=track, detect=DetectConfig(warmup=WARMUP), events=EVENTS)
+
+
+def batch_of(frames: list[Frame]) -> FrameBatch:
+    count = len(frames)
+    return FrameBatch(frames, np.stack([raw_vector(0.1)] * count), np.stack([basis(0, 4)] * count))
+
+
+def run(stream: StreamAnalyzer, frames: list[Frame]) -> list[TrackEvent]:
+    events = []
+    for start in range(0, len(frames), BATCH):
+        events += stream.process(batch_of(frames[start : start + BATCH])).track_events
+    return events
+
+
+def seen(events: list[TrackEvent]) -> list[tuple[int, str, str]]:
+    return [(event.track_id, event.kind, event.name) for event in events]
+
+
+def alive(state: dict) -> list[int]:
+    return [track["id"] for track in state["tracking"][CAMERA]["tracker"]["tracks"]]
+
+
+def test_each_crossing_is_one_track_with_zone_and_line_events(footage):
+    frames, crossings = footage
+    events = run(tracking_analyzer(), frames)
+    for track_id, (start, end) in zip((1, 2), crossings):
+        # the block walks left to right: into the left half, out of it, across the middle line
+        mine = [event for event in events if event.track_id == track_id]
+        assert seen(mine) == [
+            (track_id, "enter", "left_half"),
+            (track_id, "leave", "left_half"),
+            (track_id, "cross", "middle"),
+        ]
+        assert all(start <= event.pts <= end and event.camera == CAMERA for event in mine)
+    assert {event.track_id for event in events} == {1, 2}
+
+
+def test_a_checkpoint_between_crossings_continues_the_track_ids(footage):
+    frames, crossings = footage
+    uninterrupted = run(tracking_analyzer(), frames)
+    cut = int(crossings[0][1] * RATE) + 15  # 3 s after the first crossing: its track is dropped
+    before = tracking_analyzer()
+    events = run(before, frames[:cut])
+    state = json.loads(json.dumps(before.state_dict()))  # as a checkpoint stores it
+    assert alive(state) == [] and state["tracking"][CAMERA]["tracker"]["next_id"] == 2
+    restored = tracking_analyzer()
+    restored.load_state_dict(state)
+    assert restored.state_dict()["tracking"] == state["tracking"]
+    # the detector warms up again (2 s) well before the second crossing: the same ids and events
+    assert events + run(restored, frames[cut:]) == uninterrupted
+
+
+def test_a_checkpoint_mid_crossing_keeps_the_ids_of_the_tracks_alive(footage):
+    frames, crossings = footage
+    cut = int(crossings[0][0] * RATE) + 5  # 1 s into the first crossing: its track is confirmed
+    before = tracking_analyzer()
+    run(before, frames[:cut])
+    state = json.loads(json.dumps(before.state_dict()))
+    assert alive(state) == [1]
+    restored = tracking_analyzer()
+    restored.load_state_dict(state)
+    after = run(restored, frames[cut : cut + WARMUP])
+    # While the detector warms up the block goes unseen: track 1 is lost, then no longer reported (it leaves its
+    # zone), but kept for re-identification; no new track takes its id.
+    assert seen(after) == [(1, "leave", "left_half")]
+    assert alive(restored.state_dict()) == [1]
+    later = run(restored, frames[cut + WARMUP :])
+    assert later and all(event.track_id > 1 for event in later)
+
+
+def test_camera_parts_of_a_state_carry_their_tracking(footage):
+    frames, _ = footage
+    stream = tracking_analyzer()
+    run(stream, frames[:20])
+    state = stream.state_dict()
+    mine, others = cameras_state(state, lambda camera: camera == CAMERA), cameras_state(state, lambda camera: False)
+    assert mine["tracking"] == state["tracking"] and others["tracking"] == {}
+    assert merge_states([others, mine]) == state
+
+
+def test_the_sink_writes_a_batch_of_track_events_per_camera(footage, tmp_path):
+    frames, crossings = footage
+    store = LocalStore(tmp_path / "store")
+    sink = Sink(store, ClipIndex.load(store))
+    stream = tracking_analyzer()
+    written = []
+    for start in range(0, len(frames), BATCH):
+        out = stream.process(batch_of(frames[start : start + BATCH]))
+        sink.write(out)
+        written += out.track_events
+    sid = camera_source_id(CAMERA)
+    keys = sorted(key for key in store.list(tracks_prefix(sid)) if key.endswith(".json"))
+    assert keys and all(key.startswith(f"{tracks_prefix(sid)}live/") for key in keys)
+    stored = [TrackEvent.from_json(item) for key in keys for item in store.get_json(key)]
+    assert stored == written
+    first = store.get_json(keys[0])
+    assert keys[0] == live_track_events_key(sid, first[0]["pts"], first[-1]["pts"])
+
+
+def test_tracking_off_keeps_todays_state_and_output(footage):
+    frames, _ = footage
+    plain, switched_off = analyzer(), analyzer(track=TrackConfig(), detect=DetectConfig(), events=EVENTS)
+    for stream in (plain, switched_off):
+        assert run(stream, frames[:20]) == []
+    state = switched_off.state_dict()
+    assert set(state) == {"version", "last_pts", "windows", "matcher"}
+    assert json.dumps(state, sort_keys=True) == json.dumps(plain.state_dict(), sort_keys=True)
