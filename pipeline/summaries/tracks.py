@@ -72,19 +72,7 @@ def read_tracking(store: ObjectStore, source_id: str) -> StoredTracking | None:
     if not store.exists(key):
         return None
     document = store.get_json(key)
-    tracks = [
-        StoredTrack(
-            source=document["source"],
-            source_id=source_id,
-            track_id=int(entry["id"]),
-            class_name=entry["class_name"],
-            first_pts=float(entry["first_pts"]),
-            last_pts=float(entry["last_pts"]),
-            thumbnail=entry["thumbnail"],
-            untrained=bool(entry["untrained"]),
-        )
-        for entry in document["tracks"]
-    ]
+    tracks = [StoredTrack.from_entry(document, entry, source_id) for entry in document["tracks"]]
     events = [TrackEvent.from_json(item) for item in store.get_json(document["events"])["events"]]
     return StoredTracking(
         key,

@@ -38,6 +38,20 @@ class StoredTrack:
     thumbnail: str  # store key of its best crop
     untrained: bool  # made with random weights
 
+    @classmethod
+    def from_entry(cls, document: dict, entry: dict, source_id: str) -> StoredTrack:
+        """One of the tracks a source's tracks.json `document` lists (`entry`)."""
+        return cls(
+            source=document["source"],
+            source_id=source_id,
+            track_id=int(entry["id"]),
+            class_name=entry["class_name"],
+            first_pts=float(entry["first_pts"]),
+            last_pts=float(entry["last_pts"]),
+            thumbnail=entry["thumbnail"],
+            untrained=bool(entry["untrained"]),
+        )
+
     def to_json(self) -> dict:
         return asdict(self)
 
@@ -86,18 +100,7 @@ def read_source(store: ObjectStore, source_id: str) -> StoredSource | None:
                 f"{key}: track {entry['id']} has {vector.shape[0]} appearance values, not {entry['appearance_dim']}"
             )
         vectors.append(vector)
-        tracks.append(
-            StoredTrack(
-                source=document["source"],
-                source_id=source_id,
-                track_id=int(entry["id"]),
-                class_name=entry["class_name"],
-                first_pts=float(entry["first_pts"]),
-                last_pts=float(entry["last_pts"]),
-                thumbnail=entry["thumbnail"],
-                untrained=bool(entry["untrained"]),
-            )
-        )
+        tracks.append(StoredTrack.from_entry(document, entry, source_id))
     dim = vectors[0].shape[0] if vectors else 0
     if any(vector.shape[0] != dim for vector in vectors):
         raise TrackSearchError(f"{key}: its tracks' appearance vectors differ in dimensions")
