@@ -22,7 +22,7 @@ from pipeline.config import VigilConfig
 from pipeline.media.decode import VideoDecodeError
 from pipeline.media.kafka_clients import MessageProducer
 from pipeline.media.kafka_messages import MAX_SEGMENT_FRAMES, frame_message, segment_message
-from pipeline.media.sampling import decode_file
+from pipeline.media.sampling import decode_file, first_seconds
 from pipeline.media.streams import LiveSourceLost, ReconnectPolicy, is_live, read_live
 from pipeline.records import Frame
 
@@ -131,13 +131,10 @@ def ingest_source(
 
     pending: list[Frame] = []
     sampled = 0
-    first_pts = None
     try:
-        for frame in frames_of():
+        frames = frames_of()
+        for frame in frames if duration is None else first_seconds(frames, duration):
             if stopping.is_set():
-                break
-            first_pts = frame.pts if first_pts is None else first_pts
-            if duration is not None and frame.pts - first_pts >= duration:
                 break
             sampled += 1
             if payload == "jpeg":

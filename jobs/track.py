@@ -12,16 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import VigilConfig
 from pipeline.detection import Detector, OwlDetector, build_detector
-from pipeline.media.sampling import sampled_frames
+from pipeline.media.sampling import first_seconds, sampled_frames
 from pipeline.media.streams import is_live
 from pipeline.models import Dinov2Encoder, resolve_models
-from pipeline.records import Frame
 from pipeline.storage.codecs import encode_jpeg
 from pipeline.storage.layout import (
     camera_source_id,
@@ -81,7 +79,7 @@ def track_source(
     decode = config.decode.model_copy(update={"fps": config.detect.rate})
     frames = sampled_frames(url, decode, camera=camera, source=source)
     if seconds is not None:
-        frames = _first_seconds(frames, seconds)
+        frames = first_seconds(frames, seconds)
     tracked = track_frames(
         frames,
         detector,
@@ -148,13 +146,3 @@ def write_tracked(
 
 def _class_names(detector: Detector) -> list[str]:
     return list(detector.phrases) if isinstance(detector, OwlDetector) else [MOTION_CLASS_NAME]
-
-
-def _first_seconds(frames: Iterable[Frame], seconds: float) -> Iterator[Frame]:
-    """The frames of the first `seconds` of media time from the first frame."""
-    start = None
-    for frame in frames:
-        start = frame.pts if start is None else start
-        if frame.pts - start >= seconds:
-            return
-        yield frame

@@ -3,7 +3,7 @@ arguments, for archive files, embedded monitor sources, Kafka ingest and summari
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pipeline.config import DecodeConfig
@@ -39,6 +39,16 @@ def mark_still(frames: Iterator[Frame], decode: DecodeConfig) -> Iterator[Frame]
     """`frames` with near-duplicates of their source's previous frame marked still (`still_threshold` > 0)."""
     marker = still_marker(decode)
     return frames if marker is None else map(marker.mark, frames)
+
+
+def first_seconds(frames: Iterable[Frame], seconds: float) -> Iterator[Frame]:
+    """The frames of the first `seconds` of media time, counted from the first frame's pts."""
+    start = None
+    for frame in frames:
+        start = frame.pts if start is None else start
+        if frame.pts - start >= seconds:
+            return
+        yield frame
 
 
 def sampled_frames(
