@@ -24,7 +24,7 @@ from pipeline.media.decode import (
     plan_sampling,
     probe,
 )
-from pipeline.media.sampling import decode_file, sampled_frames
+from pipeline.media.sampling import decode_file, first_seconds, sampled_frames
 from pipeline.media.synthetic import (
     Scene,
     scene_image,
@@ -506,3 +506,9 @@ def test_the_decode_section_switches_the_shortcuts(b_frame_video):
     with_shortcuts, without = decode_file(b_frame_video, decode), decode_file(b_frame_video, off)
     assert len(list(with_shortcuts)) == len(list(without)) == 4
     assert with_shortcuts.frames_decoded < without.frames_decoded == 4 * FPS
+
+
+def test_first_seconds_counts_media_time_from_the_first_frame():
+    frames = [Frame("cam", pts, i, np.zeros((2, 2, 3), np.uint8)) for i, pts in enumerate([5.0, 5.5, 6.9, 7.0, 8.0])]
+    assert [f.pts for f in first_seconds(frames, 2.0)] == [5.0, 5.5, 6.9]  # 7.0 is 2 s after the first
+    assert list(first_seconds([], 2.0)) == []
