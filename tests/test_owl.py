@@ -12,10 +12,10 @@ from pipeline.detection import (
     Detector,
     MotionDetector,
     OwlDetector,
-    box_iou,
     build_detector,
     crop_appearance,
     crop_boxes,
+    iou_matrix,
     nms,
 )
 from pipeline.models import ModelUnavailableError
@@ -63,7 +63,7 @@ def test_owl_detector_runs_end_to_end_on_a_tiny_random_checkpoint(tiny_owl):
         assert detections.appearance is None
         for i in range(len(detections)):  # NMS held: no two boxes of one phrase overlap beyond nms_iou
             same = detections.class_ids[i + 1 :] == detections.class_ids[i]
-            assert (box_iou(boxes[i], boxes[i + 1 :][same]) <= config.nms_iou + 1e-6).all()
+            assert (iou_matrix(boxes[i][None], boxes[i + 1 :][same])[0] <= config.nms_iou + 1e-6).all()
     # batching changes nothing: each frame alone gives its detections of the batched call
     alone = [detector.detect([frame])[0] for frame in frames]
     for batched, single in zip(found, alone):
@@ -120,12 +120,12 @@ def test_nms_suppresses_overlaps_within_a_class_only():
     assert nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0), 0.5).tolist() == []
 
 
-def test_box_iou():
+def test_iou_of_one_box_with_others():
     box = np.array([0, 0, 10, 10], dtype=np.float32)
     others = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [3, 3, 3, 3]], dtype=np.float32)
-    np.testing.assert_allclose(box_iou(box, others), [1.0, 1 / 3, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(iou_matrix(box[None], others)[0], [1.0, 1 / 3, 0.0, 0.0], atol=1e-6)
     degenerate = np.array([4, 4, 4, 4], dtype=np.float32)
-    assert box_iou(degenerate, degenerate[None]).tolist() == [0.0]  # an empty union is no overlap
+    assert iou_matrix(degenerate[None], degenerate[None])[0].tolist() == [0.0]  # an empty union is no overlap
 
 
 # -- the detect section ---------------------------------------------------------------------------------------

@@ -11,12 +11,12 @@ import pytest
 
 from jobs.cli import main
 from pipeline.config import ConfigError, TrackConfig, load_config
+from pipeline.detection import iou_matrix
 from pipeline.tracking import (
     Detections,
     MOTInputError,
     Track,
     Tracker,
-    iou_matrix,
     kalman,
     read_detections,
     write_tracks,

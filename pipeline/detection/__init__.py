@@ -5,7 +5,7 @@
 - `motion` (`MotionDetector`): background subtraction (OpenCV's MOG2) per camera, no weights; its `moving`
   gates heavier detectors to the frames in which something moves.
 - `owl` (`OwlDetector`): open-vocabulary detection of phrases with OWLv2 / OWL-ViT; `nms` its per-class
-  suppression.
+  suppression and the boxes' overlap (`iou_matrix`, the tracker's too).
 - `appearance` (`crop_appearance`): each detection's crop embedded by DINOv2, a batch's crops in one call.
 
 The settings, `DetectConfig` (the `detect` section of `pipeline.config`), are exported here too;
@@ -20,7 +20,7 @@ from pipeline.config import DetectConfig
 from pipeline.detection.appearance import crop_appearance, crop_boxes
 from pipeline.detection.base import Detector, camera_of
 from pipeline.detection.motion import MotionDetector
-from pipeline.detection.nms import box_iou, nms
+from pipeline.detection.nms import iou_matrix, nms
 from pipeline.detection.owl import OwlDetector
 
 
@@ -39,10 +39,10 @@ __all__ = [
     "Detector",
     "MotionDetector",
     "OwlDetector",
-    "box_iou",
     "build_detector",
     "camera_of",
     "crop_appearance",
     "crop_boxes",
+    "iou_matrix",
     "nms",
 ]

@@ -1,17 +1,23 @@
-"""Non-maximum suppression per class, in numpy (torchvision, whose `batched_nms` this matches, is no dependency)."""
+"""Box overlap (IoU), and non-maximum suppression per class, in numpy (torchvision, whose `batched_nms` this
+matches, is no dependency)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one x1, y1, x2, y2 box with each of `boxes` (N, 4); 0 where the union is empty."""
-    width = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    height = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = width * height
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box of `boxes_a` (A, 4) with every box of `boxes_b` (B, 4), x1, y1, x2,
+    y2: (A, B) in [0, 1]; 0 where the union is empty."""
+    a = np.asarray(boxes_a, dtype=np.float64)
+    b = np.asarray(boxes_b, dtype=np.float64)
+    ax1, ay1, ax2, ay2 = (a[:, i : i + 1] for i in range(4))  # columns (A, 1) against rows (B,)
+    bx1, by1, bx2, by2 = b.T
+    width = np.maximum(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0)
+    height = np.maximum(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0)
+    intersection = width * height
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
 def nms(
@@ -27,5 +33,5 @@ def nms(
         best, rest = order[0], order[1:]
         kept.append(int(best))
         other_class = class_ids[rest] != class_ids[best]
-        order = rest[other_class | (box_iou(boxes[best], boxes[rest]) <= iou_threshold)]
+        order = rest[other_class | (iou_matrix(boxes[best][None], boxes[rest])[0] <= iou_threshold)]
     return np.asarray(kept, dtype=np.int64)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pipeline.config import EventsConfig, TrackConfig
 from pipeline.records import Detections, Track, TrackEvent
-from pipeline.tracking.association import assign, cosine_distance, fused_cost, iou_matrix
+from pipeline.tracking.association import assign, cosine_distance, fused_cost
 from pipeline.tracking.events import TrackEvents
 from pipeline.tracking.mot import MOTInputError, read_detections, write_tracks
 from pipeline.tracking.similar import (
@@ -68,7 +68,6 @@ __all__ = [
     "cosine_distance",
     "decode_appearance",
     "fused_cost",
-    "iou_matrix",
     "read_detections",
     "read_source",
     "stored_sources",

@@ -1,4 +1,5 @@
-"""Matching tracks to detections: IoU and appearance costs, gated, then one optimal assignment."""
+"""Matching tracks to detections: IoU (`pipeline.detection.iou_matrix`) and appearance costs, gated, then one optimal
+assignment."""
 
 from __future__ import annotations
 
@@ -8,20 +9,6 @@ from scipy.optimize import linear_sum_assignment
 # The cost of a pair a gate forbids: above every allowed cost (those are at most 2), so an assignment takes such
 # a pair only where nothing else is left, and `assign` drops it.
 FORBIDDEN = 1e6
-
-
-def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """Intersection over union of every box of `boxes_a` (A, 4) with every box of `boxes_b` (B, 4), x1, y1, x2,
-    y2: (A, B) in [0, 1]."""
-    a = np.asarray(boxes_a, dtype=np.float64)
-    b = np.asarray(boxes_b, dtype=np.float64)
-    ax1, ay1, ax2, ay2 = (a[:, i : i + 1] for i in range(4))  # columns (A, 1) against rows (B,)
-    bx1, by1, bx2, by2 = b.T
-    width = np.maximum(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0)
-    height = np.maximum(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0)
-    intersection = width * height
-    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - intersection
-    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
 def cosine_distance(vectors_a: np.ndarray, vectors_b: np.ndarray) -> np.ndarray:

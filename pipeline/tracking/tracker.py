@@ -27,9 +27,10 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.config import TrackConfig
+from pipeline.detection import iou_matrix
 from pipeline.records import TRACK_STATES, Detections, Track
 from pipeline.tracking import kalman
-from pipeline.tracking.association import FORBIDDEN, assign, cosine_distance, fused_cost, iou_matrix
+from pipeline.tracking.association import FORBIDDEN, assign, cosine_distance, fused_cost
 
 TENTATIVE, CONFIRMED, LOST = (TRACK_STATES.index(name) for name in ("tentative", "confirmed", "lost"))
 
