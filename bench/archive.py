@@ -10,7 +10,7 @@ scene cuts, B-frames), plus any file given with `--input` (the user's own footag
   frame is decoded, each decode shortcut (`pipeline.media.decode.Shortcuts`) alone against none, so each is
   measured before it is kept;
 - vigil's models alone (the encoders on the decoded non-still frames, held in memory, in the pipeline's
-  batches) at precision auto and at each CPU precision (fp32, bf16, int8), to check what auto chose;
+  batches) at precision auto and at each CPU precision (fp32, bf16, int8, int8-compiled), to check what auto chose;
 - vigil end to end (`jobs.archive.index_paths` into a fresh LocalStore), precision auto;
 
 then the peak memory of end-to-end runs on a short and a 4x longer static input, each in a fresh process.
@@ -70,7 +70,7 @@ INPUTS = {
     "high-motion, default GOP": ("high-motion", None),
     "static, default GOP": ("static", None),
 }
-CPU_PRECISIONS = ("fp32", "bf16", "int8")
+CPU_PRECISIONS = ("fp32", "bf16", "int8", "int8-compiled")
 # Speedup targets over the naive baseline, precision auto. The 1-s-keyframe ones come from the project brief;
 # the default-GOP ones from the issue on CPU speed (high motion: 3x where bf16 is native, 1.5x elsewhere).
 SPEEDUP_TARGETS = {
@@ -769,7 +769,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"still_threshold={decode.still_threshold}, skip_unsampled_gops={decode.skip_unsampled_gops}, "
         f"skip_nonref_frames={decode.skip_nonref_frames}, skip_loop_filter={decode.skip_loop_filter}",
         "precision": f"auto -> {describe_choice(encoders['auto'])} ({encoders['auto'].siglip.precision_reason}); "
-        "int8 = dynamic quantisation of Linear layers; bf16 = bf16 weights",
+        "int8 = dynamic quantisation of Linear layers (torch); int8-compiled = torchao's int8 with the image tower "
+        "compiled (torch.compile, one call size; compile time excluded); bf16 = bf16 weights",
         "generated inputs": "none"
         if args.no_generated
         else f"{RESOLUTION[0]}x{RESOLUTION[1]} H.264, {VIDEO_FPS} fps, {args.seconds:g} s each "

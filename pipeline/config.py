@@ -298,7 +298,7 @@ class VigilConfig(_Section):
     store: str = Field(min_length=1)
     models: str = Field(min_length=1)
     device: Literal["auto", "cpu", "cuda"]
-    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"]
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8", "int8-compiled"]
     batch_size: int = Field(ge=1, le=4096)
     decode: DecodeConfig
     embed: EmbedConfig

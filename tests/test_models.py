@@ -398,6 +398,8 @@ def test_calibration_batch_is_scikit_image_photographs():
 
 def running_precision(enc) -> str:
     """The precision an encoder's model really runs at, read from its modules."""
+    if any(type(getattr(m, "weight", None)).__name__ == "Int8Tensor" for m in enc.model.modules()):
+        return "int8-compiled"  # torchao's int8 weights
     if any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in enc.model.modules()):
         return "int8"
     return {torch.float32: "fp32", torch.bfloat16: "bf16"}[next(enc.model.parameters()).dtype]
@@ -614,6 +616,63 @@ def test_explicit_precisions(tiny, encoders):
         Dinov2Encoder.from_pretrained(tiny.dinov2, precision="fp16", device="cpu")
     with pytest.raises(ValueError, match="unknown precision"):
         SiglipEncoder.from_pretrained("vigil-test/not-even-loaded", precision="fp64")
+
+
+def test_int8_compiled_runs_the_image_tower_quantized_and_compiled(tiny, encoders):
+    imgs, texts = scenes(), ["a red car", "一只猫"]
+    sig = SiglipEncoder.from_pretrained(tiny.siglip, precision="int8-compiled", batch_size=8)
+    dino = Dinov2Encoder.from_pretrained(tiny.dinov2, precision="int8-compiled", batch_size=8)
+    assert sig.precision == dino.precision == running_precision(sig) == running_precision(dino) == "int8-compiled"
+    # the text tower runs as in int8: a query is one eager call
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in sig.model.text_model.modules())
+    for low, ref in (
+        (sig.embed_images(imgs), encoders.siglip.embed_images(imgs)),
+        (sig.embed_texts(texts), encoders.siglip.embed_texts(texts)),
+        (dino.embed_images(imgs), encoders.dinov2.embed_images(imgs)),
+    ):
+        assert min_cosine(ref, low) >= 0.99
+        np.testing.assert_allclose(np.linalg.norm(low, axis=1), 1.0, atol=1e-5)
+    # A short call is padded to the compiled call size and cut back: each image's vector is the one it gets in
+    # a full call (activations are quantized per token, so the padding rows change nothing).
+    np.testing.assert_allclose(dino.embed_images(imgs[:3]), dino.embed_images(imgs)[:3], atol=1e-5)
+    assert dino.embed_images(imgs[:0]).shape == (0, dino.dim)
+
+
+def test_auto_measures_int8_compiled_for_a_model_slow_enough_to_repay_it(tiny, precision_cache, monkeypatch):
+    monkeypatch.setattr(encoders_module, "COMPILE_WORTH_MS", 0.0)  # the tiny model is far below the real bar
+    enc = Dinov2Encoder.from_pretrained(tiny.dinov2, precision="auto")
+    (path,) = precision_cache.glob("*.json")
+    record = json.loads(path.read_text())
+    assert set(record["measured"]) == {"fp32", "bf16", "int8", "int8-compiled"}
+    assert record["measured"]["int8-compiled"]["min_cosine"] >= 0.99
+    assert record["choice"] == enc.precision == running_precision(enc)
+    # a cached int8-compiled choice is applied, at the call size timed for its eager counterpart
+    path.write_text(json.dumps({**record, "choice": "int8-compiled"}))
+    again = Dinov2Encoder.from_pretrained(tiny.dinov2, precision="auto")
+    batch_ms = {int(b): ms for b, ms in record["batch_ms"].items()}
+    assert running_precision(again) == "int8-compiled" and again.model_batch == min(batch_ms, key=batch_ms.get)
+
+
+def test_where_torch_compile_fails_int8_compiled_is_not_chosen_and_asking_for_it_says_why(
+    tiny, precision_cache, monkeypatch, caplog
+):
+    def no_compiler(fn, **kwargs):
+        def compiled(*args):
+            raise RuntimeError("InductorError: CppCompileError: C++ compile error\n(the compiler's output)")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    monkeypatch.setattr(encoders_module, "COMPILE_WORTH_MS", 0.0)
+    enc = Dinov2Encoder.from_pretrained(tiny.dinov2, precision="auto")
+    assert "int8-compiled" not in enc.precision_timings and enc.precision in ("fp32", "bf16", "int8")
+    said = [r.getMessage() for r in caplog.records if "int8-compiled not measured" in r.getMessage()]
+    assert said == [
+        f"precision auto for {tiny.dinov2}: int8-compiled not measured (torch.compile failed: InductorError: "
+        "CppCompileError: C++ compile error)"
+    ]
+    with pytest.raises(ModelUnavailableError, match="^torch.compile failed: InductorError"):
+        Dinov2Encoder.from_pretrained(tiny.dinov2, precision="int8-compiled")
 
 
 # ---------------------------------------------------------------------------------------------

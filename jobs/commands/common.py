@@ -27,7 +27,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", help="store folder or s3://bucket/prefix (env VIGIL_STORE; default ./vigil-data)")
     parser.add_argument("--models", help="default | tiny | SIGLIP,DINOV2 (HF ids or folders) | DIR (env VIGIL_MODELS)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"])
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8", "int8-compiled"])
 
 
 def config_from(args: argparse.Namespace) -> VigilConfig:

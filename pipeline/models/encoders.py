@@ -16,16 +16,20 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from pipeline.models.compiled import CompileUnavailableError, FixedSizeCompiled, quantize_int8
 from pipeline.models.hub import LoadedCheckpoint, ModelUnavailableError, load_checkpoint, weights_guidance
 from pipeline.models.precision import (
     CALIBRATION_BATCHES,
     CALIBRATION_TEXTS,
+    COMPILE_WORTH_MS,
+    COMPILED_INT8,
     CPU_PRECISIONS,
     FAITHFUL_MIN_COSINE,
     PRECISIONS,
     CpuPrecisionDecision,
     PrecisionTrial,
     announce,
+    batch_precision,
     calibration_photographs,
     choose_cpu_precision,
     decision_key,
@@ -98,13 +102,16 @@ class _Encoder:
         self.precision_reason = f"{precision}: requested"
         self.precision_timings: dict[str, PrecisionTrial] = {}  # "auto" on CPU: each precision's figures
         self._weights_dtype = torch.float32
+        self._compiled: FixedSizeCompiled | None = None  # precision int8-compiled: the image tower, compiled
         model = loaded.model.eval()
         on_cuda = self.device.startswith("cuda")
 
         if precision == "fp16" and not on_cuda:
             raise ValueError("precision 'fp16' needs a CUDA device; on CPU use 'bf16', 'int8', 'fp32' or 'auto'")
-        if precision == "int8" and on_cuda:
-            raise ValueError("precision 'int8' (dynamic quantization) runs on CPU only; on CUDA use 'bf16' or 'fp16'")
+        if precision in ("int8", COMPILED_INT8) and on_cuda:
+            raise ValueError(
+                f"precision {precision!r} (dynamic quantization) runs on CPU only; on CUDA use 'bf16' or 'fp16'"
+            )
         if on_cuda:
             if precision == "auto":
                 precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -128,24 +135,45 @@ class _Encoder:
         loaded = load_checkpoint(id_or_dir, with_tokenizer=cls.with_tokenizer, default_id=cls.default_model_id)
         return cls(loaded, device=device, precision=precision, batch_size=batch_size)
 
-    def _use_cpu_precision(self, precision: str) -> None:
+    def _use_cpu_precision(self, precision: str, call_size: int | None = None) -> None:
         """Run the fp32 model at `precision` on CPU, in place (the fp32 weights are not kept).
 
         bf16: bf16 weights and inputs; with native bf16 (AMX / AVX512-BF16) this runs SigLIP-base about 2.3x
         faster than bf16 autocast, which re-casts the fp32 weights on every call (measured here).
-        int8: dynamic quantization of the Linear layers (int8 weights, activations quantized per call)."""
+        int8: dynamic quantization of the Linear layers (int8 weights, activations quantized per call).
+        int8-compiled: the image tower quantized by torchao and compiled for calls of `call_size` images
+        (model_batch by default); a text tower as in int8 (a query is one eager call, not worth compiling).
+        Raises CompileUnavailableError when the tower cannot be compiled here."""
         import torch
 
         if precision == "bf16":
             self._weights_dtype = torch.bfloat16
             self.model = self.model.to(torch.bfloat16)
         elif precision == "int8":
-            with warnings.catch_warnings():  # torch deprecates quantized tensors; still works in 2.x
-                warnings.simplefilter("ignore", UserWarning)
-                warnings.simplefilter("ignore", DeprecationWarning)
-                self.model = torch.ao.quantization.quantize_dynamic(
-                    self.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
-                )
+            self._quantize_dynamic(self.model)
+        elif precision == COMPILED_INT8:
+            quantize_int8(self._image_tower())
+            if self._text_tower() is not None:
+                self._quantize_dynamic(self._text_tower())
+            compiled = FixedSizeCompiled(self._pooled_images, call_size or self.model_batch)
+            compiled.warm_up(self.preprocess([np.zeros((64, 64, 3), np.uint8)], device=self.device))
+            self._compiled = compiled
+
+    @staticmethod
+    def _quantize_dynamic(module) -> None:
+        import torch
+
+        with warnings.catch_warnings():  # torch deprecates quantized tensors; still works in 2.x
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+    def _image_tower(self):
+        """The module that embeds images (quantized and compiled by int8-compiled)."""
+        return self.model
+
+    def _text_tower(self):
+        return None
 
     def _calibrate(self) -> str:
         """CPU "auto": the fastest precision whose embeddings stay within cosine FAITHFUL_MIN_COSINE of fp32's,
@@ -184,22 +212,38 @@ class _Encoder:
         fp32_model = self.model
         embeddings: dict[str, np.ndarray] = {}
         ms_per_image: dict[str, float] = {}
-        for precision in CPU_PRECISIONS:
+
+        def trial(precision: str) -> None:
             # Each precision converts a copy in place: the fp32 weights stay for the next (and the choice).
-            self.model = copy.deepcopy(fp32_model) if precision != "fp32" else fp32_model
-            self._use_cpu_precision(precision)
-            images, ms_per_image[precision] = measure_ms_per_image(lambda: self._embed_pixels(pixels), len(photos))
-            embeddings[precision] = np.concatenate([images, self._embed_texts_raw(texts)]) if texts else images
-            self.model, self._weights_dtype = fp32_model, torch.float32
-        trials = {
-            p: PrecisionTrial(ms_per_image[p], min_cosine(embeddings["fp32"], embeddings[p])) for p in CPU_PRECISIONS
-        }
+            try:
+                self._convert_copy(fp32_model, precision, call_size=len(photos))
+                images, ms_per_image[precision] = measure_ms_per_image(lambda: self._embed_pixels(pixels), len(photos))
+                embeddings[precision] = np.concatenate([images, self._embed_texts_raw(texts)]) if texts else images
+            finally:
+                self._restore(fp32_model)
+
+        for precision in CPU_PRECISIONS:
+            trial(precision)
+        if ms_per_image["int8"] >= COMPILE_WORTH_MS:
+            try:
+                trial(COMPILED_INT8)
+            except CompileUnavailableError as exc:  # measured without it: the others still stand
+                announce(f"precision auto for {self.model_id}: {COMPILED_INT8} not measured ({exc})")
+        trials = {p: PrecisionTrial(ms_per_image[p], min_cosine(embeddings["fp32"], embeddings[p])) for p in embeddings}
         choice = choose_cpu_precision(trials)
-        self.model = copy.deepcopy(fp32_model) if choice != "fp32" else fp32_model
-        self._use_cpu_precision(choice)
+        self._convert_copy(fp32_model, batch_precision(choice))
         batch_ms = self._measure_batches(pixels)
-        self.model, self._weights_dtype = fp32_model, torch.float32
+        self._restore(fp32_model)
         return CpuPrecisionDecision(choice, trials, batch_ms)
+
+    def _convert_copy(self, fp32_model, precision: str, call_size: int | None = None) -> None:
+        self.model = copy.deepcopy(fp32_model) if precision != "fp32" else fp32_model
+        self._use_cpu_precision(precision, call_size)
+
+    def _restore(self, fp32_model) -> None:
+        import torch
+
+        self.model, self._weights_dtype, self._compiled = fp32_model, torch.float32, None
 
     def _measure_batches(self, pixels: dict) -> dict[int, float]:
         """ms per image of the model as it is now, by images per call: the photographs repeated to the largest
@@ -247,8 +291,11 @@ class _Encoder:
         with torch.inference_mode():
             if self._weights_dtype != torch.float32:
                 inputs = {**inputs, "pixel_values": inputs["pixel_values"].to(self._weights_dtype)}
-            out = self._forward_images(inputs)
-            return _normalise(_pooled(out, "image")).cpu().numpy().astype(np.float32, copy=False)
+            pooled = self._compiled(inputs) if self._compiled is not None else self._pooled_images(inputs)
+            return _normalise(pooled).cpu().numpy().astype(np.float32, copy=False)
+
+    def _pooled_images(self, inputs: dict):
+        return _pooled(self._forward_images(inputs), "image")
 
     def _embed_images_raw(self, images) -> np.ndarray:
         return self._batched(as_image_list(images), self._embed_image_chunk)
@@ -280,6 +327,12 @@ class SiglipEncoder(_Encoder):
 
     def _forward_images(self, inputs: dict):
         return self.model.get_image_features(**inputs)
+
+    def _image_tower(self):
+        return self.model.vision_model
+
+    def _text_tower(self):
+        return self.model.text_model
 
     def _embed_text_chunk(self, texts: list[str]) -> np.ndarray:
         import torch

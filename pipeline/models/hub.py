@@ -124,10 +124,25 @@ class _SiglipDefaultTokenFilter(logging.Filter):
         return not ("within the vocabulary" in msg and ("got 49406" in msg or "got 49407" in msg))
 
 
+class _TorchaoImportFilter(logging.Filter):
+    """Drop torchao's import-time noise (transformers imports torchao on every load when it is installed, for
+    precision int8-compiled): a warning per enum it registers with torch's pytree, one per optional GPU kernel
+    library it cannot load on this machine."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("is an Enum subclass and is now natively supported" in msg or msg.startswith("Failed to load"))
+
+
 def _install_log_filter() -> None:
-    target = logging.getLogger("transformers.configuration_utils")
-    if not any(isinstance(f, _SiglipDefaultTokenFilter) for f in target.filters):
-        target.addFilter(_SiglipDefaultTokenFilter())
+    for name, kind in (
+        ("transformers.configuration_utils", _SiglipDefaultTokenFilter),
+        ("torch.utils._pytree", _TorchaoImportFilter),
+        ("torchao", _TorchaoImportFilter),
+    ):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in target.filters):
+            target.addFilter(kind())
 
 
 @contextlib.contextmanager
@@ -152,10 +167,11 @@ def load_checkpoint(
     folder cannot be loaded, or the hub id is neither cached nor downloadable. `model_class`: the transformers
     Auto class for a model with a task head (a detector's), instead of ``AutoModel``."""
     import torch
+
+    _install_log_filter()  # before transformers' import, which imports torchao
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
     kind, where = _locate(id_or_dir, default_id)
-    _install_log_filter()
 
     def attempt(local_only: bool) -> tuple[Any, Any, Any]:
         with _no_progress_bars():

@@ -30,8 +30,13 @@ from pipeline.models.random_weights import default_cache_dir
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8", "int8-compiled")
 CPU_PRECISIONS = ("fp32", "bf16", "int8")  # "auto" on CPU measures these; fp32 first: it is the reference
+# int8 by torchao, the image tower compiled (pipeline.models.compiled). "auto" also measures it for a model whose
+# "int8" takes at least COMPILE_WORTH_MS per image: compiling costs about 5 s per process (35 s the first time
+# on a machine), which such a model repays within a few hundred frames; a tiny one never would.
+COMPILED_INT8 = "int8-compiled"
+COMPILE_WORTH_MS = 20.0
 FAITHFUL_MIN_COSINE = 0.99  # a lower precision is used only if it keeps every embedding this close to fp32
 
 # scikit-image's public-domain sample photographs (a person, a cup, a cat, a rocket and launch tower), shipped
@@ -79,7 +84,7 @@ class CpuPrecisionDecision:
 
     choice: str
     trials: dict[str, PrecisionTrial]
-    # ms per image at `choice` by images per model call (CALIBRATION_BATCHES)
+    # ms per image at `batch_precision(choice)` by images per model call (CALIBRATION_BATCHES)
     batch_ms: dict[int, float] = field(default_factory=dict)
     calibrated_at: str = field(default_factory=_now_utc)  # ISO 8601
 
@@ -93,7 +98,13 @@ class CpuPrecisionDecision:
         speeds = ", ".join(f"{p} {t.ms_per_image:.1f} ms/image" for p, t in self.trials.items())
         cosines = ", ".join(f"{p} min cosine {t.min_cosine:.4f}" for p, t in self.trials.items() if p != "fp32")
         batches = ", ".join(f"{b} per call {ms:.1f}" for b, ms in sorted(self.batch_ms.items()))
-        return f"{speeds}; {cosines}; {self.choice} ms/image at {batches}"
+        return f"{speeds}; {cosines}; {batch_precision(self.choice)} ms/image at {batches}"
+
+
+def batch_precision(choice: str) -> str:
+    """The precision whose images per call are timed for `choice`: a compiled tower would compile once per call
+    size tried (35 s each, the first time), so it takes the call size of its eager counterpart."""
+    return "int8" if choice == COMPILED_INT8 else choice
 
 
 def choose_cpu_precision(trials: dict[str, PrecisionTrial], threshold: float = FAITHFUL_MIN_COSINE) -> str:
@@ -171,13 +182,24 @@ def decision_key(model_id: str) -> dict:
     import torch
 
     key = {
+        "calibration": 2,  # 2: int8-compiled is measured too; decisions made before are measured again
         "model": model_id,
         "checkpoint": checkpoint_fingerprint(model_id),
         "cpu": cpu_identity(),
         "torch": torch.__version__,
+        "torchao": _version_of("torchao"),
         "threads": torch.get_num_threads(),
     }
     return json.loads(json.dumps(key))  # as it reads back from the cache file, to compare the two
+
+
+def _version_of(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def decision_path(key: dict) -> Path:
@@ -199,7 +221,8 @@ def read_decision(path: Path, key: dict) -> CpuPrecisionDecision | None:
         decision = CpuPrecisionDecision(str(record["choice"]), trials, batch_ms, str(record["calibrated_at"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    complete = set(trials) == set(CPU_PRECISIONS) and set(batch_ms) == set(CALIBRATION_BATCHES)
+    complete = set(CPU_PRECISIONS) <= set(trials) <= {*CPU_PRECISIONS, COMPILED_INT8}
+    complete = complete and set(batch_ms) == set(CALIBRATION_BATCHES)
     return decision if complete and decision.choice in trials else None
 
 
@@ -253,6 +276,8 @@ def resolve_device(device: str = "auto") -> str:
 __all__ = [
     "PRECISIONS",
     "CPU_PRECISIONS",
+    "COMPILED_INT8",
+    "COMPILE_WORTH_MS",
     "FAITHFUL_MIN_COSINE",
     "CALIBRATION_PHOTOGRAPHS",
     "CALIBRATION_BATCHES",
@@ -261,6 +286,7 @@ __all__ = [
     "CpuPrecisionDecision",
     "min_cosine",
     "choose_cpu_precision",
+    "batch_precision",
     "measure_ms_per_image",
     "calibration_photographs",
     "cpu_identity",
