@@ -30,7 +30,7 @@ from pipeline.storage.layout import (
     tracks_prefix,
 )
 from pipeline.storage.store import ObjectStore
-from pipeline.tracking import MOTION_CLASS_NAME, TrackedSource, track_frames
+from pipeline.tracking import TrackedSource, track_frames
 
 THUMBNAIL_QUALITY = 88  # as keyframes
 
@@ -102,7 +102,7 @@ def track_source(
         "frames": tracked.frames,
         "untrained": untrained,
     }
-    write_tracked(store, sid, tracked, document, _class_names(detector), untrained)
+    write_tracked(store, sid, tracked, document, detector.class_names, untrained)
     return TrackReport(
         source,
         sid,
@@ -142,7 +142,3 @@ def write_tracked(
     current = {tracks_key(sid), events_key, *thumbnails.values()}
     for stale in set(store.list(tracks_prefix(sid))) - current:
         store.delete(stale)
-
-
-def _class_names(detector: Detector) -> list[str]:
-    return list(detector.phrases) if isinstance(detector, OwlDetector) else [MOTION_CLASS_NAME]

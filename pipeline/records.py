@@ -138,6 +138,61 @@ class Event:
         }
 
 
+@dataclass(frozen=True)
+class TrackAction:
+    """What a tracked object did, behind a timeline event or a track query's alert: entered or left a zone,
+    stayed in one (`duration`: seconds since it entered), or crossed a line (`direction`, as `TrackEvent` has
+    them). `box`: where it was then (x1, y1, x2, y2 pixels), when known."""
+
+    track_id: int
+    class_name: str
+    kind: str  # enter, leave, dwell, cross
+    name: str  # the zone's or the line's
+    direction: str | None = None
+    duration: float | None = None
+    box: tuple[float, float, float, float] | None = None
+
+    def label(self) -> str:
+        """What a class of object did where, alike for every track and visit ("person entered zone A")."""
+        if self.kind == "cross":
+            return f"{self.class_name} crossed {self.name} {(self.direction or '').replace('_', ' ')}".rstrip()
+        verb = {"enter": "entered", "leave": "left", "dwell": "stayed in"}.get(self.kind, self.kind)
+        return f"{self.class_name} {verb} {self.name}"
+
+    def sentence(self) -> str:
+        """The label of this one track and visit ("person #3 stayed 35 s in zone A")."""
+        who = f"{self.class_name} #{self.track_id}"
+        seconds = f"{self.duration:.0f} s" if self.duration is not None else ""
+        if self.kind == "dwell" and seconds:
+            return f"{who} stayed {seconds} in {self.name}"
+        if self.kind == "leave" and seconds:
+            return f"{who} left {self.name} after {seconds}"
+        return who + self.label()[len(self.class_name) :]
+
+    def to_json(self) -> dict:
+        action = {
+            "id": self.track_id,
+            "class_name": self.class_name,
+            "kind": self.kind,
+            "name": self.name,
+            "direction": self.direction,
+            "duration": None if self.duration is None else round(self.duration, 3),
+        }
+        return action if self.box is None else {**action, "box": [round(float(v), 2) for v in self.box]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrackAction":
+        return cls(
+            int(data["id"]),
+            str(data["class_name"]),
+            str(data["kind"]),
+            str(data["name"]),
+            data.get("direction"),
+            data.get("duration"),
+            None if data.get("box") is None else tuple(float(v) for v in data["box"]),
+        )
+
+
 ALERT_STATUSES = ("open", "closed")
 
 
@@ -164,6 +219,7 @@ class Alert:
     query_text: str | None = None
     query_image: str | None = None
     verified: bool | None = None
+    track: TrackAction | None = None  # a track query's alert: the object, what it did, its box
 
     def __post_init__(self) -> None:
         if self.status not in ALERT_STATUSES:
@@ -176,9 +232,12 @@ class Alert:
         return self.models.untrained
 
     @staticmethod
-    def make_id(query_id: str, camera: str, start: float) -> str:
-        """Deterministic: the same query, camera and event start (to the millisecond) give the same id."""
+    def make_id(query_id: str, camera: str, start: float, track_id: int | None = None) -> str:
+        """Deterministic: the same query, camera and event start (to the millisecond), and for a track query's
+        alert the same track, give the same id."""
         text = f"{query_id}\x00{camera}\x00{int(round(start * 1000))}"
+        if track_id is not None:
+            text += f"\x00track {int(track_id)}"
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def to_json(self) -> dict:
@@ -197,6 +256,7 @@ class Alert:
             "models": {"siglip": self.models.siglip, "dinov2": self.models.dinov2},
             "untrained": self.untrained,
             "verified": self.verified,
+            "track": None if self.track is None else self.track.to_json(),
         }
 
     @classmethod
@@ -218,6 +278,7 @@ class Alert:
             query_text=data.get("query_text"),
             query_image=data.get("query_image"),
             verified=data.get("verified"),
+            track=TrackAction.from_json(data["track"]) if data.get("track") is not None else None,
         )
 
 

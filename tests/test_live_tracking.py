@@ -11,12 +11,13 @@ import pytest
 
 from pipeline.config import DetectConfig, EventsConfig, TrackConfig
 from pipeline.live.analyzer import StreamAnalyzer, cameras_state, merge_states
+from pipeline.live.queries import StandingQuery
 from pipeline.live.sink import Sink
 from pipeline.media.decode import decode_frames
 from pipeline.media.synthetic import write_static_camera_video
-from pipeline.records import Frame, FrameBatch, TrackEvent
+from pipeline.records import Alert, Frame, FrameBatch, TrackEvent
 from pipeline.search.index import ClipIndex
-from pipeline.storage.layout import camera_source_id, live_track_events_key, tracks_prefix
+from pipeline.storage.layout import alert_key, camera_source_id, keyframe_key, live_track_events_key, tracks_prefix
 from pipeline.storage.store import LocalStore
 from tests.test_match import MODELS, basis, matcher, raw_vector
 
@@ -131,6 +132,17 @@ def test_camera_parts_of_a_state_carry_their_tracking(footage):
     assert merge_states([others, mine]) == state
 
 
+def test_camera_parts_of_a_state_carry_their_track_alerts(footage):
+    frames, _ = footage
+    stream = querying_analyzer()
+    outputs(stream, frames)
+    state = stream.state_dict()
+    mine, others = cameras_state(state, lambda camera: camera == CAMERA), cameras_state(state, lambda camera: False)
+    assert mine["track_alerts"] == state["track_alerts"] and others["track_alerts"]["alerted"] == []
+    assert others["track_alerts"]["queries"] == state["track_alerts"]["queries"]  # the query book stays whole
+    assert merge_states([others, mine]) == state
+
+
 def test_the_sink_writes_a_batch_of_track_events_per_camera(footage, tmp_path):
     frames, crossings = footage
     store = LocalStore(tmp_path / "store")
@@ -158,3 +170,120 @@ def test_tracking_off_keeps_todays_state_and_output(footage):
     state = switched_off.state_dict()
     assert set(state) == {"version", "last_pts", "windows", "matcher"}
     assert json.dumps(state, sort_keys=True) == json.dumps(plain.state_dict(), sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Standing queries on tracks
+
+CROSSING = StandingQuery.from_json(
+    {
+        "id": "crossing",
+        "track": {"event": "cross", "where": "middle", "classes": ["moving object"], "direction": "right_to_left"},
+    }
+)
+WRONG_WAY = StandingQuery.from_json(
+    {"id": "wrong-way", "track": {"event": "cross", "where": "middle", "direction": "left_to_right"}}
+)
+PEOPLE = StandingQuery.from_json(
+    {"id": "people", "track": {"event": "enter", "where": "left_half", "classes": ["person"]}}
+)
+ENTERING = StandingQuery.from_json({"id": "entering", "track": {"event": "enter", "where": "left_half"}})
+
+
+def querying_analyzer() -> StreamAnalyzer:
+    stream = tracking_analyzer()
+    stream.sync_queries([(query, None) for query in (CROSSING, WRONG_WAY, PEOPLE, ENTERING)])
+    return stream
+
+
+def outputs(stream: StreamAnalyzer, frames: list[Frame]) -> list:
+    return [stream.process(batch_of(frames[start : start + BATCH])) for start in range(0, len(frames), BATCH)]
+
+
+def test_track_queries_alert_once_per_track_with_its_event_and_thumbnail(footage):
+    frames, crossings = footage
+    outs = outputs(querying_analyzer(), frames)
+    alerts = [alert for out in outs for alert in out.alerts]
+    events = [event for out in outs for event in out.track_events]
+    # each block enters the left half once and crosses the middle line once, right to left as seen facing along
+    # it (it walks towards +x, the line points down); nothing is a person
+    assert sorted((a.query_id, a.track.track_id) for a in alerts) == [
+        ("crossing", 1),
+        ("crossing", 2),
+        ("entering", 1),
+        ("entering", 2),
+    ]
+    for alert in alerts:
+        (event,) = [e for e in events if e.track_id == alert.track.track_id and e.kind == alert.track.kind == e.kind]
+        assert (alert.start, alert.end, alert.peak_pts, alert.status) == (event.pts, event.pts, event.pts, "closed")
+        assert alert.track.class_name == "moving object" and alert.track.name == event.name
+        assert alert.track.box is not None and alert.peak_score > 0
+        assert alert.keyframe_key == keyframe_key(camera_source_id(CAMERA), event.pts)
+        (out,) = [out for out in outs if alert in out.alerts]
+        assert alert.keyframe_key in [key for key, _ in out.thumbnails]  # the event's frame, stored by the sink
+        assert alert.track.sentence().startswith(f"moving object #{alert.track.track_id} ")
+    assert len({alert.id for alert in alerts}) == 4
+    assert all(crossings[a.track.track_id - 1][0] <= a.start <= crossings[a.track.track_id - 1][1] for a in alerts)
+
+
+def test_a_restored_analyzer_alerts_no_track_twice(footage):
+    frames, crossings = footage
+    uninterrupted = [alert for out in outputs(querying_analyzer(), frames) for alert in out.alerts]
+    cut = int(crossings[0][1] * RATE)  # the first block has crossed; the second has not come yet
+    before = querying_analyzer()
+    alerts = [alert for out in outputs(before, frames[:cut]) for alert in out.alerts]
+    assert {(a.query_id, a.track.track_id) for a in alerts} == {("crossing", 1), ("entering", 1)}
+    state = json.loads(json.dumps(before.state_dict()))
+    restored = tracking_analyzer()  # its queries come from the checkpoint, before any sync
+    restored.load_state_dict(state)
+    assert restored.state_dict()["track_alerts"] == state["track_alerts"]
+    # the stream is read again from a little before the cut: replayed frames change nothing
+    alerts += [alert for out in outputs(restored, frames[cut - 20 :]) for alert in out.alerts]
+    assert alerts == uninterrupted
+
+
+def test_the_sink_stores_track_alerts_and_their_thumbnails(footage, tmp_path):
+    frames, _ = footage
+    store = LocalStore(tmp_path / "store")
+    sink = Sink(store, ClipIndex.load(store))
+    stream = querying_analyzer()
+    alerts = []
+    for out in outputs(stream, frames):
+        sink.write(out)
+        alerts += out.alerts
+    sid = camera_source_id(CAMERA)
+    for alert in alerts:
+        assert Alert.from_json(store.get_json(alert_key(sid, alert.id))) == alert
+        assert store.exists(alert.keyframe_key)
+
+
+def test_a_changed_track_query_forgets_the_tracks_it_alerted_on(footage):
+    frames, _ = footage
+    stream = querying_analyzer()
+    outputs(stream, frames)
+    assert {entry["query"] for entry in stream.state_dict()["track_alerts"]["alerted"]} == {"crossing", "entering"}
+    either_way = StandingQuery.from_json({"id": "crossing", "track": {"event": "cross", "where": "middle"}})
+    stream.sync_queries([(either_way, None), (ENTERING, None)])
+    state = stream.state_dict()["track_alerts"]
+    assert [q["id"] for q in state["queries"]] == ["crossing", "entering"]
+    assert {entry["query"] for entry in state["alerted"]} == {"entering"}
+
+
+def test_track_queries_that_cannot_alert_say_why_once(footage, caplog):
+    nowhere = StandingQuery.from_json({"id": "nowhere", "track": {"event": "enter", "where": "car park"}})
+    stream = tracking_analyzer()
+    for _ in range(2):
+        stream.sync_queries([(nowhere, None)])
+    said = [r.getMessage() for r in caplog.records if "cannot alert" in r.getMessage()]
+    assert said == [
+        "standing query 'nowhere' watches 'car park', which no zone or line of the events config section is "
+        "called: it cannot alert (they are: left_half, middle)"
+    ]
+    caplog.clear()
+    untracked = analyzer()
+    untracked.sync_queries([(nowhere, None)])
+    untracked.sync_queries([(nowhere, None)])
+    assert [r.getMessage() for r in caplog.records if "cannot alert" in r.getMessage()] == [
+        "standing query 'nowhere' watches tracks, but track.live is off: it cannot alert"
+    ]
+    assert untracked.matcher.list() == []  # a track query is no frame query

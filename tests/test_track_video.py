@@ -161,6 +161,8 @@ def test_a_file_tracked_as_a_camera_is_stored_and_named_as_the_camera(footage, t
 class ListedDetector(Detector):
     """Detections given per frame index."""
 
+    class_names = ["person"]
+
     def __init__(self, per_frame: dict[int, Detections]) -> None:
         self.per_frame = per_frame
 

@@ -8,6 +8,7 @@ import json
 from jobs.commands.common import UsageError, add_common_options, checked_cameras, config_from, read_image
 from pipeline.config import VigilConfig
 from pipeline.live.queries import StandingQuery, delete_query, load_queries, save_query
+from pipeline.records import CROSSING_DIRECTIONS, TRACK_EVENT_KINDS
 from pipeline.storage.store import open_configured_store
 
 
@@ -18,6 +19,14 @@ def register(subparsers) -> None:
     add.add_argument("id")
     add.add_argument("text", nargs="?", help="what to watch for, in any language")
     add.add_argument("--image", help="an example image instead of a phrase")
+    add.add_argument(
+        "--track",
+        choices=list(TRACK_EVENT_KINDS),
+        help="instead of a phrase: alert once per tracked object that does this in --where (needs track.live)",
+    )
+    add.add_argument("--where", help="--track: the zone or line (events config section) it happens in")
+    add.add_argument("--class", dest="classes", action="append", help="--track: object class (repeatable; default any)")
+    add.add_argument("--direction", choices=list(CROSSING_DIRECTIONS), help="--track cross: this direction only")
     add.add_argument("--camera", action="append", help="cameras it watches (repeatable; default all)")
     add.add_argument("--threshold", type=float)
     add.add_argument("--min-duration", type=float)
@@ -48,8 +57,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add(args: argparse.Namespace, config: VigilConfig) -> int:
-    if (args.text is None) == (args.image is None):
-        raise UsageError("give a phrase or --image PATH (one of them)")
+    if sum(given is not None for given in (args.text, args.image, args.track)) != 1:
+        raise UsageError("give a phrase, --image PATH or --track EVENT (one of them)")
+    if args.track is None and (args.where or args.classes or args.direction):
+        raise UsageError("--where, --class and --direction go with --track")
+    if args.track is not None and not args.where:
+        raise UsageError("--track needs --where ZONE_OR_LINE")
+    track = None
+    if args.track is not None:
+        track = {"event": args.track, "where": args.where, "classes": args.classes, "direction": args.direction}
     fields = {
         "min_duration": args.min_duration,
         "cooldown": args.cooldown,
@@ -57,7 +73,7 @@ def add(args: argparse.Namespace, config: VigilConfig) -> int:
         "calibration": args.calibration,
     }
     cameras = checked_cameras(args.camera) or None  # none given: every camera
-    definition = {"id": args.id, "text": args.text, "image": args.image, "cameras": cameras}
+    definition = {"id": args.id, "text": args.text, "image": args.image, "track": track, "cameras": cameras}
     query = StandingQuery.from_json({**definition, **{k: v for k, v in fields.items() if v is not None}})
     image = read_image(args.image) if args.image else None  # refused before the store is touched
     save_query(open_configured_store(config), query, image)

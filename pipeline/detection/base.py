@@ -17,6 +17,11 @@ class Detector(ABC):
     """Finds objects in frames. Frames of several cameras may be interleaved in one call or across calls; each
     camera's frames must come in pts order, since a detector may keep state per camera (`camera_of`)."""
 
+    @property
+    @abstractmethod
+    def class_names(self) -> list[str]:
+        """Each class id's name (a class id indexes this list)."""
+
     @abstractmethod
     def detect(self, frames: Sequence[Frame]) -> list[Detections]:
         """One `Detections` per frame, in frame order, boxes in that frame's pixel coordinates."""

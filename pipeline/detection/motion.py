@@ -41,12 +41,19 @@ class _CameraModel:
     frames: int = 0
 
 
+MOTION_CLASS_NAME = "moving object"  # the motion detector's one class
+
+
 class MotionDetector(Detector):
     """Moving blobs as boxes (class 0, no appearance), one background model per camera."""
 
     def __init__(self, config: DetectConfig | None = None) -> None:
         self.config = config or DetectConfig()
         self._cameras: dict[str, _CameraModel] = {}
+
+    @property
+    def class_names(self) -> list[str]:
+        return [MOTION_CLASS_NAME]
 
     def detect(self, frames: Sequence[Frame]) -> list[Detections]:
         return [self._detect_one(frame) for frame in frames]

@@ -99,6 +99,10 @@ class OwlDetector(Detector):
         )
         return cls(loaded, config, phrases=phrases, device=device, batch_size=batch_size)
 
+    @property
+    def class_names(self) -> list[str]:
+        return self.phrases
+
     def detect(self, frames: Sequence[Frame]) -> list[Detections]:
         detections: list[Detections] = []
         for start in range(0, len(frames), self.batch_size):

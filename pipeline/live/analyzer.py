@@ -18,11 +18,14 @@ analyzer keeps its tracks with their ids and numbers new ones after them. The de
 in it (OpenCV's MOG2 cannot be saved): after a restore each camera's detector warms up again (`detect.warmup`
 frames), missing every object meanwhile, and with no appearance to re-identify it, an object that has moved off
 its lost track's predicted box by then starts a new track. With tracking off the state has no "tracking" section.
+Standing queries on tracks (`pipeline.live.track_alerts`) alert from those events, once per track; the tracks they
+alerted on are in the state too ("track_alerts", with tracking on).
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ from pipeline.config import DetectConfig, EventsConfig, TrackConfig
 from pipeline.detection.motion import MotionDetector
 from pipeline.live.match import Matcher
 from pipeline.live.queries import StandingQuery
+from pipeline.live.track_alerts import TrackAlerts
 from pipeline.records import (
     Alert,
     ClipEmbedding,
@@ -41,6 +45,7 @@ from pipeline.records import (
     FrameFeatures,
     Keyframe,
     ModelIds,
+    Track,
     TrackEvent,
 )
 from pipeline.search.embed import ClipWindow, ClipWindower, FeatureCarry
@@ -50,6 +55,8 @@ from pipeline.tracking.events import TrackEvents
 from pipeline.tracking.tracker import Tracker
 
 STATE_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 class StateLost(RuntimeError):
@@ -109,6 +116,9 @@ def cameras_state(state: dict, keep: Callable[[str], bool]) -> dict:
     narrowed = dict(state)
     if "tracking" in state:
         narrowed["tracking"] = {camera: saved for camera, saved in state["tracking"].items() if keep(camera)}
+    if "track_alerts" in state:
+        alerts = state["track_alerts"]
+        narrowed["track_alerts"] = {**alerts, "alerted": [a for a in alerts["alerted"] if keep(a["camera"])]}
     return {
         **narrowed,
         "last_pts": {camera: pts for camera, pts in state["last_pts"].items() if keep(camera)},
@@ -131,6 +141,12 @@ def merge_states(states: list[dict]) -> dict:
     first = dict(states[0])
     if any("tracking" in state for state in states):
         first["tracking"] = {camera: saved for state in states for camera, saved in state.get("tracking", {}).items()}
+    if any("track_alerts" in state for state in states):
+        held = [state.get("track_alerts", {}) for state in states]
+        first["track_alerts"] = {
+            "queries": list({q["id"]: q for part in reversed(held) for q in part.get("queries", [])}.values()),
+            "alerted": [entry for part in held for entry in part.get("alerted", [])],
+        }
     return {
         **first,
         "last_pts": {camera: pts for state in states for camera, pts in state["last_pts"].items()},
@@ -177,12 +193,14 @@ class LiveTracking:
         self.trackers: dict[str, Tracker] = {}
         self.camera_events: dict[str, TrackEvents] = {}
 
-    def update(self, camera: str, frame: Frame) -> list[TrackEvent]:
+    def update(self, camera: str, frame: Frame) -> tuple[list[Track], list[TrackEvent]]:
+        """The frame's reported tracks and their events."""
         if camera not in self.trackers:
             self.trackers[camera] = Tracker(self.track)
             self.camera_events[camera] = TrackEvents(camera, self.events)
         (detections,) = self.detector.detect([frame])
-        return self.camera_events[camera].update(self.trackers[camera].update(detections), frame.pts)
+        tracks = self.trackers[camera].update(detections)
+        return tracks, self.camera_events[camera].update(tracks, frame.pts)
 
     def state_dict(self) -> dict:
         return {
@@ -222,6 +240,7 @@ class StreamAnalyzer:
             if track is not None and track.live
             else None
         )
+        self.track_alerts = TrackAlerts(models)  # the standing queries on tracks
 
     def _windower(self, camera: str) -> ClipWindower:
         if camera not in self._windowers:
@@ -244,15 +263,27 @@ class StreamAnalyzer:
             if self.matcher.is_peak(camera, frame.pts):
                 out.thumbnails.append((keyframe_key(camera_source_id(camera), frame.pts), frame.image))
             if self._tracking is not None:
-                out.track_events += self._tracking.update(camera, frame)
+                tracks, events = self._tracking.update(camera, frame)
+                out.track_events += events
+                alerts = self.track_alerts.process(camera, events, tracks, self._tracking.detector.class_names)
+                thumbnail = keyframe_key(camera_source_id(camera), frame.pts)
+                if alerts and not any(key == thumbnail for key, _ in out.thumbnails):
+                    out.thumbnails.append((thumbnail, frame.image))
+                out.alerts += alerts
         return out
 
     def sync_queries(self, stored: list[tuple[StandingQuery, np.ndarray | None]]) -> StreamOutput:
         """Follow the stored standing queries (with their example images): add new ones, drop deleted or
         changed ones (their open events close: the returned alerts; a changed one is then added anew).
         Queries already held are not encoded again."""
+        track_queries = [query for query, _ in stored if query.kind == "track"]
+        held = {query.id for query in self.track_alerts.list()}
+        for query in track_queries:
+            if query.id not in held:  # said once per query
+                self._warn_if_deaf(query)
+        self.track_alerts.sync(track_queries)
         matcher = self.matcher
-        wanted = {query.id: (query, image) for query, image in stored}
+        wanted = {query.id: (query, image) for query, image in stored if query.kind != "track"}
         out = StreamOutput()
         for held in matcher.list():
             if held.id not in wanted or wanted[held.id][0] != held:
@@ -261,6 +292,22 @@ class StreamAnalyzer:
             if query.id not in matcher:
                 matcher.add(query, image=image)
         return out
+
+    def _warn_if_deaf(self, query: StandingQuery) -> None:
+        """A track query that can never alert here says why: tracking is off, or no zone or line has its name."""
+        if self._tracking is None:
+            log.warning("standing query %r watches tracks, but track.live is off: it cannot alert", query.id)
+            return
+        events = self._tracking.events
+        places = {zone.name for zone in events.zones} | {line.name for line in events.lines}
+        if query.track.where not in places:
+            log.warning(
+                "standing query %r watches %r, which no zone or line of the events config section is called: "
+                "it cannot alert (they are: %s)",
+                query.id,
+                query.track.where,
+                ", ".join(sorted(places)) or "none",
+            )
 
     def flush(self) -> StreamOutput:
         """End of the streams: close every window and event."""
@@ -298,6 +345,7 @@ class StreamAnalyzer:
         }
         if self._tracking is not None:
             state["tracking"] = self._tracking.state_dict()
+            state["track_alerts"] = self.track_alerts.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -306,6 +354,7 @@ class StreamAnalyzer:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"stream state version {state.get('version')!r} is not {STATE_VERSION}")
         self.matcher.load_state_dict(state["matcher"])
+        self.track_alerts.load_state_dict(state.get("track_alerts", {}))  # none in states made before them
         self._last_pts = {camera: float(pts) for camera, pts in state["last_pts"].items()}
         self._windowers = {}
         self._carry = FeatureCarry()

@@ -1,7 +1,11 @@
 """Standing queries: their definition (`StandingQuery`, validated and JSON), their vectors (`EncodedQuery`,
 made by `encode_query`), and their place in the store (`queries/{id}.json`, example images as
 `queries/{id}.jpg`), so they can be added and removed while monitors run: monitors re-read that folder
-periodically. How they score frames and raise alerts: `pipeline.live.match`."""
+periodically. How they score frames and raise alerts: `pipeline.live.match`.
+
+A query watches frames (a phrase or an example image) or tracked objects (`track`: an object of some classes
+entering, leaving, staying in a zone or crossing a line); the latter alert once per track
+(`pipeline.live.track_alerts`)."""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.records import ModelIds
+from pipeline.records import CROSSING_DIRECTIONS, TRACK_EVENT_KINDS, ModelIds
 from pipeline.storage.codecs import decode_image, encode_jpeg
 from pipeline.storage.layout import QUERIES, query_image_key, query_key
 from pipeline.storage.store import ObjectStore
@@ -36,6 +40,42 @@ _QUERY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 # ---------------------------------------------------------------------------------------------- queries
+
+
+class TrackCondition(BaseModel):
+    """Which track events a query alerts on: `event` in the zone or at the line named `where` (the `events`
+    config section's names), by an object of one of `classes` (the detector's class names; None: any), a
+    crossing in `direction` only (None: either). A "dwell" is a visit of `events.dwell_seconds`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event: Literal[TRACK_EVENT_KINDS]  # type: ignore[valid-type]
+    where: str = Field(min_length=1, max_length=200)
+    classes: tuple[str, ...] | None = None
+    direction: Literal[CROSSING_DIRECTIONS] | None = None  # type: ignore[valid-type]
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str) or not all(isinstance(c, str) and c.strip() for c in value) or not value:
+            raise ValueError("must be a list of class names, or null for any class")
+        return tuple(c.strip() for c in value)
+
+    @model_validator(mode="after")
+    def _direction_for_crossings(self) -> "TrackCondition":
+        if self.direction is not None and self.event != "cross":
+            raise ValueError(f"a direction applies to 'cross' events only, not {self.event!r}")
+        return self
+
+    def accepts(self, kind: str, name: str, direction: str | None, class_name: str) -> bool:
+        return (
+            kind == self.event
+            and name == self.where
+            and self.direction in (None, direction)
+            and (self.classes is None or class_name in self.classes)
+        )
 
 
 class StandingQuery(BaseModel):
@@ -54,6 +94,7 @@ class StandingQuery(BaseModel):
     release: float = Field(default=2.0, ge=0, le=3600)  # below the low threshold this long before it closes
     cooldown: float = Field(default=60.0, ge=0, le=86400)  # after an event ends, before the next may start
     max_gap: float = Field(default=10.0, gt=0, le=86400)  # a longer silence of the camera closes the event
+    track: TrackCondition | None = None  # instead of text or image: events of tracked objects
 
     @field_validator("id")
     @classmethod
@@ -90,8 +131,8 @@ class StandingQuery(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> "StandingQuery":
-        if (self.text is None) == (self.image is None):
-            raise ValueError("a standing query needs exactly one of 'text' or 'image'")
+        if sum(x is not None for x in (self.text, self.image, self.track)) != 1:
+            raise ValueError("a standing query needs exactly one of 'text', 'image' or 'track'")
         if self.image is not None and self.calibration == "prompts":
             raise ValueError("calibration 'prompts' (neutral text prompts) applies to text queries only")
         z_mode = self.calibration in Z_MODES
@@ -109,7 +150,7 @@ class StandingQuery(BaseModel):
 
     @property
     def kind(self) -> str:
-        return "text" if self.text is not None else "image"
+        return "text" if self.text is not None else "image" if self.image is not None else "track"
 
     @property
     def low(self) -> float:

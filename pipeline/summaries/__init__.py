@@ -27,6 +27,7 @@ Outputs under `summaries/{source_id}/` (a time range under `summaries/{source_id
 
 from __future__ import annotations
 
+from pipeline.records import TrackAction
 from pipeline.summaries.assembly import (
     SCHEMA_VERSION,
     SummaryResult,
@@ -40,7 +41,7 @@ from pipeline.summaries.assembly import (
 )
 from pipeline.summaries.concepts import Concept, VocabularyError, builtin_concepts, load_vocabulary, parse_vocabulary
 from pipeline.summaries.errors import NotEnoughFootage, SummarizeError
-from pipeline.summaries.events import TimelineEvent, TrackAction, alert_events, read_events
+from pipeline.summaries.events import TimelineEvent, alert_events, read_events
 from pipeline.summaries.features import FeatureTrack, read_clip_track, read_frame_track, stored_track
 from pipeline.summaries.keyframes import choose_keyframes, joint_embedding, keyframe_budget
 from pipeline.summaries.options import SummaryOptions

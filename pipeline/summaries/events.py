@@ -9,60 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.records import TrackAction
 from pipeline.storage.layout import alerts_prefix
 from pipeline.storage.store import ObjectStore, StoreError
 from pipeline.summaries.errors import SummarizeError
-
-
-@dataclass(frozen=True)
-class TrackAction:
-    """What a tracked object did behind a timeline event: entered or left a zone, stayed in one (`duration`:
-    seconds since it entered), or crossed a line (`direction`, as `pipeline.records.TrackEvent` has them)."""
-
-    track_id: int
-    class_name: str
-    kind: str  # enter, leave, dwell, cross
-    name: str  # the zone's or the line's
-    direction: str | None = None
-    duration: float | None = None
-
-    def label(self) -> str:
-        """What a class of object did where, alike for every track and visit ("person entered zone A")."""
-        if self.kind == "cross":
-            return f"{self.class_name} crossed {self.name} {(self.direction or '').replace('_', ' ')}".rstrip()
-        verb = {"enter": "entered", "leave": "left", "dwell": "stayed in"}.get(self.kind, self.kind)
-        return f"{self.class_name} {verb} {self.name}"
-
-    def sentence(self) -> str:
-        """The label of this one track and visit ("person #3 stayed 35 s in zone A")."""
-        who = f"{self.class_name} #{self.track_id}"
-        seconds = f"{self.duration:.0f} s" if self.duration is not None else ""
-        if self.kind == "dwell" and seconds:
-            return f"{who} stayed {seconds} in {self.name}"
-        if self.kind == "leave" and seconds:
-            return f"{who} left {self.name} after {seconds}"
-        return who + self.label()[len(self.class_name) :]
-
-    def to_json(self) -> dict:
-        return {
-            "id": self.track_id,
-            "class_name": self.class_name,
-            "kind": self.kind,
-            "name": self.name,
-            "direction": self.direction,
-            "duration": None if self.duration is None else round(self.duration, 3),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping) -> "TrackAction":
-        return cls(
-            int(data["id"]),
-            str(data["class_name"]),
-            str(data["kind"]),
-            str(data["name"]),
-            data.get("direction"),
-            data.get("duration"),
-        )
 
 
 @dataclass(frozen=True)
@@ -96,7 +46,12 @@ class TimelineEvent:
             end = float(first("t_end", "end", default=start))
         except (TypeError, ValueError):
             raise SummarizeError(f"an event needs numeric t_start and t_end (seconds): {dict(item)!r}") from None
-        label = first("label", "query", "query_text", "query_image", "name", "query_id")
+        action = item.get("track")  # a track query's alert says what the object did
+        if isinstance(action, Mapping):
+            action = TrackAction.from_json(action)
+        label = first("label", "query", "query_text", "query_image", "name")
+        if label is None:
+            label = action.sentence() if isinstance(action, TrackAction) else first("query_id")
         if label is None or not str(label).strip():
             raise SummarizeError(f"an event needs a label: {dict(item)!r}")
         if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end < start:

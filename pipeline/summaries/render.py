@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.records import UNTRAINED_NOTE
+from pipeline.records import UNTRAINED_NOTE, TrackAction
 from pipeline.storage.codecs import encode_jpeg
-from pipeline.summaries.events import TrackAction
 from pipeline.summaries.timecode import format_time
 
 _BG = (246, 246, 244)

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from pipeline.records import TrackEvent
+from pipeline.records import TrackAction, TrackEvent
 from pipeline.storage.layout import tracks_key
 from pipeline.storage.store import ObjectStore
-from pipeline.summaries.events import TimelineEvent, TrackAction
+from pipeline.summaries.events import TimelineEvent
 from pipeline.tracking import StoredTrack
 
 

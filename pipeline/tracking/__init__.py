@@ -36,7 +36,6 @@ from pipeline.tracking.similar import (
 )
 from pipeline.tracking.tracker import Tracker
 from pipeline.tracking.video import (
-    MOTION_CLASS_NAME,
     TrackedObject,
     TrackedSource,
     decode_appearance,
@@ -45,7 +44,6 @@ from pipeline.tracking.video import (
 from pipeline.tracking.zones import Line, PolygonZone, anchor_points
 
 __all__ = [
-    "MOTION_CLASS_NAME",
     "Detections",
     "EventsConfig",
     "Line",

@@ -27,7 +27,6 @@ from pipeline.records import Detections, Frame, Track, TrackEvent
 from pipeline.tracking.events import TrackEvents
 from pipeline.tracking.tracker import Tracker
 
-MOTION_CLASS_NAME = "moving object"  # the motion detector's one class
 THUMBNAIL_MARGIN = 0.1  # of a box's width and height around its thumbnail, as the appearance crops have
 
 
