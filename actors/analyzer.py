@@ -1,12 +1,8 @@
 """Stream analyzer actor: clip windows and standing queries (pipeline.live.analyzer) for the cameras it is fed.
 
 The monitor runs one per shard (`monitor.shards`), each fed the frames of its cameras only. Its state is lost
-with it: a restarted analyzer refuses every call (`StateLost`) until the monitor loads its state again, so
-the calls made for its predecessor, which Ray would otherwise run on it, cannot analyse frames from nothing.
-The calls that change its state are numbered from the last load (`step`); one that does not follow the last
-(a call before it failed: its batch's features were lost with a node) is refused too, and so is every call
-after it until the next load, so the analyzer never goes on over a gap. An output with open alerts carries the
-wall clock of the frames that opened them (`TimedOutput`), from which the sink measures frame-to-alert latency.
+with it, so its calls are guarded (actors/call_order.py). An output with open alerts carries the wall clock of the
+frames that opened them (`TimedOutput`), from which the sink measures frame-to-alert latency.
 """
 
 from __future__ import annotations
@@ -15,8 +11,9 @@ import logging
 
 import ray
 
+from actors.call_order import CallOrder
 from pipeline.config import VigilConfig
-from pipeline.live.analyzer import StateLost, StreamAnalyzer, StreamOutput
+from pipeline.live.analyzer import StreamAnalyzer, StreamOutput
 from pipeline.live.logs import configure_logging
 from pipeline.live.match import Matcher
 from pipeline.live.metrics import MonitorMetrics, TimedOutput
@@ -39,12 +36,9 @@ class StreamAnalyzerActor:
             Matcher.from_encoders(encoders, settings=config.match),
             window=config.embed.window,
             models=encoders.ids,
-            track=config.track,
-            detect=config.detect,
-            events=config.events,
+            tracked=config.track.live,
         )
-        self.loaded = False
-        self.next_step = 0
+        self.order = CallOrder("analyzer")
         self.metrics = MonitorMetrics()
 
     def load_state_dict(self, state: dict | None) -> None:
@@ -53,7 +47,7 @@ class StreamAnalyzerActor:
             self.analyzer.forget_cameras()
         else:
             self.analyzer.load_state_dict(state)
-        self.loaded, self.next_step = True, 0
+        self.order.load()
         log.info("state loaded: %d camera(s)", len(state["last_pts"]) if state else 0)
 
     def refresh_queries(self, step: int) -> StreamOutput:
@@ -69,17 +63,13 @@ class StreamAnalyzerActor:
         return self._step(step).flush()
 
     def state_dict(self) -> dict:
-        return self._loaded().state_dict()
+        self.order.check_loaded()
+        return self.analyzer.state_dict()
+
+    def models(self):
+        """The models of the frames' features (`ModelIds`): the tracker's alerts carry them too."""
+        return self.analyzer.models
 
     def _step(self, step: int) -> StreamAnalyzer:
-        analyzer = self._loaded()
-        if step != self.next_step:
-            self.loaded = False
-            raise StateLost(f"call {step} came where call {self.next_step} was due: a call before it was lost")
-        self.next_step += 1
-        return analyzer
-
-    def _loaded(self) -> StreamAnalyzer:
-        if not self.loaded:
-            raise StateLost("the analyzer was restarted and holds no state yet")
+        self.order.check_step(step)
         return self.analyzer

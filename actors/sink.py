@@ -55,12 +55,22 @@ class SinkActor:
         return stored
 
     def checkpoint(
-        self, name: str, shard: int, shards: int, sequence: int, analyzer: dict, offsets: dict[str, int], *writes: int
+        self,
+        name: str,
+        shard: int,
+        shards: int,
+        sequence: int,
+        analyzer: dict,
+        offsets: dict[str, int],
+        *writes: int,
+        tracker: dict | None = None,
     ) -> None:
         """Store shard `shard`'s checkpoint once the writes it covers are durable. `analyzer` (the analyzer's
-        state_dict call) and `writes` (the write calls the checkpoint covers) are arguments of their own so that
-        Ray resolves them first: a failed one fails the checkpoint."""
-        checkpoint = ShardCheckpoint(shard, shards, sequence, analyzer, offsets)
+        state_dict call), `tracker` (the tracker's, with track.live: its sections join the analyzer's in one
+        state) and `writes` (the write calls the checkpoint covers) are arguments of their own so that Ray
+        resolves them first: a failed one fails the checkpoint."""
+        state = analyzer if tracker is None else {**analyzer, **tracker}
+        checkpoint = ShardCheckpoint(shard, shards, sequence, state, offsets)
         self._started().checkpoint(name, checkpoint.to_json(), shard, shards)
 
     def resume(self, name: str, shards: int) -> tuple:

@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.config import VigilConfig
@@ -152,15 +152,17 @@ class MonitorStages:
     extractors: list
     decoders: list  # one per embedded source, or `monitor.decoders` Kafka decoders dividing the partitions
     analyzers: list  # one per shard (`monitor.shards`), holding the cameras `camera_shard` gives it
-    sinks: list  # one per shard, writing its analyzer's outputs and storing its checkpoints
+    sinks: list  # one per shard, writing its analyzer's (and tracker's) outputs and storing its checkpoints
     summarizer: Any | None = None  # with monitor.summary_every set
     kafka: bool = False  # the decoders read Kafka: they commit the checkpointed offsets and count dead letters
+    trackers: list = field(default_factory=list)  # with track.live, one per shard beside its analyzer
 
     def handles(self) -> list:
         return [
             *self.extractors,
             *self.decoders,
             *self.analyzers,
+            *self.trackers,
             *self.sinks,
             *([self.summarizer] if self.summarizer is not None else []),
         ]
@@ -204,6 +206,12 @@ def make_monitor_stages(config: VigilConfig) -> MonitorStages:
         print(f"monitor {m.name}: {shortfall}", file=sys.stderr, flush=True)
     place = WorkerNodes()
     analyzers = [StreamAnalyzerActor.options(**place.next()).remote(config) for _ in range(m.shards)]
+    trackers = []
+    if config.track.live:
+        from actors.tracker import TrackerActor
+
+        models = analyzers[0].models.remote()  # resolved by Ray before each tracker starts
+        trackers = [TrackerActor.options(**place.next()).remote(config, models) for _ in range(m.shards)]
     sinks = [SinkActor.options(**place.next()).remote(config, publish_alerts=kafka_mode) for _ in range(m.shards)]
     if kafka_mode:
         decoders = [
@@ -212,7 +220,7 @@ def make_monitor_stages(config: VigilConfig) -> MonitorStages:
     else:
         decoders = [StreamDecoderActor.remote(s.url, s.camera, config) for s in m.sources]
     summarizer = SummarizerActor.options(**place.next()).remote(config) if m.summary_every else None
-    stages = MonitorStages(extractors, decoders, analyzers, sinks, summarizer, kafka_mode)
+    stages = MonitorStages(extractors, decoders, analyzers, sinks, summarizer, kafka_mode, trackers)
     ray_get([stage.__ray_ready__.remote() for stage in stages.handles()])
     return stages
 

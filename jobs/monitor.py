@@ -18,9 +18,10 @@ batches and throughput. At most `monitor.in_flight` full batches' worth of frame
 and the sinks at a time, and at most one poll of each decoder waits for an extractor, so a slow stage slows
 intake instead of growing memory.
 
-Cameras are sharded (`monitor.shards`): camera c belongs to shard `camera_shard(c)`, one analyzer and one sink.
-The extractor returns one batch per shard, so a shard's analyzer sees its own cameras only, and its outputs go
-to its own sink.
+Cameras are sharded (`monitor.shards`): camera c belongs to shard `camera_shard(c)`, one analyzer and one sink
+(and, with `track.live`, one tracker beside the analyzer, given the same batches). The extractor returns one batch
+per shard, so a shard's analyzer sees its own cameras only, and its outputs go to its own sink. A shard's state
+is its analyzer's and its tracker's, stored as one in its checkpoints.
 
 Every `checkpoint_every` seconds each analyzer shard's state and the Kafka offsets of the batches handed over
 so far go to the shard's sink, which stores them after those batches' outputs (and indexes the new clips); only
@@ -319,12 +320,16 @@ class CheckpointCycle:
         actor runs one caller's calls in order), and only if every one of those writes succeeded, so a
         checkpoint never covers anything not durable."""
         stages, shards = self.stages, len(self.stages.sinks)
-        saved = [
-            sink.checkpoint.remote(
-                self.name, shard, shards, self.sequence, analyzer.state_dict.remote(), dict(offsets), *uncovered
+        saved = []
+        for shard, (analyzer, sink, uncovered) in enumerate(zip(stages.analyzers, stages.sinks, self.uncovered)):
+            # a tracker's state joins its shard's (a keyword argument: Ray resolves it first too)
+            tracker = {"tracker": stages.trackers[shard].state_dict.remote()} if stages.trackers else {}
+            state = analyzer.state_dict.remote()
+            saved.append(
+                sink.checkpoint.remote(
+                    self.name, shard, shards, self.sequence, state, dict(offsets), *uncovered, **tracker
+                )
             )
-            for shard, (analyzer, sink, uncovered) in enumerate(zip(stages.analyzers, stages.sinks, self.uncovered))
-        ]
         self.sequence += 1
         self.uncovered = [[] for _ in stages.sinks]
         self.saving = _Checkpoint(saved, dict(offsets), dict(latest_pts))
@@ -361,40 +366,58 @@ class CheckpointCycle:
         return 0 if call is None else self.calls.get(call)
 
 
-class AnalyzerSteps:
-    """The calls that change an analyzer shard's state, numbered from its last load. An analyzer refuses a call
-    that does not follow its last one (`StateLost`): when a batch's features are lost with a node, the later
-    batches its extractors finished are not analysed over the gap (their windows written as if whole); the
-    monitor replays from the checkpoints instead."""
+class StateSteps:
+    """The calls that change the state of one kind of a shard's stateful stages (its analyzer, or its tracker),
+    numbered from their last load. Such a stage refuses a call that does not follow its last one (`StateLost`):
+    when a batch's features are lost with a node, the later batches its extractors finished are not analysed
+    over the gap (their windows written as if whole); the monitor replays from the checkpoints instead."""
 
-    def __init__(self, analyzers: list):
-        self.analyzers = analyzers
-        self.steps = [0] * len(analyzers)
+    def __init__(self, actors: list):
+        self.actors = actors
+        self.steps = [0] * len(actors)
 
     def call(self, shard: int, method: str, *args):
         step = self.steps[shard]
         self.steps[shard] += 1
-        return getattr(self.analyzers[shard], method).remote(step, *args)
+        return getattr(self.actors[shard], method).remote(step, *args)
 
     def every_shard(self, method: str) -> dict[int, Any]:
-        return {shard: self.call(shard, method) for shard in range(len(self.analyzers))}
+        return {shard: self.call(shard, method) for shard in range(len(self.actors))}
 
 
-def resume(stages: MonitorStages, name: str, calls: RemoteCalls) -> tuple[ResumePoint, AnalyzerSteps]:
-    """Go on from the checkpoints: each analyzer shard loads its state (the checkpoints shared out anew by camera
-    when the shard count changed; the states go from the sink to the analyzers, not through here), the sinks
-    take writes again, every decoder reads again from where the checkpoints leave off, and the analyzers
-    follow the stored queries. Returns where the decoders read from, and the analyzers' calls from there."""
+class ShardSteps:
+    """The stateful stages of every shard, each kind's calls numbered (`StateSteps`): the analyzers and, with
+    `track.live`, the trackers beside them. Both kinds take the same calls (a shard's frames, the stored queries,
+    the end of the streams); each call returns one dict of calls per kind, by shard, whose outputs go to the
+    shard's sink."""
+
+    def __init__(self, stages: MonitorStages):
+        self.kinds = [StateSteps(stages.analyzers)] + ([StateSteps(stages.trackers)] if stages.trackers else [])
+
+    def call(self, shards: list[int], method: str, args: dict[int, Any]) -> list[dict[int, Any]]:
+        """`method` with each shard's argument, on the given shards."""
+        return [{shard: kind.call(shard, method, args[shard]) for shard in shards} for kind in self.kinds]
+
+    def every_shard(self, method: str) -> list[dict[int, Any]]:
+        return [kind.every_shard(method) for kind in self.kinds]
+
+
+def resume(stages: MonitorStages, name: str, calls: RemoteCalls) -> tuple[ResumePoint, ShardSteps]:
+    """Go on from the checkpoints: each shard's analyzer (and tracker) loads its state (the checkpoints shared
+    out anew by camera when the shard count changed; the states go from the sink to them, not through here), the
+    sinks take writes again, every decoder reads again from where the checkpoints leave off, and the analyzers
+    and trackers follow the stored queries. Returns where the decoders read from, and their calls from there."""
     shards = len(stages.analyzers)
     point, *states = stages.sinks[0].resume.options(num_returns=shards + 1).remote(name, shards)
-    loaded = [analyzer.load_state_dict.remote(state) for analyzer, state in zip(stages.analyzers, states)]
+    stateful = [*stages.analyzers, *stages.trackers]
+    loaded = [stage.load_state_dict.remote(state) for stage, state in zip(stateful, states * 2)]
     started = [sink.start.remote() for sink in stages.sinks]
     point = calls.get(point)
     calls.get([*loaded, *started, *(decoder.seek.remote(point.offsets) for decoder in stages.decoders)])
-    analyzers = AnalyzerSteps(stages.analyzers)
-    refreshed = analyzers.every_shard("refresh_queries")
-    calls.get([sink.write.remote(refreshed[shard]) for shard, sink in enumerate(stages.sinks)])
-    return point, analyzers
+    steps = ShardSteps(stages)
+    for refreshed in steps.every_shard("refresh_queries"):
+        calls.get([sink.write.remote(refreshed[shard]) for shard, sink in enumerate(stages.sinks)])
+    return point, steps
 
 
 class StageRun:
@@ -407,7 +430,7 @@ class StageRun:
         settings: MonitorConfig,
         calls: RemoteCalls,
         point: ResumePoint,
-        analyzers: AnalyzerSteps,
+        steps: ShardSteps,
         *,
         sequence: int,
         clock: Callable[[], float],
@@ -416,7 +439,7 @@ class StageRun:
         s = settings
         self.stages, self.settings, self.calls, self.clock = stages, settings, calls, clock
         self.status = status
-        self.analyzers = analyzers
+        self.steps = steps
         self.intake = Intake(stages.decoders, calls, point.offsets)
         self.pool = ExtractorPool(stages.extractors, calls)
         # Room for every extractor's two batches (in_flight counts full batches' worth of frames).
@@ -448,8 +471,8 @@ class StageRun:
                 # Only the shards whose cameras are in the batch analyse it. Each gets its batches in order,
                 # whichever extractor finishes first: an actor runs one caller's calls in the order they were made.
                 fed = sorted({camera_shard(camera, shards) for polled in polls for camera in polled.receipt.latest_pts})
-                analysed = {shard: self.analyzers.call(shard, "process", outputs[shard]) for shard in fed}
-                checkpoints.cover(in_flight.write(analysed, frames))
+                for kind, analysed in enumerate(self.steps.call(fed, "process", outputs)):
+                    checkpoints.cover(in_flight.write(analysed, frames if kind == 0 else 0))  # frames counted once
                 report.batches += 1
                 report.frames += frames
                 report.alerts += in_flight.settle()
@@ -459,13 +482,15 @@ class StageRun:
             if self.status is not None:
                 self.status.step(now, self, report)
             if now - last_refresh >= s.query_refresh:
-                checkpoints.cover(in_flight.write(self.analyzers.every_shard("refresh_queries")))
+                for refreshed in self.steps.every_shard("refresh_queries"):
+                    checkpoints.cover(in_flight.write(refreshed))
                 last_refresh = now
             if max_frames is not None and report.frames >= max_frames:
                 break
         checkpoints.finish()
         if not intake.busy():  # the embedded sources ended: close the last windows and events
-            checkpoints.cover(in_flight.write(self.analyzers.every_shard("flush")))
+            for flushed in self.steps.every_shard("flush"):
+                checkpoints.cover(in_flight.write(flushed))
         report.alerts += in_flight.drain()
         checkpoints.close(intake.offsets, intake.latest_pts, ended=not intake.busy())
 
@@ -492,11 +517,11 @@ def drive(
     the checkpoints and run again (one line on stderr for each recovery). `status` publishes the monitor's
     status as it runs, and a last one as it ends."""
     report = MonitorReport()
-    point, analyzers = resume(stages, settings.name, calls)
+    point, steps = resume(stages, settings.name, calls)
     sequence = 0  # the next checkpoint cycle's number, never one of an earlier cycle (the stored ones lag after a loss)
     while True:
         sequence = max(sequence, point.sequence)
-        run = StageRun(stages, settings, calls, point, analyzers, sequence=sequence, clock=clock, status=status)
+        run = StageRun(stages, settings, calls, point, steps, sequence=sequence, clock=clock, status=status)
         try:
             run.run(report, stop=stop, idle_exit=idle_exit, max_frames=max_frames)
         except StageLost as lost:
@@ -505,7 +530,7 @@ def drive(
             began = clock()
             report.alerts += run.drop()
             calls.ready(stages.handles())
-            point, analyzers = resume(stages, settings.name, calls)
+            point, steps = resume(stages, settings.name, calls)
             spent = clock() - began
             report.recoveries += 1
             report.recovery_seconds += spent

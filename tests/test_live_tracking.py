@@ -1,6 +1,6 @@
-"""Live tracking in the stream analyzer (`track.live`): generated footage (a block crossing a still scene twice)
-through a `StreamAnalyzer` with fake features, its motion detector, tracker and zone and line events; track ids
-across a checkpoint; the sink's per-batch event objects; and, switched off, today's state."""
+"""Live tracking (`track.live`): generated footage (a block crossing a still scene twice) through a `StreamTracker`,
+its motion detector, tracker and zone and line events; track ids across a checkpoint; its sections of a shard's
+state beside the analyzer's; the sink's per-batch event objects; standing queries on tracks."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pipeline.config import DetectConfig, EventsConfig, TrackConfig
 from pipeline.live.analyzer import StreamAnalyzer, cameras_state, merge_states
 from pipeline.live.queries import StandingQuery
 from pipeline.live.sink import Sink
+from pipeline.live.tracker import StreamTracker
 from pipeline.media.decode import decode_frames
 from pipeline.media.synthetic import write_static_camera_video
 from pipeline.records import Alert, Frame, FrameBatch, TrackEvent
@@ -44,14 +45,13 @@ def footage(tmp_path_factory) -> tuple[list[Frame], list[tuple[float, float]]]:
     return frames, crossings
 
 
-def analyzer(**tracking) -> StreamAnalyzer:
-    return StreamAnalyzer(matcher(), window=2.0, models=MODELS, **tracking)
+def analyzer(tracked: bool = False) -> StreamAnalyzer:
+    return StreamAnalyzer(matcher(), window=2.0, models=MODELS, tracked=tracked)
 
 
-def tracking_analyzer() -> StreamAnalyzer:
+def live_tracker() -> StreamTracker:
     # a lost track is dropped after 2 s: the next crossing's block is a new object
-    track = TrackConfig(live=True, reid_frames=10)
-    return analyzer(track=track, detect=DetectConfig(warmup=WARMUP), events=EVENTS)
+    return StreamTracker(MODELS, TrackConfig(live=True, reid_frames=10), DetectConfig(warmup=WARMUP), EVENTS)
 
 
 def batch_of(frames: list[Frame]) -> FrameBatch:
@@ -59,7 +59,7 @@ def batch_of(frames: list[Frame]) -> FrameBatch:
     return FrameBatch(frames, np.stack([raw_vector(0.1)] * count), np.stack([basis(0, 4)] * count))
 
 
-def run(stream: StreamAnalyzer, frames: list[Frame]) -> list[TrackEvent]:
+def run(stream: StreamTracker, frames: list[Frame]) -> list[TrackEvent]:
     events = []
     for start in range(0, len(frames), BATCH):
         events += stream.process(batch_of(frames[start : start + BATCH])).track_events
@@ -76,7 +76,7 @@ def alive(state: dict) -> list[int]:
 
 def test_each_crossing_is_one_track_with_zone_and_line_events(footage):
     frames, crossings = footage
-    events = run(tracking_analyzer(), frames)
+    events = run(live_tracker(), frames)
     for track_id, (start, end) in zip((1, 2), crossings):
         # the block walks left to right: into the left half, out of it, across the middle line
         mine = [event for event in events if event.track_id == track_id]
@@ -91,13 +91,13 @@ def test_each_crossing_is_one_track_with_zone_and_line_events(footage):
 
 def test_a_checkpoint_between_crossings_continues_the_track_ids(footage):
     frames, crossings = footage
-    uninterrupted = run(tracking_analyzer(), frames)
+    uninterrupted = run(live_tracker(), frames)
     cut = int(crossings[0][1] * RATE) + 15  # 3 s after the first crossing: its track is dropped
-    before = tracking_analyzer()
+    before = live_tracker()
     events = run(before, frames[:cut])
     state = json.loads(json.dumps(before.state_dict()))  # as a checkpoint stores it
     assert alive(state) == [] and state["tracking"][CAMERA]["tracker"]["next_id"] == 2
-    restored = tracking_analyzer()
+    restored = live_tracker()
     restored.load_state_dict(state)
     assert restored.state_dict()["tracking"] == state["tracking"]
     # the detector warms up again (2 s) well before the second crossing: the same ids and events
@@ -107,11 +107,11 @@ def test_a_checkpoint_between_crossings_continues_the_track_ids(footage):
 def test_a_checkpoint_mid_crossing_keeps_the_ids_of_the_tracks_alive(footage):
     frames, crossings = footage
     cut = int(crossings[0][0] * RATE) + 5  # 1 s into the first crossing: its track is confirmed
-    before = tracking_analyzer()
+    before = live_tracker()
     run(before, frames[:cut])
     state = json.loads(json.dumps(before.state_dict()))
     assert alive(state) == [1]
-    restored = tracking_analyzer()
+    restored = live_tracker()
     restored.load_state_dict(state)
     after = run(restored, frames[cut : cut + WARMUP])
     # While the detector warms up the block goes unseen: track 1 is lost, then no longer reported (it leaves its
@@ -122,11 +122,16 @@ def test_a_checkpoint_mid_crossing_keeps_the_ids_of_the_tracks_alive(footage):
     assert later and all(event.track_id > 1 for event in later)
 
 
+def shard_state(stream: StreamTracker) -> dict:
+    """A shard's checkpoint state: its analyzer's (here one that saw no frame) and its tracker's sections."""
+    return {**analyzer(tracked=True).state_dict(), **stream.state_dict()}
+
+
 def test_camera_parts_of_a_state_carry_their_tracking(footage):
     frames, _ = footage
-    stream = tracking_analyzer()
+    stream = live_tracker()
     run(stream, frames[:20])
-    state = stream.state_dict()
+    state = shard_state(stream)
     mine, others = cameras_state(state, lambda camera: camera == CAMERA), cameras_state(state, lambda camera: False)
     assert mine["tracking"] == state["tracking"] and others["tracking"] == {}
     assert merge_states([others, mine]) == state
@@ -134,9 +139,9 @@ def test_camera_parts_of_a_state_carry_their_tracking(footage):
 
 def test_camera_parts_of_a_state_carry_their_track_alerts(footage):
     frames, _ = footage
-    stream = querying_analyzer()
+    stream = querying_tracker()
     outputs(stream, frames)
-    state = stream.state_dict()
+    state = shard_state(stream)
     mine, others = cameras_state(state, lambda camera: camera == CAMERA), cameras_state(state, lambda camera: False)
     assert mine["track_alerts"] == state["track_alerts"] and others["track_alerts"]["alerted"] == []
     assert others["track_alerts"]["queries"] == state["track_alerts"]["queries"]  # the query book stays whole
@@ -147,7 +152,7 @@ def test_the_sink_writes_a_batch_of_track_events_per_camera(footage, tmp_path):
     frames, crossings = footage
     store = LocalStore(tmp_path / "store")
     sink = Sink(store, ClipIndex.load(store))
-    stream = tracking_analyzer()
+    stream = live_tracker()
     written = []
     for start in range(0, len(frames), BATCH):
         out = stream.process(batch_of(frames[start : start + BATCH]))
@@ -162,14 +167,17 @@ def test_the_sink_writes_a_batch_of_track_events_per_camera(footage, tmp_path):
     assert keys[0] == live_track_events_key(sid, first[0]["pts"], first[-1]["pts"])
 
 
-def test_tracking_off_keeps_todays_state_and_output(footage):
+def test_the_analyzer_takes_its_sections_of_a_shard_state_and_leaves_the_trackers(footage):
     frames, _ = footage
-    plain, switched_off = analyzer(), analyzer(track=TrackConfig(), detect=DetectConfig(), events=EVENTS)
-    for stream in (plain, switched_off):
-        assert run(stream, frames[:20]) == []
-    state = switched_off.state_dict()
-    assert set(state) == {"version", "last_pts", "windows", "matcher"}
-    assert json.dumps(state, sort_keys=True) == json.dumps(plain.state_dict(), sort_keys=True)
+    stream = live_tracker()
+    run(stream, frames[:20])
+    state = json.loads(json.dumps(shard_state(stream)))
+    restored = analyzer(tracked=True)
+    restored.load_state_dict(state)
+    assert set(restored.state_dict()) == {"version", "last_pts", "windows", "matcher"}
+    tracker = live_tracker()
+    tracker.load_state_dict(state)
+    assert tracker.state_dict() == stream.state_dict()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,19 +198,19 @@ PEOPLE = StandingQuery.from_json(
 ENTERING = StandingQuery.from_json({"id": "entering", "track": {"event": "enter", "where": "left_half"}})
 
 
-def querying_analyzer() -> StreamAnalyzer:
-    stream = tracking_analyzer()
+def querying_tracker() -> StreamTracker:
+    stream = live_tracker()
     stream.sync_queries([(query, None) for query in (CROSSING, WRONG_WAY, PEOPLE, ENTERING)])
     return stream
 
 
-def outputs(stream: StreamAnalyzer, frames: list[Frame]) -> list:
+def outputs(stream: StreamTracker, frames: list[Frame]) -> list:
     return [stream.process(batch_of(frames[start : start + BATCH])) for start in range(0, len(frames), BATCH)]
 
 
 def test_track_queries_alert_once_per_track_with_its_event_and_thumbnail(footage):
     frames, crossings = footage
-    outs = outputs(querying_analyzer(), frames)
+    outs = outputs(querying_tracker(), frames)
     alerts = [alert for out in outs for alert in out.alerts]
     events = [event for out in outs for event in out.track_events]
     # each block enters the left half once and crosses the middle line once, right to left as seen facing along
@@ -228,13 +236,13 @@ def test_track_queries_alert_once_per_track_with_its_event_and_thumbnail(footage
 
 def test_a_restored_analyzer_alerts_no_track_twice(footage):
     frames, crossings = footage
-    uninterrupted = [alert for out in outputs(querying_analyzer(), frames) for alert in out.alerts]
+    uninterrupted = [alert for out in outputs(querying_tracker(), frames) for alert in out.alerts]
     cut = int(crossings[0][1] * RATE)  # the first block has crossed; the second has not come yet
-    before = querying_analyzer()
+    before = querying_tracker()
     alerts = [alert for out in outputs(before, frames[:cut]) for alert in out.alerts]
     assert {(a.query_id, a.track.track_id) for a in alerts} == {("crossing", 1), ("entering", 1)}
     state = json.loads(json.dumps(before.state_dict()))
-    restored = tracking_analyzer()  # its queries come from the checkpoint, before any sync
+    restored = live_tracker()  # its queries come from the checkpoint, before any sync
     restored.load_state_dict(state)
     assert restored.state_dict()["track_alerts"] == state["track_alerts"]
     # the stream is read again from a little before the cut: replayed frames change nothing
@@ -246,7 +254,7 @@ def test_the_sink_stores_track_alerts_and_their_thumbnails(footage, tmp_path):
     frames, _ = footage
     store = LocalStore(tmp_path / "store")
     sink = Sink(store, ClipIndex.load(store))
-    stream = querying_analyzer()
+    stream = querying_tracker()
     alerts = []
     for out in outputs(stream, frames):
         sink.write(out)
@@ -259,7 +267,7 @@ def test_the_sink_stores_track_alerts_and_their_thumbnails(footage, tmp_path):
 
 def test_a_changed_track_query_forgets_the_tracks_it_alerted_on(footage):
     frames, _ = footage
-    stream = querying_analyzer()
+    stream = querying_tracker()
     outputs(stream, frames)
     assert {entry["query"] for entry in stream.state_dict()["track_alerts"]["alerted"]} == {"crossing", "entering"}
     either_way = StandingQuery.from_json({"id": "crossing", "track": {"event": "cross", "where": "middle"}})
@@ -271,7 +279,7 @@ def test_a_changed_track_query_forgets_the_tracks_it_alerted_on(footage):
 
 def test_track_queries_that_cannot_alert_say_why_once(footage, caplog):
     nowhere = StandingQuery.from_json({"id": "nowhere", "track": {"event": "enter", "where": "car park"}})
-    stream = tracking_analyzer()
+    stream = live_tracker()
     for _ in range(2):
         stream.sync_queries([(nowhere, None)])
     said = [r.getMessage() for r in caplog.records if "cannot alert" in r.getMessage()]
@@ -280,10 +288,11 @@ def test_track_queries_that_cannot_alert_say_why_once(footage, caplog):
         "called: it cannot alert (they are: left_half, middle)"
     ]
     caplog.clear()
-    untracked = analyzer()
-    untracked.sync_queries([(nowhere, None)])
-    untracked.sync_queries([(nowhere, None)])
+    untracked, tracked = analyzer(), analyzer(tracked=True)
+    for stream in (untracked, tracked):
+        stream.sync_queries([(nowhere, None)])
+        stream.sync_queries([(nowhere, None)])
+        assert stream.matcher.list() == []  # a track query is the tracker's, not a query on frames
     assert [r.getMessage() for r in caplog.records if "cannot alert" in r.getMessage()] == [
         "standing query 'nowhere' watches tracks, but track.live is off: it cannot alert"
     ]
-    assert untracked.matcher.list() == []  # a track query is no frame query

@@ -19,12 +19,14 @@ from pipeline.config import load_config
 from pipeline.live.queries import StandingQuery, save_query
 from pipeline.live.sink import alert_records
 from pipeline.media.decode import decode_frames
+from pipeline.media.synthetic import write_static_camera_video
 from pipeline.search.index import ClipIndex
 from pipeline.storage.layout import (
     camera_source_id,
     monitor_checkpoint_key,
     monitor_shard_checkpoint_key,
     summary_prefix,
+    tracks_prefix,
 )
 from pipeline.storage.store import LocalStore
 from pipeline.summaries import validate_summary
@@ -328,3 +330,46 @@ def test_more_slot_holding_actors_than_cpu_slots_are_named():
     assert cpu_shortfall(1, 1, [1, 1]) is None
     message = cpu_shortfall(2, 1, [2])
     assert "need 3 CPU slots" in message and "has 2" in message and "monitor.extractors" in message
+
+
+def test_a_tracking_monitor_alerts_once_per_object_and_keeps_its_track_ids_across_a_restart(tmp_path, ray_local):
+    """`track.live`: a tracker actor beside the analyzer; a standing query on tracks alerts once per block crossing
+    a line, and a restart between the two crossings goes on with the next track id."""
+    video = tmp_path / "gate.mp4"
+    crossings = write_static_camera_video(video, 40, size=(240, 320), fps=10, seed=0)
+    store = LocalStore(tmp_path / "store")
+    save_query(store, StandingQuery.from_json({"id": "crossing", "track": {"event": "cross", "where": "middle"}}))
+    config = load_config(
+        None,
+        {
+            "store": str(tmp_path / "store"),
+            "models": "tiny",
+            "precision": "fp32",
+            "device": "cpu",
+            "decode.fps": 5.0,
+            "decode.short_side": 0,  # the line is drawn in the source's pixels
+            "track.live": True,
+            "track.reid_frames": 10,
+            "detect.warmup": 10,
+            "events.lines": [{"name": "middle", "points": [[120, 0], [120, 320]], "direction": "both"}],
+            "monitor.sources": [{"camera": "gate", "url": str(video)}],
+            "monitor.batch_frames": 5,
+            "monitor.checkpoint_every": 0.001,
+        },
+    )
+    run_monitor(config, max_frames=int((crossings[0][1] + 3) * 5))  # stops between the crossings
+    assert [(a["query_id"], a["track"]["id"]) for a in alert_records(store)] == [("crossing", 1)]
+    state = store.get_json(monitor_shard_checkpoint_key(config.monitor.name, 0, 1))["analyzer"]
+    assert state["tracking"]["gate"]["tracker"]["next_id"] == 2 and state["track_alerts"]["alerted"]
+
+    run_monitor(config)  # the file again from the start: frames already tracked are skipped
+    alerts = sorted(alert_records(store), key=lambda alert: alert["track"]["id"])
+    assert [(a["query_id"], a["track"]["id"], a["status"]) for a in alerts] == [
+        ("crossing", 1, "closed"),
+        ("crossing", 2, "closed"),
+    ]
+    for alert, (start, end) in zip(alerts, crossings):
+        assert start <= alert["start"] <= end and store.exists(alert["keyframe_key"])
+        assert alert["track"]["kind"] == "cross" and alert["untrained"] is True
+    events = [event for key in store.list(tracks_prefix(camera_source_id("gate"))) for event in store.get_json(key)]
+    assert {(e["track_id"], e["kind"]) for e in events} == {(1, "cross"), (2, "cross")}

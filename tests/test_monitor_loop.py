@@ -42,8 +42,8 @@ IMAGE = np.zeros((2, 2, 3), dtype=np.uint8)
 
 
 class Call:
-    def __init__(self, actor: FakeActor, method: str, args: tuple):
-        self.actor, self.method, self.args = actor, method, args
+    def __init__(self, actor: FakeActor, method: str, args: tuple, kwargs: dict | None = None):
+        self.actor, self.method, self.args, self.kwargs = actor, method, args, kwargs or {}
         self.done = False
         self.result = self.error = None
 
@@ -69,7 +69,8 @@ class Call:
             return
         try:
             args = [arg.value() if isinstance(arg, (Call, Return)) else arg for arg in self.args]
-            self.result = getattr(actor.target, self.method)(*args)
+            kwargs = {k: v.value() if isinstance(v, (Call, Return)) else v for k, v in self.kwargs.items()}
+            self.result = getattr(actor.target, self.method)(*args, **kwargs)
         except Exception as exc:
             self.error = exc
         self._end("ran")
@@ -131,8 +132,8 @@ class _Method:
     def options(self, num_returns: int) -> _Method:
         return _Method(self.actor, self.name, num_returns)
 
-    def remote(self, *args):
-        call = Call(self.actor, self.name, args)
+    def remote(self, *args, **kwargs):
+        call = Call(self.actor, self.name, args, kwargs)
         self.actor.pending.append(call)
         self.actor.most_pending = max(self.actor.most_pending, len(self.actor.pending))
         self.actor.log.append(("issued", self.actor.name, self.name, call))
@@ -324,9 +325,13 @@ class Analyzer:
         self.seen: list[tuple[str, float]] = []  # (camera, pts) of every frame it got, replays included
         self.flushed = False
 
+    section = None  # the key of its part of a shard's state; None: its cameras are the state's keys
+
     def load_state_dict(self, state: dict | None) -> None:
-        self.loads.append(state)
-        self.cameras = {camera: list(value) for camera, value in (state or {}).items()}
+        mine = (state or {}).get(self.section, {}) if self.section else (state or {})
+        self.loads.append(mine)
+        # a shard's state holds its tracker's section too, which is not a camera
+        self.cameras = {camera: list(value) for camera, value in mine.items() if camera != Tracker.section}
         self.loaded, self.next_step = True, 0
 
     def process(self, step: int, batch: FrameBatch) -> Output:
@@ -357,7 +362,8 @@ class Analyzer:
 
     def state_dict(self) -> dict:
         self._check()
-        return {camera: list(value) for camera, value in self.cameras.items()}
+        cameras = {camera: list(value) for camera, value in self.cameras.items()}
+        return {self.section: cameras} if self.section else cameras
 
     def _check(self, step: int | None = None) -> None:
         if not self.loaded:
@@ -367,6 +373,16 @@ class Analyzer:
                 self.loaded = False
                 raise StageLost(f"analyzer failed: StateLost: call {step} came where {self.next_step} was due")
             self.next_step += 1
+
+
+class Tracker(Analyzer):
+    """A shard's tracker: as the fake analyzer, its state a section of the shard's, its items and alerts its own."""
+
+    section = "tracking"
+
+    def process(self, step: int, batch: FrameBatch) -> Output:
+        out = super().process(step, batch)
+        return Output(0, {("tracked", *key): count for key, count in out.items.items()}, [f"t-{a}" for a in out.alerts])
 
 
 class Store:
@@ -402,9 +418,12 @@ class Sink:
         self.store.alerts |= new
         return len(new)
 
-    def checkpoint(self, name: str, shard: int, shards: int, sequence: int, analyzer, offsets, *writes) -> None:
+    def checkpoint(
+        self, name: str, shard: int, shards: int, sequence: int, analyzer, offsets, *writes, tracker=None
+    ) -> None:
         self._check()
-        self.store.checkpoints[(shard, shards)] = {"sequence": sequence, "analyzer": analyzer, "offsets": offsets}
+        state = analyzer if tracker is None else {**analyzer, **tracker}
+        self.store.checkpoints[(shard, shards)] = {"sequence": sequence, "analyzer": state, "offsets": offsets}
         self.checkpoints.append({**self.store.checkpoints[(shard, shards)], "frames_written": self.frames_written})
 
     def resume(self, name: str, shards: int) -> tuple:
@@ -442,6 +461,7 @@ class Fakes:
         summaries: bool = False,
         store: Store | None = None,
         fail_batch: int | None = None,
+        trackers: bool = False,
     ):
         self.log: list[tuple] = []  # ("issued" | "ran" | "failed", actor, method, call), in order
         self.store = store or Store()
@@ -456,6 +476,7 @@ class Fakes:
             sinks=[self._handle(f"sink{k}", lambda: Sink(self.store, fail_batch)) for k in range(shards)],
             summarizer=self._handle("summarizer", Summarizer) if summaries else None,
             kafka=kafka,
+            trackers=[self._handle(f"tracker{k}", Tracker) for k in range(shards)] if trackers else [],
         )
 
     def _handle(self, name: str, make) -> FakeActor:
@@ -850,6 +871,33 @@ def test_a_batch_lost_with_its_extractor_is_never_skipped_by_later_batches_of_an
     ]
     assert refused, "no analyzer call was refused after the lost batch"
     assert report.recoveries >= 1
+    assert outputs(fakes) == outputs(undisturbed)
+
+
+def test_trackers_get_their_shards_batches_beside_the_analyzers_and_checkpoint_with_them():
+    fakes = on_topic(Topic(), shards=2, trackers=True)
+    fakes.run(idle_exit=3, batch_frames=6)
+    for analyzer, tracker in zip(fakes.stages.analyzers, fakes.stages.trackers):
+        assert tracker.target.seen == analyzer.target.seen and tracker.target.seen
+    analysed = {(camera, float(pts)): pts + 1 for camera in CAMERAS for pts in range(12)}
+    assert fakes.store.items == {**analysed, **{("tracked", *key): count for key, count in analysed.items()}}
+    alerts = {f"{camera}-{n}" for camera in CAMERAS for n in (1, 2, 3, 4)}
+    assert fakes.store.alerts == alerts | {f"t-{alert}" for alert in alerts}
+    for (shard, _), checkpoint in fakes.store.checkpoints.items():
+        state = checkpoint["analyzer"]  # the analyzer's cameras and the tracker's section, in one state
+        tracked = fakes.stages.trackers[shard].target.cameras
+        assert state == {**fakes.stages.analyzers[shard].target.cameras, "tracking": tracked} and tracked
+
+
+@pytest.mark.parametrize(("actor", "method", "nth"), [("tracker1", "process", 3), ("tracker0", "state_dict", 1)])
+def test_a_tracker_lost_mid_stream_is_replayed_to_the_outputs_of_an_undisturbed_run(actor, method, nth):
+    undisturbed = on_topic(Topic(), shards=2, trackers=True)
+    undisturbed.run(idle_exit=3, batch_frames=6)
+    fakes = on_topic(Topic(), shards=2, trackers=True)
+    fakes.actor(actor).dies_at = (method, nth)
+    report = fakes.run(idle_exit=3, batch_frames=6)
+    assert fakes.actor(actor).restarts == 1 and report.recoveries == 1
+    # the fake tracker counts its cameras' frames: gone on from anything but its checkpoint, its items would differ
     assert outputs(fakes) == outputs(undisturbed)
 
 

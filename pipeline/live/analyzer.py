@@ -11,15 +11,10 @@ frames. A state is per camera except for the query book, which every shard holds
 narrows a state to some cameras and `merge_states` joins such parts, so states saved with one shard count can
 be shared out over another.
 
-With `track.live` on, each camera's frames also go through the motion detector, a `Tracker` and a `TrackEvents`
-(the zones and lines of `events`), every frame the analyzer is given: the monitor's sampling rate is the
-tracker's. Each camera's tracker and events states are in the checkpoint (its "tracking" entry), so a restored
-analyzer keeps its tracks with their ids and numbers new ones after them. The detector's background model is not
-in it (OpenCV's MOG2 cannot be saved): after a restore each camera's detector warms up again (`detect.warmup`
-frames), missing every object meanwhile, and with no appearance to re-identify it, an object that has moved off
-its lost track's predicted box by then starts a new track. With tracking off the state has no "tracking" section.
-Standing queries on tracks (`pipeline.live.track_alerts`) alert from those events, once per track; the tracks they
-alerted on are in the state too ("track_alerts", with tracking on).
+With `track.live` on, a `pipeline.live.tracker.StreamTracker` beside each analyzer tracks the same cameras; a
+shard's checkpoint state holds its sections too ("tracking", "track_alerts"), which `cameras_state` and
+`merge_states` share out by camera like the analyzer's. Standing queries on tracks are the tracker's: the
+analyzer's matcher holds those on frames.
 """
 
 from __future__ import annotations
@@ -32,11 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.config import DetectConfig, EventsConfig, TrackConfig
-from pipeline.detection.motion import MotionDetector
 from pipeline.live.match import Matcher
 from pipeline.live.queries import StandingQuery
-from pipeline.live.track_alerts import TrackAlerts
 from pipeline.records import (
     Alert,
     ClipEmbedding,
@@ -45,14 +37,11 @@ from pipeline.records import (
     FrameFeatures,
     Keyframe,
     ModelIds,
-    Track,
     TrackEvent,
 )
 from pipeline.search.embed import ClipWindow, ClipWindower, FeatureCarry
 from pipeline.storage.codecs import decode_image, encode_jpeg
 from pipeline.storage.layout import camera_source_id, keyframe_key
-from pipeline.tracking.events import TrackEvents
-from pipeline.tracking.tracker import Tracker
 
 STATE_VERSION = 1
 
@@ -184,39 +173,6 @@ def _pixels(text: str) -> np.ndarray:
     return decode_image(base64.b64decode(text))
 
 
-class LiveTracking:
-    """Per camera, the motion detector's boxes through a `Tracker` into a `TrackEvents`."""
-
-    def __init__(self, track: TrackConfig, detect: DetectConfig, events: EventsConfig):
-        self.track, self.detect, self.events = track, detect, events
-        self.detector = MotionDetector(detect)  # one background model per camera inside
-        self.trackers: dict[str, Tracker] = {}
-        self.camera_events: dict[str, TrackEvents] = {}
-
-    def update(self, camera: str, frame: Frame) -> tuple[list[Track], list[TrackEvent]]:
-        """The frame's reported tracks and their events."""
-        if camera not in self.trackers:
-            self.trackers[camera] = Tracker(self.track)
-            self.camera_events[camera] = TrackEvents(camera, self.events)
-        (detections,) = self.detector.detect([frame])
-        tracks = self.trackers[camera].update(detections)
-        return tracks, self.camera_events[camera].update(tracks, frame.pts)
-
-    def state_dict(self) -> dict:
-        return {
-            camera: {"tracker": tracker.state(), "events": self.camera_events[camera].state()}
-            for camera, tracker in self.trackers.items()
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Go on from `state`'s trackers and events; the detector starts afresh and warms up again."""
-        self.detector = MotionDetector(self.detect)
-        self.trackers = {camera: Tracker.from_state(self.track, saved["tracker"]) for camera, saved in state.items()}
-        self.camera_events = {
-            camera: TrackEvents.from_state(self.events, saved["events"]) for camera, saved in state.items()
-        }
-
-
 class StreamAnalyzer:
     def __init__(
         self,
@@ -224,23 +180,17 @@ class StreamAnalyzer:
         *,
         window: float,
         models: ModelIds,
-        track: TrackConfig | None = None,
-        detect: DetectConfig | None = None,
-        events: EventsConfig | None = None,
+        tracked: bool = False,
     ):
-        """Tracking runs when `track.live` is on, with `detect` and `events` (their defaults when None)."""
+        """`tracked`: a StreamTracker runs beside this analyzer (`track.live`), holding the queries on tracks."""
         self.matcher = matcher
         self.window = window
         self.models = models
+        self.tracked = tracked
         self._windowers: dict[str, ClipWindower] = {}
         self._last_pts: dict[str, float] = {}
         self._carry = FeatureCarry()
-        self._tracking = (
-            LiveTracking(track, detect or DetectConfig(), events or EventsConfig())
-            if track is not None and track.live
-            else None
-        )
-        self.track_alerts = TrackAlerts(models)  # the standing queries on tracks
+        self._track_queries: set[str] = set()  # the queries on tracks seen, each said to be the tracker's once
 
     def _windower(self, camera: str) -> ClipWindower:
         if camera not in self._windowers:
@@ -262,26 +212,16 @@ class StreamAnalyzer:
             out.alerts += self.matcher.process(feats, image=frame.image)
             if self.matcher.is_peak(camera, frame.pts):
                 out.thumbnails.append((keyframe_key(camera_source_id(camera), frame.pts), frame.image))
-            if self._tracking is not None:
-                tracks, events = self._tracking.update(camera, frame)
-                out.track_events += events
-                alerts = self.track_alerts.process(camera, events, tracks, self._tracking.detector.class_names)
-                thumbnail = keyframe_key(camera_source_id(camera), frame.pts)
-                if alerts and not any(key == thumbnail for key, _ in out.thumbnails):
-                    out.thumbnails.append((thumbnail, frame.image))
-                out.alerts += alerts
         return out
 
     def sync_queries(self, stored: list[tuple[StandingQuery, np.ndarray | None]]) -> StreamOutput:
         """Follow the stored standing queries (with their example images): add new ones, drop deleted or
         changed ones (their open events close: the returned alerts; a changed one is then added anew).
         Queries already held are not encoded again."""
-        track_queries = [query for query, _ in stored if query.kind == "track"]
-        held = {query.id for query in self.track_alerts.list()}
-        for query in track_queries:
-            if query.id not in held:  # said once per query
-                self._warn_if_deaf(query)
-        self.track_alerts.sync(track_queries)
+        for query, _ in stored:
+            if query.kind == "track" and query.id not in self._track_queries and not self.tracked:
+                log.warning("standing query %r watches tracks, but track.live is off: it cannot alert", query.id)
+        self._track_queries = {query.id for query, _ in stored if query.kind == "track"}
         matcher = self.matcher
         wanted = {query.id: (query, image) for query, image in stored if query.kind != "track"}
         out = StreamOutput()
@@ -292,22 +232,6 @@ class StreamAnalyzer:
             if query.id not in matcher:
                 matcher.add(query, image=image)
         return out
-
-    def _warn_if_deaf(self, query: StandingQuery) -> None:
-        """A track query that can never alert here says why: tracking is off, or no zone or line has its name."""
-        if self._tracking is None:
-            log.warning("standing query %r watches tracks, but track.live is off: it cannot alert", query.id)
-            return
-        events = self._tracking.events
-        places = {zone.name for zone in events.zones} | {line.name for line in events.lines}
-        if query.track.where not in places:
-            log.warning(
-                "standing query %r watches %r, which no zone or line of the events config section is called: "
-                "it cannot alert (they are: %s)",
-                query.id,
-                query.track.where,
-                ", ".join(sorted(places)) or "none",
-            )
 
     def flush(self) -> StreamOutput:
         """End of the streams: close every window and event."""
@@ -337,16 +261,12 @@ class StreamAnalyzer:
                     for frame, feats in zip(current.frames, current.features)
                 ],
             }
-        state = {
+        return {
             "version": STATE_VERSION,
             "last_pts": dict(self._last_pts),
             "windows": windows,
             "matcher": self.matcher.state_dict(),
         }
-        if self._tracking is not None:
-            state["tracking"] = self._tracking.state_dict()
-            state["track_alerts"] = self.track_alerts.state_dict()
-        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Go on from `state`; the streams are read again from where it leaves off (their first frames are moving
@@ -354,13 +274,9 @@ class StreamAnalyzer:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"stream state version {state.get('version')!r} is not {STATE_VERSION}")
         self.matcher.load_state_dict(state["matcher"])
-        self.track_alerts.load_state_dict(state.get("track_alerts", {}))  # none in states made before them
         self._last_pts = {camera: float(pts) for camera, pts in state["last_pts"].items()}
         self._windowers = {}
         self._carry = FeatureCarry()
-        if self._tracking is not None:
-            # a state from before tracking was switched on has none: every camera's tracks start afresh
-            self._tracking.load_state_dict(state.get("tracking", {}))
         for camera, saved in state["windows"].items():
             window = ClipWindow(start=saved["start"], end=saved["end"])
             for item in saved["frames"]:

@@ -20,6 +20,7 @@ from pipeline.models.compiled import CompileUnavailableError, FixedSizeCompiled,
 from pipeline.models.hub import LoadedCheckpoint, ModelUnavailableError, load_checkpoint, weights_guidance
 from pipeline.models.precision import (
     CALIBRATION_BATCHES,
+    CALIBRATION_CALL,
     CALIBRATION_TEXTS,
     COMPILE_WORTH_MS,
     COMPILED_INT8,
@@ -61,6 +62,14 @@ def _pooled(out: Any, which: str):
     if isinstance(out, (tuple, list)):
         return out[1] if len(out) > 1 and isinstance(out[1], torch.Tensor) else out[0]
     raise TypeError(f"cannot find {which} embeddings in {type(out).__name__}")
+
+
+def _repeated(pixels: dict, rows: int) -> dict:
+    """Preprocessed images repeated to `rows` rows."""
+    import torch
+
+    repeats = -(-rows // len(pixels["pixel_values"]))
+    return {name: torch.cat([value] * repeats)[:rows] for name, value in pixels.items()}
 
 
 def _normalise(x):
@@ -200,14 +209,16 @@ class _Encoder:
         return decision.choice
 
     def _measure_cpu_precisions(self) -> CpuPrecisionDecision:
-        """Time each CPU precision on the calibration photographs and compare its embeddings (and, for a text
-        tower, the calibration texts': one embedding space, judged together) with fp32's. The photographs are
-        preprocessed once: only the model's time depends on the precision."""
+        """Time each CPU precision on the calibration photographs, in calls of CALIBRATION_CALL images (the
+        photographs repeated), and compare its embeddings (and, for a text tower, the calibration texts': one
+        embedding space, judged together) with fp32's. The photographs are preprocessed once: only the model's
+        time depends on the precision."""
         import torch
 
         photos = calibration_photographs()
         with torch.inference_mode():
             pixels = self.preprocess(photos, device=self.device)
+        call = _repeated(pixels, CALIBRATION_CALL)
         texts = CALIBRATION_TEXTS if self.with_tokenizer else ()
         fp32_model = self.model
         embeddings: dict[str, np.ndarray] = {}
@@ -216,8 +227,11 @@ class _Encoder:
         def trial(precision: str) -> None:
             # Each precision converts a copy in place: the fp32 weights stay for the next (and the choice).
             try:
-                self._convert_copy(fp32_model, precision, call_size=len(photos))
-                images, ms_per_image[precision] = measure_ms_per_image(lambda: self._embed_pixels(pixels), len(photos))
+                self._convert_copy(fp32_model, precision, call_size=CALIBRATION_CALL)
+                images, ms_per_image[precision] = measure_ms_per_image(
+                    lambda: self._embed_pixels(call), CALIBRATION_CALL
+                )
+                images = images[: len(photos)]
                 embeddings[precision] = np.concatenate([images, self._embed_texts_raw(texts)]) if texts else images
             finally:
                 self._restore(fp32_model)
@@ -248,11 +262,8 @@ class _Encoder:
     def _measure_batches(self, pixels: dict) -> dict[int, float]:
         """ms per image of the model as it is now, by images per call: the photographs repeated to the largest
         batch, embedded in calls of each CALIBRATION_BATCHES size."""
-        import torch
-
         largest = max(CALIBRATION_BATCHES)
-        repeats = -(-largest // len(pixels["pixel_values"]))
-        many = {name: torch.cat([value] * repeats)[:largest] for name, value in pixels.items()}
+        many = _repeated(pixels, largest)
 
         def in_calls_of(batch: int) -> Callable[[], None]:
             calls = [{name: value[i : i + batch] for name, value in many.items()} for i in range(0, largest, batch)]
