@@ -47,6 +47,7 @@ STAGE_OF_CLASS = {
     "StreamDecoderActor": "decoder",
     "ExtractorActor": "extractor",
     "StreamAnalyzerActor": "analyzer",
+    "TrackerActor": "tracker",
     "SinkActor": "sink",
     "SummarizerActor": "summarizer",
 }
@@ -178,7 +179,7 @@ class StatusReporter:
     def _stages(self, run: Any) -> dict[str, StageStatus]:
         """Each stage's actors and what the driver has queued for it: a decoder's poll waiting for an extractor,
         and the calls not finished yet (the driver holds finished ones until it next looks): a decoder's commits,
-        an extractor's batches, the analyzers' and sinks' writes (an analyzer call each) and the checkpoints
+        an extractor's batches, the analyzers' (trackers') and sinks' writes (an analyzer call each) and the checkpoints
         being saved, the summary being made."""
         stages = self.stages
 
@@ -197,6 +198,8 @@ class StatusReporter:
             "analyzer": (stages.analyzers, None, writes),
             "sink": (stages.sinks, None, writes + saving),
         }
+        if stages.trackers:
+            queued["tracker"] = (stages.trackers, None, writes)
         if stages.summarizer is not None:
             summarizing = [cycle.summarizing] if cycle.summarizing is not None else []
             queued["summarizer"] = ([stages.summarizer], None, running(summarizing))
@@ -236,4 +239,4 @@ class StatusReporter:
 def _stage_handles(stages: MonitorStages) -> list[tuple[str, list]]:
     summarizer = [stages.summarizer] if stages.summarizer is not None else []
     named = [("decoder", stages.decoders), ("extractor", stages.extractors), ("analyzer", stages.analyzers)]
-    return [*named, ("sink", stages.sinks), ("summarizer", summarizer)]
+    return [*named, ("tracker", stages.trackers), ("sink", stages.sinks), ("summarizer", summarizer)]

@@ -636,6 +636,12 @@ def test_int8_compiled_runs_the_image_tower_quantized_and_compiled(tiny, encoder
     # a full call (activations are quantized per token, so the padding rows change nothing).
     np.testing.assert_allclose(dino.embed_images(imgs[:3]), dino.embed_images(imgs)[:3], atol=1e-5)
     assert dino.embed_images(imgs[:0]).shape == (0, dino.dim)
+    # One graph per tower kind and call size: another encoder of the kind, or a short call, compiles nothing
+    # (a graph past torch's recompile limit would silently run eager).
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    again = Dinov2Encoder.from_pretrained(tiny.dinov2, precision="int8-compiled", batch_size=8)
+    again.embed_images(imgs[:5])
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
 
 
 def test_auto_measures_int8_compiled_for_a_model_slow_enough_to_repay_it(tiny, precision_cache, monkeypatch):

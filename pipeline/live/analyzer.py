@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 class StateLost(RuntimeError):
-    """A stage holding stream state (an analyzer, a sink) was restarted after a loss and not given its state
+    """A stage holding stream state (an analyzer, a tracker, a sink) was restarted after a loss and not given its state
     again: it refuses the calls made for its predecessor until the monitor reloads it."""
 
 
@@ -190,7 +190,7 @@ class StreamAnalyzer:
         self._windowers: dict[str, ClipWindower] = {}
         self._last_pts: dict[str, float] = {}
         self._carry = FeatureCarry()
-        self._track_queries: set[str] = set()  # the queries on tracks seen, each said to be the tracker's once
+        self._track_queries: set[str] = set()  # the queries on tracks seen (each new one warned of, untracked)
 
     def _windower(self, camera: str) -> ClipWindower:
         if camera not in self._windowers:

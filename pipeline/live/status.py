@@ -33,7 +33,7 @@ MIN_PERIOD = 1.0  # seconds: a short checkpoint period must not make the driver 
 # a document waits for the stages' answers, which a busy machine can hold back a few seconds.
 STALE_PERIODS = 3
 STALE_SECONDS = 15.0
-STAGES = ("decoder", "extractor", "analyzer", "sink", "summarizer")
+STAGES = ("decoder", "extractor", "analyzer", "tracker", "sink", "summarizer")
 
 
 @dataclass(frozen=True)

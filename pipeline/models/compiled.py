@@ -50,10 +50,14 @@ class FixedSizeCompiled:
         self._forward = torch.compile(forward, dynamic=False)
 
     def __call__(self, inputs: dict) -> Any:
+        import torch
+
         rows = int(inputs["pixel_values"].shape[0])
         if rows > self.call_size:
             raise ValueError(f"a call of {rows} images to a tower compiled for {self.call_size}")
-        return self._forward({name: _pad_rows(value, self.call_size) for name, value in inputs.items()})[:rows]
+        # always in inference mode, the warm-up too: a graph is compiled for one grad mode, another recompiles
+        with torch.inference_mode():
+            return self._forward({name: _pad_rows(value, self.call_size) for name, value in inputs.items()})[:rows]
 
     def warm_up(self, inputs: dict) -> None:
         """Compile now (a first call), so a failure is reported where the precision is chosen, not mid-run."""
