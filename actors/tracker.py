@@ -30,7 +30,7 @@ class TrackerActor:
         """`models`: the analyzers' (`StreamAnalyzerActor.models`), which the alerts of queries on tracks carry."""
         configure_logging("tracker")
         self.store = open_configured_store(config)
-        self.tracker = StreamTracker(models, config.track, config.detect, config.events)
+        self.tracker = StreamTracker.from_config(config, models)
         self.order = CallOrder("tracker")
         self.metrics = MonitorMetrics()
 

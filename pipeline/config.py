@@ -193,7 +193,7 @@ class TrackConfig(_Section):
     appearance_weight: float = Field(default=0.5, ge=0, le=1)  # of the cosine distance in the fused cost
     appearance_gate: float = Field(default=0.4, ge=0, le=2)  # most cosine distance of a match with appearance
     appearance_momentum: float = Field(default=0.9, ge=0, lt=1)  # EMA of a track's appearance: old share
-    live: bool = False  # the monitor tracks each camera too, a tracker actor per shard (motion detector, no appearance)
+    live: bool = False  # the monitor tracks each camera too, a tracker actor per shard (pipeline.live.tracker)
 
     @field_validator("high_score", "birth_score")
     @classmethod

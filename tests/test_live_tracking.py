@@ -5,18 +5,20 @@ state beside the analyzer's; the sink's per-batch event objects; standing querie
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from pipeline.config import DetectConfig, EventsConfig, TrackConfig
+from pipeline.config import DetectConfig, EventsConfig, TrackConfig, load_config
+from pipeline.detection import Detector
 from pipeline.live.analyzer import StreamAnalyzer, cameras_state, merge_states
 from pipeline.live.queries import StandingQuery
 from pipeline.live.sink import Sink
 from pipeline.live.tracker import StreamTracker
 from pipeline.media.decode import decode_frames
 from pipeline.media.synthetic import write_static_camera_video
-from pipeline.records import Alert, Frame, FrameBatch, TrackEvent
+from pipeline.records import Alert, Detections, Frame, FrameBatch, TrackEvent
 from pipeline.search.index import ClipIndex
 from pipeline.storage.layout import alert_key, camera_source_id, keyframe_key, live_track_events_key, tracks_prefix
 from pipeline.storage.store import LocalStore
@@ -296,3 +298,90 @@ def test_track_queries_that_cannot_alert_say_why_once(footage, caplog):
     assert [r.getMessage() for r in caplog.records if "cannot alert" in r.getMessage()] == [
         "standing query 'nowhere' watches tracks, but track.live is off: it cannot alert"
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# A heavier detector, gated by motion, with appearance
+
+
+class BlockFinder(Detector):
+    """Stands in for OWL: finds the crossing block wherever it is (its known path), records what it was shown."""
+
+    class_names = ["person", "car"]
+
+    def __init__(self, crossings: list[tuple[float, float]]):
+        self.crossings = crossings
+        self.calls: list[list[float]] = []  # the pts of the frames of each call
+
+    def detect(self, frames):
+        self.calls.append([frame.pts for frame in frames])
+        return [self._at(frame.pts) for frame in frames]
+
+    def _at(self, pts: float) -> Detections:
+        for start, end in self.crossings:
+            if start <= pts <= end:
+                x = 240 * (pts - start) / (end - start) - 30  # left to right across the 240-pixel-wide frame
+                return Detections(np.array([[x, 150.0, x + 60, 270.0]]), np.array([0.9]), np.array([0]))
+        return Detections(np.zeros((0, 4)), np.zeros(0))
+
+
+def gated_tracker(finder: BlockFinder, encoder=None) -> StreamTracker:
+    track = TrackConfig(live=True, reid_frames=10)
+    return StreamTracker(MODELS, track, DetectConfig(warmup=WARMUP), EVENTS, detector=finder, encoder=encoder)
+
+
+def test_motion_gates_the_heavier_detector_to_frames_that_move_or_hold_tracks(footage):
+    frames, crossings = footage
+    finder = BlockFinder(crossings)
+    events = run(gated_tracker(finder), frames)
+    shown = [pts for call in finder.calls for pts in call]
+    assert all(len(call) <= BATCH for call in finder.calls) and len(shown) == len(set(shown))  # one call a batch
+    # warming up, the gate lets every frame through; then only those of the crossings (and the 2 s a lost track
+    # is kept after each): the still stretches between them are never shown
+    assert all(pts < WARMUP / RATE for pts in shown if not any(s <= pts <= e + 3 for s, e in crossings))
+    assert not any(crossings[0][1] + 3 < pts < crossings[1][0] for pts in shown)
+    assert any(crossings[0][0] <= pts <= crossings[0][1] for pts in shown)
+    # the detector's boxes and classes are tracked: one person per crossing, across the middle line
+    assert [(e.track_id, e.kind, e.name) for e in events if e.kind == "cross"] == [
+        (1, "cross", "middle"),
+        (2, "cross", "middle"),
+    ]
+    assert {e.class_id for e in events} == {0}
+
+
+def test_appearance_comes_with_each_detection_in_one_encoder_call_per_batch(footage, tiny_encoders):
+    frames, crossings = footage
+    calls = []
+    embed = tiny_encoders.dinov2.embed_images
+
+    def counted(images):
+        calls.append(len(images))
+        return embed(images)
+
+    encoder = SimpleNamespace(embed_images=counted, dim=tiny_encoders.dinov2.dim)
+    stream = gated_tracker(BlockFinder(crossings), encoder)
+    start = int(crossings[0][0] * RATE) - BATCH
+    run(stream, frames[: start + 2 * BATCH])
+    assert calls and max(calls) <= BATCH  # at most one crop a frame here, all of a batch's in one call
+    (track,) = stream.state_dict()["tracking"][CAMERA]["tracker"]["tracks"]
+    assert len(track["appearance"]) == tiny_encoders.dinov2.dim
+
+
+def test_the_owl_detector_and_dinov2_come_from_the_config(tiny_owl, vigil_cache, footage):
+    frames, _ = footage
+    config = load_config(
+        None,
+        {
+            "models": "tiny",
+            "device": "cpu",
+            "precision": "fp32",
+            "detect.kind": "owl",
+            "detect.model": tiny_owl,
+            "detect.phrases": ["person", "red car"],
+            "track.live": True,
+        },
+    )
+    stream = StreamTracker.from_config(config, MODELS)
+    assert stream.class_names == ["person", "red car"] and stream.encoder is not None
+    run(stream, frames[:BATCH])  # end to end on untrained weights: whatever it finds, it tracks without error
+    assert CAMERA in stream.state_dict()["tracking"]

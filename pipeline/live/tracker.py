@@ -6,6 +6,12 @@ One `StreamTracker` holds, per camera, the motion detector's background model, a
 of its cameras, still ones too (they have pictures): the monitor's sampling rate is the tracker's. The monitor
 runs one per analyzer shard, fed the same frames as the shard's analyzer, beside it.
 
+The motion detector's boxes are the detections, unless a heavier `detector` is given (`detect.kind: owl`): then
+motion gates it, as in an NVR: it looks only at frames in which something moves or a camera still holds tracks
+(an object standing still in a zone stays tracked), all of a batch's in one call. Given a DINOv2 `encoder`, each
+detection gets the appearance of its crop, all of a batch's crops in one call, and lost tracks are re-identified
+by it (a restart's warm-up too).
+
 Its state (`state_dict`) is two sections of the shard's checkpoint state: "tracking" (each camera's tracker and
 events states) and "track_alerts" (the queries and the tracks they alerted on); `load_state_dict` reads them from
 a whole shard state, so `pipeline.live.analyzer.cameras_state` and `merge_states` share them out by camera like
@@ -22,12 +28,13 @@ import logging
 
 import numpy as np
 
-from pipeline.config import DetectConfig, EventsConfig, TrackConfig
-from pipeline.detection.motion import MotionDetector
+from pipeline.config import DetectConfig, EventsConfig, TrackConfig, VigilConfig
+from pipeline.detection import Detector, MotionDetector, build_detector, crop_appearance
 from pipeline.live.analyzer import StreamOutput, camera_of
 from pipeline.live.queries import StandingQuery
 from pipeline.live.track_alerts import TrackAlerts
-from pipeline.records import FrameBatch, ModelIds
+from pipeline.models import Dinov2Encoder, resolve_models
+from pipeline.records import Detections, Frame, FrameBatch, ModelIds
 from pipeline.storage.layout import camera_source_id, keyframe_key
 from pipeline.tracking.events import TrackEvents
 from pipeline.tracking.tracker import Tracker
@@ -36,48 +43,109 @@ log = logging.getLogger(__name__)
 
 
 class StreamTracker:
-    def __init__(self, models: ModelIds, track: TrackConfig, detect: DetectConfig, events: EventsConfig):
+    def __init__(
+        self,
+        models: ModelIds,
+        track: TrackConfig,
+        detect: DetectConfig,
+        events: EventsConfig,
+        *,
+        detector: Detector | None = None,
+        encoder: Dinov2Encoder | None = None,
+    ):
+        """`detector`: a heavier detector than motion, which motion gates; `encoder`: appearance per detection."""
         self.track, self.detect, self.events = track, detect, events
-        self.detector = MotionDetector(detect)  # one background model per camera inside
+        self.motion = MotionDetector(detect)  # one background model per camera inside
+        self.detector, self.encoder = detector, encoder
         self.trackers: dict[str, Tracker] = {}
         self.camera_events: dict[str, TrackEvents] = {}
         self.track_alerts = TrackAlerts(models)
 
+    @classmethod
+    def from_config(cls, config: VigilConfig, models: ModelIds) -> StreamTracker:
+        """The tracker `config` describes: with `detect.kind: owl` the OWL detector, gated by motion, and the
+        DINOv2 encoder of `config.models` for each detection's appearance; else the motion detector's boxes."""
+        if config.detect.kind != "owl":
+            return cls(models, config.track, config.detect, config.events)
+        return cls(
+            models,
+            config.track,
+            config.detect,
+            config.events,
+            detector=build_detector(config.detect, device=config.device, batch_size=config.batch_size),
+            encoder=Dinov2Encoder.from_pretrained(
+                resolve_models(config.models).dinov2,
+                device=config.device,
+                precision=config.precision,
+                batch_size=config.batch_size,
+            ),
+        )
+
+    @property
+    def class_names(self) -> list[str]:
+        return (self.detector or self.motion).class_names
+
     def process(self, batch: FrameBatch) -> StreamOutput:
         """A batch of frames of any cameras (pts order within each camera)."""
+        frames = [frame for frame in batch.frames if self._is_new(frame)]
         out = StreamOutput()
-        for frame in batch.frames:
+        for frame, detections in zip(frames, self._detections(frames)):
             camera = camera_of(frame)
-            if camera not in self.trackers:
-                self.trackers[camera] = Tracker(self.track)
-                self.camera_events[camera] = TrackEvents(camera, self.events)
-            events = self.camera_events[camera]
-            if events.pts is not None and frame.pts <= events.pts:
-                continue  # a replay of a frame already tracked
-            (detections,) = self.detector.detect([frame])
             tracks = self.trackers[camera].update(detections)
-            happened = events.update(tracks, frame.pts)
+            happened = self.camera_events[camera].update(tracks, frame.pts)
             out.track_events += happened
-            alerts = self.track_alerts.process(camera, happened, tracks, self.detector.class_names)
+            alerts = self.track_alerts.process(camera, happened, tracks, self.class_names)
             if alerts:
                 out.alerts += alerts
                 out.thumbnails.append((keyframe_key(camera_source_id(camera), frame.pts), frame.image))
         return out
 
+    def _is_new(self, frame: Frame) -> bool:
+        """Whether `frame` comes after its camera's last tracked one (not a replay); a new camera is set up."""
+        camera = camera_of(frame)
+        if camera not in self.trackers:
+            self.trackers[camera] = Tracker(self.track)
+            self.camera_events[camera] = TrackEvents(camera, self.events)
+        last = self.camera_events[camera].pts
+        return last is None or frame.pts > last
+
+    def _detections(self, frames: list[Frame]) -> list[Detections]:
+        """Each frame's detections: the motion detector's, or the heavier detector's on the frames motion lets
+        through (the others have none), with appearance when there is an encoder."""
+        if self.detector is None:
+            found = self.motion.detect(frames)
+        else:
+            moving = self.motion.moving(frames)
+            # a camera holding tracks (as the batch starts) is looked at whatever moves: its objects may stand still
+            looked = [i for i, frame in enumerate(frames) if moving[i] or len(self.trackers[camera_of(frame)])]
+            seen = dict(zip(looked, self.detector.detect([frames[i] for i in looked]))) if looked else {}
+            nothing = Detections(np.zeros((0, 4)), np.zeros(0))
+            found = [seen[i] if i in seen else nothing for i in range(len(frames))]
+        return crop_appearance(frames, found, self.encoder) if self.encoder is not None and frames else found
+
     def sync_queries(self, stored: list[tuple[StandingQuery, np.ndarray | None]]) -> StreamOutput:
         """Follow the stored standing queries: hold those on tracks (a track query alerts at an event, so none
-        has an event open to close). A new one that can never alert says why, once."""
+        has an event open to close). A new one that can never alert (its zone or line, or its classes, are not
+        there) says why, once."""
         queries = [query for query, _ in stored if query.kind == "track"]
         held = {query.id for query in self.track_alerts.list()}
         places = {zone.name for zone in self.events.zones} | {line.name for line in self.events.lines}
-        for query in queries:
-            if query.id not in held and query.track.where not in places:
+        for query in (query for query in queries if query.id not in held):
+            if query.track.where not in places:
                 log.warning(
                     "standing query %r watches %r, which no zone or line of the events config section is called: "
                     "it cannot alert (they are: %s)",
                     query.id,
                     query.track.where,
                     ", ".join(sorted(places)) or "none",
+                )
+            elif query.track.classes and not set(query.track.classes) & set(self.class_names):
+                log.warning(
+                    "standing query %r watches %s, which the detector does not find: it cannot alert (it finds: %s; "
+                    "detect.phrases names what the owl detector finds)",
+                    query.id,
+                    ", ".join(query.track.classes),
+                    ", ".join(self.class_names),
                 )
         self.track_alerts.sync(queries)
         return StreamOutput()
@@ -97,7 +165,7 @@ class StreamTracker:
         tracking was switched on has none of these: every camera's tracks start afresh). The detector starts
         afresh and warms up again."""
         tracking = state.get("tracking", {})
-        self.detector = MotionDetector(self.detect)
+        self.motion = MotionDetector(self.detect)
         self.trackers = {camera: Tracker.from_state(self.track, saved["tracker"]) for camera, saved in tracking.items()}
         self.camera_events = {
             camera: TrackEvents.from_state(self.events, saved["events"]) for camera, saved in tracking.items()

@@ -112,6 +112,7 @@ class _Encoder:
         self.precision_timings: dict[str, PrecisionTrial] = {}  # "auto" on CPU: each precision's figures
         self._weights_dtype = torch.float32
         self._compiled: FixedSizeCompiled | None = None  # precision int8-compiled: the image tower, compiled
+        self._tower = None  # ... and the copy of it that it runs
         model = loaded.model.eval()
         on_cuda = self.device.startswith("cuda")
 
@@ -150,23 +151,23 @@ class _Encoder:
         bf16: bf16 weights and inputs; with native bf16 (AMX / AVX512-BF16) this runs SigLIP-base about 2.3x
         faster than bf16 autocast, which re-casts the fp32 weights on every call (measured here).
         int8: dynamic quantization of the Linear layers (int8 weights, activations quantized per call).
-        int8-compiled: the image tower quantized by torchao and compiled for calls of `call_size` images
-        (model_batch by default); a text tower as in int8 (a query is one eager call, not worth compiling).
-        Raises CompileUnavailableError when the tower cannot be compiled here."""
+        int8-compiled: as int8, plus a copy of the image tower quantized by torchao and compiled for calls of
+        `call_size` images (model_batch by default), which takes the calls nearly that full (pipeline.models.
+        compiled); texts and short calls run as in int8. Raises CompileUnavailableError when the tower cannot
+        be compiled here."""
         import torch
 
         if precision == "bf16":
             self._weights_dtype = torch.bfloat16
             self.model = self.model.to(torch.bfloat16)
-        elif precision == "int8":
+        elif precision in ("int8", COMPILED_INT8):
+            if precision == COMPILED_INT8:
+                self._tower = copy.deepcopy(self._image_tower())
+                quantize_int8(self._tower)
+                compiled = FixedSizeCompiled(self._tower_features, call_size or self.model_batch)
+                compiled.warm_up(self.preprocess([np.zeros((64, 64, 3), np.uint8)], device=self.device))
+                self._compiled = compiled
             self._quantize_dynamic(self.model)
-        elif precision == COMPILED_INT8:
-            quantize_int8(self._image_tower())
-            if self._text_tower() is not None:
-                self._quantize_dynamic(self._text_tower())
-            compiled = FixedSizeCompiled(self._pooled_images, call_size or self.model_batch)
-            compiled.warm_up(self.preprocess([np.zeros((64, 64, 3), np.uint8)], device=self.device))
-            self._compiled = compiled
 
     @staticmethod
     def _quantize_dynamic(module) -> None:
@@ -178,11 +179,11 @@ class _Encoder:
             torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
     def _image_tower(self):
-        """The module that embeds images (quantized and compiled by int8-compiled)."""
+        """The module that embeds images (copied, quantized and compiled by int8-compiled)."""
         return self.model
 
-    def _text_tower(self):
-        return None
+    def _tower_features(self, inputs: dict):
+        return _pooled(self._tower(**inputs), "image")
 
     def _calibrate(self) -> str:
         """CPU "auto": the fastest precision whose embeddings stay within cosine FAITHFUL_MIN_COSINE of fp32's,
@@ -257,7 +258,7 @@ class _Encoder:
     def _restore(self, fp32_model) -> None:
         import torch
 
-        self.model, self._weights_dtype, self._compiled = fp32_model, torch.float32, None
+        self.model, self._weights_dtype, self._compiled, self._tower = fp32_model, torch.float32, None, None
 
     def _measure_batches(self, pixels: dict) -> dict[int, float]:
         """ms per image of the model as it is now, by images per call: the photographs repeated to the largest
@@ -302,7 +303,9 @@ class _Encoder:
         with torch.inference_mode():
             if self._weights_dtype != torch.float32:
                 inputs = {**inputs, "pixel_values": inputs["pixel_values"].to(self._weights_dtype)}
-            pooled = self._compiled(inputs) if self._compiled is not None else self._pooled_images(inputs)
+            rows = len(inputs["pixel_values"])
+            compiled = self._compiled is not None and self._compiled.takes(rows)
+            pooled = self._compiled(inputs) if compiled else self._pooled_images(inputs)
             return _normalise(pooled).cpu().numpy().astype(np.float32, copy=False)
 
     def _pooled_images(self, inputs: dict):
@@ -341,9 +344,6 @@ class SiglipEncoder(_Encoder):
 
     def _image_tower(self):
         return self.model.vision_model
-
-    def _text_tower(self):
-        return self.model.text_model
 
     def _embed_text_chunk(self, texts: list[str]) -> np.ndarray:
         import torch
