@@ -150,10 +150,14 @@ def test_camera_parts_of_a_state_carry_their_track_alerts(footage):
     assert merge_states([others, mine]) == state
 
 
+def store_and_sink(folder) -> tuple[LocalStore, Sink]:
+    store = LocalStore(folder / "store")
+    return store, Sink(store, ClipIndex.load(store))
+
+
 def test_the_sink_writes_a_batch_of_track_events_per_camera(footage, tmp_path):
     frames, crossings = footage
-    store = LocalStore(tmp_path / "store")
-    sink = Sink(store, ClipIndex.load(store))
+    store, sink = store_and_sink(tmp_path)
     stream = live_tracker()
     written = []
     for start in range(0, len(frames), BATCH):
@@ -254,8 +258,7 @@ def test_a_restored_analyzer_alerts_no_track_twice(footage):
 
 def test_the_sink_stores_track_alerts_and_their_thumbnails(footage, tmp_path):
     frames, _ = footage
-    store = LocalStore(tmp_path / "store")
-    sink = Sink(store, ClipIndex.load(store))
+    store, sink = store_and_sink(tmp_path)
     stream = querying_tracker()
     alerts = []
     for out in outputs(stream, frames):

@@ -92,7 +92,10 @@ class CpuPrecisionDecision:
     calibrated_at: str = field(default_factory=_now_utc)  # ISO 8601
 
     def fastest_batch(self, most: int) -> int:
-        """The images per model call that ran fastest, among those up to `most` (`most` if none was tried)."""
+        """The images per model call that ran fastest, among those up to `most` (`most` if none was tried); a
+        compiled tower runs the size it was timed at (CALIBRATION_CALL), each other size a compile of its own."""
+        if self.choice == COMPILED_INT8:
+            return min(CALIBRATION_CALL, most)
         tried = {batch: ms for batch, ms in self.batch_ms.items() if batch <= most}
         return min(tried, key=tried.__getitem__) if tried else most
 
@@ -106,7 +109,7 @@ class CpuPrecisionDecision:
 
 def batch_precision(choice: str) -> str:
     """The precision whose images per call are timed for `choice`: a compiled tower would compile once per call
-    size tried (35 s each, the first time), so it takes the call size of its eager counterpart."""
+    size tried (35 s each, the first time), so its eager counterpart's are timed (for the record)."""
     return "int8" if choice == COMPILED_INT8 else choice
 
 
