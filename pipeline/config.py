@@ -104,6 +104,8 @@ class KafkaTopics(_Section):
     frames: str = Field(default="vigil.frames", min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
     alerts: str = Field(default="vigil.alerts", min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
     dlq: str = Field(default="vigil.dlq", min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    # an external detector's detections (docs/DETECTIONS.md), which `vigil track --kafka` tracks
+    detections: str = Field(default="vigil.detections", min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
 
 
 class KafkaConfig(Backoff):

@@ -647,6 +647,15 @@ def test_int8_compiled_runs_the_image_tower_quantized_and_compiled(tiny, encoder
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
 
 
+def test_encoders_loaded_together_compile_nothing_in_their_first_batch(tiny):
+    """Running DINOv2 the first time grows a transformers registry SigLIP's compiled graph guards on: the loader
+    warms SigLIP again, so no batch pays for a recompile."""
+    both = load_encoders(tiny, device="cpu", precision="int8-compiled", batch_size=8)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    both.embed_images(scenes())
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+
+
 def test_auto_measures_int8_compiled_for_a_model_slow_enough_to_repay_it(tiny, precision_cache, monkeypatch):
     monkeypatch.setattr(encoders_module, "COMPILE_WORTH_MS", 0.0)  # the tiny model is far below the real bar
     enc = Dinov2Encoder.from_pretrained(tiny.dinov2, precision="auto")

@@ -43,6 +43,7 @@ def config_from(args: argparse.Namespace) -> VigilConfig:
             "embed.window": getattr(args, "window", None),
             "batch_size": getattr(args, "batch_size", None),
             "search.top_k": getattr(args, "top_k", None),
+            "kafka.brokers": getattr(args, "brokers", None),
         },
     )
 

@@ -53,15 +53,18 @@ class TrackAlerts:
         events: Sequence[TrackEvent],
         tracks: Sequence[Track],
         class_names: Sequence[str],
+        *,
+        keyframe: bool = True,
     ) -> list[Alert]:
         """The alerts of one frame of `camera`: its track events and its reported tracks (for their boxes and
-        scores); `class_names` names the detector's class ids."""
+        scores); `class_names` names the detector's class ids. `keyframe`: the frame's picture is stored as the
+        alerts' keyframe (not for an external detector's detections: the keyframe key is empty)."""
         if not events or not self._queries:
             return []
         boxes = {track.track_id: track for track in tracks}
         alerts = []
         for event in events:
-            class_name = class_names[event.class_id] if 0 <= event.class_id < len(class_names) else "object"
+            class_name = class_names[event.class_id] if event.class_id < len(class_names) else f"class {event.class_id}"
             for query in self._queries.values():
                 condition = query.track
                 if not query.watches(camera) or not condition.accepts(
@@ -72,11 +75,17 @@ class TrackAlerts:
                 if event.track_id in alerted:
                     continue
                 alerted.append(event.track_id)
-                alerts.append(self._alert(query, camera, event, class_name, boxes.get(event.track_id)))
+                alerts.append(self._alert(query, camera, event, class_name, boxes.get(event.track_id), keyframe))
         return alerts
 
     def _alert(
-        self, query: StandingQuery, camera: str, event: TrackEvent, class_name: str, track: Track | None
+        self,
+        query: StandingQuery,
+        camera: str,
+        event: TrackEvent,
+        class_name: str,
+        track: Track | None,
+        keyframe: bool,
     ) -> Alert:
         start = event.pts - (event.duration or 0.0)
         action = TrackAction(
@@ -96,7 +105,7 @@ class TrackAlerts:
             end=event.pts,
             peak_score=0.0 if track is None else float(track.score),
             peak_pts=event.pts,
-            keyframe_key=keyframe_key(camera_source_id(camera), event.pts),
+            keyframe_key=keyframe_key(camera_source_id(camera), event.pts) if keyframe else "",
             models=self.models,
             status="closed",
             track=action,

@@ -25,6 +25,7 @@ its lost track's predicted box by then starts a new track.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,7 +35,7 @@ from pipeline.live.analyzer import StreamOutput, camera_of
 from pipeline.live.queries import StandingQuery
 from pipeline.live.track_alerts import TrackAlerts
 from pipeline.models import Dinov2Encoder, resolve_models
-from pipeline.records import Detections, Frame, FrameBatch, ModelIds
+from pipeline.records import DetectionFrame, Detections, Frame, FrameBatch, ModelIds
 from pipeline.storage.layout import camera_source_id, keyframe_key
 from pipeline.tracking.events import TrackEvents
 from pipeline.tracking.tracker import Tracker
@@ -87,27 +88,49 @@ class StreamTracker:
 
     def process(self, batch: FrameBatch) -> StreamOutput:
         """A batch of frames of any cameras (pts order within each camera)."""
-        frames = [frame for frame in batch.frames if self._is_new(frame)]
+        frames = [frame for frame in batch.frames if self._is_new(camera_of(frame), frame.pts)]
         out = StreamOutput()
         for frame, detections in zip(frames, self._detections(frames)):
             camera = camera_of(frame)
-            tracks = self.trackers[camera].update(detections)
-            happened = self.camera_events[camera].update(tracks, frame.pts)
-            out.track_events += happened
-            alerts = self.track_alerts.process(camera, happened, tracks, self.class_names)
-            if alerts:
-                out.alerts += alerts
+            if self._step(out, camera, frame.pts, detections, self.class_names):
                 out.thumbnails.append((keyframe_key(camera_source_id(camera), frame.pts), frame.image))
         return out
 
-    def _is_new(self, frame: Frame) -> bool:
-        """Whether `frame` comes after its camera's last tracked one (not a replay); a new camera is set up."""
-        camera = camera_of(frame)
+    def process_detections(self, frames: Sequence[DetectionFrame]) -> StreamOutput:
+        """Frames of an external detector's detections (`vigil.detections`), of any cameras (pts order within
+        each camera). They carry no picture: their alerts have no thumbnail (an empty keyframe key)."""
+        out = StreamOutput()
+        for frame in frames:
+            if self._is_new(frame.camera, frame.pts):
+                self._step(out, frame.camera, frame.pts, frame.detections, frame.classes, keyframe=False)
+        return out
+
+    def _step(
+        self,
+        out: StreamOutput,
+        camera: str,
+        pts: float,
+        detections: Detections,
+        class_names: Sequence[str],
+        keyframe: bool = True,
+    ) -> bool:
+        """One frame's detections through its camera's tracker, events and track queries into `out`; whether it
+        made alerts."""
+        tracks = self.trackers[camera].update(detections)
+        happened = self.camera_events[camera].update(tracks, pts)
+        out.track_events += happened
+        alerts = self.track_alerts.process(camera, happened, tracks, class_names, keyframe=keyframe)
+        out.alerts += alerts
+        return bool(alerts)
+
+    def _is_new(self, camera: str, pts: float) -> bool:
+        """Whether a frame of `camera` at `pts` comes after its last tracked one (not a replay); a new camera is
+        set up."""
         if camera not in self.trackers:
             self.trackers[camera] = Tracker(self.track)
             self.camera_events[camera] = TrackEvents(camera, self.events)
         last = self.camera_events[camera].pts
-        return last is None or frame.pts > last
+        return last is None or pts > last
 
     def _detections(self, frames: list[Frame]) -> list[Detections]:
         """Each frame's detections: the motion detector's, or the heavier detector's on the frames motion lets

@@ -164,9 +164,12 @@ class _Encoder:
             if precision == COMPILED_INT8:
                 self._tower = copy.deepcopy(self._image_tower())
                 quantize_int8(self._tower)
-                compiled = FixedSizeCompiled(self._tower_features, call_size or self.model_batch)
-                compiled.warm_up(self.preprocess([np.zeros((64, 64, 3), np.uint8)], device=self.device))
-                self._compiled = compiled
+                self._compiled = FixedSizeCompiled(self._tower_features, call_size or self.model_batch)
+                try:
+                    self.warm_up()
+                except CompileUnavailableError:
+                    self._compiled = self._tower = None
+                    raise
             self._quantize_dynamic(self.model)
 
     @staticmethod
@@ -184,6 +187,11 @@ class _Encoder:
 
     def _tower_features(self, inputs: dict):
         return _pooled(self._tower(**inputs), "image")
+
+    def warm_up(self) -> None:
+        """Run the compiled tower (int8-compiled) once: whatever it still has to compile, it compiles now."""
+        if self._compiled is not None:
+            self._compiled.warm_up(self.preprocess([np.zeros((64, 64, 3), np.uint8)], device=self.device))
 
     def _calibrate(self) -> str:
         """CPU "auto": the fastest precision whose embeddings stay within cosine FAITHFUL_MIN_COSINE of fp32's,
@@ -417,6 +425,9 @@ def load_encoders(
     source = resolve_models(spec_or_source)
     siglip = SiglipEncoder.from_pretrained(source.siglip, device=device, precision=precision, batch_size=batch_size)
     dinov2 = Dinov2Encoder.from_pretrained(source.dinov2, device=device, precision=precision, batch_size=batch_size)
+    # SigLIP's compiled graph guards on a transformers registry that running DINOv2 the first time grows: warmed
+    # again now, it recompiles here rather than in the first batch
+    siglip.warm_up()
     return Encoders(siglip, dinov2)
 
 
