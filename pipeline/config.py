@@ -141,6 +141,9 @@ class MatchConfig(_Section):
     temperature: float = Field(default=0.01, gt=0, le=1)  # of the soft maximum over the neutral prompts
 
 
+MAX_PHRASES = 1000  # an owl detector's phrases at most, the configured and the standing queries' together
+
+
 class DetectConfig(_Section):
     """The object detector (`pipeline.detection`). "motion": background subtraction (OpenCV's MOG2) per camera on a
     grey picture `width` pixels wide; blobs of `min_area` to `max_area` of the picture become boxes. "owl": the
@@ -155,7 +158,7 @@ class DetectConfig(_Section):
     width: int = Field(default=320, ge=32, le=4096)  # the picture is downscaled to this width (never up)
     warmup: int = Field(default=15, ge=0, le=100000)  # frames per camera learnt before anything is reported
     model: str = Field(default="google/owlv2-base-patch16-ensemble", min_length=1)  # "owl": a hub id or a folder
-    phrases: list[str] = Field(default=["person", "car"], min_length=1, max_length=1000)  # "owl": what to find
+    phrases: list[str] = Field(default=["person", "car"], min_length=1, max_length=MAX_PHRASES)  # "owl": what to find
     score_threshold: float = Field(default=0.1, ge=0, le=1)  # "owl": least score of a detection
     nms_iou: float = Field(default=0.3, gt=0, le=1)  # "owl": a box overlapping a better one of its class more goes
     max_detections: int = Field(default=100, ge=1, le=10000)  # "owl": most detections per frame, the best kept

@@ -20,7 +20,13 @@ from pipeline.media.decode import decode_frames
 from pipeline.media.synthetic import write_static_camera_video
 from pipeline.records import Alert, Detections, Frame, FrameBatch, TrackEvent
 from pipeline.search.index import ClipIndex
-from pipeline.storage.layout import alert_key, camera_source_id, keyframe_key, live_track_events_key, tracks_prefix
+from pipeline.storage.layout import (
+    alert_key,
+    camera_source_id,
+    live_track_events_key,
+    live_track_thumb_key,
+    tracks_prefix,
+)
 from pipeline.storage.store import LocalStore
 from tests.test_match import MODELS, basis, matcher, raw_vector
 
@@ -232,9 +238,12 @@ def test_track_queries_alert_once_per_track_with_its_event_and_thumbnail(footage
         assert (alert.start, alert.end, alert.peak_pts, alert.status) == (event.pts, event.pts, event.pts, "closed")
         assert alert.track.class_name == "moving object" and alert.track.name == event.name
         assert alert.track.box is not None and alert.peak_score > 0
-        assert alert.keyframe_key == keyframe_key(camera_source_id(CAMERA), event.pts)
+        # the thumbnail: the track's best crop so far, stored by the sink with the alert
         (out,) = [out for out in outs if alert in out.alerts]
-        assert alert.keyframe_key in [key for key, _ in out.thumbnails]  # the event's frame, stored by the sink
+        ((key, crop),) = [(key, image) for key, image in out.thumbnails if key == alert.keyframe_key]
+        seen_at = [frame.pts for frame in frames if frame.pts <= event.pts]
+        assert key in [live_track_thumb_key(camera_source_id(CAMERA), alert.track.track_id, pts) for pts in seen_at]
+        assert 0 < crop.shape[0] * crop.shape[1] < frames[0].image.shape[0] * frames[0].image.shape[1] / 4
         assert alert.track.sentence().startswith(f"moving object #{alert.track.track_id} ")
     assert len({alert.id for alert in alerts}) == 4
     assert all(crossings[a.track.track_id - 1][0] <= a.start <= crossings[a.track.track_id - 1][1] for a in alerts)
@@ -328,6 +337,17 @@ class BlockFinder(Detector):
         return Detections(np.zeros((0, 4)), np.zeros(0))
 
 
+class PromptedFinder(BlockFinder):
+    """An open-vocabulary BlockFinder: prompted with more phrases, it finds them too."""
+
+    def __init__(self, crossings: list[tuple[float, float]]):
+        super().__init__(crossings)
+        self.class_names = ["person", "car"]
+
+    def add_phrases(self, phrases):
+        self.class_names += [phrase for phrase in dict.fromkeys(phrases) if phrase not in self.class_names]
+
+
 def gated_tracker(finder: BlockFinder, encoder=None) -> StreamTracker:
     track = TrackConfig(live=True, reid_frames=10)
     return StreamTracker(MODELS, track, DetectConfig(warmup=WARMUP), EVENTS, detector=finder, encoder=encoder)
@@ -388,3 +408,22 @@ def test_the_owl_detector_and_dinov2_come_from_the_config(tiny_owl, vigil_cache,
     assert stream.class_names == ["person", "red car"] and stream.encoder is not None
     run(stream, frames[:BATCH])  # end to end on untrained weights: whatever it finds, it tracks without error
     assert CAMERA in stream.state_dict()["tracking"]
+
+
+def test_an_open_vocabulary_detector_is_prompted_with_the_queries_classes_whose_ids_survive_a_restore(footage):
+    frames, crossings = footage
+    stream = gated_tracker(PromptedFinder(crossings))
+    red = StandingQuery.from_json(
+        {"id": "red", "track": {"event": "enter", "where": "left_half", "classes": ["red car", "person"]}}
+    )
+    stream.sync_queries([(red, None)])
+    assert stream.class_names == ["person", "car", "red car"]
+    run(stream, frames[:20])
+    state = json.loads(json.dumps(stream.state_dict()))
+    assert state["track_classes"] == ["person", "car", "red car"]
+    restored = gated_tracker(PromptedFinder(crossings))
+    restored.load_state_dict(state)  # before any query is synced again
+    assert restored.class_names == ["person", "car", "red car"]
+    fixed = live_tracker()  # the motion detector finds what it finds: it is not prompted
+    fixed.sync_queries([(red, None)])
+    assert fixed.class_names == ["moving object"]

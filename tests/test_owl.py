@@ -18,6 +18,7 @@ from pipeline.detection import (
     iou_matrix,
     nms,
 )
+from pipeline.detection import owl as owl_module
 from pipeline.models import ModelUnavailableError
 from pipeline.records import Detections, Frame
 
@@ -83,6 +84,20 @@ def test_owl_detector_score_threshold_and_phrases_given_apart(tiny_owl):
     assert all((d.class_ids == 0).all() for d in one_phrase.detect(frames))
     with pytest.raises(ValidationError, match="distinct"):
         OwlDetector.from_pretrained(owl_config(tiny_owl), phrases=["car", "car"], device="cpu")
+
+
+def test_phrases_added_later_take_the_next_class_ids_up_to_the_most(tiny_owl, monkeypatch, caplog):
+    detector = OwlDetector.from_pretrained(owl_config(tiny_owl, score_threshold=0.0), device="cpu")
+    before = detector.phrases[:]
+    detector.add_phrases(["red car", before[0], "red car"])
+    assert detector.class_names == [*before, "red car"]  # the others keep their ids
+    found = detector.detect(frames_of([(240, 320), (360, 200), (128, 128)]))
+    class_ids = np.concatenate([d.class_ids for d in found])
+    assert len(class_ids) and set(class_ids.tolist()) <= set(range(len(before) + 1))  # each box's best of them all
+    monkeypatch.setattr(owl_module, "MAX_PHRASES", len(before) + 2)
+    detector.add_phrases(["a dog", "a bicycle"])
+    assert detector.class_names == [*before, "red car", "a dog"]
+    assert "the owl detector finds at most" in caplog.text and "a bicycle left out" in caplog.text
 
 
 def test_an_unavailable_or_wrong_owl_model_says_how_to_provide_it(tiny_owl, tmp_path, vigil_cache):

@@ -224,8 +224,8 @@ def test_a_tracks_best_crop_and_appearance_cover_its_every_detection_from_the_fi
     "extra, message",
     [
         (["{missing}"], "no such video file: {missing}"),
-        (["{video}", "--det", "det.txt"], "give a VIDEO or --det FILE (one of them)"),
-        ([], "give a VIDEO or --det FILE (one of them)"),
+        (["{video}", "--det", "det.txt"], "give a VIDEO, --det FILE or --kafka (one of them)"),
+        ([], "give a VIDEO, --det FILE or --kafka (one of them)"),
         (["{video}", "--out", "tracks.txt"], "--out and --appearance go with --det, not with a VIDEO"),
         (["rtsp://127.0.0.1:9/live", "--seconds", "5"], "a live URL needs --camera ID and --seconds N: rtsp://"),
         (["{video}", "--seconds", "0"], "--seconds must be more than 0, got 0"),

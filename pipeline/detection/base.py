@@ -22,6 +22,10 @@ class Detector(ABC):
     def class_names(self) -> list[str]:
         """Each class id's name (a class id indexes this list)."""
 
+    def add_phrases(self, phrases: Sequence[str]) -> None:
+        """An open-vocabulary detector also finds these (new class ids after its others); one of fixed classes
+        cannot, and ignores them."""
+
     @abstractmethod
     def detect(self, frames: Sequence[Frame]) -> list[Detections]:
         """One `Detections` per frame, in frame order, boxes in that frame's pixel coordinates."""

@@ -14,12 +14,13 @@ torch and transformers are imported where they are used, as the encoders do.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from pipeline.config import DetectConfig
+from pipeline.config import MAX_PHRASES, DetectConfig
 from pipeline.detection.base import Detector
 from pipeline.detection.nms import nms
 from pipeline.models import (
@@ -32,6 +33,8 @@ from pipeline.models import (
 from pipeline.records import Detections, Frame
 
 OWL_MODEL_TYPES = ("owlv2", "owlvit")
+
+log = logging.getLogger(__name__)
 _MIN_SIDE = 1.0  # pixels: the least width and height of a box reported
 
 
@@ -70,12 +73,28 @@ class OwlDetector(Detector):
         self.model = loaded.model.eval().to(self.device)
         self.preprocess = TensorPreprocessor.from_image_processor(loaded.image_processor)
         self.pad_to_square = bool(getattr(loaded.image_processor, "do_pad", False))
-        text_length = int(loaded.model.config.text_config.max_position_embeddings)
-        tokens = loaded.tokenizer(
-            self.phrases, padding="max_length", max_length=text_length, truncation=True, return_tensors="pt"
+        self._tokenizer = loaded.tokenizer
+        self._text_length = int(loaded.model.config.text_config.max_position_embeddings)
+        self._tokenize()
+
+    def _tokenize(self) -> None:
+        tokens = self._tokenizer(
+            self.phrases, padding="max_length", max_length=self._text_length, truncation=True, return_tensors="pt"
         )
         self._input_ids = tokens["input_ids"].to(self.device)
         self._attention_mask = tokens["attention_mask"].to(self.device)
+
+    def add_phrases(self, phrases: Sequence[str]) -> None:
+        """Also find `phrases` (those not found yet), each the next class id: the ids of the others stay. At most
+        MAX_PHRASES in all (each costs every frame a little): past them, the rest are left out and said so."""
+        new = [phrase for phrase in dict.fromkeys(phrases) if phrase not in self.phrases]
+        room = MAX_PHRASES - len(self.phrases)
+        if len(new) > room:
+            log.warning("the owl detector finds at most %d phrases: %s left out", MAX_PHRASES, ", ".join(new[room:]))
+            new = new[:room]
+        if new:
+            self.phrases += new
+            self._tokenize()
 
     @classmethod
     def from_pretrained(

@@ -10,7 +10,7 @@ detector has one, "moving object"; OWL's are its phrases).
 accepts, unless the query already alerted on that track: however often a track re-enters a zone or crosses a
 line, it makes one alert per query. The event is an instant, so its alert comes once, "closed": start is the
 event's pts (for a dwell or a leave, the visit's enter), end the event's pts, the peak score the track's last
-detection score, the keyframe the event's frame (the caller stores it as the thumbnail). Its id is
+detection score, the keyframe the track's thumbnail (the caller's: its best crop so far). Its id is
 `Alert.make_id(query, camera, start, track)`: a replay makes the same one.
 
 Memory: per query and camera, the ids of the last `REMEMBERED_TRACKS` tracks alerted (ids only grow, so a track
@@ -20,11 +20,10 @@ alerted that many tracks ago has long ended). The state (`state_dict`) holds the
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pipeline.live.queries import StandingQuery
 from pipeline.records import Alert, ModelIds, Track, TrackAction, TrackEvent
-from pipeline.storage.layout import camera_source_id, keyframe_key
 
 REMEMBERED_TRACKS = 1000
 
@@ -54,11 +53,12 @@ class TrackAlerts:
         tracks: Sequence[Track],
         class_names: Sequence[str],
         *,
-        keyframe: bool = True,
+        thumbnails: Callable[[int], str] | None = None,
     ) -> list[Alert]:
         """The alerts of one frame of `camera`: its track events and its reported tracks (for their boxes and
-        scores); `class_names` names the detector's class ids. `keyframe`: the frame's picture is stored as the
-        alerts' keyframe (not for an external detector's detections: the keyframe key is empty)."""
+        scores); `class_names` names the detector's class ids. `thumbnails` gives a track's thumbnail key, the
+        alert's keyframe (the caller stores it); without it (an external detector's detections, no picture) the
+        keyframe key is empty."""
         if not events or not self._queries:
             return []
         boxes = {track.track_id: track for track in tracks}
@@ -75,6 +75,7 @@ class TrackAlerts:
                 if event.track_id in alerted:
                     continue
                 alerted.append(event.track_id)
+                keyframe = thumbnails(event.track_id) if thumbnails is not None else ""
                 alerts.append(self._alert(query, camera, event, class_name, boxes.get(event.track_id), keyframe))
         return alerts
 
@@ -85,7 +86,7 @@ class TrackAlerts:
         event: TrackEvent,
         class_name: str,
         track: Track | None,
-        keyframe: bool,
+        keyframe: str,
     ) -> Alert:
         start = event.pts - (event.duration or 0.0)
         action = TrackAction(
@@ -105,7 +106,7 @@ class TrackAlerts:
             end=event.pts,
             peak_score=0.0 if track is None else float(track.score),
             peak_pts=event.pts,
-            keyframe_key=keyframe_key(camera_source_id(camera), event.pts) if keyframe else "",
+            keyframe_key=keyframe,
             models=self.models,
             status="closed",
             track=action,

@@ -12,14 +12,16 @@ motion gates it, as in an NVR: it looks only at frames in which something moves 
 detection gets the appearance of its crop, all of a batch's crops in one call, and lost tracks are re-identified
 by it (a restart's warm-up too).
 
-Its state (`state_dict`) is two sections of the shard's checkpoint state: "tracking" (each camera's tracker and
-events states) and "track_alerts" (the queries and the tracks they alerted on); `load_state_dict` reads them from
-a whole shard state, so `pipeline.live.analyzer.cameras_state` and `merge_states` share them out by camera like
-the analyzer's. A restored tracker keeps its tracks with their ids and numbers new ones after them, and skips
-frames at or before a camera's last one, so a replay changes nothing. The detector's background model is not in
-it (OpenCV's MOG2 cannot be saved): after a restore each camera's detector warms up again (`detect.warmup`
-frames), missing every object meanwhile, and with no appearance to re-identify it, an object that has moved off
-its lost track's predicted box by then starts a new track.
+Its state (`state_dict`) is three sections of the shard's checkpoint state: "tracking" (each camera's tracker and
+events states), "track_alerts" (the queries and the tracks they alerted on) and "track_classes" (the detector's
+class names, whose ids the tracks carry: an owl detector is prompted with the queries' classes too, after its
+configured phrases); `load_state_dict` reads them from a whole shard state, so `pipeline.live.analyzer.
+cameras_state` and `merge_states` share them out by camera like the analyzer's. A restored tracker keeps its
+tracks with their ids and numbers new ones after them, and skips frames at or before a camera's last one, so a
+replay changes nothing. The motion detector's background model is not in it (OpenCV's MOG2 cannot be saved):
+after a restore each camera's motion detector warms up again (`detect.warmup` frames), missing every object
+meanwhile (the gate lets every frame through to a heavier detector meanwhile); without appearance to re-identify
+it, an object that has moved off its lost track's predicted box by then starts a new track.
 """
 
 from __future__ import annotations
@@ -35,10 +37,9 @@ from pipeline.live.analyzer import StreamOutput, camera_of
 from pipeline.live.queries import StandingQuery
 from pipeline.live.track_alerts import TrackAlerts
 from pipeline.models import Dinov2Encoder, resolve_models
-from pipeline.records import DetectionFrame, Detections, Frame, FrameBatch, ModelIds
-from pipeline.storage.layout import camera_source_id, keyframe_key
-from pipeline.tracking.events import TrackEvents
-from pipeline.tracking.tracker import Tracker
+from pipeline.records import DetectionFrame, Detections, Frame, FrameBatch, ModelIds, Track, TrackEvent
+from pipeline.storage.layout import camera_source_id, live_track_thumb_key
+from pipeline.tracking import Tracker, TrackEvents, thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class StreamTracker:
         self.trackers: dict[str, Tracker] = {}
         self.camera_events: dict[str, TrackEvents] = {}
         self.track_alerts = TrackAlerts(models)
+        self._best: dict[str, dict[int, tuple[float, float, np.ndarray]]] = {}  # camera: track id: best crop
 
     @classmethod
     def from_config(cls, config: VigilConfig, models: ModelIds) -> StreamTracker:
@@ -92,8 +94,16 @@ class StreamTracker:
         out = StreamOutput()
         for frame, detections in zip(frames, self._detections(frames)):
             camera = camera_of(frame)
-            if self._step(out, camera, frame.pts, detections, self.class_names):
-                out.thumbnails.append((keyframe_key(camera_source_id(camera), frame.pts), frame.image))
+            tracks, happened = self._track(out, camera, frame.pts, detections)
+            best = self._keep_best(camera, frame, detections, tracks)
+            sid = camera_source_id(camera)
+
+            def thumbnail_key(track_id: int, best=best, sid=sid) -> str:
+                return live_track_thumb_key(sid, track_id, best[track_id][1]) if track_id in best else ""
+
+            alerts = self.track_alerts.process(camera, happened, tracks, self.class_names, thumbnails=thumbnail_key)
+            out.alerts += alerts
+            out.thumbnails += [(a.keyframe_key, best[a.track.track_id][2]) for a in alerts if a.keyframe_key]
         return out
 
     def process_detections(self, frames: Sequence[DetectionFrame]) -> StreamOutput:
@@ -102,26 +112,35 @@ class StreamTracker:
         out = StreamOutput()
         for frame in frames:
             if self._is_new(frame.camera, frame.pts):
-                self._step(out, frame.camera, frame.pts, frame.detections, frame.classes, keyframe=False)
+                tracks, happened = self._track(out, frame.camera, frame.pts, frame.detections)
+                out.alerts += self.track_alerts.process(frame.camera, happened, tracks, frame.classes)
         return out
 
-    def _step(
-        self,
-        out: StreamOutput,
-        camera: str,
-        pts: float,
-        detections: Detections,
-        class_names: Sequence[str],
-        keyframe: bool = True,
-    ) -> bool:
-        """One frame's detections through its camera's tracker, events and track queries into `out`; whether it
-        made alerts."""
+    def _track(
+        self, out: StreamOutput, camera: str, pts: float, detections: Detections
+    ) -> tuple[list[Track], list[TrackEvent]]:
+        """One frame's detections through its camera's tracker and events: its tracks and events (also in `out`)."""
         tracks = self.trackers[camera].update(detections)
         happened = self.camera_events[camera].update(tracks, pts)
         out.track_events += happened
-        alerts = self.track_alerts.process(camera, happened, tracks, class_names, keyframe=keyframe)
-        out.alerts += alerts
-        return bool(alerts)
+        return tracks, happened
+
+    def _keep_best(
+        self, camera: str, frame: Frame, detections: Detections, tracks: list[Track]
+    ) -> dict[int, tuple[float, float, np.ndarray]]:
+        """Each reported track's best crop so far (score, pts, pixels), the thumbnail of its alerts; a track no
+        longer reported is forgotten (memory stays with the tracks on view)."""
+        best = self._best.setdefault(camera, {})
+        for track in tracks:
+            row = track.detection
+            if row is None:  # lost: reported at its prediction
+                continue
+            score = float(detections.scores[row])
+            if track.track_id not in best or score > best[track.track_id][0]:
+                best[track.track_id] = (score, frame.pts, thumbnail(frame, detections.boxes[row]))
+        for gone in best.keys() - {track.track_id for track in tracks}:
+            del best[gone]
+        return best
 
     def _is_new(self, camera: str, pts: float) -> bool:
         """Whether a frame of `camera` at `pts` comes after its last tracked one (not a replay); a new camera is
@@ -151,6 +170,9 @@ class StreamTracker:
         has an event open to close). A new one that can never alert (its zone or line, or its classes, are not
         there) says why, once."""
         queries = [query for query, _ in stored if query.kind == "track"]
+        detector = self.detector or self.motion
+        # an open-vocabulary detector is prompted with the queries' classes too
+        detector.add_phrases([name for query in queries for name in query.track.classes or ()])
         held = {query.id for query in self.track_alerts.list()}
         places = {zone.name for zone in self.events.zones} | {line.name for line in self.events.lines}
         for query in (query for query in queries if query.id not in held):
@@ -165,7 +187,7 @@ class StreamTracker:
             elif query.track.classes and not set(query.track.classes) & set(self.class_names):
                 log.warning(
                     "standing query %r watches %s, which the detector does not find: it cannot alert (it finds: %s; "
-                    "detect.phrases names what the owl detector finds)",
+                    "the owl detector, detect.kind owl, finds any)",
                     query.id,
                     ", ".join(query.track.classes),
                     ", ".join(self.class_names),
@@ -174,13 +196,14 @@ class StreamTracker:
         return StreamOutput()
 
     def state_dict(self) -> dict:
-        """The two sections of a shard's checkpoint state this tracker holds."""
+        """The sections of a shard's checkpoint state this tracker holds."""
         return {
             "tracking": {
                 camera: {"tracker": tracker.state(), "events": self.camera_events[camera].state()}
                 for camera, tracker in self.trackers.items()
             },
             "track_alerts": self.track_alerts.state_dict(),
+            "track_classes": self.class_names,  # the class ids of the tracks' states
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -188,12 +211,15 @@ class StreamTracker:
         tracking was switched on has none of these: every camera's tracks start afresh). The detector starts
         afresh and warms up again."""
         tracking = state.get("tracking", {})
+        # the classes queries added before the restore keep their ids (a fixed detector has its own)
+        (self.detector or self.motion).add_phrases(state.get("track_classes", []))
         self.motion = MotionDetector(self.detect)
         self.trackers = {camera: Tracker.from_state(self.track, saved["tracker"]) for camera, saved in tracking.items()}
         self.camera_events = {
             camera: TrackEvents.from_state(self.events, saved["events"]) for camera, saved in tracking.items()
         }
         self.track_alerts.load_state_dict(state.get("track_alerts", {}))
+        self._best = {}  # crops are not kept: a restored track's best starts again
 
     def forget_cameras(self) -> None:
         """Start every camera afresh (the streams are read again from their start); the queries stay."""

@@ -234,6 +234,11 @@ def live_track_events_key(sid: str, first_pts: float, last_pts: float) -> str:
     return f"{tracks_prefix(sid)}live/{ms(first_pts):012d}-{ms(last_pts):012d}.json"
 
 
+def live_track_thumb_key(sid: str, track_id: int, pts: float) -> str:
+    """A live track's best crop so far (the thumbnail of its alerts), named by the track and the crop's pts."""
+    return f"{tracks_prefix(sid)}live/thumbs/{track_id}-{ms(pts):012d}.jpg"
+
+
 def track_thumbs_prefix(sid: str) -> str:
     return f"{tracks_prefix(sid)}thumbs/"
 

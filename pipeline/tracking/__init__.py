@@ -39,6 +39,7 @@ from pipeline.tracking.video import (
     TrackedObject,
     TrackedSource,
     decode_appearance,
+    thumbnail,
     track_frames,
 )
 from pipeline.tracking.zones import Line, PolygonZone, anchor_points
@@ -69,6 +70,7 @@ __all__ = [
     "read_detections",
     "read_source",
     "stored_sources",
+    "thumbnail",
     "track_frames",
     "write_tracks",
 ]

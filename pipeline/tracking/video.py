@@ -139,7 +139,7 @@ def _add_sightings(
         vector = detections.appearance[row]
         known = objects.get(track.track_id) or tentative.get(track.track_id)
         if known is None:
-            crop = _thumbnail(frame, detections.boxes[row])
+            crop = thumbnail(frame, detections.boxes[row])
             known = TrackedObject(
                 track.track_id, track.class_id, frame.pts, frame.pts, 1, score, frame.pts, box, crop, vector.copy()
             )
@@ -148,12 +148,12 @@ def _add_sightings(
             known.appearance_sum = known.appearance_sum + vector
             if score > known.best_score:
                 known.best_score, known.best_pts, known.best_box = score, frame.pts, box
-                known.best_crop = _thumbnail(frame, detections.boxes[row])
+                known.best_crop = thumbnail(frame, detections.boxes[row])
         (still_tentative if track.state == "tentative" else objects)[track.track_id] = known
     return still_tentative
 
 
-def _thumbnail(frame: Frame, box: np.ndarray) -> np.ndarray:
+def thumbnail(frame: Frame, box: np.ndarray) -> np.ndarray:
     """The frame's pixels of `box` grown by THUMBNAIL_MARGIN, copied: the frame is let go with its batch."""
     height, width = frame.image.shape[:2]
     ((x1, y1, x2, y2),) = crop_boxes(box[None], height, width, THUMBNAIL_MARGIN)
