@@ -427,3 +427,17 @@ def test_an_open_vocabulary_detector_is_prompted_with_the_queries_classes_whose_
     fixed = live_tracker()  # the motion detector finds what it finds: it is not prompted
     fixed.sync_queries([(red, None)])
     assert fixed.class_names == ["moving object"]
+
+
+def test_every_kind_of_track_alert_has_its_tracks_thumbnail(footage):
+    frames, _ = footage
+    stream = live_tracker()
+    leaving = StandingQuery.from_json({"id": "leaving", "track": {"event": "leave", "where": "left_half"}})
+    stream.sync_queries([(query, None) for query in (leaving, ENTERING, CROSSING)])
+    outs = outputs(stream, frames)
+    alerts = [alert for out in outs for alert in out.alerts]
+    assert sorted((a.query_id, a.track.track_id) for a in alerts) == [
+        (query, track) for query in ("crossing", "entering", "leaving") for track in (1, 2)
+    ]
+    stored = {key for out in outs for key, _ in out.thumbnails}
+    assert all(alert.keyframe_key in stored for alert in alerts)

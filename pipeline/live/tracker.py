@@ -104,6 +104,9 @@ class StreamTracker:
             alerts = self.track_alerts.process(camera, happened, tracks, self.class_names, thumbnails=thumbnail_key)
             out.alerts += alerts
             out.thumbnails += [(a.keyframe_key, best[a.track.track_id][2]) for a in alerts if a.keyframe_key]
+            # a track no longer reported is forgotten (after its leave's alert): memory stays with those on view
+            for gone in best.keys() - {track.track_id for track in tracks}:
+                del best[gone]
         return out
 
     def process_detections(self, frames: Sequence[DetectionFrame]) -> StreamOutput:
@@ -128,8 +131,7 @@ class StreamTracker:
     def _keep_best(
         self, camera: str, frame: Frame, detections: Detections, tracks: list[Track]
     ) -> dict[int, tuple[float, float, np.ndarray]]:
-        """Each reported track's best crop so far (score, pts, pixels), the thumbnail of its alerts; a track no
-        longer reported is forgotten (memory stays with the tracks on view)."""
+        """Each track's best crop so far (score, pts, pixels), the thumbnail of its alerts, with this frame's."""
         best = self._best.setdefault(camera, {})
         for track in tracks:
             row = track.detection
@@ -138,8 +140,6 @@ class StreamTracker:
             score = float(detections.scores[row])
             if track.track_id not in best or score > best[track.track_id][0]:
                 best[track.track_id] = (score, frame.pts, thumbnail(frame, detections.boxes[row]))
-        for gone in best.keys() - {track.track_id for track in tracks}:
-            del best[gone]
         return best
 
     def _is_new(self, camera: str, pts: float) -> bool:
