@@ -373,7 +373,8 @@ class TrackEvent:
     for the configured dwell time, or crossed a line. `name` is the zone's (enter, leave, dwell) or the line's
     (cross); `pts` is when, in the camera's media seconds. A crossing has a `direction`, "left_to_right" or
     "right_to_left" (as seen facing along the line from its first point to its second); a dwell or a leave has a
-    `duration`, the seconds since the visit's enter."""
+    `duration`, the seconds since the visit's enter. `class_name` names the class id where the detector's names
+    are known to the one recording the event (the live tracker), else None."""
 
     camera: str
     track_id: int
@@ -383,6 +384,7 @@ class TrackEvent:
     pts: float
     direction: str | None = None
     duration: float | None = None
+    class_name: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in TRACK_EVENT_KINDS:
@@ -396,7 +398,7 @@ class TrackEvent:
             raise ValueError(f"{self.kind} events {'need a' if timed else 'take no'} duration")
 
     def to_json(self) -> dict:
-        return {
+        event = {
             "camera": self.camera,
             "track_id": self.track_id,
             "class_id": self.class_id,
@@ -406,6 +408,7 @@ class TrackEvent:
             "direction": self.direction,
             "duration": None if self.duration is None else float(self.duration),
         }
+        return event if self.class_name is None else {**event, "class_name": self.class_name}
 
     @classmethod
     def from_json(cls, data: "dict | str | bytes") -> "TrackEvent":
@@ -421,6 +424,7 @@ class TrackEvent:
             pts=float(data["pts"]),
             direction=data.get("direction"),
             duration=None if duration is None else float(duration),
+            class_name=data.get("class_name"),
         )
 
 

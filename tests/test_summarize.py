@@ -19,9 +19,9 @@ from pipeline.media import decode as decode_module
 from pipeline.media.decode import VideoDecodeError
 from pipeline.media.synthetic import Scene, write_corrupt_video, write_scene_video
 from pipeline.models import Captioner, CaptionerUnavailableError, TransformersCaptioner
-from pipeline.records import ClipEmbedding, ModelIds
+from pipeline.records import ClipEmbedding, ModelIds, TrackEvent
 from pipeline.storage.clips import read_clip, write_clip
-from pipeline.storage.layout import camera_source_id, source_id, summary_frames_key
+from pipeline.storage.layout import camera_source_id, live_track_events_key, source_id, summary_frames_key
 from pipeline.storage.store import LocalStore
 from pipeline.summaries import (
     FeatureTrack,
@@ -257,6 +257,11 @@ def test_indexed_sources_and_cameras_are_summarized_from_their_clips(
     store.put_json(
         f"alerts/{camera_source_id('gate-1')}/f00d.json", stored_alert
     )  # as the live monitor's sink writes it
+    # the live trackers' events, as the sink writes them: one batch inside the range, one after it
+    crossing = TrackEvent("gate-1", 3, 0, "cross", "door", 7.5, direction="left_to_right", class_name="person")
+    later = TrackEvent("gate-1", 4, 0, "enter", "yard", 30.0, class_name="person")
+    for event in (crossing, later):
+        store.put_json(live_track_events_key(camera_source_id("gate-1"), event.pts, event.pts), [event.to_json()])
     rolling = summarize_stored(
         store, "gate-1", start=4.0, end=16.0, events=[EVENTS[0]], text_encoder=tiny_encoders.siglip
     )
@@ -273,6 +278,10 @@ def test_indexed_sources_and_cameras_are_summarized_from_their_clips(
         "score": 0.4,
         "id": "f00d",
     } in summary["events"]
+    tracked = [event for event in summary["events"] if event["kind"] == "track"]
+    assert [(e["t_start"], e["label"], e["track"]["id"]) for e in tracked] == [
+        (7.5, "person crossed door left to right", 3)
+    ]
     validate_summary(summary)
     with pytest.raises(SummarizeError, match="nothing stored for gate-2"):
         summarize_stored(store, "gate-2")

@@ -30,7 +30,9 @@ def track(track_id: int, class_id: int = 0, score: float = 0.8) -> Track:
 
 
 def crossing(track_id: int, pts: float, class_id: int = 0, direction: str = "left_to_right") -> TrackEvent:
-    return TrackEvent("gate", track_id, class_id, "cross", "door", pts, direction=direction)
+    return TrackEvent(
+        "gate", track_id, class_id, "cross", "door", pts, direction=direction, class_name=CLASSES[class_id]
+    )
 
 
 def test_a_track_query_is_validated_and_round_trips():
@@ -64,13 +66,13 @@ def test_each_query_alerts_once_per_track_whatever_it_does_again():
         [query("door", event="cross", where="door"), query("cars", event="cross", where="door", classes=["car"])]
     )
     # two people cross in one frame: two alerts, with ids of their own; the car only alerts the car query too
-    first = alerts.process("gate", [crossing(1, 5.0), crossing(2, 5.0)], [track(1), track(2)], CLASSES)
+    first = alerts.process("gate", [crossing(1, 5.0), crossing(2, 5.0)], [track(1), track(2)])
     assert [(a.query_id, a.track.track_id) for a in first] == [("door", 1), ("door", 2)]
     assert len({a.id for a in first}) == 2
     assert first[0].id == Alert.make_id("door", "gate", 5.0, 1)
-    back = alerts.process("gate", [crossing(1, 9.0, direction="right_to_left")], [track(1)], CLASSES)
+    back = alerts.process("gate", [crossing(1, 9.0, direction="right_to_left")], [track(1)])
     assert back == []  # track 1 again: no second alert
-    car = alerts.process("gate", [crossing(3, 12.0, class_id=1)], [track(3, class_id=1, score=0.6)], CLASSES)
+    car = alerts.process("gate", [crossing(3, 12.0, class_id=1)], [track(3, class_id=1, score=0.6)])
     assert [(a.query_id, a.track.class_name, a.peak_score) for a in car] == [("door", "car", 0.6), ("cars", "car", 0.6)]
     (alert,) = first[:1]
     assert (alert.status, alert.start, alert.end, alert.peak_pts) == ("closed", 5.0, 5.0, 5.0)
@@ -87,13 +89,13 @@ def test_direction_camera_and_dwell():
             query("loiter", event="dwell", where="door"),
         ]
     )
-    assert alerts.process("gate", [crossing(1, 5.0)], [track(1)], CLASSES) == []  # left to right, on the gate
-    (inbound,) = alerts.process("gate", [crossing(2, 6.0, direction="right_to_left")], [track(2)], CLASSES)
+    assert alerts.process("gate", [crossing(1, 5.0)], [track(1)]) == []  # left to right, on the gate
+    (inbound,) = alerts.process("gate", [crossing(2, 6.0, direction="right_to_left")], [track(2)])
     assert inbound.query_id == "inbound"
-    dwell = TrackEvent("gate", 4, 0, "dwell", "door", 70.0, duration=31.5)
-    (loiter,) = alerts.process("gate", [dwell], [], CLASSES)  # no longer reported: no box
+    dwell = TrackEvent("gate", 4, 0, "dwell", "door", 70.0, duration=31.5)  # unnamed: its class id stands in
+    (loiter,) = alerts.process("gate", [dwell], [])  # no longer reported: no box
     assert (loiter.start, loiter.end, loiter.track.duration, loiter.track.box) == (38.5, 70.0, 31.5, None)
-    assert loiter.track.sentence() == "person #4 stayed 32 s in door"
+    assert loiter.track.sentence() == "class 0 #4 stayed 32 s in door"
 
 
 def test_the_state_round_trips_and_stays_bounded(monkeypatch):
@@ -101,13 +103,13 @@ def test_the_state_round_trips_and_stays_bounded(monkeypatch):
     alerts = TrackAlerts(MODELS)
     alerts.sync([query("door", event="cross", where="door")])
     for track_id in range(1, 6):
-        assert len(alerts.process("gate", [crossing(track_id, float(track_id))], [track(track_id)], CLASSES)) == 1
+        assert len(alerts.process("gate", [crossing(track_id, float(track_id))], [track(track_id)])) == 1
     state = json.loads(json.dumps(alerts.state_dict()))
     assert state["alerted"] == [{"query": "door", "camera": "gate", "tracks": [3, 4, 5]}]
     restored = TrackAlerts(MODELS)
     restored.load_state_dict(state)
     assert restored.list() == alerts.list() and restored.state_dict() == state
-    assert restored.process("gate", [crossing(5, 9.0)], [track(5)], CLASSES) == []
+    assert restored.process("gate", [crossing(5, 9.0)], [track(5)]) == []
 
 
 def test_vigil_query_add_track(tmp_path, capsys):

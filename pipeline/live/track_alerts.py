@@ -28,6 +28,11 @@ from pipeline.records import Alert, ModelIds, Track, TrackAction, TrackEvent
 REMEMBERED_TRACKS = 1000
 
 
+def class_label(class_id: int, class_names: Sequence[str] = ()) -> str:
+    """A class id's name, or "class N" where the detector gave none."""
+    return class_names[class_id] if 0 <= class_id < len(class_names) else f"class {class_id}"
+
+
 class TrackAlerts:
     """The track queries of a set of cameras and the tracks each has alerted on."""
 
@@ -51,20 +56,18 @@ class TrackAlerts:
         camera: str,
         events: Sequence[TrackEvent],
         tracks: Sequence[Track],
-        class_names: Sequence[str],
         *,
         thumbnails: Callable[[int], str] | None = None,
     ) -> list[Alert]:
-        """The alerts of one frame of `camera`: its track events and its reported tracks (for their boxes and
-        scores); `class_names` names the detector's class ids. `thumbnails` gives a track's thumbnail key, the
-        alert's keyframe (the caller stores it); without it (an external detector's detections, no picture) the
-        keyframe key is empty."""
+        """The alerts of one frame of `camera`: its track events (named: `class_name`) and its reported tracks
+        (for their boxes and scores). `thumbnails` gives a track's thumbnail key, the alert's keyframe (the caller
+        stores it); without it (an external detector's detections, no picture) the keyframe key is empty."""
         if not events or not self._queries:
             return []
         boxes = {track.track_id: track for track in tracks}
         alerts = []
         for event in events:
-            class_name = class_names[event.class_id] if event.class_id < len(class_names) else f"class {event.class_id}"
+            class_name = event.class_name or class_label(event.class_id)
             for query in self._queries.values():
                 condition = query.track
                 if not query.watches(camera) or not condition.accepts(

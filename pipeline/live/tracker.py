@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -35,7 +36,7 @@ from pipeline.config import DetectConfig, EventsConfig, TrackConfig, VigilConfig
 from pipeline.detection import Detector, MotionDetector, build_detector, crop_appearance
 from pipeline.live.analyzer import StreamOutput, camera_of
 from pipeline.live.queries import StandingQuery
-from pipeline.live.track_alerts import TrackAlerts
+from pipeline.live.track_alerts import TrackAlerts, class_label
 from pipeline.models import Dinov2Encoder, resolve_models
 from pipeline.records import DetectionFrame, Detections, Frame, FrameBatch, ModelIds, Track, TrackEvent
 from pipeline.storage.layout import camera_source_id, live_track_thumb_key
@@ -94,14 +95,14 @@ class StreamTracker:
         out = StreamOutput()
         for frame, detections in zip(frames, self._detections(frames)):
             camera = camera_of(frame)
-            tracks, happened = self._track(out, camera, frame.pts, detections)
+            tracks, happened = self._track(out, camera, frame.pts, detections, self.class_names)
             best = self._keep_best(camera, frame, detections, tracks)
             sid = camera_source_id(camera)
 
             def thumbnail_key(track_id: int, best=best, sid=sid) -> str:
                 return live_track_thumb_key(sid, track_id, best[track_id][1]) if track_id in best else ""
 
-            alerts = self.track_alerts.process(camera, happened, tracks, self.class_names, thumbnails=thumbnail_key)
+            alerts = self.track_alerts.process(camera, happened, tracks, thumbnails=thumbnail_key)
             out.alerts += alerts
             out.thumbnails += [(a.keyframe_key, best[a.track.track_id][2]) for a in alerts if a.keyframe_key]
             # a track no longer reported is forgotten (after its leave's alert): memory stays with those on view
@@ -115,16 +116,20 @@ class StreamTracker:
         out = StreamOutput()
         for frame in frames:
             if self._is_new(frame.camera, frame.pts):
-                tracks, happened = self._track(out, frame.camera, frame.pts, frame.detections)
-                out.alerts += self.track_alerts.process(frame.camera, happened, tracks, frame.classes)
+                tracks, happened = self._track(out, frame.camera, frame.pts, frame.detections, frame.classes)
+                out.alerts += self.track_alerts.process(frame.camera, happened, tracks)
         return out
 
     def _track(
-        self, out: StreamOutput, camera: str, pts: float, detections: Detections
+        self, out: StreamOutput, camera: str, pts: float, detections: Detections, class_names: Sequence[str]
     ) -> tuple[list[Track], list[TrackEvent]]:
-        """One frame's detections through its camera's tracker and events: its tracks and events (also in `out`)."""
+        """One frame's detections through its camera's tracker and events: its tracks and its events, named by
+        `class_names` (also in `out`: stored, they keep what each object was)."""
         tracks = self.trackers[camera].update(detections)
-        happened = self.camera_events[camera].update(tracks, pts)
+        happened = [
+            replace(event, class_name=class_label(event.class_id, class_names))
+            for event in self.camera_events[camera].update(tracks, pts)
+        ]
         out.track_events += happened
         return tracks, happened
 

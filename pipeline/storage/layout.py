@@ -229,14 +229,27 @@ def track_events_key(sid: str, digest: str) -> str:
     return f"{tracks_prefix(sid)}events-{digest}.json"
 
 
+def live_track_events_prefix(sid: str) -> str:
+    return f"{tracks_prefix(sid)}live/"
+
+
 def live_track_events_key(sid: str, first_pts: float, last_pts: float) -> str:
-    """A live analyzer batch's track events of one camera, named by their first and last pts."""
-    return f"{tracks_prefix(sid)}live/{ms(first_pts):012d}-{ms(last_pts):012d}.json"
+    """A live tracker batch's track events of one camera, named by their first and last pts."""
+    return f"{live_track_events_prefix(sid)}{ms(first_pts):012d}-{ms(last_pts):012d}.json"
+
+
+_LIVE_TRACK_EVENTS = re.compile(r"/live/(\d{12})-(\d{12})\.json$")
+
+
+def live_track_events_span(key: str) -> tuple[float, float] | None:
+    """The first and last pts a live track events key names (None: not such a key)."""
+    found = _LIVE_TRACK_EVENTS.search(key)
+    return None if found is None else (int(found[1]) / 1000.0, int(found[2]) / 1000.0)
 
 
 def live_track_thumb_key(sid: str, track_id: int, pts: float) -> str:
     """A live track's best crop so far (the thumbnail of its alerts), named by the track and the crop's pts."""
-    return f"{tracks_prefix(sid)}live/thumbs/{track_id}-{ms(pts):012d}.jpg"
+    return f"{live_track_events_prefix(sid)}thumbs/{track_id}-{ms(pts):012d}.jpg"
 
 
 def track_thumbs_prefix(sid: str) -> str:

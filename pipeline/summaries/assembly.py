@@ -40,7 +40,7 @@ from pipeline.summaries.keyframes import (
 from pipeline.summaries.options import SummaryOptions
 from pipeline.summaries.shots import detect_shots, shot_means
 from pipeline.summaries.tags import Tag, concept_bank, tag_rows
-from pipeline.summaries.tracks import StoredTracking, read_tracking
+from pipeline.summaries.tracks import StoredTracking, live_track_events, read_tracking
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("summary_schema.json")
@@ -552,7 +552,10 @@ def summarize_stored(
     if config is not None and "text_encoder" not in kwargs:
         kwargs["text_encoder"] = lambda: _load_text_encoder(track.models.siglip, config)
     video = Path(track.source) if track.source_kind == "file" and Path(track.source).is_file() else None
-    kwargs["events"] = [*kwargs.get("events", ()), *alert_events(store, track.source_id)]
+    live = []  # a camera's live track events, as its alerts, go on the timeline
+    if track.source_kind == "camera":
+        live = live_track_events(store, track.source_id, start or 0.0, track.duration if end is None else end)
+    kwargs["events"] = [*kwargs.get("events", ()), *alert_events(store, track.source_id), *live]
     return summarize_track(
         track,
         store,
