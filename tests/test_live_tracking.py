@@ -441,3 +441,22 @@ def test_every_kind_of_track_alert_has_its_tracks_thumbnail(footage):
     ]
     stored = {key for out in outs for key, _ in out.thumbnails}
     assert all(alert.keyframe_key in stored for alert in alerts)
+
+
+def test_the_tracker_takes_frames_at_the_detectors_rate_and_goes_on_so_after_a_restore(footage):
+    frames, crossings = footage
+
+    def slower() -> StreamTracker:  # half the footage's rate
+        detect = DetectConfig(warmup=WARMUP, rate=RATE / 2)
+        return StreamTracker(MODELS, TrackConfig(live=True, reid_frames=10), detect, EVENTS)
+
+    uninterrupted = slower()
+    events = run(uninterrupted, frames)
+    assert uninterrupted.state_dict()["tracking"][CAMERA]["tracker"]["frame"] == len(frames) // 2
+    cut = int(crossings[0][1] * RATE) + 15  # between the crossings, on a frame the rate skips or takes
+    for at in (cut, cut + 1):
+        before = slower()
+        part = run(before, frames[:at])
+        restored = slower()
+        restored.load_state_dict(json.loads(json.dumps(before.state_dict())))
+        assert part + run(restored, frames[at:]) == events

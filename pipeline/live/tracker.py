@@ -3,8 +3,9 @@ thumbnails out.
 
 One `StreamTracker` holds, per camera, the motion detector's background model, a `Tracker` and a `TrackEvents`
 (the zones and lines of `events`), plus the standing queries on tracks (`TrackAlerts`). It is given every frame
-of its cameras, still ones too (they have pictures): the monitor's sampling rate is the tracker's. The monitor
-runs one per analyzer shard, fed the same frames as the shard's analyzer, beside it.
+of its cameras, still ones too (they have pictures), and tracks at most `detect.rate` of them per second of each
+camera's media time (the monitor's sampling rate is the most it can get). The monitor runs one per analyzer
+shard, fed the same frames as the shard's analyzer, beside it. An external detector's frames are each tracked.
 
 The motion detector's boxes are the detections, unless a heavier `detector` is given (`detect.kind: owl`): then
 motion gates it, as in an NVR: it looks only at frames in which something moves or a camera still holds tracks
@@ -37,6 +38,7 @@ from pipeline.detection import Detector, MotionDetector, build_detector, crop_ap
 from pipeline.live.analyzer import StreamOutput, camera_of
 from pipeline.live.queries import StandingQuery
 from pipeline.live.track_alerts import TrackAlerts, class_label
+from pipeline.media.decode import SamplingGrid
 from pipeline.models import Dinov2Encoder, resolve_models
 from pipeline.records import DetectionFrame, Detections, Frame, FrameBatch, ModelIds, Track, TrackEvent
 from pipeline.storage.layout import camera_source_id, live_track_thumb_key
@@ -64,6 +66,7 @@ class StreamTracker:
         self.camera_events: dict[str, TrackEvents] = {}
         self.track_alerts = TrackAlerts(models)
         self._best: dict[str, dict[int, tuple[float, float, np.ndarray]]] = {}  # camera: track id: best crop
+        self._grids: dict[str, SamplingGrid] = {}  # camera: the detector's rate over its frames
 
     @classmethod
     def from_config(cls, config: VigilConfig, models: ModelIds) -> StreamTracker:
@@ -91,7 +94,7 @@ class StreamTracker:
 
     def process(self, batch: FrameBatch) -> StreamOutput:
         """A batch of frames of any cameras (pts order within each camera)."""
-        frames = [frame for frame in batch.frames if self._is_new(camera_of(frame), frame.pts)]
+        frames = [frame for frame in batch.frames if self._is_new(camera_of(frame), frame.pts) and self._due(frame)]
         out = StreamOutput()
         for frame, detections in zip(frames, self._detections(frames)):
             camera = camera_of(frame)
@@ -146,6 +149,10 @@ class StreamTracker:
             if track.track_id not in best or score > best[track.track_id][0]:
                 best[track.track_id] = (score, frame.pts, thumbnail(frame, detections.boxes[row]))
         return best
+
+    def _due(self, frame: Frame) -> bool:
+        """Whether the detector's rate (`detect.rate` frames per second of each camera's media time) takes it."""
+        return self._grids.setdefault(camera_of(frame), SamplingGrid(self.detect.rate)).take(frame.pts)
 
     def _is_new(self, camera: str, pts: float) -> bool:
         """Whether a frame of `camera` at `pts` comes after its last tracked one (not a replay); a new camera is
@@ -204,7 +211,7 @@ class StreamTracker:
         """The sections of a shard's checkpoint state this tracker holds."""
         return {
             "tracking": {
-                camera: {"tracker": tracker.state(), "events": self.camera_events[camera].state()}
+                camera: {"tracker": tracker.state(), "events": self.camera_events[camera].state(), **self._grid(camera)}
                 for camera, tracker in self.trackers.items()
             },
             "track_alerts": self.track_alerts.state_dict(),
@@ -225,6 +232,15 @@ class StreamTracker:
         }
         self.track_alerts.load_state_dict(state.get("track_alerts", {}))
         self._best = {}  # crops are not kept: a restored track's best starts again
+        self._grids = {}
+        for camera, saved in tracking.items():
+            if "grid" in saved:  # the detector's rate goes on from the frame it took last
+                grid = self._grids[camera] = SamplingGrid(self.detect.rate)
+                grid.t0, grid.k = saved["grid"]["t0"], int(saved["grid"]["k"])
+
+    def _grid(self, camera: str) -> dict:
+        grid = self._grids.get(camera)
+        return {} if grid is None or grid.t0 is None else {"grid": {"t0": grid.t0, "k": grid.k}}
 
     def forget_cameras(self) -> None:
         """Start every camera afresh (the streams are read again from their start); the queries stay."""
