@@ -1,7 +1,7 @@
 """Tracker actor (`track.live`): live tracking and the standing queries on tracks (pipeline.live.tracker) for the
 cameras of one shard, fed the same frames as the shard's analyzer, beside it.
 
-Its state is two sections of its shard's checkpoint state, lost with it, so its calls are guarded like the
+Its state is sections of its shard's checkpoint state, lost with it, so its calls are guarded like the
 analyzer's (actors/call_order.py).
 """
 

@@ -2,9 +2,10 @@
 
 A query with a `track` condition (`pipeline.live.queries.TrackCondition`) watches the track events of a camera
 (`pipeline.tracking.TrackEvents`): "a person stays in zone A" is `{"event": "dwell", "where": "A", "classes":
-["person"]}` with `events.dwell_seconds` the stay; "a car crosses line L northwards" is `{"event": "cross",
-"where": "L", "classes": ["car"], "direction": "left_to_right"}`. The class names are the detector's (the motion
-detector has one, "moving object"; OWL's are its phrases).
+["person"]}` with `events.dwell_seconds` the stay; "a red car crosses line L from left to right" is `{"event":
+"cross", "where": "L", "classes": ["red car"], "direction": "left_to_right"}` (as seen facing along the line). The
+class names are the detector's: the motion detector has one, "moving object"; OWL's are its phrases, which take in
+the queries' classes (`pipeline.live.tracker`).
 
 `TrackAlerts.process` takes one frame's track events and tracks and returns an `Alert` for each event a query
 accepts, unless the query already alerted on that track: however often a track re-enters a zone or crosses a
@@ -64,7 +65,7 @@ class TrackAlerts:
         stores it); without it (an external detector's detections, no picture) the keyframe key is empty."""
         if not events or not self._queries:
             return []
-        boxes = {track.track_id: track for track in tracks}
+        reported = {track.track_id: track for track in tracks}
         alerts = []
         for event in events:
             class_name = event.class_name or class_label(event.class_id)
@@ -79,7 +80,7 @@ class TrackAlerts:
                     continue
                 alerted.append(event.track_id)
                 keyframe = thumbnails(event.track_id) if thumbnails is not None else ""
-                alerts.append(self._alert(query, camera, event, class_name, boxes.get(event.track_id), keyframe))
+                alerts.append(self._alert(query, camera, event, class_name, reported.get(event.track_id), keyframe))
         return alerts
 
     def _alert(
