@@ -165,11 +165,7 @@ class _Encoder:
                 self._tower = copy.deepcopy(self._image_tower())
                 quantize_int8(self._tower)
                 self._compiled = FixedSizeCompiled(self._tower_features, call_size or self.model_batch)
-                try:
-                    self.warm_up()
-                except CompileUnavailableError:
-                    self._compiled = self._tower = None
-                    raise
+                self.warm_up()  # a failure leaves nothing behind: calibration restores the model, a constructor fails
             self._quantize_dynamic(self.model)
 
     @staticmethod
