@@ -24,6 +24,7 @@ from pipeline.storage.codecs import encode_jpeg
 from pipeline.storage.layout import (
     camera_source_id,
     file_source_id,
+    live_track_events_prefix,
     track_events_key,
     track_thumb_key,
     tracks_key,
@@ -140,5 +141,7 @@ def write_tracked(
     ]
     store.put_json(tracks_key(sid), {**document, "events": events_key, "tracks": tracks})
     current = {tracks_key(sid), events_key, *thumbnails.values()}
+    live = live_track_events_prefix(sid)  # a monitor's live tracks of the camera are not this result's
     for stale in set(store.list(tracks_prefix(sid))) - current:
-        store.delete(stale)
+        if not stale.startswith(live):
+            store.delete(stale)

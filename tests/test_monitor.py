@@ -23,6 +23,7 @@ from pipeline.media.synthetic import write_static_camera_video
 from pipeline.search.index import ClipIndex
 from pipeline.storage.layout import (
     camera_source_id,
+    live_track_events_span,
     monitor_checkpoint_key,
     monitor_shard_checkpoint_key,
     summary_prefix,
@@ -30,6 +31,7 @@ from pipeline.storage.layout import (
 )
 from pipeline.storage.store import LocalStore
 from pipeline.summaries import validate_summary
+from pipeline.tracking import stored_sources
 
 VIGIL = str(Path(sys.executable).parent / "vigil")
 
@@ -371,6 +373,10 @@ def test_a_tracking_monitor_alerts_once_per_object_and_keeps_its_track_ids_acros
     for alert, (start, end) in zip(alerts, crossings):
         assert start <= alert["start"] <= end and store.exists(alert["keyframe_key"])
         assert alert["track"]["kind"] == "cross" and alert["untrained"] is True
-    stored = [key for key in store.list(tracks_prefix(camera_source_id("gate"))) if key.endswith(".json")]
+    stored = [key for key in store.list(tracks_prefix(camera_source_id("gate"))) if live_track_events_span(key)]
     events = [event for key in stored for event in store.get_json(key)]
     assert {(e["track_id"], e["kind"]) for e in events} == {(1, "cross"), (2, "cross")}
+    # both tracks ended before the file did: the track index has them, with the appearance of their crops
+    (indexed,) = stored_sources(store)
+    assert (indexed.source, [track.track_id for track in indexed.tracks]) == ("gate", [1, 2])
+    assert indexed.vectors.shape[0] == 2 and all(store.exists(track.thumbnail) for track in indexed.tracks)

@@ -22,6 +22,8 @@ from tests.test_track_video import SECONDS, SIZE, WRITTEN_FPS, footage, track  #
 
 CAMERA = "lobby"  # the second video is tracked as this camera
 
+NO_TRACKS = "no tracks in {empty}: run `vigil track VIDEO`, or a monitor with track.live, first"
+
 
 @pytest.fixture(scope="module")
 def tracked_store(footage, tmp_path_factory, vigil_cache):  # noqa: F811
@@ -188,15 +190,24 @@ def test_vectors_of_other_dimensions_or_models_are_refused(tracked_store):
         (["tracks", "--similar", "{video}#9"], "{video} has no track 9 (its tracks: 1, 2)"),
         (
             ["tracks", "--similar", "nope.mp4#1"],
-            "no tracks of nope.mp4 (a camera id needs --camera): run `vigil track`",
+            "no tracks of nope.mp4 (a camera id needs --camera; a monitor's live tracks, --live): run `vigil track`",
         ),
-        (["tracks", "--similar", "gate#1", "--camera"], "no tracks of gate: run `vigil track` on it first"),
+        (
+            ["tracks", "--similar", "gate#1", "--camera"],
+            "no tracks of gate (a monitor's live tracks of it need --live): run `vigil track` on it first",
+        ),
         (["tracks", "--similar", "{video}"], "--similar '{video}': give SOURCE#ID, a source and a track number"),
         (["tracks", "--similar", "{video}#x"], "--similar '{video}#x': give SOURCE#ID"),
         (["tracks", "--similar", "#1"], "--similar '#1': give SOURCE#ID"),
         (["tracks", "--camera"], "--camera goes with --similar SOURCE#ID"),
-        (["tracks", "--similar", "{video}#1", "EMPTY"], "no tracks in {empty}: run `vigil track VIDEO` first"),
-        (["search", "--image", "{thumb}", "--tracks", "EMPTY"], "no tracks in {empty}: run `vigil track VIDEO` first"),
+        (
+            ["tracks", "--similar", "{video}#1", "EMPTY"],
+            NO_TRACKS,
+        ),
+        (
+            ["search", "--image", "{thumb}", "--tracks", "EMPTY"],
+            NO_TRACKS,
+        ),
         (["search", "a person", "--tracks"], "--tracks needs --image PATH, not a phrase: tracks have no text vectors"),
         (["search", "--tracks"], "--tracks needs --image PATH, not a phrase"),
         (["search", "--image", "{thumb}", "--tracks", "--camera", "x"], "--camera, --source, --from and --to filter"),

@@ -3,7 +3,8 @@ and the tracks most like an example image, for `vigil search --image PATH --trac
 
     vigil tracks                                           # every source's tracks
     vigil tracks --similar cam3.mp4#2                      # tracks like track 2 of cam3.mp4, of any source
-    vigil tracks --similar gate#5 --camera --json          # SOURCE a camera id; JSON lines
+    vigil tracks --similar gate#5 --camera --json          # SOURCE a camera id (`vigil track --camera`); JSON lines
+    vigil tracks --similar gate#5 --live                   # track 5 of the live monitor's tracks of camera gate
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from pipeline.models import Dinov2Encoder, resolve_models
 from pipeline.records import UNTRAINED_NOTE
 from pipeline.storage.layout import camera_source_id, file_source_id
 from pipeline.storage.store import ObjectStore, open_configured_store
-from pipeline.tracking import StoredSource, StoredTrack, TrackHit, TrackIndex, TrackSearchError, stored_sources
+from pipeline.tracking import (
+    StoredSource,
+    StoredTrack,
+    TrackHit,
+    TrackIndex,
+    TrackSearchError,
+    live_source_id,
+    stored_sources,
+)
 
 
 def register(subparsers) -> None:
@@ -31,6 +40,9 @@ def register(subparsers) -> None:
         "--similar", metavar="SOURCE#ID", help="the tracks most like track ID of SOURCE (a file, or a source id)"
     )
     parser.add_argument("--camera", action="store_true", help="SOURCE of --similar is a camera id")
+    parser.add_argument(
+        "--live", action="store_true", help="SOURCE of --similar is a camera id, its track one of the live monitor's"
+    )
     parser.add_argument("--top-k", type=int)
     parser.add_argument(
         "--json", action="store_true", help="JSON lines: source, source_id, track_id, class_name, times, thumbnail"
@@ -40,18 +52,19 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.camera and args.similar is None:
-        raise UsageError("--camera goes with --similar SOURCE#ID")
+    for flag in ("camera", "live"):
+        if getattr(args, flag) and args.similar is None:
+            raise UsageError(f"--{flag} goes with --similar SOURCE#ID")
     config = config_from(args)
     store = open_configured_store(config, create=False)  # reading tracks never makes a store
     sources = list(stored_sources(store))
     if not any(source.tracks for source in sources):
-        raise UsageError(f"no tracks in {store.url}: run `vigil track VIDEO` first")
+        raise UsageError(f"no tracks in {store.url}: run `vigil track VIDEO`, or a monitor with track.live, first")
     if args.similar is None:
         _print_sources(sources, store, args.json)
         return 0
     source_text, track_id = _parse_track(args.similar)
-    query = _query_source(sources, source_text, args.camera)
+    query = _query_source(sources, source_text, camera=args.camera, live=args.live)
     try:
         vector = query.vector_of(track_id)
         index = TrackIndex.from_sources(sources, query.appearance_model, store.url)
@@ -88,7 +101,7 @@ def search_tracks_by_image(args: argparse.Namespace, config: VigilConfig, store:
 def print_track_hits(hits: list[TrackHit], store: ObjectStore, as_json: bool, untrained: bool = False) -> None:
     if as_json:
         for hit in hits:
-            print(json.dumps(hit.to_json() | {"thumbnail": store.locate(hit.track.thumbnail)}))
+            print(json.dumps(hit.to_json() | {"thumbnail": _thumbnail(hit.track, store)}))
         return
     if untrained or any(hit.track.untrained for hit in hits):
         print(UNTRAINED_NOTE)
@@ -96,14 +109,14 @@ def print_track_hits(hits: list[TrackHit], store: ObjectStore, as_json: bool, un
         print("no other tracks")
     for rank, hit in enumerate(hits, 1):
         print(f"{rank:>3}. {hit.score:.4f}  {_describe(hit.track)}  {hit.track.source}")
-        print(f"     thumbnail: {store.locate(hit.track.thumbnail)}")
+        print(f"     thumbnail: {_thumbnail(hit.track, store)}")
 
 
 def _print_sources(sources: list[StoredSource], store: ObjectStore, as_json: bool) -> None:
     if as_json:
         for source in sources:
             for track in source.tracks:
-                print(json.dumps(track.to_json() | {"thumbnail": store.locate(track.thumbnail)}))
+                print(json.dumps(track.to_json() | {"thumbnail": _thumbnail(track, store)}))
         return
     if any(track.untrained for source in sources for track in source.tracks):
         print(UNTRAINED_NOTE)
@@ -112,7 +125,12 @@ def _print_sources(sources: list[StoredSource], store: ObjectStore, as_json: boo
             f"{source.source} ({source.source_id}): {len(source.tracks)} tracks, appearance {source.appearance_model}"
         )
         for track in source.tracks:
-            print(f"  {_describe(track)}  thumbnail: {store.locate(track.thumbnail)}")
+            print(f"  {_describe(track)}  thumbnail: {_thumbnail(track, store)}")
+
+
+def _thumbnail(track: StoredTrack, store: ObjectStore) -> str:
+    """Where its thumbnail is; none for a live track a restart left without a crop (crops are not checkpointed)."""
+    return store.locate(track.thumbnail) if track.thumbnail else "none"
 
 
 def _describe(track: StoredTrack) -> str:
@@ -127,17 +145,25 @@ def _parse_track(text: str) -> tuple[str, int]:
     return source, int(track_id)
 
 
-def _query_source(sources: list[StoredSource], source: str, camera: bool) -> StoredSource:
-    """The tracked source SOURCE names: a camera id (with --camera), else a file path, else a source id."""
+def _query_source(sources: list[StoredSource], source: str, *, camera: bool, live: bool) -> StoredSource:
+    """The tracked source SOURCE names: a camera's live tracks (with --live), a camera id (with --camera), else
+    a file path, else a source id."""
     by_id = {stored.source_id: stored for stored in sources}
-    if camera:
+    if live:
+        candidates = [live_source_id(camera_source_id(checked_cameras(source)[0]))]
+    elif camera:
         candidates = [camera_source_id(checked_cameras(source)[0])]
     else:
         candidates = [file_source_id(source), source]
     for source_id in candidates:
         if source_id in by_id:
             return by_id[source_id]
-    hint = "" if camera else " (a camera id needs --camera)"
+    if live:
+        raise UsageError(f"no live tracks of camera {source}: none has ended yet in a monitor with track.live")
+    if camera:
+        hint = " (a monitor's live tracks of it need --live)"
+    else:
+        hint = " (a camera id needs --camera; a monitor's live tracks, --live)"
     raise UsageError(f"no tracks of {source}{hint}: run `vigil track` on it first")
 
 

@@ -42,6 +42,7 @@ from pipeline.records import (
 from pipeline.search.embed import ClipWindow, ClipWindower, FeatureCarry
 from pipeline.storage.codecs import decode_image, encode_jpeg
 from pipeline.storage.layout import camera_source_id, keyframe_key
+from pipeline.tracking import EndedTrack
 
 STATE_VERSION = 1
 
@@ -157,12 +158,14 @@ class StreamOutput:
     alerts: list[Alert] = field(default_factory=list)
     thumbnails: list[tuple[str, np.ndarray]] = field(default_factory=list)
     track_events: list[TrackEvent] = field(default_factory=list)  # empty unless `track.live`
+    ended_tracks: list[EndedTrack] = field(default_factory=list)  # the same
 
     def extend(self, other: StreamOutput) -> None:
         self.clips += other.clips
         self.alerts += other.alerts
         self.thumbnails += other.thumbnails
         self.track_events += other.track_events
+        self.ended_tracks += other.ended_tracks
 
 
 def _jpeg(image: np.ndarray) -> str:

@@ -32,6 +32,7 @@ from pipeline.storage.layout import (
     source_key,
 )
 from pipeline.storage.store import ObjectStore
+from pipeline.tracking import write_ended_tracks
 
 
 class AlertPublisher:
@@ -170,6 +171,8 @@ class Sink:
         for camera, events in by_camera.items():
             key = live_track_events_key(camera_source_id(camera), events[0].pts, events[-1].pts)
             self.store.put_json(key, [event.to_json() for event in events])
+        if out.ended_tracks:
+            write_ended_tracks(self.store, out.ended_tracks)
         return stored
 
     def checkpoint(self, name: str, state: dict, shard: int = 0, shards: int = 1) -> None:

@@ -42,7 +42,7 @@ from pipeline.media.decode import SamplingGrid
 from pipeline.models import Dinov2Encoder, resolve_models
 from pipeline.records import DetectionFrame, Detections, Frame, FrameBatch, ModelIds, Track, TrackEvent
 from pipeline.storage.layout import camera_source_id, live_track_thumb_key
-from pipeline.tracking import Tracker, TrackEvents, thumbnail
+from pipeline.tracking import EndedTrack, TrackedObject, Tracker, TrackEvents, add_sightings
 
 log = logging.getLogger(__name__)
 
@@ -65,27 +65,30 @@ class StreamTracker:
         self.trackers: dict[str, Tracker] = {}
         self.camera_events: dict[str, TrackEvents] = {}
         self.track_alerts = TrackAlerts(models)
-        self._best: dict[str, dict[int, tuple[float, float, np.ndarray]]] = {}  # camera: track id: best crop
+        # camera: track id: what each track held has shown (its times, best crop, appearance sum)
+        self.objects: dict[str, dict[int, TrackedObject]] = {}
+        self._tentative: dict[str, dict[int, TrackedObject]] = {}  # the same of the tentative tracks
         self._grids: dict[str, SamplingGrid] = {}  # camera: the detector's rate over its frames
 
     @classmethod
     def from_config(cls, config: VigilConfig, models: ModelIds) -> StreamTracker:
         """The tracker `config` describes: with `detect.kind: owl` the OWL detector, gated by motion, and the
         DINOv2 encoder of `config.models` for each detection's appearance; else the motion detector's boxes."""
-        if config.detect.kind != "owl":
-            return cls(models, config.track, config.detect, config.events)
+        owl = config.detect.kind == "owl"
         return cls(
             models,
             config.track,
             config.detect,
             config.events,
-            detector=build_detector(config.detect, device=config.device, batch_size=config.batch_size),
+            detector=build_detector(config.detect, device=config.device, batch_size=config.batch_size) if owl else None,
             encoder=Dinov2Encoder.from_pretrained(
                 resolve_models(config.models).dinov2,
                 device=config.device,
                 precision=config.precision,
                 batch_size=config.batch_size,
-            ),
+            )
+            if config.track.appearance
+            else None,
         )
 
     @property
@@ -98,57 +101,70 @@ class StreamTracker:
         out = StreamOutput()
         for frame, detections in zip(frames, self._detections(frames)):
             camera = camera_of(frame)
-            tracks, happened = self._track(out, camera, frame.pts, detections, self.class_names)
-            best = self._keep_best(camera, frame, detections, tracks)
+            # tentative tracks too, so that a track's every detection counts in its crop and appearance
+            reported = self.trackers[camera].update(detections, include_tentative=True)
+            objects = self.objects[camera]
+            self._tentative[camera] = add_sightings(
+                objects, self._tentative.get(camera, {}), frame, detections, reported
+            )
+            tracks = [track for track in reported if track.state != "tentative"]
+            happened = self._events(out, camera, frame.pts, tracks, self.class_names)
             sid = camera_source_id(camera)
 
-            def thumbnail_key(track_id: int, best=best, sid=sid) -> str:
-                return live_track_thumb_key(sid, track_id, best[track_id][1]) if track_id in best else ""
+            def thumbnail_key(track_id: int, objects=objects, sid=sid) -> str:
+                seen = objects.get(track_id)
+                return (
+                    "" if seen is None or seen.best_crop is None else live_track_thumb_key(sid, track_id, seen.best_pts)
+                )
 
             alerts = self.track_alerts.process(camera, happened, tracks, thumbnails=thumbnail_key)
             out.alerts += alerts
-            out.thumbnails += [(a.keyframe_key, best[a.track.track_id][2]) for a in alerts if a.keyframe_key]
-            # a track no longer reported is forgotten (after its leave's alert): memory stays with those on view
-            for gone in best.keys() - {track.track_id for track in tracks}:
-                del best[gone]
+            out.thumbnails += [(a.keyframe_key, objects[a.track.track_id].best_crop) for a in alerts if a.keyframe_key]
+            out.ended_tracks += self._let_go(camera)
         return out
 
     def process_detections(self, frames: Sequence[DetectionFrame]) -> StreamOutput:
         """Frames of an external detector's detections (`vigil.detections`), of any cameras (pts order within
-        each camera). They carry no picture: their alerts have no thumbnail (an empty keyframe key)."""
+        each camera). They carry no picture: their alerts have no thumbnail (an empty keyframe key), and their
+        tracks go to no track index."""
         out = StreamOutput()
         for frame in frames:
             if self._is_new(frame.camera, frame.pts):
-                tracks, happened = self._track(out, frame.camera, frame.pts, frame.detections, frame.classes)
+                tracks = self.trackers[frame.camera].update(frame.detections)
+                happened = self._events(out, frame.camera, frame.pts, tracks, frame.classes)
                 out.alerts += self.track_alerts.process(frame.camera, happened, tracks)
         return out
 
-    def _track(
-        self, out: StreamOutput, camera: str, pts: float, detections: Detections, class_names: Sequence[str]
-    ) -> tuple[list[Track], list[TrackEvent]]:
-        """One frame's detections through its camera's tracker and events: its tracks and its events, named by
-        `class_names` (also in `out`: stored, they keep what each object was)."""
-        tracks = self.trackers[camera].update(detections)
+    def _events(
+        self, out: StreamOutput, camera: str, pts: float, tracks: list[Track], class_names: Sequence[str]
+    ) -> list[TrackEvent]:
+        """One frame's tracks through its camera's events, named by `class_names` (also in `out`: stored, they
+        keep what each object was)."""
         happened = [
             replace(event, class_name=class_label(event.class_id, class_names))
             for event in self.camera_events[camera].update(tracks, pts)
         ]
         out.track_events += happened
-        return tracks, happened
+        return happened
 
-    def _keep_best(
-        self, camera: str, frame: Frame, detections: Detections, tracks: list[Track]
-    ) -> dict[int, tuple[float, float, np.ndarray]]:
-        """Each track's best crop so far (score, pts, pixels), the thumbnail of its alerts, with this frame's."""
-        best = self._best.setdefault(camera, {})
-        for track in tracks:
-            row = track.detection
-            if row is None:  # lost: reported at its prediction
-                continue
-            score = float(detections.scores[row])
-            if track.track_id not in best or score > best[track.track_id][0]:
-                best[track.track_id] = (score, frame.pts, thumbnail(frame, detections.boxes[row]))
-        return best
+    def _let_go(self, camera: str) -> list[EndedTrack]:
+        """The objects of the tracks `camera`'s tracker let go, forgotten here: memory stays with the tracks it
+        holds. Those with appearance are the track index's."""
+        objects = self.objects[camera]
+        ended = [objects.pop(track_id) for track_id in sorted(objects.keys() - self.trackers[camera].held_ids())]
+        if self.encoder is None:
+            return []
+        return [
+            EndedTrack(
+                camera,
+                tracked,
+                class_label(tracked.class_id, self.class_names),
+                self.encoder.model_id,
+                self.encoder.untrained,
+            )
+            for tracked in ended
+            if tracked.appearance_sum is not None
+        ]
 
     def _due(self, frame: Frame) -> bool:
         """Whether the detector's rate (`detect.rate` frames per second of each camera's media time) takes it."""
@@ -160,6 +176,7 @@ class StreamTracker:
         if camera not in self.trackers:
             self.trackers[camera] = Tracker(self.track)
             self.camera_events[camera] = TrackEvents(camera, self.events)
+            self.objects[camera] = {}
         last = self.camera_events[camera].pts
         return last is None or pts > last
 
@@ -211,7 +228,12 @@ class StreamTracker:
         """The sections of a shard's checkpoint state this tracker holds."""
         return {
             "tracking": {
-                camera: {"tracker": tracker.state(), "events": self.camera_events[camera].state(), **self._grid(camera)}
+                camera: {
+                    "tracker": tracker.state(),
+                    "events": self.camera_events[camera].state(),
+                    "objects": [tracked.state() for tracked in self.objects[camera].values()],
+                    **self._grid(camera),
+                }
                 for camera, tracker in self.trackers.items()
             },
             "track_alerts": self.track_alerts.state_dict(),
@@ -231,7 +253,12 @@ class StreamTracker:
             camera: TrackEvents.from_state(self.events, saved["events"]) for camera, saved in tracking.items()
         }
         self.track_alerts.load_state_dict(state.get("track_alerts", {}))
-        self._best = {}  # crops are not kept: a restored track's best starts again
+        # crops are not kept: a restored track's next detection is its best
+        self.objects = {
+            camera: {tracked.track_id: tracked for tracked in map(TrackedObject.from_state, saved.get("objects", []))}
+            for camera, saved in tracking.items()
+        }
+        self._tentative = {}
         self._grids = {}
         for camera, saved in tracking.items():
             if "grid" in saved:  # the detector's rate goes on from the frame it took last

@@ -22,6 +22,9 @@ Keys are relative to the store root (an S3 store uses the same keys under its pr
     tracks/{source_id}/tracks.json                    `vigil track VIDEO`: the source's tracks (written last)
     tracks/{source_id}/events-{digest}.json           its tracks' zone and line events, and the counts
     tracks/{source_id}/thumbs/{track_id}-{digest}.jpg a track's best crop (`digest`: of the JPEG bytes)
+    tracks/{camera_source_id}/live/{first_ms:012d}-{last_ms:012d}.json   the live tracker's events of a batch
+    tracks/{camera_source_id}/live/thumbs/{track_id}-{ms:012d}.jpg       a live track's best crop at `ms`
+    tracks/{camera_source_id}/live/index/{last_ms:012d}-{digest}.json    ended live tracks: the track index's
 
 `source_id` is a path-safe slug plus a hash of the source, so user input never becomes a raw key. Files and
 live cameras are separate namespaces: a file's id hashes its absolute path (`file_source_id`), a camera's
@@ -250,6 +253,16 @@ def live_track_events_span(key: str) -> tuple[float, float] | None:
 def live_track_thumb_key(sid: str, track_id: int, pts: float) -> str:
     """A live track's best crop so far (the thumbnail of its alerts), named by the track and the crop's pts."""
     return f"{live_track_events_prefix(sid)}thumbs/{track_id}-{ms(pts):012d}.jpg"
+
+
+def live_tracks_prefix(sid: str) -> str:
+    return f"{live_track_events_prefix(sid)}index/"
+
+
+def live_tracks_key(sid: str, last_pts: float, digest: str) -> str:
+    """A sink write's ended live tracks of one camera (the track index's part of them), named by the last pts
+    they hold and their content: a replay writes the same object again."""
+    return f"{live_tracks_prefix(sid)}{ms(last_pts):012d}-{digest}.json"
 
 
 def track_thumbs_prefix(sid: str) -> str:

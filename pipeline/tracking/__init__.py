@@ -10,8 +10,11 @@
   dwelling in zones and crossing lines, as `TrackEvent` records, with counts per zone, line and class.
 - `zones`: the geometry: `PolygonZone`, `Line` and the anchor point placing a box (`anchor_points`).
 - `video` (`track_frames`): a source's frames through detector, appearance, tracker and events, into one
-  `TrackedObject` per track (its times, best detection and crop, mean appearance) and the `TrackEvent`s.
-- `similar` (`TrackIndex`): the stored tracks of a store's sources, of one appearance model, searched exactly
+  `TrackedObject` per track (its times, best detection and crop, mean appearance) and the `TrackEvent`s;
+  `add_sightings` folds a frame's tracks into their objects (the live tracker's too, whose let-go tracks are
+  `EndedTrack`s).
+- `similar` (`TrackIndex`): the stored tracks of a store's sources (`vigil track` results and the live
+  tracker's ended tracks), of one appearance model, searched exactly
   by cosine for the same object across cameras and time (`TrackHit`s).
 
 The records, `Detections`, `Track` and `TrackEvent` (defined in `pipeline.records`), and the settings,
@@ -31,14 +34,19 @@ from pipeline.tracking.similar import (
     TrackHit,
     TrackIndex,
     TrackSearchError,
+    live_source_id,
     read_source,
     stored_sources,
+    write_ended_tracks,
 )
 from pipeline.tracking.tracker import Tracker
 from pipeline.tracking.video import (
+    EndedTrack,
     TrackedObject,
     TrackedSource,
+    add_sightings,
     decode_appearance,
+    encode_vector,
     thumbnail,
     track_frames,
 )
@@ -46,6 +54,7 @@ from pipeline.tracking.zones import Line, PolygonZone, anchor_points
 
 __all__ = [
     "Detections",
+    "EndedTrack",
     "EventsConfig",
     "Line",
     "MOTInputError",
@@ -63,14 +72,18 @@ __all__ = [
     "TrackedSource",
     "Tracker",
     "anchor_points",
+    "add_sightings",
     "assign",
     "cosine_distance",
     "decode_appearance",
+    "encode_vector",
     "fused_cost",
+    "live_source_id",
     "read_detections",
     "read_source",
     "stored_sources",
     "thumbnail",
     "track_frames",
+    "write_ended_tracks",
     "write_tracks",
 ]

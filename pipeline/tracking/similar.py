@@ -1,5 +1,13 @@
 """The same object across cameras and time: the stored tracks of every source in a store (their `tracks.json`,
-written by `vigil track`) as one exact cosine index over their appearance vectors.
+written by `vigil track`, and the live tracker's ended tracks of each camera) as one exact cosine index over
+their appearance vectors.
+
+A live camera's ended tracks come a sink write at a time (`write_ended_tracks`), each write's as one object
+named by its content under `tracks/{source_id}/live/index/`: a replay writes the same object again, and two
+writers never touch one object. They read as one source per camera, its id the camera's source id followed by
+"/live" (`live_source_id`): `vigil track --camera` of the same camera is another source, numbering its tracks
+afresh. A camera's track ids start again when the monitor reads its streams from their start: an id ended twice
+names the later track.
 
 Vectors of different appearance models are never compared: a model's vectors mean nothing to another's, even at
 equal dimensions. The index holds the sources of one model and names the sources it left out. It is built
@@ -9,16 +17,32 @@ whole in memory: a track is one vector, so even many sources' tracks are a small
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.storage.layout import tracks_key
+from pipeline.storage.clips import write_keyframe
+from pipeline.storage.layout import (
+    camera_source_id,
+    live_track_thumb_key,
+    live_tracks_key,
+    live_tracks_prefix,
+    tracks_key,
+)
 from pipeline.storage.store import ObjectStore
-from pipeline.tracking.video import decode_appearance
+from pipeline.tracking.video import EndedTrack, decode_appearance
 
 TRACKS_ROOT = "tracks/"
+_LIVE_TRACKS = re.compile(r"^tracks/([^/]+)/live/index/\d{12}-[0-9a-f]{12}\.json$")
+
+
+def live_source_id(sid: str) -> str:
+    """The id of a camera's live tracks as a source of the index, beside its `vigil track` results' `sid`."""
+    return f"{sid}/live"
 
 
 class TrackSearchError(ValueError):
@@ -78,9 +102,10 @@ class StoredSource:
     vectors: np.ndarray  # (len(tracks), dim) float32
 
     def vector_of(self, track_id: int) -> np.ndarray:
-        """The appearance vector of the track `track_id`; an unknown id is a TrackSearchError naming the known."""
-        for row, track in enumerate(self.tracks):
-            if track.track_id == track_id:
+        """The appearance vector of the track `track_id` (the latest of a live camera's tracks of that id); an
+        unknown id is a TrackSearchError naming the known."""
+        for row in reversed(range(len(self.tracks))):
+            if self.tracks[row].track_id == track_id:
                 return self.vectors[row]
         known = ", ".join(str(track.track_id) for track in self.tracks) or "none"
         raise TrackSearchError(f"{self.source} has no track {track_id} (its tracks: {known})")
@@ -92,30 +117,84 @@ def read_source(store: ObjectStore, source_id: str) -> StoredSource | None:
     if not store.exists(key):
         return None
     document = store.get_json(key)
+    entries = [(document, entry) for entry in document["tracks"]]
+    return _source(key, document["source"], source_id, document["appearance_model"], entries)
+
+
+def read_live_sources(store: ObjectStore, sid: str, keys: Sequence[str]) -> list[StoredSource]:
+    """A camera's ended live tracks, its index objects `keys`: one source per appearance model they were made
+    with (the one of the monitor's config when they ended), each track once, in order of their first pts."""
+    per_model: dict[str, list[tuple[dict, dict]]] = {}
+    seen: set[tuple[int, float]] = set()  # a track a replay wrote twice is one
+    for key in keys:
+        document = store.get_json(key)
+        for entry in document["tracks"]:
+            if (entry["id"], entry["first_pts"]) not in seen:
+                seen.add((entry["id"], entry["first_pts"]))
+                per_model.setdefault(document["appearance_model"], []).append((document, entry))
+    sources = []
+    for model, entries in sorted(per_model.items()):
+        entries.sort(key=lambda pair: (pair[1]["first_pts"], pair[1]["id"]))
+        camera = entries[0][0]["source"]
+        sources.append(_source(live_tracks_prefix(sid), camera, live_source_id(sid), model, entries))
+    return sources
+
+
+def _source(
+    where: str, source: str, source_id: str, appearance_model: str, entries: list[tuple[dict, dict]]
+) -> StoredSource:
+    """A source of tracks: each (document, entry) of `entries` a track, read from `where`."""
     tracks, vectors = [], []
-    for entry in document["tracks"]:
+    for document, entry in entries:
         vector = decode_appearance(entry["appearance"])
         if vector.shape != (entry["appearance_dim"],):
             raise TrackSearchError(
-                f"{key}: track {entry['id']} has {vector.shape[0]} appearance values, not {entry['appearance_dim']}"
+                f"{where}: track {entry['id']} has {vector.shape[0]} appearance values, not {entry['appearance_dim']}"
             )
         vectors.append(vector)
         tracks.append(StoredTrack.from_entry(document, entry, source_id))
     dim = vectors[0].shape[0] if vectors else 0
     if any(vector.shape[0] != dim for vector in vectors):
-        raise TrackSearchError(f"{key}: its tracks' appearance vectors differ in dimensions")
+        raise TrackSearchError(f"{where}: its tracks' appearance vectors differ in dimensions")
     matrix = np.stack(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
-    return StoredSource(document["source"], source_id, document["appearance_model"], tracks, matrix)
+    return StoredSource(source, source_id, appearance_model, tracks, matrix)
 
 
 def stored_sources(store: ObjectStore) -> Iterator[StoredSource]:
-    """Every tracked source of the store, in source id order."""
+    """Every tracked source of the store, in source id order: each `vigil track` result, then a camera's live
+    tracks."""
+    live: dict[str, list[str]] = {}
     for key in store.list(TRACKS_ROOT):
         source_id = key[len(TRACKS_ROOT) :].partition("/")[0]
         if key == tracks_key(source_id):
             found = read_source(store, source_id)
             if found is not None:  # deleted between the listing and the reading
                 yield found
+        elif _LIVE_TRACKS.match(key):
+            live.setdefault(source_id, []).append(key)
+    for source_id, keys in live.items():
+        yield from read_live_sources(store, source_id, keys)
+
+
+def write_ended_tracks(store: ObjectStore, ended: Sequence[EndedTrack]) -> None:
+    """Ended live tracks into the index: each one's best crop (its thumbnail), then per camera and appearance
+    model one object listing them, named by its content."""
+    groups: dict[tuple[str, str], list[EndedTrack]] = {}
+    for track in ended:
+        groups.setdefault((track.camera, track.appearance_model), []).append(track)
+    for (camera, model), group in groups.items():
+        sid = camera_source_id(camera)
+        entries = []
+        for track in group:
+            tracked, thumbnail_key = track.tracked, ""
+            if tracked.best_crop is not None:  # None: restored from a checkpoint, not seen since
+                thumbnail_key = live_track_thumb_key(sid, tracked.track_id, tracked.best_pts)
+                write_keyframe(store, thumbnail_key, tracked.best_crop)
+            entries.append(tracked.to_json(track.class_name, thumbnail_key, track.untrained))
+        document = {"source": camera, "appearance_model": model, "tracks": entries}
+        digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:12]
+        last_pts = max(track.tracked.last_pts for track in group)
+        store.put_json(live_tracks_key(sid, last_pts, digest), document)
 
 
 class TrackIndex:
@@ -142,7 +221,9 @@ class TrackIndex:
         """The tracks of `sources` made with `appearance_model`, or without one with the model most tracks were
         made with; no tracks (of that model) is a TrackSearchError naming `where` they were looked for."""
         if not any(source.tracks for source in sources):
-            raise TrackSearchError(f"no tracks in {where}: run `vigil track VIDEO` first")
+            raise TrackSearchError(
+                f"no tracks in {where}: run `vigil track VIDEO`, or a monitor with track.live, first"
+            )
         if appearance_model is None:
             per_model: dict[str, int] = {}
             for source in sources:

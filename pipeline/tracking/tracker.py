@@ -79,6 +79,10 @@ class Tracker:
         """Tracks held: tentative, confirmed and lost."""
         return len(self._ids)
 
+    def held_ids(self) -> set[int]:
+        """The ids of the tracks held: a track not among them is let go for good (its id never comes back)."""
+        return set(self._ids.tolist())
+
     def update(self, detections: Detections, *, include_tentative: bool = False) -> list[Track]:
         """Take one frame's detections; return the confirmed tracks that took a detection in it and those lost
         for at most `report_lost_frames` frames (at their predicted boxes), by id. `include_tentative` adds the

@@ -14,6 +14,7 @@ confirmed and lost tracks alone.
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -43,12 +44,44 @@ class TrackedObject:
     best_score: float
     best_pts: float
     best_box: tuple[float, float, float, float]
-    best_crop: np.ndarray  # RGB uint8, the best detection's box grown by THUMBNAIL_MARGIN
-    appearance_sum: np.ndarray = field(repr=False)
+    # RGB uint8, the best detection's box grown by THUMBNAIL_MARGIN; None for a live track restored from a
+    # checkpoint (crops are not kept in it) that has taken no detection since
+    best_crop: np.ndarray | None
+    appearance_sum: np.ndarray | None = field(repr=False)  # None: its detections had no appearance
 
     @property
     def appearance(self) -> np.ndarray:
         return (self.appearance_sum / np.linalg.norm(self.appearance_sum)).astype(np.float32)
+
+    def state(self) -> dict:
+        """Plain JSON types for a live tracker's checkpoint, all but the crop."""
+        return {
+            "track_id": self.track_id,
+            "class_id": self.class_id,
+            "first_pts": self.first_pts,
+            "last_pts": self.last_pts,
+            "frames": self.frames,
+            "best_box": list(self.best_box),
+            "best_pts": self.best_pts,
+            "appearance_sum": None if self.appearance_sum is None else encode_vector(self.appearance_sum),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> TrackedObject:
+        """A checkpointed object, without its crop: its next detection is its best (the crop comes with it)."""
+        saved = state["appearance_sum"]
+        return cls(
+            state["track_id"],
+            state["class_id"],
+            state["first_pts"],
+            state["last_pts"],
+            state["frames"],
+            -math.inf,
+            state["best_pts"],
+            tuple(state["best_box"]),
+            None,
+            None if saved is None else decode_appearance(saved),
+        )
 
     def to_json(self, class_name: str, thumbnail_key: str, untrained: bool) -> dict:
         """The track as `tracks.json` holds it: the appearance as base64 of little-endian float32."""
@@ -63,10 +96,27 @@ class TrackedObject:
             "best_pts": self.best_pts,
             "best_box": [round(value, 2) for value in self.best_box],
             "thumbnail": thumbnail_key,
-            "appearance": base64.b64encode(self.appearance.astype("<f4").tobytes()).decode("ascii"),
+            "appearance": encode_vector(self.appearance),
             "appearance_dim": int(self.appearance_sum.shape[0]),
             "untrained": untrained,
         }
+
+
+@dataclass
+class EndedTrack:
+    """A live camera's track its tracker let go (lost past `track.reid_frames`): what the track index keeps of
+    it (`pipeline.tracking.similar`), and its best crop, the thumbnail."""
+
+    camera: str
+    tracked: TrackedObject  # with appearance
+    class_name: str
+    appearance_model: str
+    untrained: bool
+
+
+def encode_vector(vector: np.ndarray) -> str:
+    """A vector as base64 of little-endian float32, as `tracks.json` holds appearance."""
+    return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
 
 
 def decode_appearance(text: str) -> np.ndarray:
@@ -107,7 +157,7 @@ def track_frames(
         detections = crop_appearance(batch, detector.detect(batch), encoder, margin=THUMBNAIL_MARGIN)
         for frame, detected in zip(batch, detections):
             tracks = tracker.update(detected, include_tentative=True)
-            tentative = _add_sightings(objects, tentative, frame, detected, tracks)
+            tentative = add_sightings(objects, tentative, frame, detected, tracks)
             found += events.update([track for track in tracks if track.state != "tentative"], frame.pts)
             count += 1
     return TrackedSource(count, [objects[key] for key in sorted(objects)], found, events.counts())
@@ -119,7 +169,7 @@ def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
         yield batch
 
 
-def _add_sightings(
+def add_sightings(
     objects: dict[int, TrackedObject],
     tentative: dict[int, TrackedObject],
     frame: Frame,
@@ -136,16 +186,26 @@ def _add_sightings(
             continue
         score = float(detections.scores[row])
         box = tuple(float(value) for value in detections.boxes[row])
-        vector = detections.appearance[row]
+        vector = None if detections.appearance is None else detections.appearance[row]
         known = objects.get(track.track_id) or tentative.get(track.track_id)
         if known is None:
             crop = thumbnail(frame, detections.boxes[row])
             known = TrackedObject(
-                track.track_id, track.class_id, frame.pts, frame.pts, 1, score, frame.pts, box, crop, vector.copy()
+                track.track_id,
+                track.class_id,
+                frame.pts,
+                frame.pts,
+                1,
+                score,
+                frame.pts,
+                box,
+                crop,
+                None if vector is None else vector.copy(),
             )
         else:
             known.last_pts, known.frames = frame.pts, known.frames + 1
-            known.appearance_sum = known.appearance_sum + vector
+            if vector is not None:
+                known.appearance_sum = vector.copy() if known.appearance_sum is None else known.appearance_sum + vector
             if score > known.best_score:
                 known.best_score, known.best_pts, known.best_box = score, frame.pts, box
                 known.best_crop = thumbnail(frame, detections.boxes[row])
