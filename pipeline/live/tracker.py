@@ -1,5 +1,5 @@
 """Live tracking of camera streams (`track.live`): frames in; track events, alerts of queries on tracks and their
-thumbnails out.
+thumbnails, and the tracks it let go (`EndedTrack`s, for the track index) out.
 
 One `StreamTracker` holds, per camera, the motion detector's background model, a `Tracker` and a `TrackEvents`
 (the zones and lines of `events`), plus the standing queries on tracks (`TrackAlerts`). It is given every frame
@@ -9,20 +9,26 @@ shard, fed the same frames as the shard's analyzer, beside it. An external detec
 
 The motion detector's boxes are the detections, unless a heavier `detector` is given (`detect.kind: owl`): then
 motion gates it, as in an NVR: it looks only at frames in which something moves or a camera still holds tracks
-(an object standing still in a zone stays tracked), all of a batch's in one call. Given a DINOv2 `encoder`, each
-detection gets the appearance of its crop, all of a batch's crops in one call, and lost tracks are re-identified
-by it (a restart's warm-up too).
+(an object standing still in a zone stays tracked), all of a batch's in one call. Given a DINOv2 `encoder`
+(`track.appearance`, either detector), each detection gets the appearance of its crop, all of a batch's crops in
+one call, and lost tracks are re-identified by it (a restart's warm-up too).
+
+Each track held has a `TrackedObject`: its first and last detection, its best crop (the thumbnail of its alerts)
+and the sum of its appearance vectors. When the tracker lets the track go (lost past `track.reid_frames`: its id
+never comes back), the object leaves as an `EndedTrack` if it has appearance, and is forgotten: memory stays with
+the tracks held.
 
 Its state (`state_dict`) is three sections of the shard's checkpoint state: "tracking" (each camera's tracker and
-events states), "track_alerts" (the queries and the tracks they alerted on) and "track_classes" (the detector's
-class names, whose ids the tracks carry: an owl detector is prompted with the queries' classes too, after its
-configured phrases); `load_state_dict` reads them from a whole shard state, so `pipeline.live.analyzer.
-cameras_state` and `merge_states` share them out by camera like the analyzer's. A restored tracker keeps its
-tracks with their ids and numbers new ones after them, and skips frames at or before a camera's last one, so a
-replay changes nothing. The motion detector's background model is not in it (OpenCV's MOG2 cannot be saved):
-after a restore each camera's motion detector warms up again (`detect.warmup` frames), missing every object
-meanwhile (the gate lets every frame through to a heavier detector meanwhile); without appearance to re-identify
-it, an object that has moved off its lost track's predicted box by then starts a new track.
+events states and its objects but their crops: a restored track's next detection is its best), "track_alerts" (the
+queries and the tracks they alerted on) and "track_classes" (the detector's class names, whose ids the tracks carry:
+an owl detector is prompted with the queries' classes too, after its configured phrases); `load_state_dict` reads
+them from a whole shard state, so `pipeline.live.analyzer. cameras_state` and `merge_states` share them out by
+camera like the analyzer's. A restored tracker keeps its tracks with their ids and numbers new ones after them, and
+skips frames at or before a camera's last one, so a replay changes nothing. The motion detector's background model
+is not in it (OpenCV's MOG2 cannot be saved): after a restore each camera's motion detector warms up again
+(`detect.warmup` frames), missing every object meanwhile (the gate lets every frame through to a heavier detector
+meanwhile); an object that has moved off its lost track's predicted box by then takes its id back only by
+appearance, and else starts a new track.
 """
 
 from __future__ import annotations
