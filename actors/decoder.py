@@ -126,7 +126,9 @@ class StreamDecoderActor:
     def __init__(self, url: str, camera: str, config: VigilConfig):
         configure_logging("decoder")
         self.url, self.camera, self.decode = url, camera, config.decode
-        self.frames = sampled_frames(url, config.decode, camera=camera)
+        # a live tracker's detector may take more frames a second than the models
+        self.tracker_rate = config.detect.rate if config.track.live else None
+        self.frames = self._read()
         self.tally = IntakeTally()
         self.metrics = MonitorMetrics()
         log.info("reading %s", url, extra={"camera": camera})
@@ -134,7 +136,10 @@ class StreamDecoderActor:
     def seek(self, offsets: dict[str, int]) -> None:
         """Read the source again: a file from its start (the analyzer skips the frames it holds), a live URL
         from now. A file or URL has no offsets."""
-        self.frames = sampled_frames(self.url, self.decode, camera=self.camera)
+        self.frames = self._read()
+
+    def _read(self):
+        return sampled_frames(self.url, self.decode, camera=self.camera, tracker_rate=self.tracker_rate)
 
     def poll(self, timeout: float, max_frames: int) -> tuple[list[Frame], PollReceipt]:
         frames = list(islice(self.frames, max_frames))

@@ -150,7 +150,9 @@ class DetectConfig(_Section):
     open-vocabulary detector `model` (OWLv2 or OWL-ViT) prompted with `phrases`, a phrase's index its class id."""
 
     kind: Literal["motion", "owl"] = "motion"
-    rate: float = Field(default=5.0, gt=0, le=240)  # frames per second of media time the detector is given
+    # frames per second of media time the detector is given; a live tracker's files and URLs are sampled at it when
+    # it is above decode.fps (the models still take decode.fps), its Kafka frames come as the producer sends them
+    rate: float = Field(default=5.0, gt=0, le=240)
     history: int = Field(default=500, ge=1, le=100000)  # frames the background model learns from
     var_threshold: float = Field(default=16.0, gt=0, le=10000)  # squared grey distance to the model: foreground
     min_area: float = Field(default=0.0005, gt=0, le=1)  # least blob area, a fraction of the picture

@@ -36,6 +36,15 @@ class Frame:
     # Wall-clock time the camera took the frame (Unix seconds); None for files, whose clips take their
     # recording start plus media time instead.
     wallclock: float | None = None
+    # True when sampled for a live tracker alone: its detector's rate (detect.rate) is above the models'
+    # (decode.fps), so the frames between the models' go to the tracker only.
+    tracker_only: bool = False
+
+    @property
+    def runs_models(self) -> bool:
+        """Whether the models run on it: a still frame reuses its source's previous features, and a tracker's
+        frame gets none."""
+        return not (self.still or self.tracker_only)
 
 
 @dataclass
@@ -64,14 +73,22 @@ class FrameBatch:
 
     def moving(self) -> list[Frame]:
         """The frames the models run on."""
-        return [frame for frame in self.frames if not frame.still]
+        return [frame for frame in self.frames if frame.runs_models]
+
+    def for_models(self) -> FrameBatch:
+        """The batch without the frames sampled for a tracker alone: those the clip windows and matcher see."""
+        if not any(frame.tracker_only for frame in self.frames):
+            return self
+        return FrameBatch([frame for frame in self.frames if not frame.tracker_only], self.siglip, self.dinov2)
 
     def features(self) -> list[FrameFeatures | None]:
-        """Each frame's own features, in frame order; None for a still frame."""
+        """Each frame's own features, in frame order; None for a frame the models skipped."""
         if self.siglip is None or self.dinov2 is None:
             raise ValueError("the batch's features have not been extracted")
         rows = iter(zip(self.siglip, self.dinov2, strict=True))
-        return [None if frame.still else FrameFeatures(frame.source, frame.pts, *next(rows)) for frame in self.frames]
+        return [
+            FrameFeatures(frame.source, frame.pts, *next(rows)) if frame.runs_models else None for frame in self.frames
+        ]
 
 
 @dataclass

@@ -12,13 +12,15 @@ import pytest
 
 from pipeline.config import DetectConfig, EventsConfig, TrackConfig, load_config
 from pipeline.detection import Detector
-from pipeline.live.analyzer import StreamAnalyzer, cameras_state, merge_states
+from pipeline.live.analyzer import StreamAnalyzer, cameras_state, merge_states, shard_batches
 from pipeline.live.queries import StandingQuery
 from pipeline.live.sink import Sink
 from pipeline.live.tracker import StreamTracker
 from pipeline.media.decode import decode_frames
+from pipeline.media.sampling import sampled_frames
 from pipeline.media.synthetic import write_static_camera_video
 from pipeline.records import Alert, Detections, Frame, FrameBatch, TrackEvent
+from pipeline.search.embed import extract_features
 from pipeline.search.index import ClipIndex
 from pipeline.storage.layout import (
     alert_key,
@@ -460,3 +462,29 @@ def test_the_tracker_takes_frames_at_the_detectors_rate_and_goes_on_so_after_a_r
         restored = slower()
         restored.load_state_dict(json.loads(json.dumps(before.state_dict())))
         assert part + run(restored, frames[at:]) == events
+
+
+def test_a_detector_rate_above_the_models_samples_frames_for_the_tracker_alone(footage, tiny_encoders):
+    frames, _ = footage
+    decode = load_config(None, {"decode.fps": 1.0, "decode.short_side": 0}).decode
+    models_only = list(sampled_frames(frames[0].source, decode, camera=CAMERA))
+    both = list(sampled_frames(frames[0].source, decode, camera=CAMERA, tracker_rate=RATE))
+    assert [frame.pts for frame in both] == [frame.pts for frame in frames]  # the detector's rate
+    # the models' frames are those of their own rate, with the same still marks
+    assert [(f.pts, f.still) for f in both if not f.tracker_only] == [(f.pts, f.still) for f in models_only]
+    assert len(models_only) == SECONDS and any(frame.still for frame in models_only)
+
+    extracted = extract_features(FrameBatch(both[:20]), tiny_encoders)
+    assert len(extracted.siglip) == sum(frame.runs_models for frame in both[:20])  # the models skip the others
+
+    def analyzed(sampled: list[Frame]) -> list[tuple[float, float, int]]:
+        rows = sum(frame.runs_models for frame in sampled)
+        batch = FrameBatch(sampled, np.stack([raw_vector(0.1)] * rows), np.stack([basis(0, 4)] * rows))
+        stream = analyzer(tracked=True)
+        (shard,) = shard_batches(batch, 1)
+        out = stream.process(shard)
+        out.extend(stream.flush())
+        return [(clip.start, clip.end, clip.frame_count) for clip, _ in out.clips]
+
+    # the analyzer's clip windows hold the models' frames alone, as if the tracker's were never sampled
+    assert analyzed(both) == analyzed(models_only) != []

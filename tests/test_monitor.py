@@ -21,8 +21,10 @@ from pipeline.live.sink import alert_records
 from pipeline.media.decode import decode_frames
 from pipeline.media.synthetic import write_static_camera_video
 from pipeline.search.index import ClipIndex
+from pipeline.storage.clips import read_clip
 from pipeline.storage.layout import (
     camera_source_id,
+    clips_prefix,
     live_track_events_span,
     monitor_checkpoint_key,
     monitor_shard_checkpoint_key,
@@ -335,8 +337,9 @@ def test_more_slot_holding_actors_than_cpu_slots_are_named():
 
 
 def test_a_tracking_monitor_alerts_once_per_object_and_keeps_its_track_ids_across_a_restart(tmp_path, ray_local):
-    """`track.live`: a tracker actor beside the analyzer; a standing query on tracks alerts once per block crossing
-    a line, and a restart between the two crossings goes on with the next track id."""
+    """`track.live`: a tracker actor beside the analyzer, its detector at twice the models' rate; a standing query on
+    tracks alerts once per block crossing a line, and a restart between the two crossings goes on with the next
+    track id."""
     video = tmp_path / "gate.mp4"
     crossings = write_static_camera_video(video, 40, size=(240, 320), fps=10, seed=0)
     store = LocalStore(tmp_path / "store")
@@ -348,7 +351,8 @@ def test_a_tracking_monitor_alerts_once_per_object_and_keeps_its_track_ids_acros
             "models": "tiny",
             "precision": "fp32",
             "device": "cpu",
-            "decode.fps": 5.0,
+            "decode.fps": 2.5,  # the models' rate; the tracker's detector takes twice as many frames
+            "detect.rate": 5.0,
             "decode.short_side": 0,  # the line is drawn in the source's pixels
             "track.live": True,
             "track.reid_frames": 10,
@@ -380,3 +384,6 @@ def test_a_tracking_monitor_alerts_once_per_object_and_keeps_its_track_ids_acros
     (indexed,) = stored_sources(store)
     assert (indexed.source, [track.track_id for track in indexed.tracks]) == ("gate", [1, 2])
     assert indexed.vectors.shape[0] == 2 and all(store.exists(track.thumbnail) for track in indexed.tracks)
+    # the clip windows (2 s) hold the models' frames alone: 5 of them, at 2.5 a second
+    clips = [read_clip(store, key) for key in store.list(clips_prefix(camera_source_id("gate")))]
+    assert clips and max(clip.frame_count for clip in clips) == 5

@@ -85,14 +85,14 @@ def camera_shard(camera: str, shards: int) -> int:
 
 def shard_batches(batch: FrameBatch, shards: int) -> list[FrameBatch]:
     """`batch` split by the shard of each frame's camera: each shard's frames in order, with their feature rows
-    (a still frame has none). A shard none of whose cameras is in the batch gets an empty one."""
+    (a frame the models skipped has none). A shard none of whose cameras is in the batch gets an empty one."""
     frames: list[list[Frame]] = [[] for _ in range(shards)]
     rows: list[list[int]] = [[] for _ in range(shards)]
     moving = 0
     for frame in batch.frames:
         shard = camera_shard(camera_of(frame), shards)
         frames[shard].append(frame)
-        if not frame.still:
+        if frame.runs_models:
             rows[shard].append(moving)
             moving += 1
     if batch.siglip is None or batch.dinov2 is None:
@@ -205,7 +205,7 @@ class StreamAnalyzer:
         """An extracted batch of frames of any cameras (pts order within each camera)."""
         out = StreamOutput()
         # Replayed frames pass through the carry too: a still frame after them needs their features.
-        for frame, feats in self._carry.per_frame(batch):
+        for frame, feats in self._carry.per_frame(batch.for_models()):
             camera = camera_of(frame)
             if camera in self._last_pts and frame.pts <= self._last_pts[camera]:
                 continue  # a replay of a frame already analysed

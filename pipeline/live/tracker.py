@@ -1,11 +1,13 @@
 """Live tracking of camera streams (`track.live`): frames in; track events, alerts of queries on tracks and their
 thumbnails, and the tracks it let go (`EndedTrack`s, for the track index) out.
 
-One `StreamTracker` holds, per camera, the motion detector's background model, a `Tracker` and a `TrackEvents`
-(the zones and lines of `events`), plus the standing queries on tracks (`TrackAlerts`). It is given every frame
-of its cameras, still ones too (they have pictures), and tracks at most `detect.rate` of them per second of each
-camera's media time (the monitor's sampling rate is the most it can get). The monitor runs one per analyzer
-shard, fed the same frames as the shard's analyzer, beside it. An external detector's frames are each tracked.
+One `StreamTracker` holds, per camera, the motion detector's background model, a `Tracker` and a `TrackEvents` (the
+zones and lines of `events`), plus the standing queries on tracks (`TrackAlerts`). It is given every frame of its
+cameras, still ones too (they have pictures), and tracks at most `detect.rate` of them per second of each camera's
+media time. A monitor's embedded sources are sampled at `detect.rate` when it is above `decode.fps`, the frames
+between the models' marked `tracker_only`; Kafka frames come at the producer's rate, the most it can get. The
+monitor runs one per analyzer shard, fed the same frames as the shard's analyzer, beside it. An external detector's
+frames are each tracked.
 
 The motion detector's boxes are the detections, unless a heavier `detector` is given (`detect.kind: owl`): then
 motion gates it, as in an NVR: it looks only at frames in which something moves or a camera still holds tracks

@@ -539,6 +539,8 @@ class StillFrameMarker:
         self._references: dict[str, np.ndarray] = {}  # per source, the thumbnail of its last non-still frame
 
     def mark(self, frame: Frame) -> Frame:
+        if frame.tracker_only:  # never a model's: neither still nor a reference
+            return frame
         thumb = _thumbnail(frame.image)
         reference = self._references.get(frame.source)
         still = (

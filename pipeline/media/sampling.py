@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pipeline.config import DecodeConfig
-from pipeline.media.decode import DecodeStream, Shortcuts, StillFrameMarker, decode_frames
+from pipeline.media.decode import DecodeStream, SamplingGrid, Shortcuts, StillFrameMarker, decode_frames
 from pipeline.media.streams import is_live, read_live
 from pipeline.records import Frame
 
@@ -52,13 +52,38 @@ def first_seconds(frames: Iterable[Frame], seconds: float) -> Iterator[Frame]:
 
 
 def sampled_frames(
-    url: str | Path, decode: DecodeConfig, *, camera: str | None = None, source: str | None = None
+    url: str | Path,
+    decode: DecodeConfig,
+    *,
+    camera: str | None = None,
+    source: str | None = None,
+    tracker_rate: float | None = None,
 ) -> Iterator[Frame]:
     """A file's or a live URL's sampled frames with still frames marked: what the models are fed. Frames of
-    a camera carry its id as source and camera; a live stream reconnects with the default policy."""
+    a camera carry its id as source and camera; a live stream reconnects with the default policy.
+
+    A `tracker_rate` above the section's rate (a live tracker's `detect.rate`) samples at that rate instead,
+    and marks `tracker_only` the frames between those the section's rate takes of them: the models see about
+    the section's rate, the tracker all."""
     url = str(url)
+    models_fps = decode.fps
+    if tracker_rate is not None and tracker_rate > models_fps:
+        decode = decode.model_copy(update={"fps": tracker_rate})
     if is_live(url):
-        frames = read_live(url, camera=camera or url, fps=decode.fps, short_side=decode.short_side or None)
+        frames: Iterator[Frame] = read_live(
+            url, camera=camera or url, fps=decode.fps, short_side=decode.short_side or None
+        )
     else:
         frames = decode_file(url, decode, source=source or camera, camera=camera)
+    if decode.fps > models_fps:
+        frames = _mark_tracker_only(frames, models_fps)
     return mark_still(frames, decode)
+
+
+def _mark_tracker_only(frames: Iterator[Frame], models_fps: float) -> Iterator[Frame]:
+    """Each source's frames off a grid of `models_fps` (its first frame at or after each point is on it) marked
+    `tracker_only`."""
+    grids: dict[str, SamplingGrid] = {}
+    for frame in frames:
+        frame.tracker_only = not grids.setdefault(frame.source, SamplingGrid(models_fps)).take(frame.pts)
+        yield frame

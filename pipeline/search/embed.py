@@ -53,7 +53,7 @@ def model_batches(frames: Iterable[Frame], size: int) -> Batches:
     moving = 0
     for frame in frames:
         batch.append(frame)
-        moving += not frame.still
+        moving += frame.runs_models
         if moving >= size or len(batch) >= STILL_FRAMES_PER_SLOT * size:
             yield FrameBatch(batch)
             batch, moving = [], 0
