@@ -2,6 +2,7 @@
 
 The monitor's batches (`extract_sharded`) come as the frames of one or more decoder polls, which Ray hands over
 from the decoders' nodes (the driver holds them only by reference), and leave as one batch per analyzer shard.
+A tracker actor's detection crops (`appearance`) run on its DINOv2 too, between the batches.
 Extraction has no state, so a call lost with its actor is run again on the restarted one. Each monitor batch is
 counted and its size observed (pipeline/live/metrics.py).
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 
+import numpy as np
 import ray
 
 from pipeline.live.analyzer import shard_batches
@@ -64,6 +66,14 @@ class ExtractorActor:
 
     def extract(self, batch: FrameBatch) -> FrameBatch:
         return extract_features(batch, self.encoders)
+
+    def appearance_dim(self) -> int:
+        return self.encoders.appearance_dim
+
+    def appearance(self, crops: list[np.ndarray]) -> np.ndarray:
+        """The DINOv2 vectors of a tracker actor's detection crops (a batch's, in one call): trackers hold no
+        model of their own, and the crops run where the frames do (a GPU when the cluster has one)."""
+        return self.encoders.appearance(crops)
 
     def extract_sharded(self, shards: int, *polls: list[Frame]) -> FrameBatch | tuple[FrameBatch, ...]:
         """The frames of `polls`, in order, as one extracted batch split by the shards of their cameras: one batch

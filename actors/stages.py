@@ -211,7 +211,11 @@ def make_monitor_stages(config: VigilConfig) -> MonitorStages:
         from actors.tracker import TrackerActor
 
         models = analyzers[0].models.remote()  # resolved by Ray before each tracker starts
-        trackers = [TrackerActor.options(**place.next()).remote(config, models) for _ in range(m.shards)]
+        # shard k's crops go to extractor k modulo their count
+        trackers = [
+            TrackerActor.options(**place.next()).remote(config, models, extractors[k % len(extractors)])
+            for k in range(m.shards)
+        ]
     sinks = [SinkActor.options(**place.next()).remote(config, publish_alerts=kafka_mode) for _ in range(m.shards)]
     if kafka_mode:
         decoders = [

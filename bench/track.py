@@ -14,7 +14,8 @@ own IoU. The ground truth holds every object at least `GT_MIN_VISIBILITY` visibl
 a wholly hidden object is not scored, and keeping its id across the gap is what IDF1 and HOTA's AssA reward.
 
 Speed: each tracker's `update` alone is timed (input conversion and output reading are not), with torch and the
-BLAS pools at one thread, on a separate sequence of 50 objects. Results go to stdout (or JSON with --json) and the
+BLAS pools at one thread, on a separate sequence of 50 objects; and the motion detector's cost per 720p frame, on
+generated CCTV-like footage (`--motion-seconds` of it). Results go to stdout (or JSON with --json) and the
 `bench.track` section of bench/RESULTS.md. The baselines are installed by `make bench-track-deps` (not by
 `make test`).
 """
@@ -521,6 +522,36 @@ def run_tracker(tracker: TrackerUnderTest, sequence: Sequence) -> Run:
     return Run(outputs, seconds, others / wall)
 
 
+MOTION_SIZE = (1280, 720)
+
+
+def motion_cost(seconds: float, seed: int) -> dict[str, float]:
+    """The motion detector (`detect.kind: motion`, its defaults) on generated 720p CCTV-like footage (a still
+    scene a block crosses, pipeline.media.synthetic), frames decoded at `detect.rate` beforehand: milliseconds
+    per frame of `detect` alone, one thread, the warm-up frames included (they cost the same)."""
+    import tempfile
+
+    from pipeline.config import DetectConfig
+    from pipeline.detection import MotionDetector
+    from pipeline.media.decode import decode_frames
+    from pipeline.media.synthetic import write_static_camera_video
+
+    config = DetectConfig()
+    with tempfile.TemporaryDirectory() as folder:
+        video = Path(folder) / "static-720p.mp4"
+        write_static_camera_video(video, seconds, size=MOTION_SIZE, fps=FPS, seed=seed)
+        frames = list(decode_frames(video, fps=config.rate, short_side=None, camera="bench"))
+    detector = MotionDetector(config)
+    gc.collect()
+    found = 0
+    started = time.perf_counter()
+    for frame in frames:
+        found += len(detector.detect([frame])[0].boxes) > 0
+    elapsed = time.perf_counter() - started
+    return {"frames": len(frames), "ms_per_frame": 1000 * elapsed / len(frames), "frames_with_boxes": found,
+            "width": config.width, "rate": config.rate}  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------ the benchmark
 
 
@@ -633,6 +664,16 @@ def sequence_rows(run: dict[str, Any]) -> list[list[str]]:
     ]  # fmt: skip
 
 
+def motion_lines(motion: dict[str, float]) -> list[str]:
+    return [
+        f"- {motion['ms_per_frame']:.2f} ms per 720p frame (`detect` alone, one thread): background subtraction on "
+        f"a grey picture {motion['width']} pixels wide, blobs to boxes; {motion['frames']} frames decoded at "
+        f"detect.rate {motion['rate']:g} from generated footage, {motion['frames_with_boxes']} with boxes.",
+        f"- At detect.rate {motion['rate']:g}, a camera costs {motion['ms_per_frame'] * motion['rate'] / 10:.2f}% "
+        "of one core for it (decoding not included).",
+    ]
+
+
 def render_markdown(run: dict[str, Any]) -> str:
     lines = [
         "## Tracking (`python -m bench.track`)",
@@ -656,6 +697,10 @@ def render_markdown(run: dict[str, Any]) -> str:
         markdown_table(SPEED_HEADER, speed_rows(run)),
         "",
         "*other cores busy*: CPU other processes used during the timed run, in cores (the machine is shared).",
+        "",
+        f"### Motion detector ({MOTION_SIZE[0]}x{MOTION_SIZE[1]})",
+        "",
+        *motion_lines(run["motion"]),
         "",
         "### Targets (reported, not asserted)",
         "",
@@ -693,6 +738,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frames", type=int, default=600, help="frames per sequence")
     parser.add_argument("--levels", nargs="+", choices=list(LEVELS), default=list(LEVELS))
+    parser.add_argument("--motion-seconds", type=float, default=40.0, help="of 720p footage for the motion detector")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md", help="the markdown file to update")
     return parser.parse_args(argv)
 
@@ -710,6 +756,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with quiet, threadpool_limits(limits=1):
         trackers, missing = load_trackers()
         run = benchmark(args.levels, args.frames, args.seed, trackers)
+        run["motion"] = motion_cost(args.motion_seconds, args.seed)
     run.update(
         started=started,
         seed=args.seed,
@@ -726,6 +773,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(plain_table(ACCURACY_HEADER, accuracy_rows(run)))
         print()
         print(plain_table(SPEED_HEADER, speed_rows(run)))
+        print()
+        print("\n".join(motion_lines(run["motion"])))
         print()
         print("\n".join(target_lines(run)))
         print(f"\nwritten to {args.results} (section bench.track)")

@@ -201,9 +201,9 @@ class TrackConfig(_Section):
     appearance_gate: float = Field(default=0.4, ge=0, le=2)  # most cosine distance of a match with appearance
     appearance_momentum: float = Field(default=0.9, ge=0, lt=1)  # EMA of a track's appearance: old share
     live: bool = False  # the monitor tracks each camera too, a tracker actor per shard (pipeline.live.tracker)
-    # live: each detection's crop embedded by the DINOv2 of `models`, for re-identification and the track index
-    # (`vigil tracks --similar`); off, each tracker actor saves that model's memory and time, and its tracks are
-    # matched by motion alone and kept out of the index
+    # live: each detection's crop embedded by the DINOv2 of `models` (the monitor's extractors', between their
+    # batches), for re-identification and the track index (`vigil tracks --similar`); off, that time is saved, the
+    # tracks are matched by motion alone and kept out of the index
     appearance: bool = True
 
     @field_validator("high_score", "birth_score")

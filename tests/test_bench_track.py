@@ -44,3 +44,10 @@ def test_vigils_tracker_runs_on_the_generated_detections():
     scores = track.evaluate(sequence, run.outputs)
     assert run.update_seconds > 0 and len(run.outputs) == len(sequence.frames)
     assert scores["HOTA"] > 0.6 and scores["IDF1"] > 0.7 and scores["MOTA"] > 0.5
+
+
+def test_the_motion_detectors_cost_is_measured_on_720p_frames():
+    motion = track.motion_cost(seconds=2, seed=0)
+    assert motion["frames"] == 2 * motion["rate"] and motion["ms_per_frame"] > 0
+    lines = track.motion_lines(motion)
+    assert lines[0].startswith(f"- {motion['ms_per_frame']:.2f} ms per 720p frame")

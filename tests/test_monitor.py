@@ -9,7 +9,9 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import ray
 import yaml
 
 from actors.stages import RayCalls, cpu_shortfall, make_monitor_stages, threads_per_extractor
@@ -387,3 +389,26 @@ def test_a_tracking_monitor_alerts_once_per_object_and_keeps_its_track_ids_acros
     # the clip windows (2 s) hold the models' frames alone: 5 of them, at 2.5 a second
     clips = [read_clip(store, key) for key in store.list(clips_prefix(camera_source_id("gate")))]
     assert clips and max(clip.frame_count for clip in clips) == 5
+
+
+def test_a_trackers_crops_run_on_an_extractors_dinov2(ray_local, vigil_cache, tiny_encoders):
+    """A tracker actor holds no model: `ExtractorAppearance` sends a batch's crops to an extractor actor, whose
+    DINOv2 gives what the same model gives in this process; the null extractor's stand-in vectors too."""
+    from actors.extractor import ExtractorActor
+    from actors.tracker import ExtractorAppearance
+    from pipeline.models.null_encoders import NullEncoders
+
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((40, 16), (90, 30), (12, 12))]
+    for null, local in ((False, tiny_encoders), (True, NullEncoders.from_models("tiny"))):
+        extractor = ExtractorActor.remote("tiny", device="cpu", precision="fp32", batch_size=8, null=null)
+        appearance = ExtractorAppearance(extractor, local.ids)
+        assert (appearance.model_id, appearance.untrained, appearance.dim) == (
+            local.ids.dinov2,
+            True,
+            local.appearance_dim,
+        )
+        vectors = appearance.embed_images(crops)
+        np.testing.assert_allclose(vectors, local.appearance(crops), atol=1e-5)
+        assert vectors.shape == (3, local.appearance_dim)
+        ray.kill(extractor)

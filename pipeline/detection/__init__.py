@@ -6,7 +6,8 @@
   gates heavier detectors to the frames in which something moves.
 - `owl` (`OwlDetector`): open-vocabulary detection of phrases with OWLv2 / OWL-ViT; `nms` its per-class
   suppression and the boxes' overlap (`iou_matrix`, the tracker's too).
-- `appearance` (`crop_appearance`): each detection's crop embedded by DINOv2, a batch's crops in one call.
+- `appearance` (`crop_appearance`): each detection's crop embedded by DINOv2 (a `CropEncoder`), a batch's crops in
+  one call.
 
 The settings, `DetectConfig` (the `detect` section of `pipeline.config`), are exported here too;
 `build_detector` makes the detector a section names.
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipeline.config import DetectConfig
-from pipeline.detection.appearance import crop_appearance, crop_boxes
+from pipeline.detection.appearance import CropEncoder, crop_appearance, crop_boxes
 from pipeline.detection.base import Detector, camera_of
 from pipeline.detection.motion import MotionDetector
 from pipeline.detection.nms import iou_matrix, nms
@@ -35,6 +36,7 @@ def build_detector(
 
 
 __all__ = [
+    "CropEncoder",
     "DetectConfig",
     "Detector",
     "MotionDetector",

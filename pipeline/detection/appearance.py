@@ -7,11 +7,23 @@ runs the model in batches of its own size), never one call per object.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
-from pipeline.models import Dinov2Encoder
 from pipeline.records import Detections, Frame
+
+
+class CropEncoder(Protocol):
+    """What embeds crops: a `pipeline.models.Dinov2Encoder`, or a tracker actor's way to an extractor's."""
+
+    model_id: str
+    untrained: bool  # random weights
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
 
 
 def crop_boxes(boxes: np.ndarray, height: int, width: int, margin: float) -> np.ndarray:
@@ -29,7 +41,7 @@ def crop_boxes(boxes: np.ndarray, height: int, width: int, margin: float) -> np.
 def crop_appearance(
     frames: Sequence[Frame],
     detections: Sequence[Detections],
-    encoder: Dinov2Encoder,
+    encoder: CropEncoder,
     *,
     margin: float = 0.1,
 ) -> list[Detections]:

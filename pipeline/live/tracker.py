@@ -42,7 +42,7 @@ from dataclasses import replace
 import numpy as np
 
 from pipeline.config import DetectConfig, EventsConfig, TrackConfig, VigilConfig
-from pipeline.detection import Detector, MotionDetector, build_detector, crop_appearance
+from pipeline.detection import CropEncoder, Detector, MotionDetector, build_detector, crop_appearance
 from pipeline.live.analyzer import StreamOutput, camera_of
 from pipeline.live.queries import StandingQuery
 from pipeline.live.track_alerts import TrackAlerts, class_label
@@ -64,7 +64,7 @@ class StreamTracker:
         events: EventsConfig,
         *,
         detector: Detector | None = None,
-        encoder: Dinov2Encoder | None = None,
+        encoder: CropEncoder | None = None,
     ):
         """`detector`: a heavier detector than motion, which motion gates; `encoder`: appearance per detection."""
         self.track, self.detect, self.events = track, detect, events
@@ -79,24 +79,25 @@ class StreamTracker:
         self._grids: dict[str, SamplingGrid] = {}  # camera: the detector's rate over its frames
 
     @classmethod
-    def from_config(cls, config: VigilConfig, models: ModelIds) -> StreamTracker:
-        """The tracker `config` describes: with `detect.kind: owl` the OWL detector, gated by motion, and the
-        DINOv2 encoder of `config.models` for each detection's appearance; else the motion detector's boxes."""
+    def from_config(cls, config: VigilConfig, models: ModelIds, *, encoder: CropEncoder | None = None) -> StreamTracker:
+        """The tracker `config` describes: with `detect.kind: owl` the OWL detector, gated by motion, else the
+        motion detector's boxes; with `track.appearance` each detection's appearance by `encoder`, by default the
+        DINOv2 of `config.models` loaded here."""
         owl = config.detect.kind == "owl"
+        if config.track.appearance and encoder is None:
+            encoder = Dinov2Encoder.from_pretrained(
+                resolve_models(config.models).dinov2,
+                device=config.device,
+                precision=config.precision,
+                batch_size=config.batch_size,
+            )
         return cls(
             models,
             config.track,
             config.detect,
             config.events,
             detector=build_detector(config.detect, device=config.device, batch_size=config.batch_size) if owl else None,
-            encoder=Dinov2Encoder.from_pretrained(
-                resolve_models(config.models).dinov2,
-                device=config.device,
-                precision=config.precision,
-                batch_size=config.batch_size,
-            )
-            if config.track.appearance
-            else None,
+            encoder=encoder if config.track.appearance else None,
         )
 
     @property

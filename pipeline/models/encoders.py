@@ -409,6 +409,14 @@ class Encoders:
         """SigLIP2 and DINOv2 unit vectors of the same images."""
         return self.siglip.embed_images(images), self.dinov2.embed_images(images)
 
+    @property
+    def appearance_dim(self) -> int:
+        return self.dinov2.dim
+
+    def appearance(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """DINOv2 unit vectors of object crops of any sizes (a tracker's re-identification)."""
+        return self.dinov2.embed_images(crops)
+
 
 def load_encoders(
     spec_or_source: "str | ModelSource | None" = None,

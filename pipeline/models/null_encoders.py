@@ -77,7 +77,8 @@ def checkpoint_dims(source: ModelSource) -> tuple[int, int]:
 
 
 class NullEncoders:
-    """`embed_images` and `ids` as `pipeline.models.Encoders` has them, with no model: see the module."""
+    """`embed_images`, `appearance` and `ids` as `pipeline.models.Encoders` has them, with no model: see the
+    module."""
 
     def __init__(self, ids: ModelIds, siglip_dim: int, dinov2_dim: int):
         self.ids = ModelIds(ids.siglip, ids.dinov2, untrained=True)
@@ -107,6 +108,14 @@ class NullEncoders:
             return np.zeros((0, self.siglip_dim), np.float32), np.zeros((0, self.dinov2_dim), np.float32)
         grids = np.stack([colour_grid(image) for image in images])
         return _unit_rows(grids @ self._siglip), _unit_rows(grids @ self._dinov2)
+
+    @property
+    def appearance_dim(self) -> int:
+        return self.dinov2_dim
+
+    def appearance(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """The "DINOv2" vectors of crops of any sizes."""
+        return self.embed_images(crops)[1]
 
 
 __all__ = ["NullEncoders", "NullExtractorRefused", "colour_grid", "checkpoint_dims"]
