@@ -14,7 +14,6 @@ confirmed and lost tracks alone.
 from __future__ import annotations
 
 import base64
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -61,14 +60,15 @@ class TrackedObject:
             "first_pts": self.first_pts,
             "last_pts": self.last_pts,
             "frames": self.frames,
-            "best_box": list(self.best_box),
+            "best_score": self.best_score,
             "best_pts": self.best_pts,
+            "best_box": list(self.best_box),
             "appearance_sum": None if self.appearance_sum is None else encode_vector(self.appearance_sum),
         }
 
     @classmethod
     def from_state(cls, state: dict) -> TrackedObject:
-        """A checkpointed object, without its crop: its next detection is its best (the crop comes with it)."""
+        """A checkpointed object, without its crop: its next detection is its best (a crop comes with it)."""
         saved = state["appearance_sum"]
         return cls(
             state["track_id"],
@@ -76,7 +76,7 @@ class TrackedObject:
             state["first_pts"],
             state["last_pts"],
             state["frames"],
-            -math.inf,
+            state["best_score"],
             state["best_pts"],
             tuple(state["best_box"]),
             None,
@@ -206,7 +206,7 @@ def add_sightings(
             known.last_pts, known.frames = frame.pts, known.frames + 1
             if vector is not None:
                 known.appearance_sum = vector.copy() if known.appearance_sum is None else known.appearance_sum + vector
-            if score > known.best_score:
+            if known.best_crop is None or score > known.best_score:
                 known.best_score, known.best_pts, known.best_box = score, frame.pts, box
                 known.best_crop = thumbnail(frame, detections.boxes[row])
         (still_tentative if track.state == "tentative" else objects)[track.track_id] = known
