@@ -37,7 +37,7 @@ from pipeline.media.kafka_clients import (
     named_partition,
     partition_name,
 )
-from pipeline.media.sampling import sampled_frames, still_marker
+from pipeline.media.sampling import sampled_frames, sampling_rate, still_marker, tracker_only_marker
 from pipeline.records import Frame
 from pipeline.search.embed import sampled_batches
 
@@ -66,8 +66,10 @@ class KafkaDecoderActor:
         consumer = FrameConsumer(settings, settings.topics.frames, group_id=settings.group, assign=True, share=share)
         dead_letters = DeadLetters(MessageProducer(settings), settings.topics.dlq)
         self.reader = FrameReader(consumer, dead_letters, short_side=config.decode.short_side or None)
-        self.decode = config.decode
+        self.config = config
         self.still = still_marker(config.decode)  # per camera, across polls
+        # a live tracker's detector may take more frames a second than the models: those between theirs are its
+        self.tracker_only = tracker_only_marker(config)
         self.tally = IntakeTally()
         self.metrics = MonitorMetrics()
         assigned = sorted(partition_name(tp.topic, tp.partition) for tp in consumer.kafka.assignment())
@@ -77,7 +79,8 @@ class KafkaDecoderActor:
         """Read this decoder's partitions again from a checkpoint's offsets ({"topic:partition": next offset};
         a partition not among them from its commit)."""
         self.reader.consumer.seek({named_partition(name): offset for name, offset in offsets.items()})
-        self.still = still_marker(self.decode)
+        self.still = still_marker(self.config.decode)
+        self.tracker_only = tracker_only_marker(self.config)
         log.info("reading again from offsets %s (the others from their commits)", offsets)
 
     def poll(self, timeout: float, max_frames: int) -> tuple[list[Frame], PollReceipt]:
@@ -85,6 +88,8 @@ class KafkaDecoderActor:
         more, and at most `kafka.max_poll_pixels` decoded pixels) and their receipt: Kafka never ends."""
         dead_letters = self.reader.dead_letters.count
         frames, offsets = self.reader.poll(timeout, max_frames)
+        if self.tracker_only is not None:
+            frames = [self.tracker_only.mark(frame) for frame in frames]
         if self.still is not None:
             frames = [self.still.mark(frame) for frame in frames]
         if self.reader.dead_letters.count > dead_letters:
@@ -127,7 +132,7 @@ class StreamDecoderActor:
         configure_logging("decoder")
         self.url, self.camera, self.decode = url, camera, config.decode
         # a live tracker's detector may take more frames a second than the models
-        self.tracker_rate = config.detect.rate if config.track.live else None
+        self.rate = sampling_rate(config)
         self.frames = self._read()
         self.tally = IntakeTally()
         self.metrics = MonitorMetrics()
@@ -139,7 +144,7 @@ class StreamDecoderActor:
         self.frames = self._read()
 
     def _read(self):
-        return sampled_frames(self.url, self.decode, camera=self.camera, tracker_rate=self.tracker_rate)
+        return sampled_frames(self.url, self.decode, camera=self.camera, tracker_rate=self.rate)
 
     def poll(self, timeout: float, max_frames: int) -> tuple[list[Frame], PollReceipt]:
         frames = list(islice(self.frames, max_frames))

@@ -1,6 +1,7 @@
 """The ingest job: publish a video file or a live stream to Kafka `vigil.frames`, keyed by its camera id.
 
-Frames are sampled at config decode.fps and resized to config decode.short_side (0 keeps the source size),
+Frames are sampled at config decode.fps (with track.live, detect.rate when above it: the monitor's models take
+decode.fps of them, its trackers all) and resized to config decode.short_side (0 keeps the source size),
 then sent either one JPEG per frame (payload "jpeg") or as self-contained H.264 MPEG-TS segments of `segment_seconds`
 of sampled frames, each starting on a keyframe (payload "segment"). See pipeline/media/kafka_messages.py for the
 message format.
@@ -22,7 +23,7 @@ from pipeline.config import VigilConfig
 from pipeline.media.decode import VideoDecodeError
 from pipeline.media.kafka_clients import MessageProducer
 from pipeline.media.kafka_messages import MAX_SEGMENT_FRAMES, frame_message, segment_message
-from pipeline.media.sampling import decode_file, first_seconds
+from pipeline.media.sampling import decode_file, first_seconds, sampling_rate
 from pipeline.media.streams import LiveSourceLost, ReconnectPolicy, is_live, read_live
 from pipeline.records import Frame
 
@@ -76,7 +77,8 @@ def ingest_source(
     reopened. Raises KafkaUnavailable when the brokers cannot be reached; once connected, every failure (a
     frame, a message, the source) is an error in the report instead."""
     live = is_live(source)
-    fps = config.decode.fps
+    fps = sampling_rate(config)  # a live tracker's detect.rate when above decode.fps
+    decode = config.decode.model_copy(update={"fps": fps})
     topic = config.kafka.topics.frames
     settings = config.kafka
 
@@ -127,7 +129,7 @@ def ingest_source(
                 stop=stopping.is_set,
             )
             return live_stream
-        return decode_file(source, config.decode, source=camera, camera=camera)
+        return decode_file(source, decode, source=camera, camera=camera)
 
     pending: list[Frame] = []
     sampled = 0

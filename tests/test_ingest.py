@@ -17,7 +17,7 @@ from jobs.cli import main
 from pipeline.config import KafkaConfig, load_config
 from pipeline.media.kafka_clients import FrameConsumer
 from pipeline.media.kafka_messages import decode_message
-from pipeline.media.sampling import decode_file
+from pipeline.media.sampling import TrackerOnlyMarker, decode_file
 from tests.servers import free_port, start_rtsp_camera
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning")
@@ -80,6 +80,26 @@ def test_ingest_a_file_as_jpeg_frames(kafka_broker, scene_video, capsys):
     for got, want in zip(frames, expected):
         assert got.camera == "gate-1" and got.image.shape == want.image.shape == (256, 342, 3)
         assert mean_abs_diff(got.image, want.image) < 6.0  # JPEG q90, 4:2:0 chroma on a textured scene
+
+
+def test_ingest_for_a_live_tracker_sends_its_detectors_rate(kafka_broker, scene_video, tmp_path, capsys):
+    """With track.live and detect.rate above decode.fps, ingest sends the detector's rate; the monitor's Kafka
+    decoders mark the frames between the models' (`TrackerOnlyMarker`), leaving them the frames of decode.fps."""
+    path, _ = scene_video  # 20 s, 25 fps
+    config = tmp_path / "config.yaml"
+    config.write_text("track:\n  live: true\ndetect:\n  rate: 4\n")
+    topic = topic_name("ingest.tracker")
+    argv = ["ingest", str(path), "--camera", "gate-1", "--brokers", kafka_broker.brokers, "--topic", topic]
+    rc = main([*argv, "--fps", "2", "--config", str(config)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "sent 80 of 80 sampled frames" in out.out
+    _, frames = read_topic(kafka_broker, topic, 80)
+    assert len(frames) == 80
+    marker = TrackerOnlyMarker(2.0)
+    models = [frame.pts for frame in map(marker.mark, frames) if not frame.tracker_only]
+    expected = list(decode_file(path, load_config(overrides={"decode.fps": 2}).decode))
+    assert models == [frame.pts for frame in expected]  # the frames ingest sends without a tracker
 
 
 def test_ingest_a_file_as_segments(kafka_broker, scene_video, capsys):

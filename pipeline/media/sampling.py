@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pipeline.config import DecodeConfig
+from pipeline.config import DecodeConfig, VigilConfig
 from pipeline.media.decode import DecodeStream, SamplingGrid, Shortcuts, StillFrameMarker, decode_frames
 from pipeline.media.streams import is_live, read_live
 from pipeline.records import Frame
@@ -76,14 +76,29 @@ def sampled_frames(
     else:
         frames = decode_file(url, decode, source=source or camera, camera=camera)
     if decode.fps > models_fps:
-        frames = _mark_tracker_only(frames, models_fps)
+        frames = map(TrackerOnlyMarker(models_fps).mark, frames)
     return mark_still(frames, decode)
 
 
-def _mark_tracker_only(frames: Iterator[Frame], models_fps: float) -> Iterator[Frame]:
-    """Each source's frames off a grid of `models_fps` (its first frame at or after each point is on it) marked
-    `tracker_only`."""
-    grids: dict[str, SamplingGrid] = {}
-    for frame in frames:
-        frame.tracker_only = not grids.setdefault(frame.source, SamplingGrid(models_fps)).take(frame.pts)
-        yield frame
+def sampling_rate(config: VigilConfig) -> float:
+    """The frames a second a source is sampled at: `decode.fps`, or a live tracker's `detect.rate` when it is
+    above that (`vigil ingest` sends them all; the monitor marks those between the models' `tracker_only`)."""
+    return max(config.decode.fps, config.detect.rate) if config.track.live else config.decode.fps
+
+
+class TrackerOnlyMarker:
+    """Marks `tracker_only` each source's frames off a grid of the models' rate (its first frame at or after each
+    grid point is on it): frames sampled above that rate for a live tracker alone."""
+
+    def __init__(self, models_fps: float):
+        self.models_fps = models_fps
+        self._grids: dict[str, SamplingGrid] = {}
+
+    def mark(self, frame: Frame) -> Frame:
+        frame.tracker_only = not self._grids.setdefault(frame.source, SamplingGrid(self.models_fps)).take(frame.pts)
+        return frame
+
+
+def tracker_only_marker(config: VigilConfig) -> TrackerOnlyMarker | None:
+    """The marker a monitor's frames need: one when they come above the models' rate (`sampling_rate`)."""
+    return TrackerOnlyMarker(config.decode.fps) if sampling_rate(config) > config.decode.fps else None
