@@ -9,8 +9,8 @@ no picture, so these alerts have no keyframe.
 Nothing is lost or done twice across a restart: every `monitor.checkpoint_every` seconds the trackers' state and
 the offsets after the messages handled go to the store (`monitor/{name}/checkpoint.json`, `name` being
 `monitor.name` + "-detections"), once their outputs are stored, and then the offsets are committed. A restart
-reads again from the checkpoint's offsets and the trackers skip the frames they hold, whose outputs are keyed
-deterministically.
+resumes as a monitor of one shard does (`Sink.resume`): it reads again from the checkpoint's offsets and the
+trackers skip the frames they hold, whose outputs are keyed deterministically.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from pipeline.media.detection_messages import DetectionReader
 from pipeline.media.kafka_clients import DeadLetters, FrameConsumer, MessageProducer, named_partition, partition_name
 from pipeline.records import ModelIds
 from pipeline.search.index import ClipIndex
-from pipeline.storage.layout import monitor_checkpoint_key
 from pipeline.storage.store import open_configured_store
 
 # The models of these alerts' records: the detections are the user's detector's, not vigil's models'.
@@ -64,7 +63,7 @@ def track_detections(
         )
         with consumer:
             reader = DetectionReader(consumer, DeadLetters(producer, config.kafka.topics.dlq))
-            sequence, offsets = _resume(store, name, tracker)
+            sequence, offsets = _resume(sink, name, tracker)
             consumer.seek(offsets)
             last_message = last_checkpoint = time.monotonic()
             last_refresh = -float("inf")
@@ -93,14 +92,13 @@ def track_detections(
     return report
 
 
-def _resume(store, name: str, tracker: StreamTracker) -> tuple[int, dict]:
-    """Load the trackers' state from the last checkpoint; its number's successor, and the offsets it holds."""
-    key = monitor_checkpoint_key(name)
-    if not store.exists(key):
-        return 0, {}
-    saved = ShardCheckpoint.from_json(store.get_json(key))
-    tracker.load_state_dict(saved.analyzer)
-    return saved.sequence + 1, {named_partition(p): offset for p, offset in saved.offsets.items()}
+def _resume(sink: Sink, name: str, tracker: StreamTracker) -> tuple[int, dict]:
+    """Load the trackers' state from the checkpoints, as a monitor of one shard does; the next checkpoint's number,
+    and the offsets to read from (none: from the commits)."""
+    point, (state,) = sink.resume(name, 1)
+    if state is not None:
+        tracker.load_state_dict(state)
+    return point.sequence, {named_partition(p): offset for p, offset in point.offsets.items()}
 
 
 def _checkpoint(sink: Sink, consumer: FrameConsumer, tracker: StreamTracker, name: str, sequence: int, offsets) -> int:

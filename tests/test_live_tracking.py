@@ -147,6 +147,17 @@ def test_camera_parts_of_a_state_carry_their_tracking(footage):
     assert merge_states([others, mine]) == state
 
 
+def test_a_trackers_state_alone_is_shared_out_by_camera_too(footage):
+    """`vigil track --kafka` checkpoints a tracker's sections without an analyzer's: they part and merge alike."""
+    frames, _ = footage
+    stream = querying_tracker()
+    outputs(stream, frames)
+    state = stream.state_dict()
+    mine, others = cameras_state(state, lambda camera: camera == CAMERA), cameras_state(state, lambda camera: False)
+    assert mine == state and others["tracking"] == {} and others["track_alerts"]["alerted"] == []
+    assert set(others) == set(state) and merge_states([others, mine]) == state
+
+
 def test_camera_parts_of_a_state_carry_their_track_alerts(footage):
     frames, _ = footage
     stream = querying_tracker()

@@ -101,33 +101,31 @@ def shard_batches(batch: FrameBatch, shards: int) -> list[FrameBatch]:
 
 
 def cameras_state(state: dict, keep: Callable[[str], bool]) -> dict:
-    """A `StreamAnalyzer.state_dict()` narrowed to the cameras `keep` accepts; the query book stays whole."""
-    matcher = state["matcher"]
+    """A shard's state (a `StreamAnalyzer.state_dict()`, and a tracker's sections with `track.live`; a tracker's
+    alone for `vigil track --kafka`) narrowed to the cameras `keep` accepts; the query books stay whole."""
     narrowed = dict(state)
     if "tracking" in state:
         narrowed["tracking"] = {camera: saved for camera, saved in state["tracking"].items() if keep(camera)}
     if "track_alerts" in state:
         alerts = state["track_alerts"]
         narrowed["track_alerts"] = {**alerts, "alerted": [a for a in alerts["alerted"] if keep(a["camera"])]}
-    return {
-        **narrowed,
-        "last_pts": {camera: pts for camera, pts in state["last_pts"].items() if keep(camera)},
-        "windows": {camera: window for camera, window in state["windows"].items() if keep(camera)},
-        "matcher": {
-            **matcher,
-            "cameras": {camera: pts for camera, pts in matcher["cameras"].items() if keep(camera)},
-            "pairs": [pair for pair in matcher["pairs"] if keep(pair["camera"])],
-        },
-    }
+    if "matcher" in state:  # the analyzer's sections
+        matcher = state["matcher"]
+        narrowed |= {
+            "last_pts": {camera: pts for camera, pts in state["last_pts"].items() if keep(camera)},
+            "windows": {camera: window for camera, window in state["windows"].items() if keep(camera)},
+            "matcher": {
+                **matcher,
+                "cameras": {camera: pts for camera, pts in matcher["cameras"].items() if keep(camera)},
+                "pairs": [pair for pair in matcher["pairs"] if keep(pair["camera"])],
+            },
+        }
+    return narrowed
 
 
 def merge_states(states: list[dict]) -> dict:
-    """One state of the cameras of `states`, each camera in one of them; a query held by several takes the
-    definition of the first that holds it."""
-    queries: dict[str, dict] = {}
-    for state in states:
-        for query in state["matcher"]["queries"]:
-            queries.setdefault(query["query"]["id"], query)
+    """One state of the cameras of `states` (of one kind, see `cameras_state`), each camera in one of them; a query
+    held by several takes the definition of the first that holds it."""
     first = dict(states[0])
     if any("tracking" in state for state in states):
         first["tracking"] = {camera: saved for state in states for camera, saved in state.get("tracking", {}).items()}
@@ -137,17 +135,22 @@ def merge_states(states: list[dict]) -> dict:
             "queries": list({q["id"]: q for part in reversed(held) for q in part.get("queries", [])}.values()),
             "alerted": [entry for part in held for entry in part.get("alerted", [])],
         }
-    return {
-        **first,
-        "last_pts": {camera: pts for state in states for camera, pts in state["last_pts"].items()},
-        "windows": {camera: window for state in states for camera, window in state["windows"].items()},
-        "matcher": {
-            **first["matcher"],
-            "queries": list(queries.values()),
-            "cameras": {camera: pts for state in states for camera, pts in state["matcher"]["cameras"].items()},
-            "pairs": [pair for state in states for pair in state["matcher"]["pairs"]],
-        },
-    }
+    if "matcher" in first:  # the analyzer's sections
+        queries: dict[str, dict] = {}
+        for state in states:
+            for query in state["matcher"]["queries"]:
+                queries.setdefault(query["query"]["id"], query)
+        first |= {
+            "last_pts": {camera: pts for state in states for camera, pts in state["last_pts"].items()},
+            "windows": {camera: window for state in states for camera, window in state["windows"].items()},
+            "matcher": {
+                **first["matcher"],
+                "queries": list(queries.values()),
+                "cameras": {camera: pts for state in states for camera, pts in state["matcher"]["cameras"].items()},
+                "pairs": [pair for state in states for pair in state["matcher"]["pairs"]],
+            },
+        }
+    return first
 
 
 @dataclass
