@@ -17,6 +17,7 @@ from jobs.commands import (
     query,
     remove,
     search,
+    serve,
     status,
     summarize,
     track,
@@ -43,6 +44,7 @@ COMMANDS = (
     status,
     query,
     alerts,
+    serve,
 )  # the order `vigil --help` lists
 
 

@@ -305,6 +305,46 @@ class MonitorConfig(_Section):
     summary_every: float = Field(default=0.0, ge=0, le=86400)  # seconds of media time per rolling summary; 0: none
 
 
+class ServeLimits(_Section):
+    """What one request of `vigil serve` may hold; more is a 4xx error saying which limit."""
+
+    body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024**3)  # a request body (an upload's too)
+    image_pixels: int = Field(default=40_000_000, ge=1024, le=1_000_000_000)  # an uploaded image, decoded
+    query_chars: int = Field(default=1000, ge=1, le=100_000)  # a search phrase
+    top_k: int = Field(default=100, ge=1, le=10_000)  # the most results a search asks for
+
+
+class ServeAutoscaling(_Section):
+    """Ray Serve autoscaling bounds of a deployment: replicas between `min_replicas` and `max_replicas`, aiming at
+    `target_ongoing_requests` per replica."""
+
+    min_replicas: int = Field(default=1, ge=0, le=1000)
+    max_replicas: int = Field(default=1, ge=1, le=1000)
+    target_ongoing_requests: float = Field(default=2.0, gt=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> ServeAutoscaling:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})")
+        return self
+
+
+class ServeConfig(_Section):
+    """`vigil serve`: the HTTP API and web page (a Ray Serve application). Anything but a loopback `host` needs a
+    `token` (env VIGIL_SERVE_TOKEN): requests then carry `Authorization: Bearer TOKEN`."""
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8000, ge=1, le=65535)
+    token: str | None = Field(default=None, min_length=16)  # from the environment, never from a config file in git
+    limits: ServeLimits = Field(default_factory=ServeLimits)
+    encoder: ServeAutoscaling = Field(default_factory=ServeAutoscaling)  # the text and image encoders
+    search: ServeAutoscaling = Field(default_factory=ServeAutoscaling)  # the index's searchers
+    batch_max: int = Field(default=16, ge=1, le=1024)  # texts the encoder embeds in one call
+    batch_wait: float = Field(default=0.01, ge=0, le=10)  # seconds a text waits for others to batch with it
+    index_refresh: float = Field(default=5.0, gt=0, le=3600)  # seconds between a searcher's looks for new rows
+    alerts_poll: float = Field(default=1.0, gt=0, le=600)  # seconds between the alert stream's looks at the store
+
+
 class VigilConfig(_Section):
     store: str = Field(min_length=1)
     models: str = Field(min_length=1)
@@ -322,6 +362,7 @@ class VigilConfig(_Section):
     detect: DetectConfig = Field(default_factory=DetectConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     @model_validator(mode="after")
     def _summary_periods_hold_two_windows(self) -> VigilConfig:
@@ -341,6 +382,7 @@ ENVIRONMENT = {
     "VIGIL_MODELS": "models",
     "VIGIL_S3_ENDPOINT": "s3.endpoint",
     "VIGIL_KAFKA_BROKERS": "kafka.brokers",
+    "VIGIL_SERVE_TOKEN": "serve.token",
 }
 
 

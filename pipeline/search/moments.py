@@ -85,12 +85,29 @@ def find_moments(
     if (text is None) == (image is None):
         raise ValueError("search needs exactly one of a text query or an example image")
     index.check_models(encoders.ids)
-    candidates = max(top_k * 8, 64)
     if text is not None:
         if not text.strip():
             raise ValueError("the text query is empty")
-        hits = index.search(siglip=encoders.siglip.embed_texts([text])[0], k=candidates, where=where)
+        siglip, dinov2 = encoders.siglip.embed_texts([text])[0], None
     else:
-        siglip, dinov2 = encoders.embed_images(image[None])
-        hits = index.search(siglip=siglip[0], dinov2=dinov2[0], k=candidates, where=where)
-    return merge_hits(hits, merge_drop=merge_drop, untrained=encoders.ids.untrained)[:top_k]
+        siglips, dinov2s = encoders.embed_images(image[None])
+        siglip, dinov2 = siglips[0], dinov2s[0]
+    return moments_of(
+        index, siglip, dinov2, top_k=top_k, merge_drop=merge_drop, where=where, untrained=encoders.ids.untrained
+    )
+
+
+def moments_of(
+    index: ClipIndex,
+    siglip: np.ndarray,
+    dinov2: np.ndarray | None = None,
+    *,
+    top_k: int = 10,
+    merge_drop: float = 0.15,
+    where: ClipFilter | None = None,
+    untrained: bool = False,
+) -> list[Event]:
+    """Moments matching a query's unit vectors (a phrase's SigLIP2 text vector, or an image's SigLIP2 and DINOv2
+    vectors), best first; the index's models must be those that made them (`index.check_models`)."""
+    hits = index.search(siglip=siglip, dinov2=dinov2, k=max(top_k * 8, 64), where=where)
+    return merge_hits(hits, merge_drop=merge_drop, untrained=untrained)[:top_k]
