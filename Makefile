@@ -10,9 +10,10 @@ STAMP := $(VENV)/.installed
 .PHONY: install demo test test-cluster lint bench bench-track-deps clean system-deps
 
 # Debian packages the tests use: the RTSP test camera (tests/rtsp_server.py) is GStreamer's RTSP server on
-# Debian's python3-gi. Installed only when one is missing (needs root, or sudo).
+# Debian's python3-gi; the web page's tests drive Debian's chromium with Playwright (its own browser download is
+# not used). Installed only when one is missing (needs root, or sudo).
 SYSTEM_DEPS := gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-	gstreamer1.0-plugins-ugly gstreamer1.0-rtsp
+	gstreamer1.0-plugins-ugly gstreamer1.0-rtsp chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
