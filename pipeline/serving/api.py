@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -68,6 +69,16 @@ class SearchBackend(Protocol):
 
     async def describe(self) -> dict:
         """The models (`siglip`, `dinov2`, `untrained`) and the index rows (`rows`): what /readyz reports."""
+
+
+class Problem(BaseModel):
+    """What every error answers: one line saying what was wrong."""
+
+    detail: str
+
+
+# every route may answer these, each as a Problem (FastAPI's own 422, a list of errors, is made one line too)
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (401, 404, 411, 413, 416, 422, 503)}
 
 
 class KeyframeCrop(BaseModel):
@@ -145,7 +156,14 @@ def build_app(settings: ServeConfig, store: ObjectStore, backend: SearchBackend)
         title="vigil",
         version="1",
         description="Search, alerts, standing queries, summaries and tracks of a vigil store.",
+        responses=ERRORS,
     )
+
+    @app.exception_handler(RequestValidationError)
+    async def one_line(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()]
+        return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
     metrics = Metrics()
     limits = settings.limits
 
