@@ -26,16 +26,19 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from jobs.cli import main
 from jobs.serve import ServeRefused, check_serving, start_serving, stop_serving
 from pipeline.config import load_config
-from pipeline.live.analyzer import StreamOutput
+from pipeline.live.analyzer import StreamAnalyzer, StreamOutput
 from pipeline.live.queries import load_queries
 from pipeline.live.sink import Sink
 from pipeline.records import Alert, ModelIds
 from pipeline.search.index import ClipIndex
 from pipeline.search.moments import moments_of
 from pipeline.serving.api import build_app
+from pipeline.storage.codecs import decode_image
 from pipeline.storage.layout import file_source_id, keyframe_key
 from pipeline.storage.store import LocalStore
+from pipeline.tracking import TrackIndex
 from tests.servers import free_port, wait_until
+from tests.test_match import MODELS, matcher
 
 LIMITS = {
     "serve.limits.body_bytes": 300_000,
@@ -65,11 +68,13 @@ def settings(store, **overrides):
 
 @pytest.fixture(scope="module")
 def indexed(scene_video, tmp_path_factory, vigil_cache):
-    """A store with the scene video indexed (1 fps, 2 s windows) by the tiny models."""
+    """A store with the scene video indexed (1 fps, 2 s windows), tracked and summarized by the tiny models."""
     path, _ = scene_video
     store = tmp_path_factory.mktemp("serve") / "store"
-    argv = ["index", str(path), "--store", str(store), "--models", "tiny", "--fps", "1", "--window", "2"]
-    assert main([*argv, "--no-progress"]) == 0
+    common = ["--store", str(store), "--models", "tiny", "--precision", "fp32"]
+    assert main(["index", str(path), *common, "--fps", "1", "--window", "2", "--no-progress"]) == 0
+    assert main(["track", str(path), *common]) == 0
+    assert main(["summarize", str(path), *common]) == 0
     return store, path
 
 
@@ -286,7 +291,45 @@ def test_standing_queries_are_added_and_removed_where_a_monitor_reads_them(serve
     assert httpx.delete(f"{url}/v1/queries/van").status_code == 204
     assert httpx.delete(f"{url}/v1/queries/van").status_code == 404
     assert {query.id for query, _ in load_queries(store)} == {"fence"}
+    # a running monitor's analyzers follow the stored queries at each look: this is that look
+    analyzer = StreamAnalyzer(matcher(), window=2.0, models=MODELS)
+    analyzer.sync_queries([(query, image) for query, image in load_queries(store)])
+    assert [query.id for query in analyzer.matcher.list()] == ["fence"]
     assert httpx.delete(f"{url}/v1/queries/fence").status_code == 204
+    analyzer.sync_queries(load_queries(store))
+    assert analyzer.matcher.list() == []
+
+
+def test_summaries_and_their_files(served):
+    url, store, _, path = served
+    (summary,) = httpx.get(f"{url}/v1/summaries").json()
+    assert summary["source_id"] == file_source_id(str(path))
+    body = httpx.get(f"{url}/v1/summaries/{summary['key']}").json()
+    assert body == store.get_json(summary["key"])
+    sheet = httpx.get(f"{url}{summary['files']['contact_sheet']}")
+    assert sheet.status_code == 200 and sheet.headers["content-type"] == "image/png"
+    assert httpx.get(f"{url}/v1/summaries/keyframes/x.jpg").status_code == 404
+
+
+def test_tracks_their_similar_ones_and_a_crop_among_them(served, tiny_encoders):
+    url, store, _, path = served
+    tracks = httpx.get(f"{url}/v1/tracks").json()
+    assert tracks and all(httpx.get(f"{url}{track['thumbnail_url']}").status_code == 200 for track in tracks)
+    first = tracks[0]
+    similar = httpx.get(f"{url}/v1/tracks/{first['source_id']}/{first['track_id']}/similar").json()
+    assert (first["source_id"], first["track_id"]) not in {(hit["source_id"], hit["track_id"]) for hit in similar}
+    assert len(similar) == min(10, len(tracks) - 1)  # top_k 10 by default
+    assert httpx.get(f"{url}/v1/tracks/{first['source_id']}/999/similar").status_code == 404
+    # a crop among the tracks: what the served DINOv2 and the track index give in this process too
+    crop = store.get(first["thumbnail"])
+    found = post(url, "/v1/tracks/search", {"image": base64.b64encode(crop).decode(), "top_k": 3}).json()
+    model = tiny_encoders.dinov2
+    expected = TrackIndex.from_store(store, model.model_id).search(
+        model.embed_images([decode_image(crop)])[0], model.model_id, 3
+    )
+    assert [(hit["track_id"], round(hit["score"], 4)) for hit in found] == [
+        (hit.track.track_id, round(hit.score, 4)) for hit in expected
+    ]
 
 
 def test_metrics_and_the_openapi_schema(served):

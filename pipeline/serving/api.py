@@ -105,6 +105,16 @@ class SearchRequest(BaseModel):
     top_k: int = Field(default=10, ge=1)
 
 
+class TrackSearchRequest(BaseModel):
+    """An example image (base64), or a stored keyframe or a box of it: the object to find among the tracks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str | None = None
+    keyframe: KeyframeCrop | None = None
+    top_k: int = Field(default=10, ge=1)
+
+
 class SearchResult(BaseModel):
     source: str
     source_id: str
@@ -377,6 +387,27 @@ def build_app(settings: ServeConfig, store: ObjectStore, backend: SearchBackend)
             for source in stored_sources(store)
             for track in source.tracks
         ]
+
+    @app.post(f"{API}/tracks/search")
+    async def search_tracks(request: TrackSearchRequest) -> list[dict]:
+        """The stored tracks most like an example image or a box drawn on a keyframe (the tracks' appearance model
+        must be the served DINOv2), best first."""
+        if (request.image is None) == (request.keyframe is None):
+            raise HTTPException(422, "give exactly one of image or keyframe")
+        if request.top_k > limits.top_k:
+            raise HTTPException(422, f"top_k {request.top_k} is above the limit of {limits.top_k}")
+        if request.image is not None:
+            image = _upload(request.image, limits.image_pixels, limits.body_bytes)
+        else:
+            image = _keyframe_crop(store, request.keyframe)
+        model = (await backend.describe())["dinov2"]
+        try:
+            index = await asyncio.to_thread(TrackIndex.from_store, store, model)
+            _, dinov2 = await backend.embed_image(image)
+            hits = index.search(dinov2, model, request.top_k)
+        except TrackSearchError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return [hit.to_json() | {"thumbnail_url": _media_url(hit.track.thumbnail)} for hit in hits]
 
     @app.get(f"{API}/tracks/{{source_id:path}}/{{track_id}}/similar")
     def similar_tracks(source_id: str, track_id: int, top_k: int = Query(default=10, ge=1)) -> list[dict]:
