@@ -27,6 +27,8 @@ from pipeline.search.moments import moments_of
 from pipeline.serving.api import build_app
 from pipeline.storage.store import open_configured_store
 
+API_ONGOING = 256  # requests one API replica holds at once (each mostly waits on the encoder and searchers)
+
 
 def autoscaling(bounds: ServeAutoscaling) -> dict:
     return bounds.model_dump()
@@ -144,6 +146,11 @@ class ApiDeployment:
 def serve_application(config: VigilConfig):
     """The application `vigil serve` runs: the API over an encoder and a search deployment."""
     settings = config.serve
-    encoder = EncoderDeployment.options(autoscaling_config=autoscaling(settings.encoder)).bind(config)
+    # a replica takes twice a batch of phrases at once, so that one batch fills while the other runs
+    encoder = EncoderDeployment.options(
+        autoscaling_config=autoscaling(settings.encoder), max_ongoing_requests=2 * settings.batch_max
+    ).bind(config)
     searcher = SearchDeployment.options(autoscaling_config=autoscaling(settings.search)).bind(config)
-    return ApiDeployment.options(autoscaling_config=autoscaling(settings.search)).bind(config, encoder, searcher)
+    # the API mostly awaits the others: many requests at once per replica
+    api = ApiDeployment.options(autoscaling_config=autoscaling(settings.search), max_ongoing_requests=API_ONGOING)
+    return api.bind(config, encoder, searcher)

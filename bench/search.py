@@ -158,11 +158,12 @@ class Synthetic:
     def key(self, row: int) -> tuple[str, float]:
         return self.source_ids[row % CAMERAS], (row // CAMERAS) * WINDOW
 
-    def clips(self, first: int, count: int, cameras: int = CAMERAS):
-        """ClipEmbedding rows [first, first + count) (of the first `cameras` cameras only)."""
+    def clips(self, first: int, count: int, cameras: int = CAMERAS, models=None):
+        """ClipEmbedding rows [first, first + count) (of the first `cameras` cameras only), made as if by `models`
+        (ModelIds; by default synthetic ones)."""
         from pipeline.records import ClipEmbedding, ModelIds
 
-        models = ModelIds("synthetic/siglip2-768", "synthetic/dinov2-384", untrained=True)
+        models = models or ModelIds("synthetic/siglip2-768", "synthetic/dinov2-384", untrained=True)
         vectors = self.vectors(first, count)
         clips = []
         for i in range(count):

@@ -332,9 +332,10 @@ def test_tracks_their_similar_ones_and_a_crop_among_them(served, tiny_encoders):
     ]
 
 
-def test_metrics_and_the_openapi_schema(served):
+def test_metrics_the_server_timing_and_the_openapi_schema(served):
     url = served[0]
-    post(url, "/v1/search", {"text": "a dock"})
+    timing = post(url, "/v1/search", {"text": "a dock"}).headers["server-timing"]
+    assert [part.split(";")[0] for part in timing.split(", ")] == ["encode", "search"]
     metrics = httpx.get(f"{url}/metrics").text
     assert 'vigil_search_seconds_count{kind="text",step="encode"}' in metrics
     assert 'vigil_http_request_seconds_count{method="POST",route="/v1/search",status="200"}' in metrics

@@ -41,6 +41,7 @@ from pipeline.config import ServeConfig
 from pipeline.live.queries import StandingQuery, delete_query, load_queries, save_query
 from pipeline.records import UNTRAINED_NOTE, Event
 from pipeline.search.filters import ClipFilter, FilterError, TimeRange
+from pipeline.search.index import IndexMismatchError
 from pipeline.serving.media import RangeNotSatisfiable, byte_range, content_type, media_key
 from pipeline.storage.codecs import ImageTooLargeError, decode_image
 from pipeline.storage.layout import ALERTS, SUMMARY_FILES, camera_source_id, source_key
@@ -78,7 +79,9 @@ class Problem(BaseModel):
 
 
 # every route may answer these, each as a Problem (FastAPI's own 422, a list of errors, is made one line too)
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (401, 404, 411, 413, 416, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem} for code in (401, 404, 409, 411, 413, 416, 422, 503)
+}
 
 
 class KeyframeCrop(BaseModel):
@@ -229,8 +232,9 @@ def build_app(settings: ServeConfig, store: ObjectStore, backend: SearchBackend)
         return response
 
     @app.post(f"{API}/search", response_model=SearchResponse)
-    async def search(request: SearchRequest) -> dict:
-        """Moments most like a phrase, an example image, or a stored keyframe (or a box drawn on it)."""
+    async def search(request: SearchRequest, response: Response) -> dict:
+        """Moments most like a phrase, an example image, or a stored keyframe (or a box drawn on it). The
+        `Server-Timing` header says how long the query's encoding and the index search took (ms)."""
         given = [name for name in ("text", "image", "keyframe") if getattr(request, name) is not None]
         if len(given) != 1:
             raise HTTPException(422, "give exactly one of text, image or keyframe")
@@ -255,9 +259,16 @@ def build_app(settings: ServeConfig, store: ObjectStore, backend: SearchBackend)
                 image = _keyframe_crop(store, request.keyframe)
             siglip, dinov2 = await backend.embed_image(image)
         encoded = time.perf_counter()
-        events = await backend.search(siglip, dinov2, request.top_k, where)
+        try:
+            events = await backend.search(siglip, dinov2, request.top_k, where)
+        except IndexMismatchError as exc:
+            raise HTTPException(409, str(exc).splitlines()[0]) from None
+        searched = time.perf_counter()
         metrics.search.labels(kind, "encode").observe(encoded - started)
-        metrics.search.labels(kind, "search").observe(time.perf_counter() - encoded)
+        metrics.search.labels(kind, "search").observe(searched - encoded)
+        response.headers["Server-Timing"] = (
+            f"encode;dur={1000 * (encoded - started):.2f}, search;dur={1000 * (searched - encoded):.2f}"
+        )
         untrained = events[0].untrained if events else bool((await backend.describe())["untrained"])
         return {
             "results": [_result(event, store) for event in events],
