@@ -30,7 +30,9 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8", "int8-compiled"])
 
 
-def config_from(args: argparse.Namespace) -> VigilConfig:
+def config_from(args: argparse.Namespace, overrides: dict | None = None) -> VigilConfig:
+    """The config file, then the common options and a command's own `overrides` (None values: not given), each
+    validated by `load_config`: a bad one is a one-line error naming its key."""
     return load_config(
         args.config,
         {
@@ -44,6 +46,7 @@ def config_from(args: argparse.Namespace) -> VigilConfig:
             "batch_size": getattr(args, "batch_size", None),
             "search.top_k": getattr(args, "top_k", None),
             "kafka.brokers": getattr(args, "brokers", None),
+            **(overrides or {}),
         },
     )
 

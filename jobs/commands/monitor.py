@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 
 from actors.stages import StageFailed
-from jobs.commands.common import UsageError, add_common_options, checked_cameras
+from jobs.commands.common import UsageError, add_common_options, checked_cameras, config_from
 from jobs.monitor import MonitorError, run_monitor
-from pipeline.config import load_config
 
 
 def register(subparsers) -> None:
@@ -32,18 +31,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give one --camera ID for each --source URL")
     checked_cameras(args.camera)
     sources = [{"camera": camera, "url": url} for url, camera in zip(args.source, args.camera)]
-    # Every value through load_config: validated, and a bad one is a one-line error naming its key.
-    config = load_config(
-        args.config,
-        {
-            "store": args.store,
-            "models": args.models,
-            "device": args.device,
-            "precision": args.precision,
-            "kafka.brokers": args.brokers,
-            "monitor.sources": sources or None,
-        },
-    )
+    config = config_from(args, {"monitor.sources": sources or None})
     try:
         report = run_monitor(config, idle_exit=args.idle_exit)
     except (MonitorError, StageFailed) as exc:

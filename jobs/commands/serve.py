@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.commands.common import UsageError, add_common_options
+from jobs.commands.common import UsageError, add_common_options, config_from
 from jobs.serve import ServeRefused, serve_until_stopped
-from pipeline.config import load_config
 
 
 def register(subparsers) -> None:
@@ -22,17 +21,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(
-        args.config,
-        {
-            "store": args.store,
-            "models": args.models,
-            "device": args.device,
-            "precision": args.precision,
-            "serve.host": args.host,
-            "serve.port": args.port,
-        },
-    )
+    config = config_from(args, {"serve.host": args.host, "serve.port": args.port})
     try:
         serve_until_stopped(config)
     except ServeRefused as exc:
