@@ -37,7 +37,7 @@ from pipeline.storage.codecs import decode_image
 from pipeline.storage.layout import file_source_id, keyframe_key
 from pipeline.storage.store import LocalStore
 from pipeline.tracking import TrackIndex
-from tests.servers import free_port, wait_until
+from tests.servers import free_port, start_rtsp_camera, wait_until
 from tests.test_match import MODELS, matcher
 
 LIMITS = {
@@ -244,13 +244,11 @@ def _alert(store: LocalStore, status: str = "open") -> Alert:
     )
 
 
-def test_the_alert_stream_sends_an_alert_stored_meanwhile_and_its_update(served):
-    url, store, _, _ = served
-    received: list[dict] = []
-    connected = threading.Event()
+def stream_alerts(url: str, received: list[dict], connected: threading.Event, until) -> threading.Thread:
+    """A client of the alert stream in a thread: each alert it sends into `received`, until `until(received)`."""
 
     def listen() -> None:
-        with httpx.stream("GET", f"{url}/v1/alerts/stream", timeout=30) as stream:
+        with httpx.stream("GET", f"{url}/v1/alerts/stream", timeout=120) as stream:
             event = None
             for line in stream.iter_lines():
                 connected.set()
@@ -258,12 +256,19 @@ def test_the_alert_stream_sends_an_alert_stored_meanwhile_and_its_update(served)
                     event = line[7:]
                 elif line.startswith("data: ") and event == "alert":
                     received.append(json.loads(line[6:]))
-                    if len(received) == 2:
+                    if until(received):
                         return
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     assert connected.wait(30)
+    return listener
+
+
+def test_the_alert_stream_sends_an_alert_stored_meanwhile_and_its_update(served):
+    url, store, _, _ = served
+    received: list[dict] = []
+    listener = stream_alerts(url, received, threading.Event(), lambda alerts: len(alerts) == 2)
     sink = Sink(store, ClipIndex.load(store))  # as a monitor's sink stores alerts
     sink.write(StreamOutput(alerts=[_alert(store)]))
     wait_until(lambda: len(received) == 1, timeout=20, what="the open alert on the stream")
@@ -418,6 +423,51 @@ def test_a_missing_store_is_one_line(tmp_path, capsys):
     status = main(["serve", "--store", str(tmp_path / "nowhere"), "--port", str(free_port())])
     err = capsys.readouterr().err
     assert status == 2 and len(err.strip().splitlines()) == 1 and "nowhere" in err
+
+
+def test_a_running_monitor_takes_up_and_drops_a_query_of_the_api_and_its_alert_streams(served, tmp_path):
+    """A monitor of a live RTSP camera runs while a query goes in through the API: its alert opens and streams to
+    a client; the query is deleted through the API and the monitor closes the alert, streamed too. No restart."""
+    from actors.stages import RayCalls, make_monitor_stages
+    from jobs.monitor import drive
+
+    url, store, _, _ = served
+    port = free_port()
+    camera = start_rtsp_camera(tmp_path, port)
+    config = load_config(
+        None,
+        {
+            "store": str(store.root),
+            "models": "tiny",
+            "precision": "fp32",
+            "device": "cpu",
+            "decode.fps": 2.0,
+            "monitor.name": "served",
+            "monitor.sources": [{"camera": "porch", "url": f"rtsp://127.0.0.1:{port}/cam"}],
+            "monitor.batch_frames": 2,
+            "monitor.query_refresh": 0.5,
+        },
+    )
+    received: list[dict] = []
+    mine = lambda alerts: [a for a in alerts if a["query_id"] == "always"]  # noqa: E731
+    listener = stream_alerts(url, received, threading.Event(), lambda alerts: len(mine(alerts)) == 2)
+    stop, reports = threading.Event(), []
+    stages = make_monitor_stages(config)
+    runner = threading.Thread(target=lambda: reports.append(drive(stages, config.monitor, RayCalls(), stop=stop)))
+    runner.start()
+    try:
+        # a raw cosine of at least -1: every frame matches, so the event opens as soon as the monitor holds it
+        query = {"id": "always", "text": "anything", "calibration": "raw", "threshold": -1.0, "min_duration": 0}
+        assert post(url, "/v1/queries", {**query, "cameras": ["porch"]}).status_code == 201
+        wait_until(lambda: len(mine(received)) == 1, timeout=90, what="the monitor's alert on the stream")
+        assert httpx.delete(f"{url}/v1/queries/always").status_code == 204
+        listener.join(60)
+    finally:
+        stop.set()
+        runner.join(60)
+        camera.stop()
+    assert [(a["camera"], a["status"]) for a in mine(received)] == [("porch", "open"), ("porch", "closed")]
+    assert reports and reports[0].alerts >= 2
 
 
 ARTIFACTS = Path(os.environ.get("VIGIL_TEST_ARTIFACTS", "test-artifacts"))
