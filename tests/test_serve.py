@@ -343,6 +343,7 @@ def test_metrics_the_server_timing_and_the_openapi_schema(served):
     assert [part.split(";")[0] for part in timing.split(", ")] == ["encode", "search"]
     metrics = httpx.get(f"{url}/metrics").text
     assert 'vigil_search_seconds_count{kind="text",step="encode"}' in metrics
+    assert 'vigil_backend_requests_waiting{deployment="encoder"} 0.0' in metrics  # the queues, drained
     assert 'vigil_http_request_seconds_count{method="POST",route="/v1/search",status="200"}' in metrics
     schema = httpx.get(f"{url}/openapi.json").json()
     assert schema["info"]["version"] == "1"

@@ -73,7 +73,7 @@ class StreamTracker:
         self.trackers: dict[str, Tracker] = {}
         self.camera_events: dict[str, TrackEvents] = {}
         self.track_alerts = TrackAlerts(models)
-        # camera: track id: what each track held has shown (its times, best crop, appearance sum)
+        # camera: track id: what each confirmed track so far showed (its times, best crop, appearance sum)
         self.objects: dict[str, dict[int, TrackedObject]] = {}
         self._tentative: dict[str, dict[int, TrackedObject]] = {}  # the same of the tentative tracks
         self._grids: dict[str, SamplingGrid] = {}  # camera: the detector's rate over its frames

@@ -159,6 +159,12 @@ class Metrics:
         self.in_flight = Gauge(
             "vigil_http_requests_in_flight", "Requests being served (the queue)", registry=self.registry
         )
+        self.waiting = Gauge(
+            "vigil_backend_requests_waiting",
+            "Requests waiting on a deployment (encoder, search): its queue as the API sees it",
+            ["deployment"],
+            registry=self.registry,
+        )
         self.streams = Gauge("vigil_alert_streams", "Open alert streams", registry=self.registry)
         self.alerts_streamed = Counter("vigil_alerts_streamed", "Alert updates sent on streams", registry=self.registry)
 
@@ -250,17 +256,20 @@ def build_app(settings: ServeConfig, store: ObjectStore, backend: SearchBackend)
                 raise HTTPException(
                     422, f"the text has {len(text)} characters, above the limit of {limits.query_chars}"
                 )
-            kind, siglip, dinov2 = "text", await backend.embed_text(text), None
+            with metrics.waiting.labels("encoder").track_inprogress():
+                kind, siglip, dinov2 = "text", await backend.embed_text(text), None
         else:
             kind = "image"
             if request.image is not None:
                 image = _upload(request.image, limits.image_pixels, limits.body_bytes)
             else:
                 image = _keyframe_crop(store, request.keyframe)
-            siglip, dinov2 = await backend.embed_image(image)
+            with metrics.waiting.labels("encoder").track_inprogress():
+                siglip, dinov2 = await backend.embed_image(image)
         encoded = time.perf_counter()
         try:
-            events = await backend.search(siglip, dinov2, request.top_k, where)
+            with metrics.waiting.labels("search").track_inprogress():
+                events = await backend.search(siglip, dinov2, request.top_k, where)
         except IndexMismatchError as exc:
             raise HTTPException(409, str(exc).splitlines()[0]) from None
         searched = time.perf_counter()
