@@ -46,21 +46,22 @@ from pipeline.models.precision import (
 from pipeline.records import ModelIds
 
 
-@pytest.fixture(scope="session", autouse=True)
-def offline_env(tmp_path_factory):
-    """No hub here: every test runs offline, with its own vigil cache."""
+@pytest.fixture(scope="module", autouse=True)
+def offline_env(tmp_path_factory, vigil_cache):
+    """No hub here: every test of this module runs offline, with a vigil cache of its own; the session's
+    (`vigil_cache`, which Ray's workers are given) is back after it."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setenv("VIGIL_CACHE", str(tmp_path_factory.mktemp("vigil-cache")))
         yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tiny(offline_env) -> ModelSource:
     return tiny_checkpoints()  # built under $VIGIL_CACHE, reused by every test
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def encoders(tiny):
     return load_encoders(tiny, precision="fp32", batch_size=16)
 
