@@ -70,8 +70,7 @@ class SearchDeployment:
         self, siglip: np.ndarray, dinov2: np.ndarray | None, top_k: int, where: ClipFilter | None, models: ModelIds
     ) -> list[Event]:
         self._follow()
-        if len(self.index):
-            self.index.check_models(models)
+        self.index.check_models(models)
         search = self.config.search
         return moments_of(
             self.index,

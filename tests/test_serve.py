@@ -373,8 +373,12 @@ class LocalBackend:
     async def search(self, siglip, dinov2, top_k, where):
         return moments_of(self.index, siglip, dinov2, top_k=top_k, where=where, untrained=True)
 
+    async def models(self):
+        return self.encoders.ids
+
     async def describe(self):
-        return {"siglip": "tiny", "dinov2": "tiny", "untrained": True, "rows": len(self.index)}
+        ids = self.encoders.ids
+        return {"siglip": ids.siglip, "dinov2": ids.dinov2, "untrained": ids.untrained, "rows": len(self.index)}
 
 
 @pytest.fixture(scope="module")

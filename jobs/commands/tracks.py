@@ -26,6 +26,7 @@ from pipeline.tracking import (
     TrackIndex,
     TrackSearchError,
     live_source_id,
+    similar_tracks,
     stored_sources,
 )
 
@@ -66,9 +67,7 @@ def run(args: argparse.Namespace) -> int:
     source_text, track_id = _parse_track(args.similar)
     query = _query_source(sources, source_text, camera=args.camera, live=args.live)
     try:
-        vector = query.vector_of(track_id)
-        index = TrackIndex.from_sources(sources, query.appearance_model, store.url)
-        hits = index.search(vector, query.appearance_model, config.search.top_k, exclude=(query.source_id, track_id))
+        index, hits = similar_tracks(sources, query, track_id, config.search.top_k, store.url)
     except TrackSearchError as exc:
         raise UsageError(str(exc)) from None
     _note_skipped(index, args.command)

@@ -39,14 +39,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.cameras import check_camera_id
 from pipeline.config import ServeConfig
 from pipeline.live.queries import StandingQuery, delete_query, load_queries, save_query
-from pipeline.records import UNTRAINED_NOTE, Event
+from pipeline.records import UNTRAINED_NOTE, Event, ModelIds
 from pipeline.search.filters import ClipFilter, FilterError, TimeRange
 from pipeline.search.index import IndexMismatchError
 from pipeline.serving.media import RangeNotSatisfiable, byte_range, content_type, media_key
 from pipeline.storage.codecs import ImageTooLargeError, decode_image
-from pipeline.storage.layout import ALERTS, SUMMARY_FILES, camera_source_id, source_key
+from pipeline.storage.layout import ALERTS, SUMMARY_FILES, alerts_prefix, camera_source_id, source_key
 from pipeline.storage.store import ObjectStore, StoreError
-from pipeline.tracking import TrackIndex, TrackSearchError, stored_sources
+from pipeline.tracking import TrackIndex, TrackSearchError, similar_tracks, stored_sources
 
 API = "/v1"
 PAGE = Path(__file__).with_name("page.html")
@@ -67,6 +67,9 @@ class SearchBackend(Protocol):
         self, siglip: np.ndarray, dinov2: np.ndarray | None, top_k: int, where: ClipFilter | None
     ) -> list[Event]:
         """The moments most like the vectors, best first."""
+
+    async def models(self) -> ModelIds:
+        """The served models' ids (the same for the life of the backend)."""
 
     async def describe(self) -> dict:
         """The models (`siglip`, `dinov2`, `untrained`) and the index rows (`rows`): what /readyz reports."""
@@ -186,6 +189,16 @@ def build_app(settings: ServeConfig, store: ObjectStore, backend: SearchBackend)
     metrics = Metrics()
     limits = settings.limits
 
+    def check_top_k(top_k: int) -> None:
+        if top_k > limits.top_k:
+            raise HTTPException(422, f"top_k {top_k} is above the limit of {limits.top_k}")
+
+    def example_image(image: str | None, keyframe: KeyframeCrop | None) -> np.ndarray:
+        """An uploaded image (base64), else a stored keyframe or the box of it drawn."""
+        if image is not None:
+            return _upload(image, limits.image_pixels, limits.body_bytes)
+        return _keyframe_crop(store, keyframe)
+
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         route = request.url.path
@@ -244,8 +257,7 @@ def build_app(settings: ServeConfig, store: ObjectStore, backend: SearchBackend)
         given = [name for name in ("text", "image", "keyframe") if getattr(request, name) is not None]
         if len(given) != 1:
             raise HTTPException(422, "give exactly one of text, image or keyframe")
-        if request.top_k > limits.top_k:
-            raise HTTPException(422, f"top_k {request.top_k} is above the limit of {limits.top_k}")
+        check_top_k(request.top_k)
         where = _filter(request)
         started = time.perf_counter()
         if request.text is not None:
@@ -260,10 +272,7 @@ def build_app(settings: ServeConfig, store: ObjectStore, backend: SearchBackend)
                 kind, siglip, dinov2 = "text", await backend.embed_text(text), None
         else:
             kind = "image"
-            if request.image is not None:
-                image = _upload(request.image, limits.image_pixels, limits.body_bytes)
-            else:
-                image = _keyframe_crop(store, request.keyframe)
+            image = example_image(request.image, request.keyframe)
             with metrics.waiting.labels("encoder").track_inprogress():
                 siglip, dinov2 = await backend.embed_image(image)
         encoded = time.perf_counter()
@@ -278,9 +287,10 @@ def build_app(settings: ServeConfig, store: ObjectStore, backend: SearchBackend)
         response.headers["Server-Timing"] = (
             f"encode;dur={1000 * (encoded - started):.2f}, search;dur={1000 * (searched - encoded):.2f}"
         )
-        untrained = events[0].untrained if events else bool((await backend.describe())["untrained"])
+        untrained = events[0].untrained if events else (await backend.models()).untrained
+        playable = {source_id: _plays(store, source_id) for source_id in {event.source_id for event in events}}
         return {
-            "results": [_result(event, store) for event in events],
+            "results": [_result(event, playable[event.source_id]) for event in events],
             "untrained": untrained,
             "note": UNTRAINED_NOTE if untrained else None,
         }
@@ -293,7 +303,7 @@ def build_app(settings: ServeConfig, store: ObjectStore, backend: SearchBackend)
         limit: int = Query(default=100, ge=1, le=10000),
     ) -> list[dict]:
         """Stored alerts (each at its latest status), newest first."""
-        prefix = ALERTS if camera is None else f"{ALERTS}{camera_source_id(_camera(camera))}/"
+        prefix = ALERTS if camera is None else alerts_prefix(camera_source_id(_camera(camera)))
         records = [store.get_json(key) for key in store.list(prefix) if key.endswith(".json")]
         chosen = [
             alert
@@ -309,7 +319,7 @@ def build_app(settings: ServeConfig, store: ObjectStore, backend: SearchBackend)
         return StreamingResponse(_alert_events(request), media_type="text/event-stream")
 
     async def _alert_events(request: Request) -> AsyncIterator[str]:
-        seen = await asyncio.to_thread(_alert_statuses, store, {})
+        seen = await asyncio.to_thread(_alert_statuses, store)
         metrics.streams.inc()
         try:
             yield ": connected\n\n"
@@ -414,13 +424,9 @@ def build_app(settings: ServeConfig, store: ObjectStore, backend: SearchBackend)
         must be the served DINOv2), best first."""
         if (request.image is None) == (request.keyframe is None):
             raise HTTPException(422, "give exactly one of image or keyframe")
-        if request.top_k > limits.top_k:
-            raise HTTPException(422, f"top_k {request.top_k} is above the limit of {limits.top_k}")
-        if request.image is not None:
-            image = _upload(request.image, limits.image_pixels, limits.body_bytes)
-        else:
-            image = _keyframe_crop(store, request.keyframe)
-        model = (await backend.describe())["dinov2"]
+        check_top_k(request.top_k)
+        image = example_image(request.image, request.keyframe)
+        model = (await backend.models()).dinov2
         try:
             index = await asyncio.to_thread(TrackIndex.from_store, store, model)
             _, dinov2 = await backend.embed_image(image)
@@ -430,17 +436,15 @@ def build_app(settings: ServeConfig, store: ObjectStore, backend: SearchBackend)
         return [hit.to_json() | {"thumbnail_url": _media_url(hit.track.thumbnail)} for hit in hits]
 
     @app.get(f"{API}/tracks/{{source_id:path}}/{{track_id}}/similar")
-    def similar_tracks(source_id: str, track_id: int, top_k: int = Query(default=10, ge=1)) -> list[dict]:
+    def tracks_like(source_id: str, track_id: int, top_k: int = Query(default=10, ge=1)) -> list[dict]:
         """The tracks most like one (the same object elsewhere), best first."""
-        if top_k > limits.top_k:
-            raise HTTPException(422, f"top_k {top_k} is above the limit of {limits.top_k}")
+        check_top_k(top_k)
         sources = list(stored_sources(store))
         query = next((source for source in sources if source.source_id == source_id), None)
         if query is None:
             raise HTTPException(404, f"no tracks of source {source_id!r}")
         try:
-            index = TrackIndex.from_sources(sources, query.appearance_model, store.url)
-            hits = index.search(query.vector_of(track_id), query.appearance_model, top_k, exclude=(source_id, track_id))
+            _, hits = similar_tracks(sources, query, track_id, top_k, store.url)
         except TrackSearchError as exc:
             raise HTTPException(404, str(exc)) from None
         return [hit.to_json() | {"thumbnail_url": _media_url(hit.track.thumbnail)} for hit in hits]
@@ -530,9 +534,13 @@ def _media_url(key: str | None) -> str | None:
     return f"{API}/media/{key}" if key else None
 
 
-def _result(event: Event, store: ObjectStore) -> dict:
-    record = _stored_record(store, event.source_id)
-    playable = record is not None and record.get("kind", "file") == "file"
+def _plays(store: ObjectStore, source_id: str) -> bool:
+    """Whether a source's moments can be played: a file source (a camera's footage is not kept)."""
+    record = _stored_record(store, source_id)
+    return record is not None and record.get("kind", "file") == "file"
+
+
+def _result(event: Event, playable: bool) -> dict:
     return {
         "source": event.source,
         "source_id": event.source_id,
@@ -571,12 +579,9 @@ def _with_urls(alert: dict) -> dict:
     return alert | {"keyframe_url": _media_url(alert.get("keyframe_key"))}
 
 
-def _alert_statuses(store: ObjectStore, seen: dict[str, str]) -> dict[str, str]:
+def _alert_statuses(store: ObjectStore) -> dict[str, str]:
     """Every stored alert's status by key (the alert stream's starting point: it sends what comes after)."""
-    for key in store.list(ALERTS):
-        if key.endswith(".json") and key not in seen:
-            seen[key] = store.get_json(key)["status"]
-    return seen
+    return {key: store.get_json(key)["status"] for key in store.list(ALERTS) if key.endswith(".json")}
 
 
 def _changed_alerts(store: ObjectStore, seen: dict[str, str]) -> list[dict]:

@@ -36,6 +36,7 @@ from pipeline.tracking.similar import (
     TrackSearchError,
     live_source_id,
     read_source,
+    similar_tracks,
     stored_sources,
     write_ended_tracks,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "live_source_id",
     "read_detections",
     "read_source",
+    "similar_tracks",
     "stored_sources",
     "thumbnail",
     "track_frames",

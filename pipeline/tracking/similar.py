@@ -269,3 +269,13 @@ class TrackIndex:
             if len(hits) == top_k:
                 break
         return hits
+
+
+def similar_tracks(
+    sources: list[StoredSource], query: StoredSource, track_id: int, top_k: int, where: str
+) -> tuple[TrackIndex, list[TrackHit]]:
+    """The `top_k` tracks of `sources` most like track `track_id` of `query` (one of them), itself left out, and
+    the index of its appearance model they were searched in (`where`: where the sources were read, for errors)."""
+    vector = query.vector_of(track_id)
+    index = TrackIndex.from_sources(sources, query.appearance_model, where)
+    return index, index.search(vector, query.appearance_model, top_k, exclude=(query.source_id, track_id))
