@@ -41,7 +41,7 @@ from typing import Any
 import psutil
 
 from bench import results
-from bench.results import facts_section, markdown_table, plain_table, write_section
+from bench.results import busy_seconds, facts_section, markdown_table, plain_table, write_section
 from bench.results import mib as _mib
 from jobs.archive import index_paths
 from pipeline.config import DecodeConfig, VigilConfig, load_config
@@ -129,12 +129,6 @@ class Measured:
     other_cores: float
 
 
-def _busy_seconds(times) -> float:
-    # Not sum(times): Linux counts guest time inside user time. Steal (another VM on our vCPUs) counts:
-    # it slows us just like a neighbouring process does.
-    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
-
-
 def measure(fn: Callable[[], Any]) -> tuple[Any, Measured]:
     """Run `fn` once; besides the wall time, record the CPU time other processes used meanwhile
     (system busy time minus ours), because a busy neighbour slows 2-thread torch a lot."""
@@ -146,7 +140,7 @@ def measure(fn: Callable[[], Any]) -> tuple[Any, Measured]:
     seconds = time.perf_counter() - started
     system_after, mine_after = psutil.cpu_times(), me.cpu_times()
     ours = (mine_after.user + mine_after.system) - (mine_before.user + mine_before.system)
-    others = max(0.0, _busy_seconds(system_after) - _busy_seconds(system_before) - ours)
+    others = max(0.0, busy_seconds(system_after) - busy_seconds(system_before) - ours)
     return result, Measured(seconds, others / seconds)
 
 

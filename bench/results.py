@@ -128,3 +128,9 @@ def plain_table(header: list[str], rows: list[list[str]]) -> str:
 
 def mib(n: float) -> str:
     return f"{n / 2**20:.0f} MiB"
+
+
+def busy_seconds(times) -> float:
+    """CPU seconds the whole machine was busy, from `psutil.cpu_times()`. Not sum(times): Linux counts guest time
+    inside user time. Steal (another VM on our vCPUs) counts: it slows us just like a neighbouring process does."""
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))

@@ -60,7 +60,7 @@ import numpy as np
 import psutil
 
 from bench import results
-from bench.results import facts_section, markdown_table, plain_table, write_section
+from bench.results import busy_seconds, facts_section, markdown_table, plain_table, write_section
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_CLIPS = (10_000, 100_000, 1_000_000)
@@ -257,8 +257,7 @@ def _peak_rss() -> int:
 def _busy_seconds() -> tuple[float, float]:
     """CPU seconds busy on the whole machine, and used by this process and its ended children. Guest time is
     inside user time; steal counts as busy."""
-    times = psutil.cpu_times()
-    machine = sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
+    machine = busy_seconds(psutil.cpu_times())
     ours = sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime for who in _RUSAGE)
     return machine, ours
 

@@ -29,7 +29,7 @@ import numpy as np
 import psutil
 
 from bench import results
-from bench.results import facts_section, markdown_table, plain_table, write_section
+from bench.results import busy_seconds, facts_section, markdown_table, plain_table, write_section
 
 BENCH_DIR = Path(__file__).resolve().parent
 PHRASES = [
@@ -136,8 +136,7 @@ def run_config(store: Path, models, replicas: int, batch_max: int, args: argpars
     measured = asyncio.run(load(url, args.seconds, args.concurrency))
     cpu_after = psutil.cpu_times()
     stop_serving()
-    busy = sum(getattr(cpu_after, f) - getattr(cpu_before, f) for f in ("user", "system", "nice"))
-    measured["cores_busy"] = busy / args.seconds
+    measured["cores_busy"] = (busy_seconds(cpu_after) - busy_seconds(cpu_before)) / args.seconds
     return {"replicas": replicas, "batch_max": batch_max, **measured}
 
 

@@ -67,7 +67,7 @@ import psutil
 import yaml
 
 from bench import results
-from bench.results import facts_section, markdown_table, plain_table, write_section
+from bench.results import busy_seconds, facts_section, markdown_table, plain_table, write_section
 from bench.results import mib as _mib
 from pipeline.records import Frame, FrameBatch
 
@@ -98,11 +98,6 @@ ACTOR = re.compile(r"^ray::(\w+Actor)\b")
 
 
 # ------------------------------------------------------------------------------------------ processes
-
-
-def _busy_seconds(times) -> float:
-    # Not sum(times): Linux counts guest time inside user time. Steal counts: it slows us like a neighbour.
-    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
 
 
 def _our_processes() -> list[psutil.Process]:
@@ -191,7 +186,7 @@ class Sampler:
             self.consumed(),
             rss,
             self.cpu.sample(procs),
-            _busy_seconds(psutil.cpu_times()),
+            busy_seconds(psutil.cpu_times()),
         )
         self.samples.append(sample)
         return sample
@@ -767,9 +762,9 @@ def measure_bound(
     torch.set_num_threads(threads)
     try:
         gc.collect()
-        system_before = _busy_seconds(psutil.cpu_times())
+        system_before = busy_seconds(psutil.cpu_times())
         batches, seconds, ours = _timed_extraction(frames, encoders, min_seconds, min_batches)
-        others = max(0.0, _busy_seconds(psutil.cpu_times()) - system_before - ours)
+        others = max(0.0, busy_seconds(psutil.cpu_times()) - system_before - ours)
     finally:
         torch.set_num_threads(previous)
     return Bound(threads, batches * batch_frames / seconds, batches, seconds, others / seconds)
@@ -806,10 +801,10 @@ def measure_parallel_bound(
         worker.start()
     try:
         barrier.wait(timeout=600)
-        system_before, started = _busy_seconds(psutil.cpu_times()), time.perf_counter()
+        system_before, started = busy_seconds(psutil.cpu_times()), time.perf_counter()
         done = [results.get(timeout=seconds + 600) for _ in workers]
         elapsed = time.perf_counter() - started
-        busy = _busy_seconds(psutil.cpu_times()) - system_before
+        busy = busy_seconds(psutil.cpu_times()) - system_before
     finally:
         for worker in workers:
             worker.join(timeout=60)
@@ -1419,7 +1414,7 @@ class DataPlaneBench(Bench):
                     time.monotonic(),
                     sum(committed.values()),
                     stage_cpu(monitor.pid, broker_pid),
-                    _busy_seconds(psutil.cpu_times()),
+                    busy_seconds(psutil.cpu_times()),
                     time.process_time(),
                 )
             )

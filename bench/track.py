@@ -40,7 +40,7 @@ import numpy as np
 import psutil
 
 from bench import results
-from bench.results import facts_section, markdown_table, plain_table, write_section
+from bench.results import busy_seconds, facts_section, markdown_table, plain_table, write_section
 
 BENCH_DIR = Path(__file__).resolve().parent
 WIDTH, HEIGHT, FPS = 1920, 1080, 30
@@ -496,11 +496,6 @@ class Run:
         return len(self.outputs) / self.update_seconds if self.update_seconds else float("inf")
 
 
-def _busy_seconds(times) -> float:
-    # as bench.archive: guest time is inside user time; steal (another VM on our vCPUs) slows us too
-    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
-
-
 def run_tracker(tracker: TrackerUnderTest, sequence: Sequence) -> Run:
     inputs = [tracker.convert(frame, number) for number, frame in enumerate(sequence.frames)]
     instance = tracker.make()
@@ -518,7 +513,7 @@ def run_tracker(tracker: TrackerUnderTest, sequence: Sequence) -> Run:
     wall = time.perf_counter() - started
     system_after, mine_after = psutil.cpu_times(), me.cpu_times()
     ours = (mine_after.user + mine_after.system) - (mine_before.user + mine_before.system)
-    others = max(0.0, _busy_seconds(system_after) - _busy_seconds(system_before) - ours)
+    others = max(0.0, busy_seconds(system_after) - busy_seconds(system_before) - ours)
     return Run(outputs, seconds, others / wall)
 
 
