@@ -188,6 +188,7 @@ def build_app(settings: ServeConfig, store: ObjectStore, backend: SearchBackend)
 
     metrics = Metrics()
     limits = settings.limits
+    page_html = PAGE.read_text()  # read once: the package's own file
 
     def check_top_k(top_k: int) -> None:
         if top_k > limits.top_k:
@@ -218,7 +219,7 @@ def build_app(settings: ServeConfig, store: ObjectStore, backend: SearchBackend)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
-        return HTMLResponse(PAGE.read_text(), headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(page_html, headers={"Cache-Control": "no-cache"})
 
     @app.get("/healthz")
     def healthz() -> dict:
